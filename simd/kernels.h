@@ -1,0 +1,72 @@
+/* kernels.h — the contract between the engine and the SIMD kernels.
+ *
+ * Every instruction set (scalar reference, AVX2+FMA, AVX-512, NEON) provides one
+ * table of these functions. The engine calls kernels only through the table
+ * returned by kernels_get(); it never contains intrinsics. Threads are the
+ * caller's business: a kernel is single-threaded and works on the slice it is
+ * given (src/ops.c splits rows and heads over OpenMP threads).
+ *
+ * Shapes: W is row-major [n_rows, n_cols] (a weight matrix [out_features,
+ * in_features], as in HF and llama2.c); X is [n_tok, n_cols] with row stride ldx;
+ * Y is [n_tok, *] with row stride ldy. bf16 weights are raw uint16 bit patterns;
+ * they are widened exactly to fp32 and every sum accumulates in fp32. */
+#ifndef KVLAB_KERNELS_H
+#define KVLAB_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct Kernels {
+    const char *name;   /* "scalar", "avx2", "avx512", "neon" */
+
+    /* Y[t*ldy + r] = sum_c W[r*n_cols + c] * X[t*ldx + c]   for t < n_tok, r < n_rows.
+     * n_tok == 1 is the decode matrix-vector product; n_tok > 1 the prefill
+     * matrix-matrix product (blocked over tokens so each weight row is read once
+     * per block of tokens). */
+    void (*matmul_f32)(float *Y, int ldy, const float *X, int ldx,
+                       const float *W, int n_tok, int n_rows, int n_cols);
+    void (*matmul_bf16)(float *Y, int ldy, const float *X, int ldx,
+                        const uint16_t *W, int n_tok, int n_rows, int n_cols);
+
+    float (*dot)(const float *a, const float *b, int n);
+    float (*sum_squares)(const float *x, int n);
+
+    /* out[i] = weight[i] * x[i] / sqrt(mean(x^2) + eps)   (RMSNorm; out may alias x) */
+    void (*rmsnorm)(float *out, const float *x, const float *weight, int n, float eps);
+
+    /* Rotate n_heads consecutive heads of x (each head_dim floats) in place by
+     * the angles whose cos/sin are given (head_dim/2 each). pairing_halves=1:
+     * the HF "rotate_half" layout, dimension i pairs with i + head_dim/2;
+     * pairing_halves=0: the Meta/llama2.c layout, 2i pairs with 2i+1. */
+    void (*rope)(float *x, int n_heads, int head_dim, const float *cos_theta,
+                 const float *sin_theta, int pairing_halves);
+
+    /* x <- softmax(x), in place, max-subtracted; uses the vector exp. */
+    void (*softmax)(float *x, int n);
+
+    /* gate[i] <- silu(gate[i]) * up[i]  (SwiGLU; silu(g) = g / (1 + exp(-g))) */
+    void (*silu_mul)(float *gate, const float *up, int n);
+
+    /* scores[j] = scale * dot(q, keys[j*head_dim ..])  for j < n_keys */
+    void (*attn_scores)(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale);
+
+    /* out[c] = sum_j probs[j] * values[j*head_dim + c]  (out is overwritten) */
+    void (*attn_values)(float *out, const float *probs, const float *values,
+                        int n_keys, int head_dim);
+} Kernels;
+
+/* The table in use (the best one for this CPU unless kernels_select changed it). */
+const Kernels *kernels_get(void);
+
+/* Choose by name: "auto", "scalar", "avx2", "avx512", "neon". Returns 0, or -1 and
+ * writes a one-line reason into err_msg (e.g. "--isa avx512: this CPU lacks avx512f"). */
+int kernels_select(const char *isa, char *err_msg, int err_size);
+
+/* The best ISA this CPU supports (what "auto" picks) and a list of all usable ones. */
+const char *kernels_detected(void);
+int kernels_available(const Kernels **tables, int max_tables);
+
+/* The scalar reference table (always available; tests compare against it). */
+extern const Kernels kernels_scalar;
+
+#endif

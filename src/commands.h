@@ -1,0 +1,12 @@
+/* commands.h — one function per `kvlab SUBCOMMAND`; each parses its own options
+ * (argv[0] is the subcommand name) and returns the process exit status. */
+#ifndef KVLAB_COMMANDS_H
+#define KVLAB_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+#endif

@@ -1,0 +1,94 @@
+/* kvcache.c — see kvcache.h. */
+#include "kvcache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int kvcache_init(KVCache *c, int n_layers, int n_kv_heads, int head_dim, int max_tokens, Err *err) {
+    memset(c, 0, sizeof *c);
+    if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || max_tokens <= 0)
+        return err_set(err, "kv cache: invalid shape (layers=%d kv_heads=%d head_dim=%d max_tokens=%d)",
+                       n_layers, n_kv_heads, head_dim, max_tokens);
+    c->n_layers = n_layers;
+    c->n_kv_heads = n_kv_heads;
+    c->head_dim = head_dim;
+    c->max_tokens = max_tokens;
+    c->heads = xcalloc((size_t)n_layers * n_kv_heads, sizeof(KVHead));
+    return 0;
+}
+
+static void head_free(KVHead *h) {
+    free(h->keys);
+    free(h->values);
+    free(h->pos);
+    memset(h, 0, sizeof *h);
+}
+
+void kvcache_free(KVCache *c) {
+    if (!c->heads) return;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) head_free(&c->heads[i]);
+    free(c->heads);
+    c->heads = NULL;
+}
+
+void kvcache_reset(KVCache *c) {
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) c->heads[i].len = 0;
+    c->next_pos = 0;
+}
+
+static void head_resize(KVHead *h, int cap, int head_dim) {
+    size_t row = (size_t)head_dim * sizeof(float);
+    h->keys = xrealloc(h->keys, (size_t)cap * row);
+    h->values = xrealloc(h->values, (size_t)cap * row);
+    h->pos = xrealloc(h->pos, (size_t)cap * sizeof(int));
+    h->cap = cap;
+}
+
+int kvcache_reserve(KVCache *c, int layer, int extra, Err *err) {
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        KVHead *h = kvcache_head(c, layer, g);
+        long need = (long)h->len + extra;
+        if (need > c->max_tokens)
+            return err_set(err, "kv cache: layer %d head %d would hold %ld tokens, more than the context (%d)",
+                           layer, g, need, c->max_tokens);
+        if (need <= h->cap) continue;
+        long cap = h->cap ? h->cap : 64;
+        while (cap < need) cap *= 2;
+        if (cap > c->max_tokens) cap = c->max_tokens;
+        head_resize(h, (int)cap, c->head_dim);
+    }
+    return 0;
+}
+
+void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep) {
+    KVHead *h = kvcache_head(c, layer, kv_head);
+    size_t d = (size_t)c->head_dim;
+    for (int i = 0; i < n_keep; i++) {
+        int s = keep[i];
+        if (s == i) continue;   /* ascending, so s >= i: moving down never overwrites a kept slot */
+        memmove(h->keys + i * d, h->keys + (size_t)s * d, d * sizeof(float));
+        memmove(h->values + i * d, h->values + (size_t)s * d, d * sizeof(float));
+        h->pos[i] = h->pos[s];
+    }
+    h->len = n_keep;
+    /* give memory back when the head is far below its allocation */
+    if (h->cap > 256 && n_keep < h->cap / 4) {
+        int cap = h->cap;
+        while (cap > 64 && n_keep < cap / 4) cap /= 2;
+        head_resize(h, cap, c->head_dim);
+    }
+}
+
+static size_t slot_bytes(const KVCache *c) { return 2 * (size_t)c->head_dim * sizeof(float) + sizeof(int); }
+
+size_t kvcache_bytes_allocated(const KVCache *c) {
+    size_t n = 0;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) n += (size_t)c->heads[i].cap;
+    return n * slot_bytes(c);
+}
+
+size_t kvcache_bytes_used(const KVCache *c) {
+    size_t n = 0;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) n += (size_t)c->heads[i].len;
+    return n * slot_bytes(c);
+}

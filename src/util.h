@@ -1,0 +1,64 @@
+/* util.h — the small things every module needs: errors, memory, time, files.
+ *
+ * Error convention: library functions return 0 on success and -1 on failure,
+ * filling an Err with ONE line that names the file or option and the problem
+ * ("model.safetensors: tensor 'x' data_offsets [0, 9] past end of file (8 bytes)").
+ * Only the command-line layer prints it and exits; the library never exits,
+ * so tests and fuzzers can call it on bad input. */
+#ifndef KVLAB_UTIL_H
+#define KVLAB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct { char msg[1024]; } Err;
+
+/* Set err->msg printf-style; always returns -1 so callers can `return err_set(...)`. */
+int err_set(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print "kvlab: MSG" on stderr and exit(1). For the command-line layer only. */
+_Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that dies on failure (out of memory is not a recoverable input error). */
+void *xmalloc(size_t n_bytes);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n_bytes);
+char *xstrdup(const char *s);
+
+/* 64-byte aligned allocation (free with free()); returns NULL on failure. */
+void *aligned_alloc64(size_t n_bytes);
+
+double now_seconds(void);          /* monotonic clock */
+
+/* Read a whole file into memory (NUL-terminated for convenience). */
+int read_file(const char *path, char **data_out, size_t *size_out, Err *err);
+
+/* A read-only memory map of a whole file. */
+typedef struct { void *data; size_t size_bytes; } FileMap;
+int  filemap_open(FileMap *map, const char *path, Err *err);
+void filemap_close(FileMap *map);
+
+/* Atomic output: write to "PATH.tmp.PID", rename onto PATH on commit, so an
+ * interrupted run never leaves a file that looks finished. */
+typedef struct { FILE *f; char path[4096]; char tmp_path[4200]; } AtomicFile;
+int  atomic_open(AtomicFile *af, const char *path, Err *err);
+int  atomic_commit(AtomicFile *af, Err *err);   /* fclose + fsync-free rename */
+void atomic_abort(AtomicFile *af);              /* fclose + unlink the temp file */
+
+/* Path helpers. */
+int  path_is_dir(const char *path);
+int  path_exists(const char *path);
+void path_join(char *out, size_t out_size, const char *dir, const char *name);
+void path_dirname(char *out, size_t out_size, const char *path);
+
+/* fp16/bf16 <-> fp32 (round to nearest even when narrowing). */
+static inline float bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
+    return v.f;
+}
+uint16_t f32_to_bf16(float f);
+float    f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+#endif

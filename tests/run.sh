@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run every test program in $1 (default build/tests) and every tests/cli_*.sh,
+# add up their RESULT lines and print "N passed, N failed".
+set -u
+dir=${1:-build/tests}
+passed=0; failed=0; broken=()
+run_one() {   # name, command...
+    local name=$1; shift
+    local log; log=$(mktemp)
+    local t0=$SECONDS
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local line; line=$(grep '^RESULT ' "$log" | tail -n 1)
+    local p=0 f=0
+    if [[ $line =~ passed=([0-9]+)\ failed=([0-9]+) ]]; then p=${BASH_REMATCH[1]}; f=${BASH_REMATCH[2]}; fi
+    if [ $rc -ne 0 ] && [ "$f" = 0 ]; then f=1; fi          # crashed or exited non-zero without saying why
+    if [ "$p" = 0 ] && [ "$f" = 0 ]; then f=1; echo "  (no RESULT line)" >>"$log"; fi
+    passed=$((passed + p)); failed=$((failed + f))
+    printf '%-32s %3d passed %3d failed  %3ds\n' "$name" "$p" "$f" $((SECONDS - t0))
+    if [ "$f" != 0 ]; then broken+=("$name"); sed 's/^/    /' "$log" | grep -v '^    ok ' | tail -n 40; fi
+    rm -f "$log"
+}
+for t in "$dir"/test_*; do
+    [ -x "$t" ] || continue
+    run_one "$(basename "$t")" "$t"
+done
+for s in tests/cli_*.sh; do
+    [ -f "$s" ] || continue
+    run_one "$(basename "$s")" bash "$s"
+done
+[ ${#broken[@]} -eq 0 ] || echo "failing: ${broken[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,196 @@
+/* test_golden.c — kvlab against Hugging Face transformers (fp32 compute) on the
+ * reference outputs in ../shared/golden, with every kernel set this CPU has.
+ *
+ * Tolerances:
+ *   logits        max |diff| <= 1e-4  (fp32; HF sums in another order, the
+ *                 observed difference is ~1e-5)
+ *   nll           <= 1e-4 (a log-softmax of those logits)
+ *   attention     <= 1e-5 (probabilities in [0, 1])
+ *   key norms     <= 1e-5 relative (norms are O(1..10))
+ *   top5, greedy  identical (skipping top-5 slots whose logits are within 1e-4
+ *                 of each other, where the order is not determined by fp32)
+ *   bf16 compute of bf16-stored weights vs fp32 compute: <= 1e-4 (the same
+ *                 weights, widened exactly; only the summation order differs). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "forward.h"
+#include "kernels.h"
+#include "npy.h"
+#include "ops.h"
+
+typedef struct {
+    int n_layers, n_heads, T;
+    float *attn;   /* [L, H, T, T], filled by the observer */
+} AttnCapture;
+
+static void capture_attention(void *ctx, int layer, int head, int query_pos,
+                              const float *probs, const int *key_pos, int n_keys) {
+    AttnCapture *cap = ctx;
+    if (query_pos >= cap->T) return;
+    float *row = cap->attn + (((size_t)layer * cap->n_heads + head) * cap->T + query_pos) * cap->T;
+    for (int j = 0; j < n_keys; j++)
+        if (key_pos[j] < cap->T) row[key_pos[j]] = probs[j];
+}
+
+static NpyArray load_member(const char *npz, const char *name) {
+    NpyArray a;
+    Err err;
+    memset(&a, 0, sizeof a);
+    if (npz_read(&a, npz, name, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    return a;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;      /* NaN propagates as a failure */
+    }
+    return m;
+}
+
+static double nll_of(const float *logits, int V, int target) {
+    double max = logits[0], sum = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > max) max = logits[i];
+    for (int i = 0; i < V; i++) sum += exp((double)logits[i] - max);
+    return -((double)logits[target] - max - log(sum));
+}
+
+/* Is index `want` among the 5 largest logits, allowing for near-ties? */
+static int top5_matches(const float *logits, int V, const int64_t *want5) {
+    for (int k = 0; k < 5; k++) {
+        float v = logits[want5[k]];
+        int greater = 0, near = 0;
+        for (int i = 0; i < V; i++) {
+            if (logits[i] > v + 1e-4f) greater++;
+            else if (fabsf(logits[i] - v) <= 1e-4f) near++;
+        }
+        /* it must be able to occupy slot k */
+        if (greater > k || greater + near < k + 1) return 0;
+    }
+    return 1;
+}
+
+typedef struct { double logits, nll, attn, knorm; int top5_bad, greedy_bad; } GoldenDiff;
+
+static GoldenDiff run_golden(const char *model_path, DType dtype, const char *npz_path, int full_logits) {
+    GoldenDiff d = {0};
+    Err err;
+    Model m;
+    if (model_load(&m, model_path, dtype, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    const Config *c = &m.cfg;
+    NpyArray ids_a = load_member(npz_path, "ids");
+    int64_t *ids64 = npy_to_i64(&ids_a);
+    int T = (int)ids_a.count, V = c->vocab_size;
+    int *ids = xmalloc((size_t)T * sizeof(int));
+    for (int t = 0; t < T; t++) ids[t] = (int)ids64[t];
+
+    AttnCapture cap = { c->n_layers, c->n_heads, T, xcalloc((size_t)c->n_layers * c->n_heads * T * T, sizeof(float)) };
+    AttentionObserver obs = { &cap, capture_attention };
+    KVCache cache;
+    if (forward_cache_init(&m, &cache, c->max_seq_len, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    Forward *f = forward_create(&m, 64);   /* 64 < T: the prompt runs as several passes */
+    forward_set_observer(f, &obs);
+    float *logits = xmalloc((size_t)T * V * sizeof(float));
+    if (forward(f, &cache, ids, T, logits, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    forward_set_observer(f, NULL);
+
+    /* logits */
+    if (full_logits) {
+        NpyArray g = load_member(npz_path, "logits");
+        float *gl = npy_to_f32(&g);
+        d.logits = max_abs_diff(logits, gl, (size_t)T * V);
+        free(gl); npy_free(&g);
+    } else {
+        NpyArray g = load_member(npz_path, "logits_last8");
+        float *gl = npy_to_f32(&g);
+        d.logits = max_abs_diff(logits + (size_t)(T - 8) * V, gl, (size_t)8 * V);
+        free(gl); npy_free(&g);
+    }
+    /* nll and top-5 */
+    NpyArray nll_a = load_member(npz_path, "nll"), top_a = load_member(npz_path, "top5");
+    float *nll = npy_to_f32(&nll_a);
+    int64_t *top5 = npy_to_i64(&top_a);
+    for (int t = 0; t + 1 < T; t++) {
+        double diff = fabs(nll_of(logits + (size_t)t * V, V, ids[t + 1]) - nll[t]);
+        if (!(diff <= d.nll)) d.nll = diff;
+    }
+    for (int t = 0; t < T; t++) d.top5_bad += !top5_matches(logits + (size_t)t * V, V, top5 + (size_t)t * 5);
+    /* attention maps */
+    NpyArray attn_a = load_member(npz_path, "attn");
+    float *gattn = npy_to_f32(&attn_a);
+    d.attn = max_abs_diff(cap.attn, gattn, (size_t)attn_a.count);
+    /* key norms: ||k|| of each cached key (RoPE is a rotation: same before and after) */
+    NpyArray kn_a = load_member(npz_path, "key_norm");
+    float *gkn = npy_to_f32(&kn_a);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            const KVHead *h = kvcache_head(&cache, l, g);
+            for (int t = 0; t < T; t++) {
+                double norm = sqrt((double)kernels_get()->sum_squares(h->keys + (size_t)t * c->head_dim, c->head_dim));
+                double want = gkn[((size_t)l * c->n_kv_heads + g) * T + t];
+                double rel = fabs(norm - want) / (want > 1 ? want : 1);
+                if (!(rel <= d.knorm)) d.knorm = rel;
+            }
+        }
+    /* greedy continuation: 32 tokens */
+    NpyArray gr_a = load_member(npz_path, "greedy");
+    int64_t *greedy = npy_to_i64(&gr_a);
+    {
+        int tok = 0;
+        const float *last = forward_last_logits(f);
+        for (int s = 0; s < (int)gr_a.count; s++) {
+            tok = 0;
+            for (int i = 1; i < V; i++) if (last[i] > last[tok]) tok = i;
+            if (tok != greedy[s]) { d.greedy_bad = s + 1; break; }
+            if (s + 1 < (int)gr_a.count && forward(f, &cache, &tok, 1, NULL, &err) != 0) { d.greedy_bad = 999; break; }
+            last = forward_last_logits(f);
+        }
+    }
+    free(greedy); npy_free(&gr_a);
+    free(gkn); npy_free(&kn_a);
+    free(gattn); npy_free(&attn_a);
+    free(nll); free(top5); npy_free(&nll_a); npy_free(&top_a);
+    free(logits); free(cap.attn); free(ids); free(ids64); npy_free(&ids_a);
+    forward_free(f);
+    kvcache_free(&cache);
+    model_free(&m);
+    return d;
+}
+
+static void check_golden(const char *label, const char *model_rel, DType dtype, const char *npz_rel, int full) {
+    char model[4096], npz[4096], name[256];
+    shared_path(model, sizeof model, model_rel);
+    shared_path(npz, sizeof npz, npz_rel);
+    snprintf(name, sizeof name, "%s [%s, %s]", label, kernels_get()->name, dtype_name(dtype));
+    CASE(name) {
+        GoldenDiff d = run_golden(model, dtype, npz, full);
+        printf("      max|dlogit| %.2e  max|dnll| %.2e  max|dattn| %.2e  key-norm rel %.2e\n",
+               d.logits, d.nll, d.attn, d.knorm);
+        CHECK(d.logits <= 1e-4, "max |logit diff| %.3g > 1e-4", d.logits);
+        CHECK(d.nll <= 1e-4, "max |nll diff| %.3g > 1e-4", d.nll);
+        CHECK(d.attn <= 1e-5, "max |attention diff| %.3g > 1e-5", d.attn);
+        CHECK(d.knorm <= 1e-5, "max relative key-norm diff %.3g > 1e-5", d.knorm);
+        CHECK(d.top5_bad == 0, "%d positions with a different top-5", d.top5_bad);
+        CHECK(d.greedy_bad == 0, "greedy continuation differs at step %d", d.greedy_bad);
+    }
+}
+
+int main(void) {
+    const Kernels *tables[8];
+    int n_tables = kernels_available(tables, 8);
+    for (int i = 0; i < n_tables; i++) {
+        char msg[256];
+        if (kernels_select(tables[i]->name, msg, sizeof msg) != 0) { fprintf(stderr, "%s\n", msg); return 1; }
+        check_golden("stories260K random tokens", "models/stories260k/stories260K.bin", DTYPE_F32,
+                     "golden/golden_stories260K_random.npz", 1);
+        check_golden("stories260K text (GQA)", "models/stories260k/stories260K.bin", DTYPE_F32,
+                     "golden/golden_stories260K_text.npz", 1);
+        check_golden("demo-25m wikitext", "models/demo-25m", DTYPE_F32, "golden/golden_demo_wikitext.npz", 0);
+        check_golden("demo-25m wikitext", "models/demo-25m", DTYPE_BF16, "golden/golden_demo_wikitext.npz", 0);
+    }
+    return check_summary();
+}
