@@ -22,7 +22,7 @@ LDLIBS   += -lsleef -lcjson -lz -lm
 
 # ---- sources ---------------------------------------------------------------
 ENGINE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
-SIMD_SRC   := simd/scalar.c simd/dispatch.c
+SIMD_SRC   := simd/scalar.c simd/dispatch.c simd/peak.c
 ifeq ($(ARCH),x86_64)
 SIMD_SRC   += $(wildcard simd/x86_*.c simd/avx2*.c simd/avx512*.c)
 endif

@@ -15,6 +15,7 @@ static const Command commands[] = {
     { "tokenize", cmd_tokenize, "text -> token ids, or ids -> text (--decode)" },
     { "generate", cmd_generate, "continue a prompt (greedy or sampled) and report tokens/s" },
     { "logits",   cmd_logits,   "write the T x vocab next-token logits of a prompt to a .npy file" },
+    { "bench",    cmd_bench,    "measure prefill/decode speed against the machine's bandwidth and FMA peak" },
     { "synth",    cmd_synth,    "write a random-weight HF safetensors checkpoint of any shape" },
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -1,0 +1,36 @@
+/* peak.c — the portable peak loop and the choice between ISAs. */
+#include "peak.h"
+
+#include <string.h>
+
+float peak_fma_scalar(long iters) {
+    float acc[PEAK_ACCUMULATORS];
+    for (int k = 0; k < PEAK_ACCUMULATORS; k++) acc[k] = (float)k * 0.001f;
+    const float a = 0.999999f, b = 1e-7f;
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < PEAK_ACCUMULATORS; k++) acc[k] = acc[k] * a + b;
+    float sum = 0.0f;
+    for (int k = 0; k < PEAK_ACCUMULATORS; k++) sum += acc[k];
+    return sum;
+}
+
+static int lanes(const char *isa) {
+    if (!strcmp(isa, "avx512")) return 16;
+    if (!strcmp(isa, "avx2")) return 8;
+    if (!strcmp(isa, "neon")) return 4;
+    return 1;
+}
+
+double peak_fma_flops(const char *isa, long iters) {
+    return 2.0 * lanes(isa) * PEAK_ACCUMULATORS * (double)iters;
+}
+
+float peak_fma_run(const char *isa, long iters) {
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512")) return peak_fma_avx512(iters);
+    if (!strcmp(isa, "avx2")) return peak_fma_avx2(iters);
+#elif defined(__aarch64__)
+    if (!strcmp(isa, "neon")) return peak_fma_neon(iters);
+#endif
+    return peak_fma_scalar(iters);
+}

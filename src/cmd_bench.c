@@ -1,0 +1,340 @@
+/* cmd_bench.c — `kvlab bench`: how fast, against what this machine can do.
+ *
+ * Machine limits (measured by kvlab itself, `--machine`):
+ *   read bandwidth  = bytes / time of a streaming dot product over a buffer far
+ *                     larger than the caches (1 GiB), all threads
+ *   peak FMA rate   = the FMA loop of simd/peak.h on every thread
+ * Model figures, per dtype x thread count, median and spread over --repeat runs:
+ *   prefill tok/s and GFLOP/s (2 flops per weight per token + attention)
+ *   decode tok/s, weight bytes read per token, and GB/s = bytes/token x tok/s
+ * A decode token must read every weight matrix once, so decode speed is bounded
+ * by bandwidth / bytes-per-token; prefill reuses each weight for many tokens and
+ * is bounded by the FMA rate. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "forward.h"
+#include "kernels.h"
+#include "ops.h"
+#include "peak.h"
+#include "sampler.h"
+
+static void help(void) {
+    printf("usage: kvlab bench -m MODEL [options]     or     kvlab bench --machine\n\n"
+           "  --prompt N          prompt tokens for the prefill figure [512]\n"
+           "  --gen N             decode steps for the decode figure [128]\n"
+           "  --threads LIST      thread counts to run, e.g. 1,2 [all cores]\n"
+           "  --dtype LIST        weight dtypes to run, e.g. f32,bf16 [f32]\n"
+           "  --isa NAME          kernel set (auto, scalar, avx2, avx512, neon) [auto]\n"
+           "  --repeat N          runs per configuration; the median is reported [5]\n"
+           "  --json FILE         also write every figure as JSON (atomically)\n"
+           "  --machine           only measure the machine: read bandwidth and peak FMA rate\n"
+           "  --no-machine        skip the machine measurement (no fractions printed)\n"
+           "  --seed S            seed of the random prompt [1]\n"
+           "  -m, --model PATH    model (HF directory or llama2.c .bin)\n"
+           "  --ctx N             context length [prompt + gen]\n");
+}
+
+typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
+
+/* Read bandwidth: every thread dots its own slice of a buffer >> caches. */
+static double measure_read_bandwidth(int threads) {
+    size_t n = (size_t)1 << 28;   /* 2^28 floats = 1 GiB */
+    float *buf = aligned_alloc64(n * sizeof(float));
+    if (!buf) die("bench: cannot allocate 1 GiB for the bandwidth test");
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;   /* touch: fault pages in */
+    const Kernels *k = kernels_get();
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_seconds();
+        float total = 0;
+        #pragma omp parallel num_threads(threads) reduction(+:total)
+        {
+            int id = omp_get_thread_num(), nt = omp_get_num_threads();
+            size_t chunk = n / (size_t)nt, begin = chunk * (size_t)id;
+            size_t len = id == nt - 1 ? n - begin : chunk;
+            const int step = 1 << 20;   /* kernels take int lengths */
+            for (size_t off = 0; off < len; off += step) {
+                int m = (int)(len - off < (size_t)step ? len - off : (size_t)step);
+                total += k->dot(buf + begin + off, buf + begin + off, m);
+            }
+        }
+        double dt = now_seconds() - t0;
+        sink += total;
+        double gbs = (double)n * sizeof(float) / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    (void)sink;
+    free(buf);
+    return best;
+}
+
+static double measure_peak_gflops(int threads) {
+    const char *isa = kernels_get()->name;
+    long iters = 1000;
+    double seconds = 0;
+    volatile float sink = 0;
+    /* grow the loop until it runs ~0.2 s, then take the best of 3 */
+    for (;;) {
+        double t0 = now_seconds();
+        sink += peak_fma_run(isa, iters);
+        seconds = now_seconds() - t0;
+        if (seconds > 0.05) break;
+        iters *= 4;
+    }
+    iters = (long)(iters * (0.2 / seconds)) + 1;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_seconds();
+        float total = 0;
+        #pragma omp parallel num_threads(threads) reduction(+:total)
+        total += peak_fma_run(isa, iters);
+        double dt = now_seconds() - t0;
+        sink += total;
+        double gflops = peak_fma_flops(isa, iters) * threads / dt / 1e9;
+        if (gflops > best) best = gflops;
+    }
+    (void)sink;
+    return best;
+}
+
+/* The machine's limits do not depend on --isa: measure them with the best
+ * kernels this CPU has, then restore the chosen set. */
+static MachineLimits measure_machine(int threads) {
+    MachineLimits m = { 0, 0, threads };
+    char chosen[32], msg[256];
+    snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
+    kernels_select("auto", msg, sizeof msg);
+    fprintf(stderr, "measuring the machine (%s kernels, %d threads)...\n", kernels_get()->name, threads);
+    m.read_gbs = measure_read_bandwidth(threads);
+    m.peak_gflops = measure_peak_gflops(threads);
+    kernels_select(chosen, msg, sizeof msg);
+    return m;
+}
+
+/* ---- model figures ------------------------------------------------------- */
+
+static size_t mat_bytes(const Mat *a) { return (size_t)a->rows * a->cols * dtype_size(a->dtype); }
+
+/* Weight bytes one decode step reads: every matrix once (the embedding only one row). */
+static size_t decode_weight_bytes(const Model *m) {
+    size_t b = mat_bytes(&m->w.classifier) + (size_t)m->cfg.dim * dtype_size(m->compute_dtype);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        b += mat_bytes(&w->wq) + mat_bytes(&w->wk) + mat_bytes(&w->wv) + mat_bytes(&w->wo) +
+             mat_bytes(&w->w_gate) + mat_bytes(&w->w_up) + mat_bytes(&w->w_down);
+    }
+    return b;
+}
+
+/* Flops of a prefill of P tokens that outputs the last token's logits. */
+static double prefill_flops(const Model *m, int P) {
+    const Config *c = &m->cfg;
+    double per_token_matmul = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        per_token_matmul += (double)w->wq.rows * w->wq.cols + (double)w->wk.rows * w->wk.cols +
+                            (double)w->wv.rows * w->wv.cols + (double)w->wo.rows * w->wo.cols +
+                            (double)w->w_gate.rows * w->w_gate.cols + (double)w->w_up.rows * w->w_up.cols +
+                            (double)w->w_down.rows * w->w_down.cols;
+    }
+    double attention = 2.0 * 2.0 * c->n_layers * c->n_heads * c->head_dim * ((double)P * (P + 1) / 2);
+    return 2.0 * per_token_matmul * P + attention + 2.0 * c->vocab_size * c->dim;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct { double median, min, max; } Stat;
+
+static Stat stat_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    Stat s = { n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[0], v[n - 1] };
+    return s;
+}
+
+typedef struct {
+    DType dtype;
+    int threads;
+    Stat prefill_tps, decode_tps;
+    double prefill_gflops, decode_gbs, weight_bytes;
+} BenchResult;
+
+static BenchResult bench_one(const Model *m, int threads, int P, int G, int repeat, uint64_t seed) {
+    ops_set_threads(threads);
+    BenchResult r = { m->compute_dtype, threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m) };
+    Err err;
+    int *prompt = xmalloc((size_t)P * sizeof(int));
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    prompt[0] = m->cfg.bos_id;
+    for (int i = 1; i < P; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        prompt[i] = 3 + (int)(s % (uint64_t)(m->cfg.vocab_size - 3));
+    }
+    KVCache cache;
+    if (forward_cache_init(m, &cache, P + G + 1, &err) != 0) die("%s", err.msg);
+    Forward *f = forward_create(m, P);
+    double *pre = xmalloc((size_t)repeat * sizeof(double)), *dec = xmalloc((size_t)repeat * sizeof(double));
+    for (int rep = 0; rep < repeat + 1; rep++) {   /* run 0 warms up caches and page tables */
+        kvcache_reset(&cache);
+        double t0 = now_seconds();
+        if (forward(f, &cache, prompt, P, NULL, &err) != 0) die("%s", err.msg);
+        double t1 = now_seconds();
+        int tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
+        for (int g = 0; g < G; g++) {
+            if (forward(f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+            tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
+        }
+        double t2 = now_seconds();
+        if (rep == 0) continue;
+        pre[rep - 1] = P / (t1 - t0);
+        dec[rep - 1] = G / (t2 - t1);
+        fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
+                dtype_name(m->compute_dtype), threads, rep, repeat, pre[rep - 1], dec[rep - 1]);
+    }
+    fprintf(stderr, "\n");
+    r.prefill_tps = stat_of(pre, repeat);
+    r.decode_tps = stat_of(dec, repeat);
+    r.prefill_gflops = prefill_flops(m, P) / P * r.prefill_tps.median / 1e9;
+    r.decode_gbs = r.weight_bytes * r.decode_tps.median / 1e9;
+    free(pre); free(dec); free(prompt);
+    forward_free(f);
+    kvcache_free(&cache);
+    return r;
+}
+
+static cJSON *result_json(const BenchResult *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "dtype", dtype_name(r->dtype));
+    cJSON_AddNumberToObject(o, "threads", r->threads);
+    cJSON_AddNumberToObject(o, "prefill_tok_s_median", r->prefill_tps.median);
+    cJSON_AddNumberToObject(o, "prefill_tok_s_min", r->prefill_tps.min);
+    cJSON_AddNumberToObject(o, "prefill_tok_s_max", r->prefill_tps.max);
+    cJSON_AddNumberToObject(o, "prefill_gflop_s", r->prefill_gflops);
+    cJSON_AddNumberToObject(o, "decode_tok_s_median", r->decode_tps.median);
+    cJSON_AddNumberToObject(o, "decode_tok_s_min", r->decode_tps.min);
+    cJSON_AddNumberToObject(o, "decode_tok_s_max", r->decode_tps.max);
+    cJSON_AddNumberToObject(o, "decode_weight_bytes_per_token", r->weight_bytes);
+    cJSON_AddNumberToObject(o, "decode_gb_s", r->decode_gbs);
+    return o;
+}
+
+static void write_json(const char *path, cJSON *root) {
+    Err err;
+    AtomicFile af;
+    char *text = cJSON_Print(root);
+    if (atomic_open(&af, path, &err) != 0) die("--json %s", err.msg);
+    fputs(text, af.f);
+    fputc('\n', af.f);
+    if (atomic_commit(&af, &err) != 0) die("--json %s", err.msg);
+    free(text);
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) { help(); return 0; }
+    CommonOpts o;
+    common_defaults(&o);
+    int P = 512, G = 128, repeat = 5, machine_only = 0, no_machine = 0;
+    int n_threads = 0, n_dtypes = 0;
+    int *thread_list = NULL;
+    DType dtypes[4];
+    const char *json_path = NULL;
+    uint64_t seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--prompt")) P = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(a, "--gen")) G = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(a, "--repeat")) repeat = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(a, "--threads")) thread_list = cli_int_list(a, cli_value(argc, argv, &i), 1, 1024, &n_threads);
+        else if (!strcmp(a, "--dtype")) {
+            const char *v = cli_value(argc, argv, &i);
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            n_dtypes = 0;
+            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+                if (n_dtypes == 4 || dtype_parse(tok, &dtypes[n_dtypes]) != 0 || dtypes[n_dtypes] == DTYPE_F16)
+                    die("--dtype: '%s' is not a list of compute dtypes (f32, bf16)", v);
+                n_dtypes++;
+            }
+        } else if (!strcmp(a, "--json")) json_path = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--machine")) machine_only = 1;
+        else if (!strcmp(a, "--no-machine")) no_machine = 1;
+        else if (!strcmp(a, "--seed")) seed = (uint64_t)cli_int(a, cli_value(argc, argv, &i), 0, 1L << 62);
+        else if (!common_option(&o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", a);
+    }
+    if (n_dtypes == 0) { dtypes[0] = o.dtype; n_dtypes = 1; }
+    common_setup(&o);
+    int all_threads = omp_get_num_procs();
+    if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "isa", kernels_get()->name);
+    /* the machine's limits for each thread count, so 1-thread figures are
+     * compared with what one thread can do */
+    MachineLimits *lim = xcalloc((size_t)n_threads, sizeof *lim);
+    if (!no_machine || machine_only) {
+        cJSON *mj = cJSON_AddArrayToObject(root, "machine");
+        for (int t = 0; t < n_threads; t++) {
+            lim[t] = measure_machine(thread_list[t]);
+            printf("machine: %d thread(s): read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s (%s kernels)\n",
+                   thread_list[t], lim[t].read_gbs, lim[t].peak_gflops, kernels_detected());
+            cJSON *one = cJSON_CreateObject();
+            cJSON_AddNumberToObject(one, "threads", thread_list[t]);
+            cJSON_AddNumberToObject(one, "read_gb_s", lim[t].read_gbs);
+            cJSON_AddNumberToObject(one, "peak_gflop_s", lim[t].peak_gflops);
+            cJSON_AddItemToArray(mj, one);
+        }
+    }
+    if (machine_only) {
+        if (json_path) write_json(json_path, root);
+        cJSON_Delete(root);
+        free(thread_list);
+        free(lim);
+        return 0;
+    }
+    if (!o.model_path) die("bench: -m MODEL is required (or --machine)");
+    cJSON *runs = cJSON_AddArrayToObject(root, "runs");
+    cJSON_AddStringToObject(root, "model", o.model_path);
+    cJSON_AddNumberToObject(root, "prompt_tokens", P);
+    cJSON_AddNumberToObject(root, "gen_tokens", G);
+    cJSON_AddNumberToObject(root, "repeat", repeat);
+    printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
+           "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw");
+    for (int d = 0; d < n_dtypes; d++) {
+        CommonOpts od = o;
+        od.dtype = dtypes[d];
+        Model m;
+        common_load_model(&od, &m);
+        if (P + G + 1 > m.cfg.max_seq_len)
+            die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m.cfg.max_seq_len);
+        for (int t = 0; t < n_threads; t++) {
+            BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed);
+            double peak_frac = lim[t].peak_gflops > 0 ? r.prefill_gflops / lim[t].peak_gflops * 100 : NAN;
+            double bw_frac = lim[t].read_gbs > 0 ? r.decode_gbs / lim[t].read_gbs * 100 : NAN;
+            printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %5.1f%% | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %5.1f%%\n",
+                   dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
+                   r.prefill_gflops, peak_frac, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
+                   r.weight_bytes / 1e6, r.decode_gbs, bw_frac);
+            fflush(stdout);
+            cJSON *rj = result_json(&r);
+            cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim[t].peak_gflops > 0 ? peak_frac / 100 : -1);
+            cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", lim[t].read_gbs > 0 ? bw_frac / 100 : -1);
+            cJSON_AddItemToArray(runs, rj);
+        }
+        model_free(&m);
+    }
+    if (json_path) write_json(json_path, root);
+    cJSON_Delete(root);
+    free(thread_list);
+    free(lim);
+    return 0;
+}
