@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# cli_engine.sh — the engine's command line end to end: good runs and bad input.
+source "$(dirname "$0")/lib_cli.sh"
+S260=$SHARED/models/stories260k/stories260K.bin
+TOK512=$SHARED/models/stories260k/tok512.bin
+DEMO=$SHARED/models/demo-25m
+
+# ---- good runs -----------------------------------------------------------------
+expect_ok "info stories260k" $KVLAB info -m "$S260"
+check "info reports GQA and the tokenizer" grep -q "kv_heads 4 (GQA)" "$TMP/out"
+expect_ok "info demo-25m" $KVLAB info -m "$DEMO"
+check "info demo: 25.1 M parameters, bf16 file" grep -q "file bf16" "$TMP/out"
+
+expect_ok "generate greedy" $KVLAB generate -m "$S260" -p "Once upon a time" -n 24
+cp "$TMP/out" "$TMP/greedy1"
+expect_ok "generate greedy again" $KVLAB generate -m "$S260" -p "Once upon a time" -n 24
+check "greedy output is reproducible" cmp "$TMP/out" "$TMP/greedy1"
+check "prefill/decode speed on stderr" grep -qE "prefill: [0-9]+ tokens .* tok/s \| decode: [0-9]+ tokens" "$TMP/err"
+
+expect_ok "sampled, seed 7" $KVLAB generate -m "$S260" -p "Once upon a time" -n 24 --temp 0.9 --top-p 0.9 --seed 7
+cp "$TMP/out" "$TMP/seed7"
+expect_ok "sampled, seed 7 again" $KVLAB generate -m "$S260" -p "Once upon a time" -n 24 --temp 0.9 --top-p 0.9 --seed 7
+check "same seed, same text" cmp "$TMP/out" "$TMP/seed7"
+expect_ok "sampled, seed 8" $KVLAB generate -m "$S260" -p "Once upon a time" -n 24 --temp 0.9 --top-p 0.9 --seed 8
+check "another seed, other text" bash -c "! cmp -s '$TMP/out' '$TMP/seed7'"
+
+expect_ok "generate stops at the context" $KVLAB generate -m "$S260" --ids 1,403,407 --ctx 12 -n 100 --print-ids
+check "stop reason is the context" grep -q "stop: context" "$TMP/err"
+check "9 tokens fill a 12-token context after 3" bash -c "[ \$(tr ',' '\n' < '$TMP/out' | grep -c .) -eq 9 ]"
+
+expect_ok "logits to .npy" $KVLAB logits -m "$S260" --ids 1,403,407,261 -o "$TMP/l.npy"
+check "npy file has the magic and a [4, 512] shape" bash -c "head -c 6 '$TMP/l.npy' | grep -q NUMPY && head -c 128 '$TMP/l.npy' | grep -q \"(4, 512)\""
+expect_ok "bf16 generate on demo-25m" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8
+
+# ---- bad input: one line, names the file/option, exit != 0 -----------------------------
+expect_fail "missing model file" "nope.bin: no such file" $KVLAB info -m "$TMP/nope.bin"
+head -c 1000 "$S260" >"$TMP/trunc.bin"
+expect_fail "truncated llama2.c file" "trunc.bin: truncated" $KVLAB info -m "$TMP/trunc.bin"
+head -c 20 "$S260" >"$TMP/short.bin"
+expect_fail "file shorter than the header" "short.bin: too short" $KVLAB info -m "$TMP/short.bin"
+printf '\x32\x34\x6b\x61\x01\x00\x00\x00' >"$TMP/v1.bin"; head -c 300 /dev/zero >>"$TMP/v1.bin"
+expect_fail "llama2.c version 1 refused" "v1.bin: llama2.c version 1/2" $KVLAB info -m "$TMP/v1.bin"
+head -c 4096 /dev/urandom >"$TMP/garbage.bin"
+expect_fail "random bytes as a model" "garbage.bin: " $KVLAB info -m "$TMP/garbage.bin"
+{ cat "$S260"; printf 'extra'; } >"$TMP/long.bin"
+expect_fail "trailing bytes after the tensors" "long.bin: .*bytes more" $KVLAB info -m "$TMP/long.bin"
+: >"$TMP/empty.bin"
+expect_fail "empty model file" "empty.bin: file is empty" $KVLAB info -m "$TMP/empty.bin"
+echo x >"$TMP/m.pth"
+expect_fail ".pth refused with the conversion hint" "m.pth: .*safetensors" $KVLAB info -m "$TMP/m.pth"
+expect_fail "prompt longer than the context" "prompt has [0-9]+ tokens, longer than the context \\(4" $KVLAB generate -m "$S260" -p "Once upon a time there was a cat" --ctx 4
+expect_fail "--ctx above the model's context" "--ctx 9999: longer than the model's context length \\(512\\)" $KVLAB generate -m "$S260" -p "Hi" --ctx 9999
+expect_fail "--threads not a number" "--threads: 'abc' is not an integer" $KVLAB generate -m "$S260" -p "Hi" --threads abc
+expect_fail "--temp negative" "--temp: -1 is out of range" $KVLAB generate -m "$S260" -p "Hi" --temp -1
+expect_fail "--top-p not finite" "--top-p: 'nan' is not a finite number" $KVLAB generate -m "$S260" -p "Hi" --top-p nan
+expect_fail "--ids outside the vocabulary" "--ids: 99999 is out of range \\[0, 511\\]" $KVLAB generate -m "$S260" --ids 1,99999
+expect_fail "--ids trailing comma" "--ids: trailing comma" $KVLAB generate -m "$S260" --ids 1,2,
+expect_fail "-n needs a value" "-n needs a value" $KVLAB generate -m "$S260" -p "Hi" -n
+expect_fail "unknown option" "unknown option '--bogus'" $KVLAB generate -m "$S260" -p "Hi" --bogus
+expect_fail "--dtype not a compute dtype" "--dtype: 'f8' is not a compute dtype" $KVLAB generate -m "$S260" -p "Hi" --dtype f8
+expect_fail "--isa unknown" "--isa" $KVLAB info --isa sparc
+expect_fail "logits into a missing directory" "$TMP/no/dir/l.npy.*cannot write" $KVLAB logits -m "$S260" --ids 1,2 -o "$TMP/no/dir/l.npy"
+check "no partial output left behind" bash -c "! ls '$TMP'/no 2>/dev/null"
+cp "$S260" "$TMP/alone.bin"
+expect_fail "no tokenizer next to the model" "alone.bin: no tokenizer next to the model .*-t FILE" $KVLAB generate -m "$TMP/alone.bin" -p "Hi"
+expect_ok "... but -t gives one" $KVLAB generate -m "$TMP/alone.bin" -t "$TOK512" -p "Hi" -n 4
+expect_fail "tokenizer of another vocabulary" "tokenizer has 32000 tokens but the model .* vocabulary of 512" $KVLAB generate -m "$S260" -t "$SHARED/models/llama2-tokenizer/tokenizer.model" -p "Hi"
+expect_fail "unknown subcommand" "unknown subcommand 'frobnicate'" $KVLAB frobnicate
+finish
