@@ -36,6 +36,8 @@ int npy_read(NpyArray *out, const char *path, Err *err);
 
 /* Read one member ("logits" or "logits.npy") of an .npz. */
 int npz_read(NpyArray *out, const char *path, const char *member, Err *err);
+/* Same, from an archive already in memory (`path` only names it in messages). */
+int npz_parse(NpyArray *out, const void *bytes, size_t n_bytes, const char *path, const char *member, Err *err);
 /* 1 if the archive has the member, 0 if not, -1 on a bad archive. */
 int npz_has(const char *path, const char *member, Err *err);
 
@@ -50,5 +52,7 @@ int npz_add(NpzWriter *w, const char *name, NpyType type, int ndim, const int64_
             const void *data, Err *err);
 int npz_close(NpzWriter *w, Err *err);    /* commit */
 void npz_abort(NpzWriter *w);             /* discard */
+/* Write ZIP64 records even for small members (tests of the >4 GiB path). */
+void npz_writer_force_zip64(NpzWriter *w);
 
 #endif
