@@ -1,27 +1,203 @@
-/* dispatch.c — pick the kernel table once. For now only the scalar reference
- * exists; the ISA tables (AVX2, AVX-512, NEON) register here. */
+/* dispatch.c — detect the CPU once and pick the kernel table.
+ *
+ * x86-64: cpuid says what the CPU implements; xgetbv(XCR0) says which register
+ * state the OS saves on a context switch. A table is usable only when both
+ * agree: AVX2 needs the YMM state (XCR0 bits 1-2), AVX-512 also the opmask and
+ * upper-ZMM state (bits 5-7). Preference: avx512 > avx2 > scalar.
+ * aarch64: Advanced SIMD (NEON) is reported by getauxval(AT_HWCAP) & HWCAP_ASIMD;
+ * preference neon > scalar.
+ *
+ * Initialisation happens once (call_once) on the first call of any function
+ * here; it also reads the environment variable KVLAB_ISA (same names as
+ * kernels_select). kernels_select() afterwards overrides it. */
 #include "kernels.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
-static const Kernels *current = &kernels_scalar;
+#if defined(__x86_64__)
+#include <cpuid.h>
+void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
+                                     const uint16_t *W, int n_tok, int n_rows, int n_cols);
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#endif
 
-const Kernels *kernels_get(void) { return current; }
+/* One entry per ISA name this code knows, usable or not. */
+typedef struct {
+    const char *name;
+    const Kernels *table;    /* NULL when not compiled for this architecture */
+    int usable;
+    char why_not[160];       /* reason when !usable */
+} Isa;
 
-const char *kernels_detected(void) { return "scalar"; }
+enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_NEON, N_ISA };
 
-int kernels_available(const Kernels **tables, int max_tables) {
-    int n = 0;
-    if (n < max_tables) tables[n++] = &kernels_scalar;
-    return n;
+static Isa isas[N_ISA] = {
+    [ISA_SCALAR] = { .name = "scalar" },
+    [ISA_AVX2] = { .name = "avx2" },
+    [ISA_AVX512] = { .name = "avx512" },
+    [ISA_NEON] = { .name = "neon" },
+};
+static int best = ISA_SCALAR;
+static _Atomic(const Kernels *) current;
+static once_flag init_once = ONCE_FLAG_INIT;
+
+#if defined(__x86_64__)
+static Kernels avx512_with_bf16;    /* the avx512 table plus matmul_bf16_dpbf16 */
+
+static void append(char *buf, size_t size, const char *word) {
+    size_t len = strlen(buf);
+    snprintf(buf + len, size - len, "%s%s", len ? ", " : "", word);
+}
+
+static void detect_x86(void) {
+    unsigned a, b, c, d;
+    unsigned c1 = 0, b7 = 0, a71 = 0;
+    if (__get_cpuid(1, &a, &b, &c, &d)) c1 = c;
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        b7 = b;
+        if (a >= 1) { __cpuid_count(7, 1, a, b, c, d); a71 = a; }
+    }
+    unsigned long long xcr0 = 0;
+    if (c1 & (1u << 27)) {          /* OSXSAVE: xgetbv is allowed */
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = (unsigned long long)hi << 32 | lo;
+    }
+    const int os_avx = (xcr0 & 0x06) == 0x06;        /* XMM + YMM state */
+    const int os_avx512 = (xcr0 & 0xE6) == 0xE6;     /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    struct { const char *name; int have; } need2[] = {
+        { "avx", (c1 >> 28) & 1 }, { "avx2", (b7 >> 5) & 1 }, { "fma", (c1 >> 12) & 1 },
+        { "f16c", (c1 >> 29) & 1 },
+    };
+    struct { const char *name; int have; } need512[] = {
+        { "avx512f", (b7 >> 16) & 1 }, { "avx512dq", (b7 >> 17) & 1 },
+        { "avx512bw", (b7 >> 30) & 1 }, { "avx512vl", (b7 >> 31) & 1 },
+        { "fma", (c1 >> 12) & 1 }, { "f16c", (c1 >> 29) & 1 },
+    };
+    const int have_bf16 = (a71 >> 5) & 1;
+
+    char lacks[128] = "";
+    for (size_t i = 0; i < sizeof need2 / sizeof need2[0]; i++)
+        if (!need2[i].have) append(lacks, sizeof lacks, need2[i].name);
+    isas[ISA_AVX2].table = &kernels_avx2;
+    if (lacks[0])
+        snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
+    else if (!os_avx)
+        snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not,
+                 "the OS does not enable the AVX register state (XCR0)");
+    else
+        isas[ISA_AVX2].usable = 1;
+
+    lacks[0] = '\0';
+    for (size_t i = 0; i < sizeof need512 / sizeof need512[0]; i++)
+        if (!need512[i].have) append(lacks, sizeof lacks, need512[i].name);
+    avx512_with_bf16 = kernels_avx512;
+    if (have_bf16) avx512_with_bf16.matmul_bf16_dpbf16 = kvlab_avx512_matmul_bf16_dpbf16;
+    isas[ISA_AVX512].table = &avx512_with_bf16;
+    if (lacks[0])
+        snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
+    else if (!os_avx512)
+        snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not,
+                 "the OS does not enable the AVX-512 register state (XCR0)");
+    else
+        isas[ISA_AVX512].usable = 1;
+
+    snprintf(isas[ISA_NEON].why_not, sizeof isas[0].why_not,
+             "this is an x86-64 build (neon is for aarch64)");
+}
+#elif defined(__aarch64__)
+static void detect_arm(void) {
+    isas[ISA_NEON].table = &kernels_neon;
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMD) isas[ISA_NEON].usable = 1;
+    else snprintf(isas[ISA_NEON].why_not, sizeof isas[0].why_not, "this CPU lacks asimd");
+    snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not, "this is an aarch64 build (avx2 is for x86-64)");
+    snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not, "this is an aarch64 build (avx512 is for x86-64)");
+}
+#endif
+
+static int select_locked(const char *isa, char *err_msg, int err_size);
+
+static void init(void) {
+    isas[ISA_SCALAR].table = &kernels_scalar;
+    isas[ISA_SCALAR].usable = 1;
+#if defined(__x86_64__)
+    detect_x86();
+#elif defined(__aarch64__)
+    detect_arm();
+#else
+    for (int i = ISA_AVX2; i < N_ISA; i++)
+        snprintf(isas[i].why_not, sizeof isas[0].why_not, "this build has only the scalar kernels");
+#endif
+    best = ISA_SCALAR;
+    for (int i = 0; i < N_ISA; i++)
+        if (isas[i].usable) best = i;        /* the enum is in order of preference */
+    atomic_store(&current, isas[best].table);
+
+    const char *env = getenv("KVLAB_ISA");
+    if (env && *env) {
+        char err[256];
+        if (select_locked(env, err, sizeof err) != 0)
+            fprintf(stderr, "kvlab: KVLAB_ISA: %s; using %s\n", err, isas[best].name);
+    }
+}
+
+static void ensure_init(void) { call_once(&init_once, init); }
+
+static int select_locked(const char *isa, char *err_msg, int err_size) {
+    if (!isa || !*isa || !strcmp(isa, "auto")) {
+        atomic_store(&current, isas[best].table);
+        return 0;
+    }
+    for (int i = 0; i < N_ISA; i++) {
+        if (strcmp(isa, isas[i].name) != 0) continue;
+        if (isas[i].usable) {
+            atomic_store(&current, isas[i].table);
+            return 0;
+        }
+        char avail[96] = "";
+        for (int j = 0; j < N_ISA; j++)
+            if (isas[j].usable) {
+                size_t len = strlen(avail);
+                snprintf(avail + len, sizeof avail - len, "%s%s", len ? ", " : "", isas[j].name);
+            }
+        if (err_msg && err_size > 0)
+            snprintf(err_msg, (size_t)err_size, "--isa %s: %s (available: %s)", isa, isas[i].why_not, avail);
+        return -1;
+    }
+    if (err_msg && err_size > 0)
+        snprintf(err_msg, (size_t)err_size,
+                 "--isa %s: unknown instruction set (choose auto, scalar, avx2, avx512 or neon)", isa);
+    return -1;
+}
+
+const Kernels *kernels_get(void) {
+    ensure_init();
+    return atomic_load(&current);
 }
 
 int kernels_select(const char *isa, char *err_msg, int err_size) {
-    if (!isa || !strcmp(isa, "auto") || !strcmp(isa, "scalar")) {
-        current = &kernels_scalar;
-        return 0;
-    }
-    snprintf(err_msg, (size_t)err_size, "--isa %s: not available (choose auto or scalar)", isa);
-    return -1;
+    ensure_init();
+    return select_locked(isa, err_msg, err_size);
+}
+
+const char *kernels_detected(void) {
+    ensure_init();
+    return isas[best].name;
+}
+
+int kernels_available(const Kernels **tables, int max_tables) {
+    ensure_init();
+    int n = 0;
+    for (int i = 0; i < N_ISA; i++)
+        if (isas[i].usable && n < max_tables) tables[n++] = isas[i].table;
+    return n;
 }

@@ -53,9 +53,26 @@ typedef struct Kernels {
     /* out[c] = sum_j probs[j] * values[j*head_dim + c]  (out is overwritten) */
     void (*attn_values)(float *out, const float *probs, const float *values,
                         int n_keys, int head_dim);
+
+    /* ---- optional members (NULL when the table / CPU does not provide them) ---- */
+
+    /* Like matmul_bf16, but X is first rounded to bf16 (round-to-nearest-even)
+     * and the products are summed by the hardware bf16 dot-product instruction
+     * (x86 AVX512_BF16 vdpbf16ps: bf16 pairs, fp32 accumulation, denormal inputs
+     * and outputs flushed to zero). Never used by default: it changes numerics.
+     * Error against matmul_bf16 on the same data: rounding each activation costs
+     * at most 2^-8 relative, so |dy| <= 2^-8 * sum_c |W[r,c] X[t,c]| (plus the
+     * usual fp32 summation term); on random data the typical relative error of y
+     * is ~1e-3. Set only in the "avx512" table on CPUs with avx512_bf16. */
+    void (*matmul_bf16_dpbf16)(float *Y, int ldy, const float *X, int ldx,
+                               const uint16_t *W, int n_tok, int n_rows, int n_cols);
 } Kernels;
 
-/* The table in use (the best one for this CPU unless kernels_select changed it). */
+/* The table in use (the best one for this CPU unless kernels_select changed it).
+ * The first call of any function below detects the CPU (once, thread-safe) and
+ * reads the environment variable KVLAB_ISA: if set, it is applied as by
+ * kernels_select(KVLAB_ISA) (an unusable value prints one line on stderr and
+ * "auto" is used). A later kernels_select() call overrides it. */
 const Kernels *kernels_get(void);
 
 /* Choose by name: "auto", "scalar", "avx2", "avx512", "neon". Returns 0, or -1 and
@@ -68,5 +85,9 @@ int kernels_available(const Kernels **tables, int max_tables);
 
 /* The scalar reference table (always available; tests compare against it). */
 extern const Kernels kernels_scalar;
+
+/* The ISA tables, defined only where they are compiled (x86-64: avx2, avx512;
+ * aarch64: neon). Use kernels_available() to get the ones this CPU can run. */
+extern const Kernels kernels_avx2, kernels_avx512, kernels_neon;
 
 #endif

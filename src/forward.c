@@ -29,6 +29,13 @@ struct Forward {
     /* attention scores, one row per thread */
     float *scores;
     int scores_cap, scores_threads;
+    /* positions `shifted` (spec §0): cos/sin of every position 0..pos_cap-1
+     * [pos_cap, hd/2], and the keys of the current layer rotated to their slot
+     * index [KV, krot_cap, hd] */
+    float *pos_cos, *pos_sin;
+    int pos_cap;
+    float *krot;
+    int krot_cap;
     AttentionObserver observer;
     int has_observer;
 };
@@ -70,6 +77,7 @@ void forward_free(Forward *f) {
     free(f->x); free(f->xb); free(f->q); free(f->k); free(f->v); free(f->att);
     free(f->hb); free(f->hb2); free(f->rope_cos); free(f->rope_sin); free(f->inv_freq);
     free(f->logits_last); free(f->scores);
+    free(f->pos_cos); free(f->pos_sin); free(f->krot);
     free(f);
 }
 
@@ -81,6 +89,11 @@ int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err)
 void forward_set_observer(Forward *f, const AttentionObserver *obs) {
     f->has_observer = obs != NULL && obs->attention != NULL;
     if (f->has_observer) f->observer = *obs;
+}
+
+int forward_get_observer(const Forward *f, AttentionObserver *out) {
+    if (f->has_observer) *out = f->observer;
+    return f->has_observer;
 }
 
 const float *forward_last_logits(const Forward *f) { return f->logits_last; }
@@ -98,16 +111,76 @@ static void embed(Forward *f, const int *tokens, int n) {
     }
 }
 
-/* cos/sin of pos * inv_freq[i] for each token of the block. The angle is
- * formed in fp32 as Hugging Face does, then cos/sin are taken in double. */
+/* cos/sin of pos * inv_freq[i], i < hd/2. The angle is formed in fp32 as
+ * Hugging Face does, then cos/sin are taken in double. */
+static void rope_row(const Forward *f, int pos, float *cos_out, float *sin_out) {
+    for (int i = 0; i < f->m->cfg.head_dim / 2; i++) {
+        float angle = (float)pos * f->inv_freq[i];
+        cos_out[i] = (float)cos((double)angle);
+        sin_out[i] = (float)sin((double)angle);
+    }
+}
+
+/* The angles of each token of the block (positions pos0..pos0+n-1). */
 static void rope_angles(Forward *f, int pos0, int n) {
     int half = f->m->cfg.head_dim / 2;
     for (int t = 0; t < n; t++)
-        for (int i = 0; i < half; i++) {
-            float angle = (float)(pos0 + t) * f->inv_freq[i];
-            f->rope_cos[(size_t)t * half + i] = (float)cos((double)angle);
-            f->rope_sin[(size_t)t * half + i] = (float)sin((double)angle);
+        rope_row(f, pos0 + t, f->rope_cos + (size_t)t * half, f->rope_sin + (size_t)t * half);
+}
+
+/* Positions `shifted` re-rotates cached keys to their slot index at every step:
+ * a table of every position's angles [n_pos, hd/2] (the same numbers
+ * rope_row gives, so both modes agree bit for bit while nothing is evicted). */
+static void ensure_pos_table(Forward *f, int n_pos) {
+    if (n_pos <= f->pos_cap) return;
+    int half = f->m->cfg.head_dim / 2, cap = f->pos_cap ? f->pos_cap : 256;
+    while (cap < n_pos) cap *= 2;
+    float *c = alloc_floats((size_t)cap * half), *sn = alloc_floats((size_t)cap * half);
+    for (int p = 0; p < cap; p++) rope_row(f, p, c + (size_t)p * half, sn + (size_t)p * half);
+    free(f->pos_cos); free(f->pos_sin);
+    f->pos_cos = c; f->pos_sin = sn; f->pos_cap = cap;
+}
+
+static void ensure_krot(Forward *f, int n_slots) {
+    if (n_slots <= f->krot_cap) return;
+    int cap = f->krot_cap ? f->krot_cap : 256;
+    while (cap < n_slots) cap *= 2;
+    free(f->krot);
+    f->krot = alloc_floats((size_t)f->m->cfg.n_kv_heads * cap * f->m->cfg.head_dim);
+    f->krot_cap = cap;
+}
+
+/* Positions `shifted`: rotate the query of token t of the block, head h, to
+ * position len_g + t, where len_g is the length of its KV head before the
+ * block: the query sits right after the cache, whatever was evicted. */
+static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, int t) {
+    const Config *c = &f->m->cfg;
+    const Kernels *k = kernels_get();
+    int half = c->head_dim / 2, group = c->n_heads / c->n_kv_heads;
+    for (int h = 0; h < c->n_heads; h++) {
+        size_t p = (size_t)kvcache_head(cache, layer, h / group)->len + t;
+        k->rope(f->q + ((size_t)t * c->n_heads + h) * c->head_dim, 1, c->head_dim,
+                f->pos_cos + p * half, f->pos_sin + p * half, c->rope_pairing_halves);
+    }
+}
+
+/* Positions `shifted`: krot[g] = the pre-RoPE keys of KV head g (the block's
+ * included), slot i rotated to position i.   krot: [KV, krot_cap, hd] */
+static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer, int n) {
+    const Config *c = &f->m->cfg;
+    const Kernels *k = kernels_get();
+    int hd = c->head_dim, half = hd / 2;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        const KVHead *kv = kvcache_head(cache, layer, g);
+        float *dst = f->krot + (size_t)g * f->krot_cap * hd;
+        int n_slots = kv->len + n;
+        #pragma omp parallel for schedule(static) if (n_slots > 256)
+        for (int i = 0; i < n_slots; i++) {
+            memcpy(dst + (size_t)i * hd, kv->keys + (size_t)i * hd, (size_t)hd * sizeof(float));
+            k->rope(dst + (size_t)i * hd, 1, hd, f->pos_cos + (size_t)i * half, f->pos_sin + (size_t)i * half,
+                    c->rope_pairing_halves);
         }
+    }
 }
 
 static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int dim, float eps) {
@@ -134,26 +207,41 @@ static void cache_append(Forward *f, KVCache *cache, int layer, int pos0, int n)
     }
 }
 
-/* Causal attention of the block's queries over the cache. Query t of the block
- * sees every slot that was cached before the block plus the block's first t+1
- * tokens (its own key included). The heads' lengths are advanced afterwards. */
-static void attention(Forward *f, KVCache *cache, int layer, int pos0, int n) {
+/* One attention row: query t of the block, head h, over the n_keys slots it
+ * may see; writes the head's output into f->att. */
+static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, int t, int h) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
-    int H = c->n_heads, hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
-    float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
-    for (int th = 0; th < n * H; th++) {
-        int t = th / H, h = th % H;
-        const KVHead *kv = kvcache_head(cache, layer, h / group);
-        int n_keys = kv->len + t + 1;
-        float *scores = f->scores + (size_t)omp_get_thread_num() * f->scores_cap;
-        const float *q = f->q + ((size_t)t * H + h) * hd;
-        k->attn_scores(scores, q, kv->keys, n_keys, hd, scale);
-        k->softmax(scores, n_keys);
-        if (f->has_observer)
-            f->observer.attention(f->observer.ctx, layer, h, pos0 + t, scores, kv->pos, n_keys);
-        k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
+    int H = c->n_heads, hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
+    const KVHead *kv = kvcache_head(cache, layer, g);
+    const float *keys = cache->shifted ? f->krot + (size_t)g * f->krot_cap * hd : kv->keys;
+    int n_keys = kv->len + t + 1;
+    float *scores = f->scores + (size_t)omp_get_thread_num() * f->scores_cap;
+    const float *q = f->q + ((size_t)t * H + h) * hd;
+    k->attn_scores(scores, q, keys, n_keys, hd, 1.0f / sqrtf((float)hd));
+    k->softmax(scores, n_keys);
+    if (f->has_observer)
+        f->observer.attention(f->observer.ctx, layer, h, pos0 + t, scores, kv->pos, n_keys);
+    k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
+}
+
+/* Causal attention of the block's queries over the cache. Query t of the block
+ * sees every slot that was cached before the block plus the block's first t+1
+ * tokens (its own key included). The heads' lengths are advanced afterwards.
+ * Without an observer every (query, head) row is its own task; with one, each
+ * head is one task that runs its queries in order, so an observer may
+ * accumulate per head without locks and always in the same order (forward.h). */
+static void attention(Forward *f, KVCache *cache, int layer, int pos0, int n) {
+    const Config *c = &f->m->cfg;
+    int H = c->n_heads;
+    if (cache->shifted) rotate_cached_keys(f, cache, layer, n);
+    if (!f->has_observer) {
+        #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
+        for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, pos0, th / H, th % H);
+    } else {
+        #pragma omp parallel for schedule(dynamic, 1) if (H > 1)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < n; t++) attend_row(f, cache, layer, pos0, t, h);
     }
     for (int g = 0; g < c->n_kv_heads; g++) kvcache_head(cache, layer, g)->len += n;
 }
@@ -183,6 +271,10 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
     for (int i = 0; i < c->n_layers * KV; i++)
         if (cache->heads[i].len > longest) longest = cache->heads[i].len;
     ensure_scores(f, longest + n);
+    if (cache->shifted) {
+        ensure_pos_table(f, longest + n);
+        ensure_krot(f, longest + n);
+    }
 
     embed(f, tokens, n);
     rope_angles(f, pos0, n);
@@ -195,6 +287,10 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
         op_matmul(f->k, kv_dim, f->xb, dim, &w->wk, n);
         op_matmul(f->v, kv_dim, f->xb, dim, &w->wv, n);
         for (int t = 0; t < n; t++) {
+            if (cache->shifted) {   /* keys stay pre-RoPE: attention() rotates them per slot */
+                rope_queries_shifted(f, cache, l, t);
+                continue;
+            }
             const float *cs = f->rope_cos + (size_t)t * (hd / 2), *sn = f->rope_sin + (size_t)t * (hd / 2);
             k->rope(f->q + (size_t)t * q_dim, H, hd, cs, sn, c->rope_pairing_halves);
             k->rope(f->k + (size_t)t * kv_dim, KV, hd, cs, sn, c->rope_pairing_halves);

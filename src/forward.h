@@ -8,7 +8,9 @@
  *   x = embed(tokens)                                   [n, dim]
  *   for each layer:
  *     xb = rmsnorm(x) ; q,k,v = xb Wq^T, xb Wk^T, xb Wv^T  [n, H*hd], [n, KV*hd]
- *     rope(q, k) ; cache <- k, v
+ *     rope(q, k) ; cache <- k, v      (positions `shifted`, kvcache.h: keys are
+ *                                       cached pre-RoPE, rotated to their slot index
+ *                                       here; q to position = the head's length)
  *     per query head h (KV head g = h / (H/KV)):
  *       a = softmax(q_h . K_g^T / sqrt(hd)) over visible slots ; o_h = a V_g
  *     x += o Wo^T
@@ -22,10 +24,12 @@
 #include "model.h"
 
 /* Sees every attention distribution as it is computed (for tracing, metrics and
- * attention-based eviction scores). Called from several threads at once, each
- * with a different (layer, head, query) — the callee must be thread-safe.
- * probs[j] is the attention of the query on cache slot j, whose original
- * position is key_pos[j]. */
+ * attention-based eviction scores). probs[j] is the attention of the query on
+ * cache slot j, whose original position is key_pos[j].
+ * Threads: calls for different heads come from several threads at once, but
+ * all calls for one (layer, head) come from one thread, in increasing query
+ * order. So a callee may accumulate into per-(layer, head) memory without
+ * locks, and its sums do not depend on the thread schedule. */
 typedef struct {
     void *ctx;
     void (*attention)(void *ctx, int layer, int head, int query_pos,
@@ -42,8 +46,11 @@ void forward_free(Forward *f);
 /* A KV cache sized for this model (max_tokens = context length to allow). */
 int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err);
 
-/* NULL to stop observing. */
+/* NULL to stop observing. Without an observer the attention rows are spread
+ * over threads per (query, head); with one, per head (see above). */
 void forward_set_observer(Forward *f, const AttentionObserver *obs);
+/* The observer installed now (returns 0 and leaves *out alone if none). */
+int forward_get_observer(const Forward *f, AttentionObserver *out);
 
 /* Run tokens[0..n) (n >= 1). If logits_all is non-NULL it receives n x vocab
  * logits (row t = the prediction after token t); the last row is always

@@ -36,6 +36,15 @@ void kvcache_reset(KVCache *c) {
     c->next_pos = 0;
 }
 
+int kvcache_set_shifted(KVCache *c, int shifted, Err *err) {
+    if (c->shifted == !!shifted) return 0;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++)
+        if (c->heads[i].len > 0)
+            return err_set(err, "kv cache: the positions mode (true/shifted) can only change on an empty cache");
+    c->shifted = !!shifted;
+    return 0;
+}
+
 static void head_resize(KVHead *h, int cap, int head_dim) {
     size_t row = (size_t)head_dim * sizeof(float);
     h->keys = xrealloc(h->keys, (size_t)cap * row);
@@ -60,15 +69,25 @@ int kvcache_reserve(KVCache *c, int layer, int extra, Err *err) {
     return 0;
 }
 
+/* Move slots [src, src+count) down to [dst, dst+count) (dst <= src). */
+static void move_slots(KVHead *h, size_t d, int dst, int src, int count) {
+    if (dst == src || count <= 0) return;
+    memmove(h->keys + (size_t)dst * d, h->keys + (size_t)src * d, (size_t)count * d * sizeof(float));
+    memmove(h->values + (size_t)dst * d, h->values + (size_t)src * d, (size_t)count * d * sizeof(float));
+    memmove(h->pos + dst, h->pos + src, (size_t)count * sizeof(int));
+}
+
 void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep) {
     KVHead *h = kvcache_head(c, layer, kv_head);
     size_t d = (size_t)c->head_dim;
-    for (int i = 0; i < n_keep; i++) {
-        int s = keep[i];
-        if (s == i) continue;   /* ascending, so s >= i: moving down never overwrites a kept slot */
-        memmove(h->keys + i * d, h->keys + (size_t)s * d, d * sizeof(float));
-        memmove(h->values + i * d, h->values + (size_t)s * d, d * sizeof(float));
-        h->pos[i] = h->pos[s];
+    /* keep[] ascending, so keep[i] >= i: moving down never overwrites a kept slot.
+     * A run keep[i..i+r) of consecutive slots moves in one piece (evicting one
+     * token of 2048 is one memmove of the tail, not 2047 small ones). */
+    for (int i = 0; i < n_keep;) {
+        int r = 1;
+        while (i + r < n_keep && keep[i + r] == keep[i] + r) r++;
+        move_slots(h, d, i, keep[i], r);
+        i += r;
     }
     h->len = n_keep;
     /* give memory back when the head is far below its allocation */
@@ -91,4 +110,10 @@ size_t kvcache_bytes_used(const KVCache *c) {
     size_t n = 0;
     for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) n += (size_t)c->heads[i].len;
     return n * slot_bytes(c);
+}
+
+long kvcache_slots_used(const KVCache *c) {
+    long n = 0;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) n += c->heads[i].len;
+    return n;
 }

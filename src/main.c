@@ -16,6 +16,8 @@ static const Command commands[] = {
     { "generate", cmd_generate, "continue a prompt (greedy or sampled) and report tokens/s" },
     { "logits",   cmd_logits,   "write the T x vocab next-token logits of a prompt to a .npy file" },
     { "bench",    cmd_bench,    "measure prefill/decode speed against the machine's bandwidth and FMA peak" },
+    { "trace",    cmd_trace,    "record selected attention rows with key/value norms (NPZ + meta.json)" },
+    { "correlate", cmd_correlate, "key norm vs attention per layer/head: Spearman, Pearson, ALR, eviction loss" },
     { "synth",    cmd_synth,    "write a random-weight HF safetensors checkpoint of any shape" },
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

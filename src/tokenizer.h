@@ -25,6 +25,9 @@ int tokenizer_eos_id(const Tokenizer *t);   /* 2 for Llama-2 */
  * text needs (may exceed max_ids: call again with a larger buffer) or -1 with err
  * set. add_bos prepends BOS. */
 int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *ids, int max_ids, Err *err);
+/* The same for a text of `len` bytes that may contain NUL bytes. */
+int tokenizer_encode_len(const Tokenizer *t, const char *text, size_t len, int add_bos,
+                         int *ids, int max_ids, Err *err);
 
 /* The text of one piece as it appears in output: "▁" becomes a space, byte pieces
  * <0xXX> become that byte. `prev_id` is the previous token (-1 at the start): the
@@ -35,5 +38,7 @@ const char *tokenizer_piece(const Tokenizer *t, int prev_id, int id, char buf[8]
  * (SentencePiece DecodeIds semantics: the dummy-prefix space is removed,
  * BOS/EOS/control pieces produce nothing). Returns NULL on an id out of range. */
 char *tokenizer_decode(const Tokenizer *t, const int *ids, int n_ids, Err *err);
+/* The same, also giving the length (the text may contain NUL bytes, from <0x00>). */
+char *tokenizer_decode_len(const Tokenizer *t, const int *ids, int n_ids, size_t *len_out, Err *err);
 
 #endif
