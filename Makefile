@@ -35,8 +35,13 @@ TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 # Per-ISA flags: only the kernel files of that ISA are compiled with them, so the
 # rest of the binary runs on any x86-64 / aarch64 CPU (dispatch picks at run time).
-$(BUILD)/obj/simd/avx2%.o:   ISA_FLAGS := -mavx2 -mfma -mf16c
-$(BUILD)/obj/simd/avx512%.o: ISA_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+# (a pattern's % must match at least one character, hence the two lines per ISA)
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+$(BUILD)/obj/simd/avx2.o:      ISA_FLAGS := $(AVX2_FLAGS)
+$(BUILD)/obj/simd/avx2_%.o:    ISA_FLAGS := $(AVX2_FLAGS)
+$(BUILD)/obj/simd/avx512.o:    ISA_FLAGS := $(AVX512_FLAGS)
+$(BUILD)/obj/simd/avx512_%.o:  ISA_FLAGS := $(AVX512_FLAGS)
 
 # ---- Debian packages ---------------------------------------------------------
 DEB_BUILD_PKGS := gcc make libc6-dev libsleef-dev zlib1g-dev libcjson-dev
@@ -91,4 +96,5 @@ test: kvlab $(TEST_BIN) $(EXTRA_TESTS)
 clean:
 	rm -rf $(BUILD) kvlab
 
+-include experiments/plots/plots.mk
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
