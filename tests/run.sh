@@ -28,6 +28,20 @@ for s in tests/cli_*.sh; do
     [ -f "$s" ] || continue
     run_one "$(basename "$s")" bash "$s"
 done
+# ---- aarch64 test programs cross-built by simd/simd.mk, run under qemu-user ----
+# $KVLAB_ARM64_TESTS (set by make; default build-arm64/tests, empty = skip).
+arm_dir=${KVLAB_ARM64_TESTS-build-arm64/tests}
+if [ -n "$arm_dir" ] && [ -d "$arm_dir" ]; then
+    if command -v qemu-aarch64 >/dev/null 2>&1; then
+        for t in "$arm_dir"/test_*; do
+            [ -x "$t" ] || continue
+            run_one "arm64/$(basename "$t")" qemu-aarch64 -L /usr/aarch64-linux-gnu "$t"
+        done
+    else
+        echo "arm64 tests in $arm_dir not run: qemu-aarch64 not installed"
+    fi
+fi
+# ---- end of aarch64 tests ----
 [ ${#broken[@]} -eq 0 ] || echo "failing: ${broken[*]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,399 @@
+/* avx2.c — AVX2 + FMA kernels: 8 fp32 lanes per ymm register, 16 registers
+ * (compiled with -mavx2 -mfma -mf16c).
+ *
+ * Blocking scheme
+ *  - Decode mat-vec (matmul with n_tok == 1): memory-bandwidth bound; four weight
+ *    rows are streamed at once (8 accumulators hide the FMA latency), each x
+ *    vector is loaded once per 4 rows; bf16 rows are widened exactly in registers
+ *    (zero-extend 16→32 bits, shift left 16).
+ *  - Prefill (n_tok > 1): gemm_driver.h's BLIS loops around a 16 × 6 micro-kernel:
+ *    16 weight rows (2 ymm) × 6 tokens = 12 ymm accumulators + 2 weight vectors
+ *    + 1 broadcast = 15 of the 16 registers; per k, 2 loads and 6 broadcasts
+ *    feed 12 FMAs. Blocks: KC = 384 (the 6-token X micro-panel, 9 KB, in L1),
+ *    MC = 192 (the packed W block, 288 KB, in L2), NC = 1020 tokens.
+ *  - Element-wise kernels and reductions: 8 lanes per step; the last partial
+ *    vector of fp32 data goes through vmaskmovps (masked lanes are neither read
+ *    nor written, so nothing past the end of a buffer is touched); the bf16 tail
+ *    of a weight row is copied into a zero-padded 8-element buffer.
+ *  - exp is SLEEF's Sleef_expf8_u10avx2 (max error 1.0 ULP). */
+#include "kernels.h"
+#include "gemm_driver.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <sleef.h>
+
+#define VL 8
+
+static inline __m256i tail_mask(int n) {            /* lanes [0, n) all-ones, n in [0, 8] */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256 maskload(const float *p, __m256i m) { return _mm256_maskload_ps(p, m); }
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float hmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 8 bf16 → 8 fp32, exact. */
+static inline __m256 widen_bf16(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+static inline __m256 load_bf16(const uint16_t *p) {
+    return widen_bf16(_mm_loadu_si128((const __m128i *)p));
+}
+static inline __m256 load_bf16_tail(const uint16_t *p, int n) {   /* n < 8 elements */
+    uint16_t buf[VL] = { 0 };
+    memcpy(buf, p, (size_t)n * sizeof *p);
+    return load_bf16(buf);
+}
+
+/* ---------------------------------------------------------------------------
+ * Decode: y[r] = dot(W[r, :], x), R rows at a time (a constant after inlining). */
+static inline __attribute__((always_inline))
+void gemv_rows_f32(float *y, const float *x, const float *w, long ldw, int n, int R) {
+    __m256 acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 2 * VL <= n; c += 2 * VL) {
+        __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + VL);
+        for (int i = 0; i < R; i++) {
+            acc[i][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i * ldw + c), x0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i * ldw + c + VL), x1, acc[i][1]);
+        }
+    }
+    for (; c < n; c += VL) {
+        __m256i m = tail_mask(n - c);
+        __m256 x0 = maskload(x + c, m);
+        for (int i = 0; i < R; i++)
+            acc[i][0] = _mm256_fmadd_ps(maskload(w + i * ldw + c, m), x0, acc[i][0]);
+    }
+    for (int i = 0; i < R; i++) y[i] = hsum(_mm256_add_ps(acc[i][0], acc[i][1]));
+}
+
+static inline __attribute__((always_inline))
+void gemv_rows_bf16(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+    __m256 acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 2 * VL <= n; c += 2 * VL) {
+        __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + VL);
+        for (int i = 0; i < R; i++) {
+            acc[i][0] = _mm256_fmadd_ps(load_bf16(w + i * ldw + c), x0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(load_bf16(w + i * ldw + c + VL), x1, acc[i][1]);
+        }
+    }
+    for (; c < n; c += VL) {
+        const int len = gemm_min(VL, n - c);
+        __m256 x0 = maskload(x + c, tail_mask(len));
+        for (int i = 0; i < R; i++) {
+            __m256 wv = len == VL ? load_bf16(w + i * ldw + c) : load_bf16_tail(w + i * ldw + c, len);
+            acc[i][0] = _mm256_fmadd_ps(wv, x0, acc[i][0]);
+        }
+    }
+    for (int i = 0; i < R; i++) y[i] = hsum(_mm256_add_ps(acc[i][0], acc[i][1]));
+}
+
+static void gemv_f32(float *y, const float *x, const float *W, int n_rows, int n_cols) {
+    int r = 0;
+    for (; r + 4 <= n_rows; r += 4) gemv_rows_f32(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 4);
+    for (; r < n_rows; r++) gemv_rows_f32(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 1);
+}
+
+static void gemv_bf16(float *y, const float *x, const uint16_t *W, int n_rows, int n_cols) {
+    int r = 0;
+    for (; r + 4 <= n_rows; r += 4) gemv_rows_bf16(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 4);
+    for (; r < n_rows; r++) gemv_rows_bf16(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 1);
+}
+
+/* ---------------------------------------------------------------------------
+ * Prefill micro-kernel: the 16 × 6 tile of Y, k = 0 .. kc-1.
+ *   wp: packed weights, 16 floats per k (32-byte aligned)
+ *   xp: packed activations, 6 floats per k */
+#define MR 16
+#define NR 6
+
+static void micro_16x6(int kc, const void *wp_, const void *xp_, float *y, long ldy, int accumulate) {
+    const float *wp = wp_, *xp = xp_;
+    __m256 c[NR][2];
+#pragma GCC unroll 6
+    for (int t = 0; t < NR; t++) c[t][0] = c[t][1] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 w0 = _mm256_load_ps(wp), w1 = _mm256_load_ps(wp + VL);
+#pragma GCC unroll 6
+        for (int t = 0; t < NR; t++) {
+            __m256 xt = _mm256_broadcast_ss(xp + t);
+            c[t][0] = _mm256_fmadd_ps(w0, xt, c[t][0]);
+            c[t][1] = _mm256_fmadd_ps(w1, xt, c[t][1]);
+        }
+        wp += MR;
+        xp += NR;
+    }
+#pragma GCC unroll 6
+    for (int t = 0; t < NR; t++) {
+        float *yt = y + (long)t * ldy;
+        if (accumulate) {
+            c[t][0] = _mm256_add_ps(c[t][0], _mm256_loadu_ps(yt));
+            c[t][1] = _mm256_add_ps(c[t][1], _mm256_loadu_ps(yt + VL));
+        }
+        _mm256_storeu_ps(yt, c[t][0]);
+        _mm256_storeu_ps(yt + VL, c[t][1]);
+    }
+}
+
+static void pack_w_f32(void *dst, const void *w, long ldw, int rows, int kc) {
+    gemm_pack_w_f32(dst, w, ldw, rows, kc, MR);
+}
+static void pack_w_bf16(void *dst, const void *w, long ldw, int rows, int kc) {
+    gemm_pack_w_bf16(dst, w, ldw, rows, kc, MR);
+}
+static void pack_x(void *dst, const float *x, long ldx, int toks, int kc) {
+    gemm_pack_x_f32(dst, x, ldx, toks, kc, NR);
+}
+
+static const GemmPlan plan_f32 = {
+    .mr = MR, .nr = NR, .kc = 384, .mc = 192, .nc = 1020, .k_group = 1,
+    .w_src_bytes = 4, .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w = pack_w_f32, .pack_x = pack_x, .micro = micro_16x6,
+};
+static const GemmPlan plan_bf16 = {
+    .mr = MR, .nr = NR, .kc = 384, .mc = 192, .nc = 1020, .k_group = 1,
+    .w_src_bytes = 2, .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w = pack_w_bf16, .pack_x = pack_x, .micro = micro_16x6,
+};
+#undef MR
+#undef NR
+
+static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
+                       const float *W, int n_tok, int n_rows, int n_cols) {
+    if (n_tok > 1 && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    for (int t = 0; t < n_tok; t++)      /* decode, or no memory for the packing buffers */
+        gemv_f32(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}
+
+static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
+                        const uint16_t *W, int n_tok, int n_rows, int n_cols) {
+    if (n_tok > 1 && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    for (int t = 0; t < n_tok; t++)
+        gemv_bf16(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}
+
+/* ---------------------------------------------------------------------------
+ * Reductions and element-wise kernels. */
+static float dot(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 4 * VL <= n; i += 4 * VL) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + VL), _mm256_loadu_ps(b + i + VL), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 2 * VL), _mm256_loadu_ps(b + i + 2 * VL), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 3 * VL), _mm256_loadu_ps(b + i + 3 * VL), s3);
+    }
+    for (; i < n; i += VL) {
+        __m256i m = tail_mask(n - i);
+        s0 = _mm256_fmadd_ps(maskload(a + i, m), maskload(b + i, m), s0);
+    }
+    return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+static float sum_squares(const float *x, int n) { return dot(x, x, n); }
+
+/* Element-wise loops run whole vectors with plain loads/stores and the last
+ * partial vector with vmaskmovps (slow to store on some AMD cores, so only once):
+ * each body is written once, with `tail` a constant after inlining. */
+static inline __m256 ld(const float *p, __m256i m, int tail) {
+    return tail ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p);
+}
+static inline void st(float *p, __m256i m, __m256 v, int tail) {
+    if (tail) _mm256_maskstore_ps(p, m, v);
+    else _mm256_storeu_ps(p, v);
+}
+
+static inline __attribute__((always_inline))
+void rmsnorm_step(float *out, const float *x, const float *weight, __m256 inv, __m256i m, int tail) {
+    __m256 v = _mm256_mul_ps(ld(x, m, tail), inv);
+    st(out, m, _mm256_mul_ps(ld(weight, m, tail), v), tail);
+}
+
+static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    /* Same formula and operation order as the reference, only the sum differs. */
+    __m256 inv = _mm256_set1_ps(1.0f / sqrtf(sum_squares(x, n) / (float)n + eps));
+    const __m256i all = _mm256_set1_epi32(-1);
+    int i = 0;
+    for (; i + VL <= n; i += VL) rmsnorm_step(out + i, x + i, weight + i, inv, all, 0);
+    if (i < n) rmsnorm_step(out + i, x + i, weight + i, inv, tail_mask(n - i), 1);
+}
+
+/* Rotation with separate multiplies and adds (no FMA), exactly the reference's
+ * operations, so every ISA gives bit-identical results. */
+static inline __attribute__((always_inline))
+void rope_halves_step(float *a, float *b, const float *cs, const float *sn, __m256i m, int tail) {
+    __m256 x0 = ld(a, m, tail), x1 = ld(b, m, tail), c = ld(cs, m, tail), s = ld(sn, m, tail);
+    st(a, m, _mm256_sub_ps(_mm256_mul_ps(x0, c), _mm256_mul_ps(x1, s)), tail);
+    st(b, m, _mm256_add_ps(_mm256_mul_ps(x1, c), _mm256_mul_ps(x0, s)), tail);
+}
+
+/* Interleaved pairs, 4 per vector: cos/sin duplicated per pair ([c0 c0 c1 c1 ..]),
+ * x's pairs swapped ([x1 x0 ..]): even lane x0*c + -(x1*s), odd lane x1*c + x0*s. */
+static inline __attribute__((always_inline))
+void rope_pairs_step(float *v, const float *cs, const float *sn, int np, int tail) {
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256 neg_even = _mm256_castsi256_ps(_mm256_set1_epi64x(0x0000000080000000LL));
+    __m256i m = tail_mask(2 * np);
+    __m128i m4 = _mm256_castsi256_si128(tail_mask(np));
+    __m256 xv = ld(v, m, tail);
+    __m128 c4 = tail ? _mm_maskload_ps(cs, m4) : _mm_loadu_ps(cs);
+    __m128 s4 = tail ? _mm_maskload_ps(sn, m4) : _mm_loadu_ps(sn);
+    __m256 c = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(c4), dup);
+    __m256 s = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s4), dup);
+    __m256 q = _mm256_xor_ps(_mm256_mul_ps(_mm256_permute_ps(xv, 0xB1), s), neg_even);
+    st(v, m, _mm256_add_ps(_mm256_mul_ps(xv, c), q), tail);
+}
+
+static void rope(float *x, int n_heads, int head_dim, const float *cos_theta,
+                 const float *sin_theta, int pairing_halves) {
+    const int half = head_dim / 2;
+    const __m256i all = _mm256_set1_epi32(-1);
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (long)h * head_dim;
+        int i = 0;
+        if (pairing_halves) {
+            for (; i + VL <= half; i += VL)
+                rope_halves_step(v + i, v + half + i, cos_theta + i, sin_theta + i, all, 0);
+            if (i < half)
+                rope_halves_step(v + i, v + half + i, cos_theta + i, sin_theta + i, tail_mask(half - i), 1);
+        } else {
+            for (; i + VL / 2 <= half; i += VL / 2) rope_pairs_step(v + 2 * i, cos_theta + i, sin_theta + i, VL / 2, 0);
+            if (i < half) rope_pairs_step(v + 2 * i, cos_theta + i, sin_theta + i, half - i, 1);
+        }
+    }
+}
+
+static inline __attribute__((always_inline))
+__m256 softmax_exp_step(float *x, __m256 vmax, __m256 sum, __m256i m, int tail) {
+    __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(ld(x, m, tail), vmax));
+    if (tail) e = _mm256_and_ps(e, _mm256_castsi256_ps(m));    /* masked lanes add 0 */
+    st(x, m, e, tail);
+    return _mm256_add_ps(sum, e);
+}
+
+static void softmax(float *x, int n) {
+    if (n <= 0) return;
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i all = _mm256_set1_epi32(-1);
+    __m256 mx = ninf;
+    int i = 0;
+    for (; i + VL <= n; i += VL) mx = _mm256_max_ps(mx, _mm256_loadu_ps(x + i));
+    if (i < n) {
+        __m256i m = tail_mask(n - i);
+        mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, m), _mm256_castsi256_ps(m)));
+    }
+    const __m256 vmax = _mm256_set1_ps(hmax(mx));
+    __m256 sum = _mm256_setzero_ps();
+    for (i = 0; i + VL <= n; i += VL) sum = softmax_exp_step(x + i, vmax, sum, all, 0);
+    if (i < n) sum = softmax_exp_step(x + i, vmax, sum, tail_mask(n - i), 1);
+    const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
+    for (i = 0; i + VL <= n; i += VL) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    if (i < n) {
+        __m256i m = tail_mask(n - i);
+        _mm256_maskstore_ps(x + i, m, _mm256_mul_ps(_mm256_maskload_ps(x + i, m), inv));
+    }
+}
+
+static inline __attribute__((always_inline))
+void silu_mul_step(float *gate, const float *up, __m256i m, int tail) {
+    __m256 g = ld(gate, m, tail);
+    __m256 e = Sleef_expf8_u10avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    st(gate, m, _mm256_mul_ps(silu, ld(up, m, tail)), tail);
+}
+
+static void silu_mul(float *gate, const float *up, int n) {
+    const __m256i all = _mm256_set1_epi32(-1);
+    int i = 0;
+    for (; i + VL <= n; i += VL) silu_mul_step(gate + i, up + i, all, 0);
+    if (i < n) silu_mul_step(gate + i, up + i, tail_mask(n - i), 1);
+}
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    int j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const float *k0 = keys + (long)j * head_dim;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int c = 0; c < head_dim; c += VL) {
+            __m256i m = tail_mask(head_dim - c);
+            __m256 qv = maskload(q + c, m);
+            a0 = _mm256_fmadd_ps(qv, maskload(k0 + c, m), a0);
+            a1 = _mm256_fmadd_ps(qv, maskload(k0 + head_dim + c, m), a1);
+            a2 = _mm256_fmadd_ps(qv, maskload(k0 + 2L * head_dim + c, m), a2);
+            a3 = _mm256_fmadd_ps(qv, maskload(k0 + 3L * head_dim + c, m), a3);
+        }
+        scores[j] = scale * hsum(a0);
+        scores[j + 1] = scale * hsum(a1);
+        scores[j + 2] = scale * hsum(a2);
+        scores[j + 3] = scale * hsum(a3);
+    }
+    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+}
+
+/* out[c0 .. c0 + NV*8) accumulated in NV registers over all keys; the last
+ * vector is masked. NV is a constant after inlining. */
+static inline __attribute__((always_inline))
+void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
+                       long head_dim, int NV, __m256i last) {
+    __m256 acc[8];
+    for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();
+    for (int j = 0; j < n_keys; j++) {
+        const float *row = values + (long)j * head_dim;
+        __m256 p = _mm256_broadcast_ss(probs + j);
+        for (int v = 0; v < NV - 1; v++)
+            acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(row + v * VL), acc[v]);
+        acc[NV - 1] = _mm256_fmadd_ps(p, maskload(row + (NV - 1) * VL, last), acc[NV - 1]);
+    }
+    for (int v = 0; v < NV - 1; v++) _mm256_storeu_ps(out + v * VL, acc[v]);
+    _mm256_maskstore_ps(out + (NV - 1) * VL, last, acc[NV - 1]);
+}
+
+static void attn_values(float *out, const float *probs, const float *values,
+                        int n_keys, int head_dim) {
+    for (int c = 0; c < head_dim; c += 8 * VL) {
+        const int width = gemm_min(8 * VL, head_dim - c);
+        const int nv = (width + VL - 1) / VL;
+        const __m256i last = tail_mask(width - (nv - 1) * VL);
+        const float *vals = values + c;
+        switch (nv) {
+        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1, last); break;
+        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2, last); break;
+        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3, last); break;
+        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4, last); break;
+        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5, last); break;
+        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6, last); break;
+        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7, last); break;
+        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8, last); break;
+        }
+    }
+}
+
+const Kernels kernels_avx2 = {
+    .name = "avx2",
+    .matmul_f32 = matmul_f32,
+    .matmul_bf16 = matmul_bf16,
+    .dot = dot,
+    .sum_squares = sum_squares,
+    .rmsnorm = rmsnorm,
+    .rope = rope,
+    .softmax = softmax,
+    .silu_mul = silu_mul,
+    .attn_scores = attn_scores,
+    .attn_values = attn_values,
+    .matmul_bf16_dpbf16 = NULL,
+};

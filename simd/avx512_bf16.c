@@ -1,0 +1,167 @@
+/* avx512_bf16.c — the optional bf16 × bf16 matmul on CPUs with AVX512_BF16
+ * (Kernels.matmul_bf16_dpbf16; dispatch.c installs it in the avx512 table only
+ * when cpuid reports avx512_bf16).
+ *
+ * vdpbf16ps takes 32 bf16 from each operand and adds the products of each
+ * adjacent pair to one fp32 lane: acc[i] += a[2i]*b[2i] + a[2i+1]*b[2i+1]. The
+ * products of two bf16 are exact in fp32, so the only new error against
+ * matmul_bf16 is rounding the activations X to bf16 (round to nearest even, at
+ * most 2^-8 relative per element); in addition the instruction treats denormal
+ * inputs as zero and flushes denormal results. One instruction does 32 MACs
+ * instead of 16.
+ *
+ * Blocking scheme: the same as avx512.c, with k taken two at a time.
+ *  - Decode (n_tok == 1): x is rounded to bf16 one chunk of 2048 at a time into a
+ *    stack buffer; four weight rows are streamed at once against it, and y
+ *    accumulates over the chunks (no heap memory).
+ *  - Prefill: gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
+ *    the k-pairs of each row together: panel[kp][r] is one 32-bit word holding
+ *    (W[r][2kp], W[r][2kp+1]), so one zmm load gives 16 rows × one k-pair; packed
+ *    X likewise holds (bf16 X[t][2kp], X[t][2kp+1]) in one word, broadcast to all
+ *    lanes. Per k-pair: 2 loads, 12 broadcasts, 24 vdpbf16ps. KC = 768 (k) keeps
+ *    the 12-token X micro-panel at 18 KB, as in the fp32 kernel. */
+#include "kernels.h"
+#include "gemm_driver.h"
+
+#include <immintrin.h>
+
+#define MR 32
+#define NR 12
+
+static inline __mmask32 mask32(int n) {           /* lanes [0, n), n in [0, 32] */
+    return n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1u);
+}
+static inline __mmask16 mask16(int n) { return (__mmask16)((1u << n) - 1u); }
+
+/* Round up to 32 floats (fewer if n < 32; the rest become +0) to 32 bf16, RNE. */
+static inline __m512i round_x32(const float *x, int n) {
+    __m512 lo = _mm512_maskz_loadu_ps(mask16(gemm_min(16, n)), x);
+    __m512 hi = _mm512_maskz_loadu_ps(mask16(gemm_min(16, n > 16 ? n - 16 : 0)), x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+static inline __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+/* ---------------------------------------------------------------------------
+ * Decode. */
+#define CHUNK 2048
+
+static inline __attribute__((always_inline))
+void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n, int first, int R) {
+    __m512 acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 64 <= n; c += 64) {
+        __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
+        for (int i = 0; i < R; i++) {
+            acc[i][0] = dpbf16(acc[i][0], _mm512_loadu_si512(w + i * ldw + c), x0);
+            acc[i][1] = dpbf16(acc[i][1], _mm512_loadu_si512(w + i * ldw + c + 32), x1);
+        }
+    }
+    for (; c < n; c += 32) {
+        __mmask32 m = mask32(n - c);
+        __m512i x0 = _mm512_load_si512(xb + c);         /* zero-padded by the caller */
+        for (int i = 0; i < R; i++)
+            acc[i][0] = dpbf16(acc[i][0], _mm512_maskz_loadu_epi16(m, w + i * ldw + c), x0);
+    }
+    for (int i = 0; i < R; i++) {
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]));
+        y[i] = first ? s : y[i] + s;
+    }
+}
+
+static void gemv(float *y, const float *x, const uint16_t *W, int n_rows, int n_cols) {
+    _Alignas(64) uint16_t xb[CHUNK];
+    if (n_cols <= 0) {
+        for (int r = 0; r < n_rows; r++) y[r] = 0.0f;
+        return;
+    }
+    for (int c0 = 0; c0 < n_cols; c0 += CHUNK) {
+        const int len = gemm_min(CHUNK, n_cols - c0);
+        for (int c = 0; c < len; c += 32)
+            _mm512_store_si512(xb + c, round_x32(x + c0 + c, len - c));
+        const uint16_t *w = W + c0;
+        int r = 0;
+        for (; r + 4 <= n_rows; r += 4) gemv_rows(y + r, xb, w + (long)r * n_cols, n_cols, len, c0 == 0, 4);
+        for (; r < n_rows; r++) gemv_rows(y + r, xb, w + (long)r * n_cols, n_cols, len, c0 == 0, 1);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Prefill. */
+static void micro_32x12(int kc, const void *wp_, const void *xp_, float *y, long ldy, int accumulate) {
+    const uint32_t *wp = wp_, *xp = xp_;
+    __m512 c[NR][2];
+#pragma GCC unroll 12
+    for (int t = 0; t < NR; t++) c[t][0] = c[t][1] = _mm512_setzero_ps();
+    for (int kp = 0; kp < kc / 2; kp++) {
+        __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 16);
+#pragma GCC unroll 12
+        for (int t = 0; t < NR; t++) {
+            __m512i xt = _mm512_set1_epi32((int)xp[t]);
+            c[t][0] = dpbf16(c[t][0], w0, xt);
+            c[t][1] = dpbf16(c[t][1], w1, xt);
+        }
+        wp += MR;
+        xp += NR;
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < NR; t++) {
+        float *yt = y + (long)t * ldy;
+        if (accumulate) {
+            c[t][0] = _mm512_add_ps(c[t][0], _mm512_loadu_ps(yt));
+            c[t][1] = _mm512_add_ps(c[t][1], _mm512_loadu_ps(yt + 16));
+        }
+        _mm512_storeu_ps(yt, c[t][0]);
+        _mm512_storeu_ps(yt + 16, c[t][1]);
+    }
+}
+
+/* dst[kp*MR + r] = (W[r][2kp], W[r][2kp+1]) as one word; odd kc pads with 0. */
+static void pack_w(void *dst_, const void *w_, long ldw, int rows, int kc) {
+    uint32_t *dst = dst_;
+    const uint16_t *w = w_;
+    const int np = (kc + 1) / 2;
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *src = w + (long)r * ldw;
+        for (int kp = 0; kp < kc / 2; kp++)
+            dst[(long)kp * MR + r] = (uint32_t)src[2 * kp] | (uint32_t)src[2 * kp + 1] << 16;
+        if (kc & 1) dst[(long)(np - 1) * MR + r] = src[kc - 1];
+    }
+    for (int r = rows; r < MR; r++)
+        for (int kp = 0; kp < np; kp++) dst[(long)kp * MR + r] = 0;
+}
+
+/* dst[kp*NR + t] = (bf16 X[t][2kp], bf16 X[t][2kp+1]) as one word. */
+static void pack_x(void *dst_, const float *x, long ldx, int toks, int kc) {
+    uint32_t *dst = dst_;
+    const int np = (kc + 1) / 2;
+    for (int t = 0; t < toks; t++) {
+        const float *src = x + (long)t * ldx;
+        for (int k = 0; k < kc; k += 32) {
+            _Alignas(64) uint32_t pairs[16];
+            _mm512_store_si512(pairs, round_x32(src + k, kc - k));
+            const int n = gemm_min(16, np - k / 2);
+            for (int p = 0; p < n; p++) dst[(long)(k / 2 + p) * NR + t] = pairs[p];
+        }
+    }
+    for (int t = toks; t < NR; t++)
+        for (int kp = 0; kp < np; kp++) dst[(long)kp * NR + t] = 0;
+}
+
+static const GemmPlan plan_dpbf16 = {
+    .mr = MR, .nr = NR, .kc = 768, .mc = 256, .nc = 1020, .k_group = 2,
+    .w_src_bytes = 2, .wp_bytes = 2, .xp_bytes = 2,
+    .pack_w = pack_w, .pack_x = pack_x, .micro = micro_32x12,
+};
+
+void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
+                                     const uint16_t *W, int n_tok, int n_rows, int n_cols);
+void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
+                                     const uint16_t *W, int n_tok, int n_rows, int n_cols) {
+    if (n_tok > 1 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    for (int t = 0; t < n_tok; t++)
+        gemv(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}

@@ -1,0 +1,374 @@
+/* neon.c — AArch64 Advanced SIMD (NEON) kernels: 4 fp32 lanes per q register,
+ * 32 registers, FMA by vector element (compiled only for aarch64).
+ *
+ * Blocking scheme
+ *  - Decode mat-vec (matmul with n_tok == 1): memory-bandwidth bound; four weight
+ *    rows are streamed at once (8 accumulators hide the FMA latency), each x
+ *    vector loaded once per 4 rows; bf16 rows are widened exactly in registers
+ *    (vshll #16: zero-extend and shift left 16 in one instruction).
+ *  - Prefill (n_tok > 1): gemm_driver.h's BLIS loops around an 8 × 12 micro-kernel:
+ *    8 weight rows (2 q) × 12 tokens = 24 accumulators; per k it loads 2 weight
+ *    vectors and the 12 activations as 3 vectors, and each FMA takes its
+ *    activation from a lane (fmla v.4s, v.4s, v.s[i]), so no broadcasts are
+ *    needed: 5 loads feed 24 FMAs. Blocks: KC = 256 (the 12-token X micro-panel,
+ *    12 KB, in L1), MC = 128 (the packed W block, 128 KB, in L2), NC = 1020.
+ *  - Element-wise kernels: 4 lanes per step; the last partial vector is copied
+ *    into a 4-element stack buffer, processed by the same vector code and copied
+ *    back, so nothing past the end of a buffer is touched. Reductions add their
+ *    last < 4 products in scalar code.
+ *  - exp is SLEEF's Sleef_expf4_u10advsimd (max error 1.0 ULP). */
+#include "kernels.h"
+#include "gemm_driver.h"
+
+#include <arm_neon.h>
+#include <math.h>
+#include <sleef.h>
+
+#define VL 4
+
+static inline float32x4_t load_bf16(const uint16_t *p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+/* ---------------------------------------------------------------------------
+ * Decode: y[r] = dot(W[r, :], x), R rows at a time (a constant after inlining). */
+static inline __attribute__((always_inline))
+void gemv_rows_f32(float *y, const float *x, const float *w, long ldw, int n, int R) {
+    float32x4_t acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+    int c = 0;
+    for (; c + 2 * VL <= n; c += 2 * VL) {
+        float32x4_t x0 = vld1q_f32(x + c), x1 = vld1q_f32(x + c + VL);
+        for (int i = 0; i < R; i++) {
+            acc[i][0] = vfmaq_f32(acc[i][0], vld1q_f32(w + i * ldw + c), x0);
+            acc[i][1] = vfmaq_f32(acc[i][1], vld1q_f32(w + i * ldw + c + VL), x1);
+        }
+    }
+    float tail[4] = { 0 };
+    for (; c < n; c++)
+        for (int i = 0; i < R; i++) tail[i] += w[i * ldw + c] * x[c];
+    for (int i = 0; i < R; i++) y[i] = vaddvq_f32(vaddq_f32(acc[i][0], acc[i][1])) + tail[i];
+}
+
+static inline __attribute__((always_inline))
+void gemv_rows_bf16(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+    float32x4_t acc[4][2];
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+    int c = 0;
+    for (; c + 2 * VL <= n; c += 2 * VL) {
+        float32x4_t x0 = vld1q_f32(x + c), x1 = vld1q_f32(x + c + VL);
+        for (int i = 0; i < R; i++) {
+            acc[i][0] = vfmaq_f32(acc[i][0], load_bf16(w + i * ldw + c), x0);
+            acc[i][1] = vfmaq_f32(acc[i][1], load_bf16(w + i * ldw + c + VL), x1);
+        }
+    }
+    float tail[4] = { 0 };
+    for (; c < n; c++)
+        for (int i = 0; i < R; i++) tail[i] += gemm_bf16_to_f32(w[i * ldw + c]) * x[c];
+    for (int i = 0; i < R; i++) y[i] = vaddvq_f32(vaddq_f32(acc[i][0], acc[i][1])) + tail[i];
+}
+
+static void gemv_f32(float *y, const float *x, const float *W, int n_rows, int n_cols) {
+    int r = 0;
+    for (; r + 4 <= n_rows; r += 4) gemv_rows_f32(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 4);
+    for (; r < n_rows; r++) gemv_rows_f32(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 1);
+}
+
+static void gemv_bf16(float *y, const float *x, const uint16_t *W, int n_rows, int n_cols) {
+    int r = 0;
+    for (; r + 4 <= n_rows; r += 4) gemv_rows_bf16(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 4);
+    for (; r < n_rows; r++) gemv_rows_bf16(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 1);
+}
+
+/* ---------------------------------------------------------------------------
+ * Prefill micro-kernel: the 8 × 12 tile of Y, k = 0 .. kc-1.
+ *   wp: packed weights, 8 floats per k;  xp: packed activations, 12 floats per k */
+#define MR 8
+#define NR 12
+
+static void micro_8x12(int kc, const void *wp_, const void *xp_, float *y, long ldy, int accumulate) {
+    const float *wp = wp_, *xp = xp_;
+    float32x4_t c[NR][2];
+#pragma GCC unroll 12
+    for (int t = 0; t < NR; t++) c[t][0] = c[t][1] = vdupq_n_f32(0.0f);
+    for (int k = 0; k < kc; k++) {
+        float32x4_t w0 = vld1q_f32(wp), w1 = vld1q_f32(wp + 4);
+        float32x4_t x0 = vld1q_f32(xp), x1 = vld1q_f32(xp + 4), x2 = vld1q_f32(xp + 8);
+#define FMA_TOKEN(t, xv, lane) \
+        c[t][0] = vfmaq_laneq_f32(c[t][0], w0, xv, lane); \
+        c[t][1] = vfmaq_laneq_f32(c[t][1], w1, xv, lane);
+        FMA_TOKEN(0, x0, 0) FMA_TOKEN(1, x0, 1) FMA_TOKEN(2, x0, 2) FMA_TOKEN(3, x0, 3)
+        FMA_TOKEN(4, x1, 0) FMA_TOKEN(5, x1, 1) FMA_TOKEN(6, x1, 2) FMA_TOKEN(7, x1, 3)
+        FMA_TOKEN(8, x2, 0) FMA_TOKEN(9, x2, 1) FMA_TOKEN(10, x2, 2) FMA_TOKEN(11, x2, 3)
+#undef FMA_TOKEN
+        wp += MR;
+        xp += NR;
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < NR; t++) {
+        float *yt = y + (long)t * ldy;
+        if (accumulate) {
+            c[t][0] = vaddq_f32(c[t][0], vld1q_f32(yt));
+            c[t][1] = vaddq_f32(c[t][1], vld1q_f32(yt + 4));
+        }
+        vst1q_f32(yt, c[t][0]);
+        vst1q_f32(yt + 4, c[t][1]);
+    }
+}
+
+static void pack_w_f32(void *dst, const void *w, long ldw, int rows, int kc) {
+    gemm_pack_w_f32(dst, w, ldw, rows, kc, MR);
+}
+static void pack_w_bf16(void *dst, const void *w, long ldw, int rows, int kc) {
+    gemm_pack_w_bf16(dst, w, ldw, rows, kc, MR);
+}
+static void pack_x(void *dst, const float *x, long ldx, int toks, int kc) {
+    gemm_pack_x_f32(dst, x, ldx, toks, kc, NR);
+}
+
+static const GemmPlan plan_f32 = {
+    .mr = MR, .nr = NR, .kc = 256, .mc = 128, .nc = 1020, .k_group = 1,
+    .w_src_bytes = 4, .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w = pack_w_f32, .pack_x = pack_x, .micro = micro_8x12,
+};
+static const GemmPlan plan_bf16 = {
+    .mr = MR, .nr = NR, .kc = 256, .mc = 128, .nc = 1020, .k_group = 1,
+    .w_src_bytes = 2, .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w = pack_w_bf16, .pack_x = pack_x, .micro = micro_8x12,
+};
+#undef MR
+#undef NR
+
+static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
+                       const float *W, int n_tok, int n_rows, int n_cols) {
+    if (n_tok > 1 && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    for (int t = 0; t < n_tok; t++)      /* decode, or no memory for the packing buffers */
+        gemv_f32(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}
+
+static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
+                        const uint16_t *W, int n_tok, int n_rows, int n_cols) {
+    if (n_tok > 1 && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    for (int t = 0; t < n_tok; t++)
+        gemv_bf16(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}
+
+/* ---------------------------------------------------------------------------
+ * Reductions and element-wise kernels. */
+static float dot(const float *a, const float *b, int n) {
+    float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 4 * VL <= n; i += 4 * VL) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    for (; i + VL <= n; i += VL) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    float tail = 0.0f;
+    for (; i < n; i++) tail += a[i] * b[i];
+    return vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3))) + tail;
+}
+
+static float sum_squares(const float *x, int n) { return dot(x, x, n); }
+
+/* The last n % 4 elements of an element-wise kernel are copied into zeroed
+ * 4-float buffers, run through the same vector body, and copied back. */
+
+static inline void rmsnorm_step(float *out, const float *x, const float *weight, float32x4_t inv) {
+    vst1q_f32(out, vmulq_f32(vld1q_f32(weight), vmulq_f32(vld1q_f32(x), inv)));
+}
+
+static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    /* Same formula and operation order as the reference, only the sum differs. */
+    float32x4_t inv = vdupq_n_f32(1.0f / sqrtf(sum_squares(x, n) / (float)n + eps));
+    int i = 0;
+    for (; i + VL <= n; i += VL) rmsnorm_step(out + i, x + i, weight + i, inv);
+    if (i < n) {
+        const size_t bytes = (size_t)(n - i) * sizeof(float);
+        float bx[VL] = { 0 }, bw[VL] = { 0 };
+        memcpy(bx, x + i, bytes);
+        memcpy(bw, weight + i, bytes);
+        rmsnorm_step(bx, bx, bw, inv);
+        memcpy(out + i, bx, bytes);
+    }
+}
+
+/* Rotation with separate multiplies and adds (no FMA), exactly the reference's
+ * operations, so every ISA gives bit-identical results. */
+static inline void rope_halves_step(float *a, float *b, const float *cs, const float *sn) {
+    float32x4_t x0 = vld1q_f32(a), x1 = vld1q_f32(b), c = vld1q_f32(cs), s = vld1q_f32(sn);
+    vst1q_f32(a, vsubq_f32(vmulq_f32(x0, c), vmulq_f32(x1, s)));
+    vst1q_f32(b, vaddq_f32(vmulq_f32(x1, c), vmulq_f32(x0, s)));
+}
+
+/* Interleaved pairs: vld2 splits 4 pairs into evens and odds, vst2 re-interleaves. */
+static inline void rope_pairs_step(float *v, const float *cs, const float *sn) {
+    float32x4x2_t p = vld2q_f32(v);
+    float32x4_t c = vld1q_f32(cs), s = vld1q_f32(sn);
+    float32x4x2_t r;
+    r.val[0] = vsubq_f32(vmulq_f32(p.val[0], c), vmulq_f32(p.val[1], s));
+    r.val[1] = vaddq_f32(vmulq_f32(p.val[1], c), vmulq_f32(p.val[0], s));
+    vst2q_f32(v, r);
+}
+
+static void rope(float *x, int n_heads, int head_dim, const float *cos_theta,
+                 const float *sin_theta, int pairing_halves) {
+    const int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (long)h * head_dim;
+        int i = 0;
+        if (pairing_halves) {
+            for (; i + VL <= half; i += VL) rope_halves_step(v + i, v + half + i, cos_theta + i, sin_theta + i);
+            if (i < half) {
+                const size_t bytes = (size_t)(half - i) * sizeof(float);
+                float ba[VL] = { 0 }, bb[VL] = { 0 }, bc[VL] = { 0 }, bs[VL] = { 0 };
+                memcpy(ba, v + i, bytes);
+                memcpy(bb, v + half + i, bytes);
+                memcpy(bc, cos_theta + i, bytes);
+                memcpy(bs, sin_theta + i, bytes);
+                rope_halves_step(ba, bb, bc, bs);
+                memcpy(v + i, ba, bytes);
+                memcpy(v + half + i, bb, bytes);
+            }
+        } else {
+            for (; i + VL <= half; i += VL) rope_pairs_step(v + 2 * i, cos_theta + i, sin_theta + i);
+            if (i < half) {
+                const size_t bytes = (size_t)(half - i) * sizeof(float);
+                float bp[2 * VL] = { 0 }, bc[VL] = { 0 }, bs[VL] = { 0 };
+                memcpy(bp, v + 2 * i, 2 * bytes);
+                memcpy(bc, cos_theta + i, bytes);
+                memcpy(bs, sin_theta + i, bytes);
+                rope_pairs_step(bp, bc, bs);
+                memcpy(v + 2 * i, bp, 2 * bytes);
+            }
+        }
+    }
+}
+
+static void softmax(float *x, int n) {
+    if (n <= 0) return;
+    float32x4_t mx = vdupq_n_f32(-INFINITY);
+    int i = 0;
+    for (; i + VL <= n; i += VL) mx = vmaxq_f32(mx, vld1q_f32(x + i));
+    float max = vmaxvq_f32(mx);
+    for (; i < n; i++) if (x[i] > max) max = x[i];
+    const float32x4_t vmax = vdupq_n_f32(max);
+    float32x4_t sum = vdupq_n_f32(0.0f);
+    for (i = 0; i + VL <= n; i += VL) {
+        float32x4_t e = Sleef_expf4_u10advsimd(vsubq_f32(vld1q_f32(x + i), vmax));
+        vst1q_f32(x + i, e);
+        sum = vaddq_f32(sum, e);
+    }
+    float total = vaddvq_f32(sum);
+    if (i < n) {
+        float buf[VL];
+        for (int k = 0; k < VL; k++) buf[k] = i + k < n ? x[i + k] : max;  /* pad: exp(0) */
+        vst1q_f32(buf, Sleef_expf4_u10advsimd(vsubq_f32(vld1q_f32(buf), vmax)));
+        for (int k = 0; i + k < n; k++) { x[i + k] = buf[k]; total += buf[k]; }
+    }
+    const float32x4_t inv = vdupq_n_f32(1.0f / total);
+    for (i = 0; i + VL <= n; i += VL) vst1q_f32(x + i, vmulq_f32(vld1q_f32(x + i), inv));
+    for (; i < n; i++) x[i] *= vgetq_lane_f32(inv, 0);
+}
+
+static inline void silu_mul_step(float *gate, const float *up) {
+    float32x4_t g = vld1q_f32(gate);
+    float32x4_t e = Sleef_expf4_u10advsimd(vnegq_f32(g));
+    float32x4_t silu = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), e));
+    vst1q_f32(gate, vmulq_f32(silu, vld1q_f32(up)));
+}
+
+static void silu_mul(float *gate, const float *up, int n) {
+    int i = 0;
+    for (; i + VL <= n; i += VL) silu_mul_step(gate + i, up + i);
+    if (i < n) {
+        const size_t bytes = (size_t)(n - i) * sizeof(float);
+        float bg[VL] = { 0 }, bu[VL] = { 0 };
+        memcpy(bg, gate + i, bytes);
+        memcpy(bu, up + i, bytes);
+        silu_mul_step(bg, bu);
+        memcpy(gate + i, bg, bytes);
+    }
+}
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    int j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const float *k0 = keys + (long)j * head_dim, *k1 = k0 + head_dim,
+                    *k2 = k1 + head_dim, *k3 = k2 + head_dim;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        int c = 0;
+        for (; c + VL <= head_dim; c += VL) {
+            float32x4_t qv = vld1q_f32(q + c);
+            a0 = vfmaq_f32(a0, qv, vld1q_f32(k0 + c));
+            a1 = vfmaq_f32(a1, qv, vld1q_f32(k1 + c));
+            a2 = vfmaq_f32(a2, qv, vld1q_f32(k2 + c));
+            a3 = vfmaq_f32(a3, qv, vld1q_f32(k3 + c));
+        }
+        float s0 = vaddvq_f32(a0), s1 = vaddvq_f32(a1), s2 = vaddvq_f32(a2), s3 = vaddvq_f32(a3);
+        for (; c < head_dim; c++) {
+            s0 += q[c] * k0[c]; s1 += q[c] * k1[c]; s2 += q[c] * k2[c]; s3 += q[c] * k3[c];
+        }
+        scores[j] = scale * s0;
+        scores[j + 1] = scale * s1;
+        scores[j + 2] = scale * s2;
+        scores[j + 3] = scale * s3;
+    }
+    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+}
+
+/* out[c0 .. c0 + NV*4) accumulated in NV registers over all keys (NV constant
+ * after inlining); the columns past the last whole vector are done in scalar. */
+static inline __attribute__((always_inline))
+void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
+                       long head_dim, int NV) {
+    float32x4_t acc[8];
+    for (int v = 0; v < NV; v++) acc[v] = vdupq_n_f32(0.0f);
+    for (int j = 0; j < n_keys; j++) {
+        const float *row = values + (long)j * head_dim;
+        float32x4_t p = vdupq_n_f32(probs[j]);
+        for (int v = 0; v < NV; v++) acc[v] = vfmaq_f32(acc[v], p, vld1q_f32(row + v * VL));
+    }
+    for (int v = 0; v < NV; v++) vst1q_f32(out + v * VL, acc[v]);
+}
+
+static void attn_values(float *out, const float *probs, const float *values,
+                        int n_keys, int head_dim) {
+    const int whole = head_dim / VL * VL;
+    for (int c = 0; c < whole; c += 8 * VL) {
+        const int nv = gemm_min(8 * VL, whole - c) / VL;
+        const float *vals = values + c;
+        switch (nv) {
+        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1); break;
+        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2); break;
+        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3); break;
+        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4); break;
+        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5); break;
+        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6); break;
+        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7); break;
+        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8); break;
+        }
+    }
+    for (int c = whole; c < head_dim; c++) {
+        float s = 0.0f;
+        for (int j = 0; j < n_keys; j++) s = fmaf(probs[j], values[(long)j * head_dim + c], s);
+        out[c] = s;
+    }
+}
+
+const Kernels kernels_neon = {
+    .name = "neon",
+    .matmul_f32 = matmul_f32,
+    .matmul_bf16 = matmul_bf16,
+    .dot = dot,
+    .sum_squares = sum_squares,
+    .rmsnorm = rmsnorm,
+    .rope = rope,
+    .softmax = softmax,
+    .silu_mul = silu_mul,
+    .attn_scores = attn_scores,
+    .attn_values = attn_values,
+    .matmul_bf16_dpbf16 = NULL,
+};

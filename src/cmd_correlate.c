@@ -1,0 +1,208 @@
+/* cmd_correlate.c — `kvlab correlate`: per (layer, head) correlation between
+ * key norms and attention, the paper's ALR and the attention loss of norm-based
+ * eviction, streamed over chunks of a text (no attention map is stored). */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "forward.h"
+#include "metrics.h"
+#include "trace.h"
+
+static void help(void) {
+    printf("usage: kvlab correlate -m MODEL (-f FILE [--chunk N --chunks K] | -p PROMPT | --ids LIST)\n"
+           "                       [--query first-gen|all-decode|last-prefill] [--gen N] -o RUN_DIR\n\n"
+           "For every layer and query head: Spearman rho and Pearson r between the key L2 norm\n"
+           "and the attention a query pays each cached token; the L2 paper's ALR (Eqs. 5-7) and\n"
+           "ALR/n; the attention mass lost when evicting 10%%..90%% of the tokens by keeping the\n"
+           "lowest norms (L2), the highest norms, at random, or the highest attention (oracle);\n"
+           "and each kept set's overlap with the oracle's. Mean and std over queries and chunks.\n"
+           "Streaming: only the current attention rows are held, never a map.\n\n"
+           "  -f, --file FILE      text file: K sequences of N tokens, each BOS + the next N-1 tokens\n"
+           "      --chunk N        tokens per sequence, BOS included [1024]\n"
+           "      --chunks K       sequences [32]\n"
+           "  -p, --prompt TEXT    a single prompt instead (BOS prepended)\n"
+           "      --ids LIST       a single prompt as token ids\n"
+           "      --query WHICH    which queries are measured [first-gen]:\n"
+           "                         first-gen    the query of the first generated token after the\n"
+           "                                      chunk (greedy): the paper's protocol\n"
+           "                         last-prefill the last row of the prompt\n"
+           "                         all-decode   every step of --gen greedy decode steps\n"
+           "      --gen N          decode steps for --query all-decode [128]\n"
+           "      --seed S         seed of the random eviction baseline [1]\n"
+           "  -o, --output DIR     run directory: metrics.csv, metrics.npz, meta.json (written last)\n"
+           "      --batch N        tokens per prefill pass [512]\n"
+           COMMON_OPTS_HELP
+           "\nmetrics.csv columns: layer,head,kv_head,metric,ratio,mean,std,n (std: sample, n-1;\n"
+           "ratio empty for scalar metrics). Metrics: spearman, pearson, alr, alr_per_n,\n"
+           "loss_{lownorm,highnorm,random,oracle} (attention mass evicted at compression ratio\n"
+           "`ratio` = fraction removed, keep = max(1, floor(n(1-ratio)))), overlap_{lownorm,highnorm,\n"
+           "random} (|kept & oracle kept| / keep).\n"
+           "metrics.npz: ratios [9]; <metric>_mean, <metric>_std (f64), <metric>_n (i64), each\n"
+           "[layers, heads] for scalars and [layers, heads, 9] for loss_* / overlap_*.\n");
+}
+
+typedef struct {
+    CommonOpts common;
+    const char *text, *ids_str, *file, *out;
+    int chunk, chunks, gen, batch;
+    QueryMode query;
+    long seed;
+} CorrOpts;
+
+static void parse_args(CorrOpts *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    common_defaults(&o->common);
+    o->chunk = 1024; o->chunks = 32; o->gen = 128; o->batch = 512; o->seed = 1;
+    o->query = QUERY_FIRST_GEN;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->text = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--ids")) o->ids_str = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--chunk")) o->chunk = (int)cli_int(a, cli_value(argc, argv, &i), 2, 1 << 22);
+        else if (!strcmp(a, "--chunks")) o->chunks = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(a, "--gen")) o->gen = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 22);
+        else if (!strcmp(a, "--seed")) o->seed = cli_int(a, cli_value(argc, argv, &i), 0, (1L << 62));
+        else if (!strcmp(a, "--query")) {
+            const char *v = cli_value(argc, argv, &i);
+            if (query_mode_parse(v, &o->query) != 0) die("--query: '%s' is not first-gen, all-decode or last-prefill", v);
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
+        else if (!common_option(&o->common, argc, argv, &i)) die("correlate: unknown option '%s' (kvlab correlate --help)", a);
+    }
+    if (!o->out) die("correlate: -o RUN_DIR is required");
+    if ((!!o->text + !!o->ids_str + !!o->file) != 1) die("correlate: give exactly one of -f FILE, -p PROMPT or --ids LIST");
+}
+
+static int *input_sequences(const CorrOpts *o, const Model *m, Tokenizer *tok, int ctx, int *n_seqs, int *seq_len) {
+    if (!o->file) {
+        *n_seqs = 1;
+        return common_prompt_ids(m, tok, o->text, o->ids_str, ctx, seq_len);
+    }
+    if (o->chunk > ctx) die("--chunk: %d tokens exceed the context of %d (--ctx)", o->chunk, ctx);
+    Err err;
+    int *ids = text_chunks(tok, o->file, o->chunk, o->chunks, n_seqs, &err);
+    if (!ids) die("%s", err.msg);
+    if (*n_seqs < o->chunks)
+        fprintf(stderr, "correlate: %s holds only %d whole chunks of %d tokens (asked --chunks %d)\n",
+                o->file, *n_seqs, o->chunk, o->chunks);
+    *seq_len = o->chunk;
+    return ids;
+}
+
+/* Per layer: the mean over heads of the per-head mean ρ, and the spread of
+ * those head means (the quick look; the CSV has everything). */
+static void print_summary(const Correlator *c, const Config *cfg, FILE *out) {
+    fprintf(out, "layer  spearman(mean over heads, min..max)   pearson   ALR/n   loss@50%% lownorm / oracle / random\n");
+    for (int l = 0; l < cfg->n_layers; l++) {
+        double rho = 0, lo = 1e9, hi = -1e9, r = 0, alr = 0, ll = 0, lo_ = 0, lr = 0;
+        for (int h = 0; h < cfg->n_heads; h++) {
+            const MetricsAcc *a = correlator_acc(c, l, h);
+            double x = metrics_acc_mean(a, SLOT_SPEARMAN);
+            rho += x; lo = x < lo ? x : lo; hi = x > hi ? x : hi;
+            r += metrics_acc_mean(a, SLOT_PEARSON);
+            alr += metrics_acc_mean(a, SLOT_ALR_N);
+            ll += metrics_acc_mean(a, SLOT_LOSS + EVICT_LOWNORM * METRICS_N_RATIOS + 4);
+            lo_ += metrics_acc_mean(a, SLOT_LOSS + EVICT_ORACLE * METRICS_N_RATIOS + 4);
+            lr += metrics_acc_mean(a, SLOT_LOSS + EVICT_RANDOM * METRICS_N_RATIOS + 4);
+        }
+        int H = cfg->n_heads;
+        fprintf(out, "%5d  %+.3f (%+.3f..%+.3f)                %+.3f    %.4f  %.3f / %.3f / %.3f\n", l, rho / H, lo, hi,
+                r / H, alr / H, ll / H, lo_ / H, lr / H);
+    }
+}
+
+static void add_knobs(cJSON *knobs, const CorrOpts *o, int n_seqs, int seq_len) {
+    cJSON_AddStringToObject(knobs, "input", o->file ? "file" : o->text ? "prompt" : "ids");
+    if (o->file) cJSON_AddStringToObject(knobs, "file", o->file);
+    if (o->text) cJSON_AddStringToObject(knobs, "prompt", o->text);
+    cJSON_AddNumberToObject(knobs, "chunk", seq_len);
+    cJSON_AddNumberToObject(knobs, "chunks", n_seqs);
+    cJSON_AddNumberToObject(knobs, "chunks_requested", o->file ? o->chunks : 1);
+    cJSON_AddStringToObject(knobs, "query", query_mode_name(o->query));
+    cJSON_AddNumberToObject(knobs, "gen", o->query == QUERY_ALL_DECODE ? o->gen : o->query == QUERY_FIRST_GEN ? 1 : 0);
+    cJSON_AddNumberToObject(knobs, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(knobs, "batch", o->batch);
+    cJSON_AddStringToObject(knobs, "decoding", "greedy");
+    cJSON_AddStringToObject(knobs, "compression_ratio", "fraction removed; keep = max(1, floor(n*(1-ratio)))");
+}
+
+static void add_timing(cJSON *meta, const CorrelatorTiming *t) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "prefill_seconds", t->prefill_seconds);
+    cJSON_AddNumberToObject(o, "prefill_tokens", (double)t->prefill_tokens);
+    cJSON_AddNumberToObject(o, "decode_seconds", t->decode_seconds);
+    cJSON_AddNumberToObject(o, "decode_steps", (double)t->decode_steps);
+    cJSON_AddNumberToObject(o, "metric_seconds", t->metric_seconds);
+    cJSON_AddNumberToObject(o, "rows_measured", (double)t->rows);
+    cJSON_AddItemToObject(meta, "timing", o);
+}
+
+static void write_outputs(const Correlator *c, const CorrOpts *o, const Model *m, int argc, char **argv,
+                          int n_seqs, int seq_len, double t_start) {
+    Err err;
+    char path[4200];
+    if (make_dirs(o->out, &err) != 0) die("-o: %s", err.msg);
+    path_join(path, sizeof path, o->out, "metrics.csv");
+    if (correlator_write_csv(c, path, &err) != 0) die("%s", err.msg);
+    path_join(path, sizeof path, o->out, "metrics.npz");
+    if (correlator_write_npz(c, path, &err) != 0) die("%s", err.msg);
+    cJSON *meta = runmeta_new("correlate", argc, argv, m);
+    add_knobs(runmeta_knobs(meta), o, n_seqs, seq_len);
+    CorrelatorTiming t = correlator_timing(c);
+    add_timing(meta, &t);
+    runmeta_add_output(meta, "metrics.csv", "layer,head,kv_head,metric,ratio,mean,std,n");
+    runmeta_add_output(meta, "metrics.npz", "ratios; <metric>_mean/_std/_n [layers, heads(, 9)]");
+    if (runmeta_write(meta, o->out, t_start, &err) != 0) die("%s", err.msg);
+}
+
+int cmd_correlate(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) { help(); return 0; }
+    double t_start = now_seconds();
+    CorrOpts o;
+    parse_args(&o, argc, argv);
+    Model m;
+    common_load_model(&o.common, &m);
+    Tokenizer *tok = (o.text || o.file) ? common_load_tokenizer(&o.common, &m) : NULL;
+    int ctx = common_ctx(&o.common, &m), n_seqs, seq_len;
+    int *seqs = input_sequences(&o, &m, tok, ctx, &n_seqs, &seq_len);
+    int steps = o.query == QUERY_ALL_DECODE ? o.gen : o.query == QUERY_FIRST_GEN ? 1 : 0;
+    if (seq_len + steps > ctx)
+        die("%s: %d prompt + %d decode tokens exceed the context of %d (--ctx, --chunk)",
+            o.query == QUERY_ALL_DECODE ? "--gen" : "--chunk", seq_len, steps, ctx);
+
+    Err err;
+    KVCache cache;
+    if (forward_cache_init(&m, &cache, seq_len + steps, &err) != 0) die("%s", err.msg);
+    Forward *f = forward_create(&m, o.batch);
+    Correlator *c = correlator_create(&m.cfg, seq_len + steps, (uint64_t)o.seed);
+    Progress prog;
+    progress_start(&prog, "correlate", "tokens", (int64_t)n_seqs * (seq_len + steps));
+    StepHook hook = progress_hook(&prog);
+    for (int s = 0; s < n_seqs; s++)
+        if (correlator_run(c, f, &cache, seqs + (size_t)s * seq_len, seq_len, o.query, o.gen, s, &hook, &err) != 0)
+            die("%s", err.msg);
+    progress_end(&prog);
+
+    write_outputs(c, &o, &m, argc, argv, n_seqs, seq_len, t_start);
+    CorrelatorTiming t = correlator_timing(c);
+    print_summary(c, &m.cfg, stderr);
+    fprintf(stderr, "correlate: %d chunk(s) of %d tokens, query %s; prefill %.1f tok/s; decode %lld steps in %.2f s "
+            "(%.1f tok/s); metrics %.2f s = %.1f%% of the run -> %s\n",
+            n_seqs, seq_len, query_mode_name(o.query), t.prefill_tokens / (t.prefill_seconds > 0 ? t.prefill_seconds : 1),
+            (long long)t.decode_steps, t.decode_seconds,
+            t.decode_seconds > 0 ? t.decode_steps / t.decode_seconds : 0.0, t.metric_seconds,
+            t.decode_seconds > 0 ? 100.0 * t.metric_seconds / (t.decode_seconds + t.prefill_seconds) : 0.0, o.out);
+
+    correlator_free(c);
+    free(seqs);
+    forward_free(f);
+    kvcache_free(&cache);
+    if (tok) tokenizer_free(tok);
+    model_free(&m);
+    return 0;
+}

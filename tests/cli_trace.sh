@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# cli_trace.sh — `kvlab trace` and `kvlab correlate` end to end on stories260K,
+# then every plot of experiments/plots from those runs (PNG + PDF checked by
+# magic bytes and size). Run from the repository root; KVLAB=path overrides ./kvlab.
+# The plot part is skipped (with a message) when /usr/bin/python3 lacks matplotlib.
+set -u
+KVLAB=${KVLAB:-./kvlab}
+SHARED=${KVLAB_SHARED:-../shared}
+MODEL=$SHARED/models/stories260k/stories260K.bin
+TEXT=$SHARED/data/tinystories-valid-head.txt
+PY=/usr/bin/python3
+passed=0; failed=0
+tmp=$(mktemp -d /tmp/kvlab_cli_trace.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+ok()   { passed=$((passed + 1)); echo "ok    $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL  $1"; [ $# -gt 1 ] && echo "      $2"; }
+check() { local name=$1; shift; if "$@" >"$tmp/out" 2>&1; then ok "$name"; else fail "$name" "$(tail -n 3 "$tmp/out")"; fi; }
+
+# a bad invocation: non-zero exit, exactly one line on stderr, naming the option
+check_error() {
+    local name=$1 want=$2; shift 2
+    "$@" >/dev/null 2>"$tmp/err"; local rc=$?
+    local lines; lines=$(wc -l <"$tmp/err")
+    if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$want" "$tmp/err"; then ok "$name"
+    else fail "$name" "rc=$rc, $lines line(s): $(head -c 300 "$tmp/err")"; fi
+}
+
+# ---- trace --------------------------------------------------------------------------
+T=$tmp/trace
+check "trace -f (2 chunks x 64, --gen 8, layers 0,2,4, heads 1,3)" \
+    "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 64 --chunks 2 --gen 8 --layers 0,2,4 --heads 1,3 -o "$T"
+check "trace wrote trace.npz (a zip) and meta.json, no temporary files left" \
+    bash -c "[ \"\$(head -c 2 '$T/trace.npz')\" = PK ] && grep -q '\"command\":[[:space:]]*\"trace\"' '$T/meta.json' && ! ls '$T' | grep -q tmp"
+T2=$tmp/trace_prompt
+check "trace -p --steps decode --every 2 --heads all" \
+    "$KVLAB" trace -m "$MODEL" -p "Once upon a time, there was a cat" --gen 6 --steps decode --every 2 -o "$T2"
+
+# ---- correlate -------------------------------------------------------------------------
+C=$tmp/corr
+check "correlate -f --chunk 128 --chunks 4 (first-gen)" \
+    "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 128 --chunks 4 -o "$C"
+rows=$(($(wc -l <"$C/metrics.csv" 2>/dev/null || echo 0) - 1))
+if [ "$rows" -eq $((5 * 8 * 67)) ] && head -n 1 "$C/metrics.csv" | grep -qx 'layer,head,kv_head,metric,ratio,mean,std,n'; then
+    ok "metrics.csv: header + one row per layer x head x metric (2680)"
+else fail "metrics.csv: header + one row per layer x head x metric (2680)" "$rows rows"; fi
+check "correlate --query all-decode --gen 8" \
+    "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 96 --chunks 2 --query all-decode --gen 8 -o "$tmp/corr_dec"
+check "correlate --query last-prefill --ids" \
+    "$KVLAB" correlate -m "$MODEL" --ids 1,403,407,261,378,410,262,283,306,429 --query last-prefill -o "$tmp/corr_ids"
+check "all-decode: n = 2 chunks x 8 steps per (layer, head)" \
+    bash -c "grep -q '^3,5,2,spearman,,[^,]*,[^,]*,16\$' '$tmp/corr_dec/metrics.csv'"
+
+# ---- errors: one line naming the option ----------------------------------------------
+check_error "--steps bogus" "--steps" "$KVLAB" trace -m "$MODEL" -p hi --steps bogus -o "$tmp/x"
+check_error "--max-bytes too small: says the size needed" "needs .* bytes" \
+    "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 64 --max-bytes 1000 -o "$tmp/x"
+check_error "--max-bytes not a size" "--max-bytes" "$KVLAB" trace -m "$MODEL" -p hi --max-bytes 12Q -o "$tmp/x"
+check_error "--layers out of range" "--layers" "$KVLAB" trace -m "$MODEL" -p hi --layers 0,9 -o "$tmp/x"
+check_error "--heads not ascending" "--heads" "$KVLAB" trace -m "$MODEL" -p hi --heads 3,1 -o "$tmp/x"
+check_error "--every 0" "--every" "$KVLAB" trace -m "$MODEL" -p hi --every 0 -o "$tmp/x"
+check_error "--query bogus" "--query" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --query bogus -o "$tmp/x"
+check_error "--chunk longer than the context" "--chunk" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" -o "$tmp/x"
+check_error "correlate without -o" "-o" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64
+check_error "--gen beyond the context" "--gen" "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 500 --gen 100 -o "$tmp/x"
+[ ! -e "$tmp/x" ] && ok "refused runs leave no output directory" || fail "refused runs leave no output directory"
+
+# ---- every option is documented in --help ----------------------------------------------
+missing=""
+"$KVLAB" trace --help >"$tmp/h_trace"
+for o in -p --ids -f --chunk --chunks --gen --layers --heads --steps --every --max-bytes -o --batch --threads --ctx; do
+    grep -q -- "$o" "$tmp/h_trace" || missing="$missing trace:$o"; done
+"$KVLAB" correlate --help >"$tmp/h_corr"
+for o in -f --chunk --chunks -p --ids --query first-gen all-decode last-prefill --gen --seed -o --batch --threads; do
+    grep -q -- "$o" "$tmp/h_corr" || missing="$missing correlate:$o"; done
+[ -z "$missing" ] && ok "--help documents every option" || fail "--help documents every option" "missing:$missing"
+
+# ---- numpy reads the artifacts, and the numbers make sense --------------------------------
+if $PY -c 'import numpy' 2>/dev/null; then
+    check "numpy: trace shapes, NaN = causal future, visible rows sum to 1, norms > 0" $PY - "$T" <<'EOF'
+import sys, numpy as np
+z = np.load(sys.argv[1] + "/trace.npz")
+a, k, q = z["attn"], z["key_norm"], z["query_pos"]
+S, NL, NH, Q, P = a.shape
+assert (S, NL, NH, P) == (2, 3, 2, 72), a.shape
+assert list(z["layers"]) == [0, 2, 4] and list(z["heads"]) == [1, 3] and list(z["kv_head"]) == [0, 1]
+assert Q == 72 and int(z["n_prompt"]) == 64 and z["ids"].shape == (2, 72) and z["ids"][0, 0] == 1
+for i, qp in enumerate(q):
+    assert np.all(np.isnan(a[:, :, :, i, qp + 1:])), "future must be NaN"
+    assert np.allclose(np.nansum(a[:, :, :, i, :qp + 1], axis=-1), 1, atol=1e-4)
+assert k.shape == (2, 3, 4, 72) and np.all(k > 0) and np.all(z["value_norm"] > 0)
+EOF
+    check "numpy: metrics.npz shapes and ranges" $PY - "$C" <<'EOF'
+import sys, numpy as np
+z = np.load(sys.argv[1] + "/metrics.npz")
+assert z["spearman_mean"].shape == (5, 8) and z["loss_lownorm_mean"].shape == (5, 8, 9)
+assert np.all(np.abs(z["spearman_mean"]) <= 1) and np.all(z["spearman_n"] == 4)
+o = z["loss_oracle_mean"]
+for name in ("lownorm", "highnorm", "random"):
+    assert np.all(z["loss_" + name + "_mean"] >= o - 1e-9), name   # nothing beats the oracle
+assert np.all(np.diff(o, axis=-1) >= -1e-12)                      # more eviction, more loss
+assert np.all(z["alr_mean"] >= -1e-9)
+EOF
+else
+    echo "skip  numpy checks: $PY has no numpy (apt-get install python3-numpy)"
+fi
+
+# ---- plots ------------------------------------------------------------------------------
+if $PY -c 'import matplotlib, numpy' 2>/dev/null; then
+    check "make plots RUN=\"trace correlate\" renders every figure" \
+        make -s plots RUN="$T $C" PLOTS_OUT="$tmp/plots"
+    for f in fig1_attention_vs_norm_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer; do
+        png=$tmp/plots/$f.png pdf=$tmp/plots/$f.pdf
+        if [ "$(head -c 8 "$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] &&
+           [ "$(stat -c %s "$png" 2>/dev/null || echo 0)" -gt 20000 ] &&
+           [ "$(head -c 5 "$pdf" 2>/dev/null)" = "%PDF-" ] && tail -c 64 "$pdf" | grep -q '%%EOF' &&
+           [ "$(stat -c %s "$pdf" 2>/dev/null || echo 0)" -gt 5000 ]; then
+            ok "plot $f: valid PNG and PDF"
+        else fail "plot $f: valid PNG and PDF" "$(ls -la "$tmp/plots" 2>&1 | tr '\n' ' ')"; fi
+    done
+    check "rho_per_layer with two runs (one line per run)" \
+        $PY experiments/plots/rho_per_layer.py "$C" "$tmp/corr_dec" -o "$tmp/plots2"
+else
+    echo "skip  plots: $PY lacks matplotlib (apt-get install python3-matplotlib python3-numpy) — 0 passed for this part"
+fi
+
+echo "RESULT cli_trace.sh passed=$passed failed=$failed"
+[ "$failed" -eq 0 ]
