@@ -85,6 +85,14 @@ $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libkvlab.a | deps
 run: kvlab
 	./kvlab generate -m $(MODEL) -p "$(PROMPT)" -n $(N) $(if $(THREADS),--threads $(THREADS))
 
+# ---- benchmark -----------------------------------------------------------------
+# The default model, then Llama-2-7B-shaped random weights if the disk has room
+# (experiments/bench-7b.sh; BENCH_DIR=... to choose where they are written).
+bench: kvlab
+	@mkdir -p $(BUILD)/bench
+	./kvlab bench -m $(MODEL) --threads 1,2 --dtype f32,bf16 --json $(BUILD)/bench/bench-default.json
+	bash experiments/bench-7b.sh
+
 # ---- tests -------------------------------------------------------------------
 # Fragments may add targets to EXTRA_TESTS (run before the main suite).
 EXTRA_TESTS :=
