@@ -97,7 +97,7 @@ void common_setup(const CommonOpts *o) {
 }
 
 void common_load_model(const CommonOpts *o, Model *m) {
-    if (!o->model_path) die("-m MODEL is required (an HF directory or a llama2.c .bin)");
+    if (!o->model_path) die("-m MODEL is required (an HF directory, a llama2.c .bin or a .gguf)");
     common_setup(o);
     Err err;
     if (model_load(m, o->model_path, o->dtype, &err) != 0) die("%s", err.msg);
@@ -107,7 +107,7 @@ Tokenizer *common_load_tokenizer(const CommonOpts *o, const Model *m) {
     const char *path = o->tokenizer_path;
     if (!path) {
         if (!m || !m->tokenizer_path[0])
-            die("%s: no tokenizer next to the model (tokenizer.model or tokenizer.bin): give one with -t FILE",
+            die("%s: no tokenizer next to the model (tokenizer.model or tokenizer.bin) or embedded in it: give one with -t FILE",
                 m ? m->path : "(no model)");
         path = m->tokenizer_path;
     }

@@ -27,8 +27,8 @@ typedef struct {
 } CommonOpts;
 
 #define COMMON_OPTS_HELP \
-    "  -m, --model PATH      model: HF directory (config.json + *.safetensors), llama2.c .bin\n" \
-    "  -t, --tokenizer FILE  tokenizer.model or tokenizer.bin (default: found next to the model)\n" \
+    "  -m, --model PATH      model: HF directory (config.json + *.safetensors), llama2.c .bin, .gguf\n" \
+    "  -t, --tokenizer FILE  tokenizer.model/.bin or a .gguf (default: next to the model, or in its .gguf)\n" \
     "      --dtype f32|bf16  weights in memory (bf16 keeps bf16 files as they are; sums in fp32) [f32]\n" \
     "      --threads N       OpenMP threads [all cores]\n" \
     "      --isa NAME        kernels: auto, scalar, avx2, avx512, neon (or env KVLAB_ISA) [auto]\n" \

@@ -157,7 +157,7 @@ int model_load(Model *m, const char *path, DType compute_dtype, Err *err) {
         path_dirname(dir, sizeof dir, path);
         rc = load_safetensors_dir(m, dir, err);
     } else if (ends_with(path, ".gguf")) {
-        rc = err_set(err, "%s: GGUF is not supported yet", path);
+        rc = load_gguf(m, path, err);
     } else if (ends_with(path, ".pth")) {
         rc = err_set(err, "%s: Meta .pth checkpoints are not supported; convert to Hugging Face safetensors first (transformers' convert_llama_weights_to_hf.py)", path);
     } else {

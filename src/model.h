@@ -113,5 +113,8 @@ void model_finish(Model *m);
 /* Loaders, one per format (model_load picks by path). */
 int load_llama2c(Model *m, const char *path, Err *err);
 int load_safetensors_dir(Model *m, const char *dir, Err *err);
+/* GGUF v2/v3 (F32/F16/BF16); the embedded vocabulary is used through
+ * tokenizer_path = the .gguf itself (tokenizer_load reads it). */
+int load_gguf(Model *m, const char *path, Err *err);
 
 #endif

@@ -45,6 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"   /* gguf_tokenizer_load: the vocabulary inside a GGUF model */
+
 enum {   /* ModelProto.SentencePiece.Type */
     PIECE_NORMAL = 1, PIECE_UNKNOWN = 2, PIECE_CONTROL = 3,
     PIECE_USER_DEFINED = 4, PIECE_UNUSED = 5, PIECE_BYTE = 6,
@@ -691,9 +693,66 @@ static int load_llama2c_bin(Tokenizer *t, const uint8_t *data, size_t size, cons
 }
 
 /* ------------------------------------------------------------------------- */
+/* A vocabulary given in memory (GGUF's tokenizer.ggml.*)                    */
+
+Tokenizer *tokenizer_from_vocab(const TokenizerVocab *tv, const char *what, Err *err) {
+    if (tv->n <= 0 || tv->n > MAX_VOCAB)
+        return err_set(err, "%s: vocabulary of %d pieces (must be 1..%d)", what, tv->n, MAX_VOCAB), NULL;
+    Tokenizer *t = xcalloc(1, sizeof *t);
+    strcpy(t->unk_surface, " \xE2\x81\x87 ");   /* SentencePiece's default: " ⁇ " */
+    Vocab v = {0};
+    int rc = 0;
+    for (int i = 0; i < tv->n && rc == 0; i++) {
+        float score = tv->scores ? tv->scores[i] : 0.0f;
+        if (tv->lens[i] < 0 || tv->lens[i] > 65536) rc = err_set(err, "%s: piece %d is longer than 64 KiB", what, i);
+        else if (!isfinite(score)) rc = err_set(err, "%s: piece %d: score is not finite", what, i);
+        else vocab_add(&v, tv->pieces[i], (size_t)tv->lens[i], score, tv->types[i]);
+    }
+    if (rc == 0) rc = tokenizer_build(t, &v, what, err);
+    vocab_free(&v);
+    if (rc == 0 && ((tv->bos_id >= tv->n) || (tv->eos_id >= tv->n)))
+        rc = err_set(err, "%s: bos id %d / eos id %d outside the vocabulary (%d pieces)", what, tv->bos_id, tv->eos_id, tv->n);
+    if (rc) { tokenizer_free(t); return NULL; }
+    t->byte_fallback = false;
+    for (int i = 0; i < t->n_vocab; i++) t->byte_fallback |= t->type[i] == PIECE_BYTE;
+    t->add_dummy_prefix = tv->add_dummy_prefix != 0;
+    t->remove_extra_whitespaces = tv->remove_extra_whitespaces != 0;
+    t->escape_whitespaces = true;
+    t->bos_id = tv->bos_id < 0 ? -1 : tv->bos_id;
+    t->eos_id = tv->eos_id < 0 ? -1 : tv->eos_id;
+    return t;
+}
+
+void tokenizer_get_vocab(const Tokenizer *t, TokenizerVocab *out) {
+    memset(out, 0, sizeof *out);
+    out->n = t->n_vocab;
+    out->pieces = (const char *const *)t->piece;
+    out->lens = t->piece_len;
+    out->scores = t->score;
+    out->types = t->type;
+    out->bos_id = t->bos_id;
+    out->eos_id = t->eos_id;
+    out->unk_id = t->unk_id;
+    out->add_dummy_prefix = t->add_dummy_prefix;
+    out->remove_extra_whitespaces = t->remove_extra_whitespaces;
+    out->byte_fallback = t->byte_fallback;
+}
+
+/* True if the file starts with the GGUF magic (read 4 bytes, not the whole
+ * file: a GGUF model may be many GB). */
+static bool is_gguf_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4];
+    bool yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (f) fclose(f);
+    return yes;
+}
+
+/* ------------------------------------------------------------------------- */
 /* Public: load / free / properties                                          */
 
 Tokenizer *tokenizer_load(const char *path, Err *err) {
+    if (is_gguf_file(path)) return gguf_tokenizer_load(path, err);
     char *data;
     size_t size;
     if (read_file(path, &data, &size, err)) return NULL;

@@ -2,6 +2,8 @@
  *   tokenizer.model  SentencePiece ModelProto (protobuf)
  *   tokenizer.bin    llama2.c export: u32 max_token_length, then per token
  *                    f32 score, u32 length, bytes
+ *   a .gguf model    its embedded tokenizer.ggml.tokens/scores/token_type
+ *                    (loader_gguf.c builds it with tokenizer_from_vocab)
  * Encoding follows SentencePiece BPE exactly: normalise (spaces -> U+2581
  * "▁", dummy-prefix space), start from single characters (unknown characters
  * fall back to <0xXX> byte pieces), repeatedly merge the adjacent pair whose
@@ -13,9 +15,34 @@
 
 typedef struct Tokenizer Tokenizer;   /* opaque */
 
-/* Load either format (detected from the content, not the name). */
+/* Load either format (detected from the content, not the name), or the
+ * vocabulary embedded in a GGUF model file (it starts with "GGUF"). */
 Tokenizer *tokenizer_load(const char *path, Err *err);
 void tokenizer_free(Tokenizer *t);
+
+/* A vocabulary in memory: piece i is pieces[i][0..lens[i]) in SentencePiece
+ * form ("▁" for spaces), with its score and SentencePiece type (1 NORMAL,
+ * 2 UNKNOWN, 3 CONTROL, 4 USER_DEFINED, 5 UNUSED, 6 BYTE: the same numbers as
+ * GGUF's tokenizer.ggml.token_type). */
+typedef struct {
+    int n;
+    const char *const *pieces;
+    const int *lens;
+    const float *scores;
+    const uint8_t *types;
+    int bos_id, eos_id;            /* -1: none */
+    int unk_id;                    /* output only: the UNKNOWN piece */
+    int add_dummy_prefix;          /* Llama-2: 1 */
+    int remove_extra_whitespaces;  /* Llama-2: 0 */
+    int byte_fallback;             /* output only: on when there are BYTE pieces */
+} TokenizerVocab;
+
+/* Build a tokenizer from a vocabulary (e.g. one embedded in a GGUF file), checked
+ * like a file's (`what` names it in messages). Byte fallback is on when there
+ * are BYTE pieces; spaces are escaped to "▁" as in every Llama-2 tokenizer. */
+Tokenizer *tokenizer_from_vocab(const TokenizerVocab *v, const char *what, Err *err);
+/* The vocabulary of t (pointers into t, valid while t lives): for writers. */
+void tokenizer_get_vocab(const Tokenizer *t, TokenizerVocab *out);
 
 int tokenizer_vocab_size(const Tokenizer *t);
 int tokenizer_bos_id(const Tokenizer *t);   /* 1 for Llama-2 */
