@@ -15,10 +15,14 @@ THREADS ?=
 
 ARCH := $(shell $(CC) -dumpmachine 2>/dev/null | cut -d- -f1)
 
-CFLAGS   ?= -O3 -g
-CFLAGS   += -std=c11 -Wall -Wextra -fopenmp -D_GNU_SOURCE -Isrc -Isimd -MMD -MP
-LDFLAGS  += -fopenmp
-LDLIBS   += -lsleef -lcjson -lz -lm
+OPT      ?= -O3 -g
+SAN      ?=
+CFLAGS   := $(OPT) $(SAN) -std=c11 -Wall -Wextra -fopenmp -D_GNU_SOURCE -Isrc -Isimd -MMD -MP
+LDFLAGS  := -fopenmp $(SAN)
+LDLIBS   := -lsleef -lcjson -lz -lm
+
+# ./kvlab for the normal build; BUILD=other-dir builds other-dir/kvlab
+KVLAB_BIN := $(if $(filter build,$(BUILD)),kvlab,$(BUILD)/kvlab)
 
 # ---- sources ---------------------------------------------------------------
 ENGINE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
@@ -59,8 +63,8 @@ define need_debs
 	fi
 endef
 
-.PHONY: all deps run test bench clean
-all: kvlab
+.PHONY: all deps run test test-asan bench clean
+all: $(KVLAB_BIN)
 
 deps:
 	$(call need_debs,$(DEB_BUILD_PKGS))
@@ -74,7 +78,7 @@ $(BUILD)/libkvlab.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-kvlab: $(BUILD)/obj/src/main.o $(BUILD)/libkvlab.a
+$(KVLAB_BIN): $(BUILD)/obj/src/main.o $(BUILD)/libkvlab.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libkvlab.a | deps
@@ -98,11 +102,17 @@ bench: kvlab
 EXTRA_TESTS :=
 -include simd/simd.mk
 
-test: kvlab $(TEST_BIN) $(EXTRA_TESTS)
-	@bash tests/run.sh $(BUILD)/tests
+test: $(KVLAB_BIN) $(TEST_BIN) $(EXTRA_TESTS)
+	@KVLAB=./$(KVLAB_BIN) bash tests/run.sh $(BUILD)/tests
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report
+# fails the test that triggered it), in build-asan/.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+test-asan:
+	+$(MAKE) BUILD=build-asan OPT="-O1 -g" SAN="$(ASAN_FLAGS)" KVLAB_NO_ARM64=1 test
 
 clean:
-	rm -rf $(BUILD) kvlab
+	rm -rf build build-asan build-arm64 kvlab
 
 -include experiments/plots/plots.mk
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

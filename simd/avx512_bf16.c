@@ -11,10 +11,10 @@
  * instead of 16.
  *
  * Blocking scheme: the same as avx512.c, with k taken two at a time.
- *  - Decode (n_tok == 1): x is rounded to bf16 one chunk of 2048 at a time into a
- *    stack buffer; four weight rows are streamed at once against it, and y
- *    accumulates over the chunks (no heap memory).
- *  - Prefill: gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
+ *  - Decode (n_tok <= 4, one token at a time): x is rounded to bf16 one chunk of
+ *    2048 at a time into a stack buffer; four weight rows are streamed at once
+ *    against it, and y accumulates over the chunks (no heap memory).
+ *  - Prefill (n_tok > 4): gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
  *    the k-pairs of each row together: panel[kp][r] is one 32-bit word holding
  *    (W[r][2kp], W[r][2kp+1]), so one zmm load gives 16 rows × one k-pair; packed
  *    X likewise holds (bf16 X[t][2kp], X[t][2kp+1]) in one word, broadcast to all
@@ -22,8 +22,7 @@
  *    the 12-token X micro-panel at 18 KB, as in the fp32 kernel. */
 #include "kernels.h"
 #include "gemm_driver.h"
-
-#include <immintrin.h>
+#include "avx512_common.h"
 
 #define MR 32
 #define NR 12
@@ -31,12 +30,11 @@
 static inline __mmask32 mask32(int n) {           /* lanes [0, n), n in [0, 32] */
     return n >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << n) - 1u);
 }
-static inline __mmask16 mask16(int n) { return (__mmask16)((1u << n) - 1u); }
 
 /* Round up to 32 floats (fewer if n < 32; the rest become +0) to 32 bf16, RNE. */
 static inline __m512i round_x32(const float *x, int n) {
-    __m512 lo = _mm512_maskz_loadu_ps(mask16(gemm_min(16, n)), x);
-    __m512 hi = _mm512_maskz_loadu_ps(mask16(gemm_min(16, n > 16 ? n - 16 : 0)), x + 16);
+    __m512 lo = _mm512_maskz_loadu_ps(tail_mask(gemm_min(16, n)), x);
+    __m512 hi = _mm512_maskz_loadu_ps(tail_mask(gemm_min(16, n > 16 ? n - 16 : 0)), x + 16);
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
@@ -119,19 +117,38 @@ static void micro_32x12(int kc, const void *wp_, const void *xp_, float *y, long
     }
 }
 
-/* dst[kp*MR + r] = (W[r][2kp], W[r][2kp+1]) as one word; odd kc pads with 0. */
+/* dst[kp*MR + r] = (W[r][2kp], W[r][2kp+1]) as one word; odd kc pads with 0.
+ * Full panels transpose 16 rows × 16 words (32 bf16) at a time in registers and
+ * prefetch the rows of the next panel, as in avx512.c. */
+static inline uint32_t pair_at(const uint16_t *src, int k, int kc) {
+    return (uint32_t)src[k] | (k + 1 < kc ? (uint32_t)src[k + 1] << 16 : 0u);
+}
+
 static void pack_w(void *dst_, const void *w_, long ldw, int rows, int kc) {
     uint32_t *dst = dst_;
     const uint16_t *w = w_;
     const int np = (kc + 1) / 2;
+    int kp = 0;
+    if (rows == MR)
+        for (; 2 * kp + 32 <= kc; kp += 16)
+            for (int h = 0; h < MR / 16; h++) {
+                __m512 v[16];
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++) {
+                    const long off = (long)(h * 16 + i) * ldw + 2 * kp;
+                    v[i] = _mm512_castsi512_ps(_mm512_loadu_si512(w + off));
+                    prefetch_bytes(w, (off + MR * ldw) * 2);
+                }
+                transpose16(v);
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++) _mm512_store_ps((float *)(dst + (long)(kp + j) * MR + h * 16), v[j]);
+            }
     for (int r = 0; r < rows; r++) {
         const uint16_t *src = w + (long)r * ldw;
-        for (int kp = 0; kp < kc / 2; kp++)
-            dst[(long)kp * MR + r] = (uint32_t)src[2 * kp] | (uint32_t)src[2 * kp + 1] << 16;
-        if (kc & 1) dst[(long)(np - 1) * MR + r] = src[kc - 1];
+        for (int p = kp; p < np; p++) dst[(long)p * MR + r] = pair_at(src, 2 * p, kc);
     }
     for (int r = rows; r < MR; r++)
-        for (int kp = 0; kp < np; kp++) dst[(long)kp * MR + r] = 0;
+        for (int p = kp; p < np; p++) dst[(long)p * MR + r] = 0;
 }
 
 /* dst[kp*NR + t] = (bf16 X[t][2kp], bf16 X[t][2kp+1]) as one word. */
@@ -161,7 +178,8 @@ void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
                                      const uint16_t *W, int n_tok, int n_rows, int n_cols);
 void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
                                      const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > 1 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    /* up to 4 tokens: stream W once per token; more: the blocked GEMM */
+    if (n_tok > 4 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
     for (int t = 0; t < n_tok; t++)
         gemv(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
 }

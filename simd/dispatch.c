@@ -124,7 +124,7 @@ static void detect_arm(void) {
 }
 #endif
 
-static int select_locked(const char *isa, char *err_msg, int err_size);
+static int select_locked(const char *isa, const char *label, char *err_msg, int err_size);
 
 static void init(void) {
     isas[ISA_SCALAR].table = &kernels_scalar;
@@ -145,14 +145,15 @@ static void init(void) {
     const char *env = getenv("KVLAB_ISA");
     if (env && *env) {
         char err[256];
-        if (select_locked(env, err, sizeof err) != 0)
-            fprintf(stderr, "kvlab: KVLAB_ISA: %s; using %s\n", err, isas[best].name);
+        if (select_locked(env, "KVLAB_ISA=", err, sizeof err) != 0)
+            fprintf(stderr, "kvlab: %s; using %s\n", err, isas[best].name);
     }
 }
 
 static void ensure_init(void) { call_once(&init_once, init); }
 
-static int select_locked(const char *isa, char *err_msg, int err_size) {
+/* label is how the choice was made, for the message: "--isa " or "KVLAB_ISA=". */
+static int select_locked(const char *isa, const char *label, char *err_msg, int err_size) {
     if (!isa || !*isa || !strcmp(isa, "auto")) {
         atomic_store(&current, isas[best].table);
         return 0;
@@ -170,12 +171,12 @@ static int select_locked(const char *isa, char *err_msg, int err_size) {
                 snprintf(avail + len, sizeof avail - len, "%s%s", len ? ", " : "", isas[j].name);
             }
         if (err_msg && err_size > 0)
-            snprintf(err_msg, (size_t)err_size, "--isa %s: %s (available: %s)", isa, isas[i].why_not, avail);
+            snprintf(err_msg, (size_t)err_size, "%s%s: %s (available: %s)", label, isa, isas[i].why_not, avail);
         return -1;
     }
     if (err_msg && err_size > 0)
         snprintf(err_msg, (size_t)err_size,
-                 "--isa %s: unknown instruction set (choose auto, scalar, avx2, avx512 or neon)", isa);
+                 "%s%s: unknown instruction set (choose auto, scalar, avx2, avx512 or neon)", label, isa);
     return -1;
 }
 
@@ -186,7 +187,7 @@ const Kernels *kernels_get(void) {
 
 int kernels_select(const char *isa, char *err_msg, int err_size) {
     ensure_init();
-    return select_locked(isa, err_msg, err_size);
+    return select_locked(isa, "--isa ", err_msg, err_size);
 }
 
 const char *kernels_detected(void) {

@@ -3,7 +3,8 @@
  * here: each ISA brings its own packing routines and micro-kernel).
  *
  * Problem: Y[t, r] = sum_k W[r, k] * X[t, k]: n_tok tokens × n_rows weight rows,
- * reduced over k < n_cols. Both operands are row-major along k.
+ * reduced over k < n_cols. Both operands are row-major along k. Used for
+ * prefill with more than a dozen tokens (fewer go to each ISA's skinny kernel).
  *
  * This is the BLIS layering (Van Zee & van de Geijn, "BLIS: A Framework for
  * Rapidly Instantiating BLAS Functionality"), with W in the role of BLIS's A
@@ -135,10 +136,13 @@ static int gemm_blocked(const GemmPlan *p, float *Y, long ldy, const float *X, l
     return 0;
 }
 
-/* Generic packers for fp32 / bf16 weights and fp32 activations (plain C: packing
- * moves each element once per NC tokens, which is cheap next to the
- * MR·NR-fold reuse inside the micro-kernel). MR / NR are passed as constants by
- * the ISA-specific wrappers so the loops unroll. */
+/* Generic packers for fp32 / bf16 weights and fp32 activations, in plain C.
+ * Packing X is cheap (each activation once per GEMM). Packing W is a transpose
+ * of every weight once per NC tokens, ~1.5 cycles per element in this form:
+ * small next to the arithmetic for hundreds of tokens, not for a dozen, so the
+ * x86 files transpose full panels in registers and use these only for edge
+ * panels, and matmul with few tokens avoids packing altogether (the "skinny"
+ * kernels in each ISA file). MR / NR are constants after inlining. */
 static inline __attribute__((always_inline))
 void gemm_pack_w_f32(float *dst, const float *w, long ldw, int rows, int kc, int MR) {
     for (int r = 0; r < rows; r++) {

@@ -2,11 +2,12 @@
  * 32 registers, FMA by vector element (compiled only for aarch64).
  *
  * Blocking scheme
- *  - Decode mat-vec (matmul with n_tok == 1): memory-bandwidth bound; four weight
- *    rows are streamed at once (8 accumulators hide the FMA latency), each x
- *    vector loaded once per 4 rows; bf16 rows are widened exactly in registers
- *    (vshll #16: zero-extend and shift left 16 in one instruction).
- *  - Prefill (n_tok > 1): gemm_driver.h's BLIS loops around an 8 × 12 micro-kernel:
+ *  - Decode and few tokens (n_tok <= 12, "skinny"): memory-bandwidth bound; W is
+ *    streamed unpacked, once per 4 tokens, four rows at a time (4 rows × up to 4
+ *    tokens of accumulators, 8 for one token); each x vector is loaded once per 4
+ *    rows; bf16 rows are widened exactly in registers (vshll #16: zero-extend
+ *    and shift left 16 in one instruction).
+ *  - Prefill (n_tok > 12): gemm_driver.h's BLIS loops around an 8 × 12 micro-kernel:
  *    8 weight rows (2 q) × 12 tokens = 24 accumulators; per k it loads 2 weight
  *    vectors and the 12 activations as 3 vectors, and each FMA takes its
  *    activation from a lane (fmla v.4s, v.4s, v.s[i]), so no broadcasts are
@@ -31,53 +32,80 @@ static inline float32x4_t load_bf16(const uint16_t *p) {
 }
 
 /* ---------------------------------------------------------------------------
- * Decode: y[r] = dot(W[r, :], x), R rows at a time (a constant after inlining). */
-static inline __attribute__((always_inline))
-void gemv_rows_f32(float *y, const float *x, const float *w, long ldw, int n, int R) {
-    float32x4_t acc[4][2];
-    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
-    int c = 0;
-    for (; c + 2 * VL <= n; c += 2 * VL) {
-        float32x4_t x0 = vld1q_f32(x + c), x1 = vld1q_f32(x + c + VL);
-        for (int i = 0; i < R; i++) {
-            acc[i][0] = vfmaq_f32(acc[i][0], vld1q_f32(w + i * ldw + c), x0);
-            acc[i][1] = vfmaq_f32(acc[i][1], vld1q_f32(w + i * ldw + c + VL), x1);
-        }
-    }
-    float tail[4] = { 0 };
-    for (; c < n; c++)
-        for (int i = 0; i < R; i++) tail[i] += w[i * ldw + c] * x[c];
-    for (int i = 0; i < R; i++) y[i] = vaddvq_f32(vaddq_f32(acc[i][0], acc[i][1])) + tail[i];
-}
+ * Decode and small batches ("skinny" matmul, n_tok <= SKINNY_MAX): for a block
+ * of R = 4 weight rows and T <= 4 tokens, all R·T dot products are accumulated
+ * at once (vectors along k, one horizontal sum at the end), so each weight
+ * vector loaded feeds T tokens and each x vector R rows; W is read straight from
+ * memory, once per group of 4 tokens, without packing. With T = 1 each row gets
+ * two accumulators (8 in flight) to hide the FMA latency. The last n % 4 (or 8)
+ * columns are summed in scalar code. */
+#define SKINNY_T 4
+#ifndef SKINNY_MAX
+#define SKINNY_MAX 12
+#endif
 
 static inline __attribute__((always_inline))
-void gemv_rows_bf16(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
-    float32x4_t acc[4][2];
-    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
+void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, long ldw, int n,
+                  int bf16, int R, int T) {
+    const float *wf = w_;
+    const uint16_t *wh = w_;
+    const int U = T == 1 ? 2 : 1;                      /* vectors per row per step */
+    float32x4_t acc[4][SKINNY_T][2];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t][0] = acc[r][t][1] = vdupq_n_f32(0.0f);
     int c = 0;
-    for (; c + 2 * VL <= n; c += 2 * VL) {
-        float32x4_t x0 = vld1q_f32(x + c), x1 = vld1q_f32(x + c + VL);
-        for (int i = 0; i < R; i++) {
-            acc[i][0] = vfmaq_f32(acc[i][0], load_bf16(w + i * ldw + c), x0);
-            acc[i][1] = vfmaq_f32(acc[i][1], load_bf16(w + i * ldw + c + VL), x1);
+    for (; c + U * VL <= n; c += U * VL) {
+        float32x4_t xv[SKINNY_T][2];
+        for (int t = 0; t < T; t++)
+            for (int u = 0; u < U; u++) xv[t][u] = vld1q_f32(x + t * ldx + c + u * VL);
+        for (int r = 0; r < R; r++)
+            for (int u = 0; u < U; u++) {
+                const long off = r * ldw + c + u * VL;
+                float32x4_t wv = bf16 ? load_bf16(wh + off) : vld1q_f32(wf + off);
+                for (int t = 0; t < T; t++) acc[r][t][u] = vfmaq_f32(acc[r][t][u], wv, xv[t][u]);
+            }
+    }
+    float tail[4][SKINNY_T] = { { 0 } };
+    for (; c < n; c++)
+        for (int r = 0; r < R; r++) {
+            const float wv = bf16 ? gemm_bf16_to_f32(wh[r * ldw + c]) : wf[r * ldw + c];
+            for (int t = 0; t < T; t++) tail[r][t] += wv * x[t * ldx + c];
+        }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            y[t * ldy + r] = vaddvq_f32(U == 2 ? vaddq_f32(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]) + tail[r][t];
+}
+
+static inline __attribute__((always_inline))
+void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
+                 int bf16, int T) {
+    const size_t esize = bf16 ? 2 : 4;
+    int r = 0;
+    for (; r + 4 <= n_rows; r += 4)
+        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
+    for (; r < n_rows; r++)
+        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 1, T);
+}
+
+static inline __attribute__((always_inline))
+void skinny(float *Y, long ldy, const float *X, long ldx, const void *W, int n_tok, int n_rows, int n_cols,
+            int bf16) {
+    for (int t0 = 0; t0 < n_tok; t0 += SKINNY_T) {
+        float *y = Y + t0 * ldy;
+        const float *x = X + t0 * ldx;
+        switch (gemm_min(SKINNY_T, n_tok - t0)) {
+        case 1: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 1); break;
+        case 2: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 2); break;
+        case 3: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 3); break;
+        default: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 4); break;
         }
     }
-    float tail[4] = { 0 };
-    for (; c < n; c++)
-        for (int i = 0; i < R; i++) tail[i] += gemm_bf16_to_f32(w[i * ldw + c]) * x[c];
-    for (int i = 0; i < R; i++) y[i] = vaddvq_f32(vaddq_f32(acc[i][0], acc[i][1])) + tail[i];
 }
-
-static void gemv_f32(float *y, const float *x, const float *W, int n_rows, int n_cols) {
-    int r = 0;
-    for (; r + 4 <= n_rows; r += 4) gemv_rows_f32(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 4);
-    for (; r < n_rows; r++) gemv_rows_f32(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 1);
+static void skinny_f32(float *Y, long ldy, const float *X, long ldx, const float *W, int n_tok, int n_rows, int n_cols) {
+    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 0);
 }
-
-static void gemv_bf16(float *y, const float *x, const uint16_t *W, int n_rows, int n_cols) {
-    int r = 0;
-    for (; r + 4 <= n_rows; r += 4) gemv_rows_bf16(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 4);
-    for (; r < n_rows; r++) gemv_rows_bf16(y + r, x, W + (long)r * n_cols, n_cols, n_cols, 1);
+static void skinny_bf16(float *Y, long ldy, const float *X, long ldx, const uint16_t *W, int n_tok, int n_rows, int n_cols) {
+    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -139,18 +167,18 @@ static const GemmPlan plan_bf16 = {
 #undef MR
 #undef NR
 
+/* Few tokens: the skinny kernel (also the fallback when the packing buffers
+ * cannot be allocated); more: the blocked GEMM. */
 static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
                        const float *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > 1 && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    for (int t = 0; t < n_tok; t++)      /* decode, or no memory for the packing buffers */
-        gemv_f32(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    skinny_f32(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
 }
 
 static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
                         const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > 1 && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    for (int t = 0; t < n_tok; t++)
-        gemv_bf16(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    skinny_bf16(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
 }
 
 /* ---------------------------------------------------------------------------

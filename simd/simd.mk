@@ -9,17 +9,24 @@
 #   make arm64-tests     build $(ARM_BUILD)/tests/* only
 #   make clean-arm64     remove $(ARM_BUILD)/
 #
-# The arm64 library holds only what the kernel tests need (simd/*.c), so it
-# builds while the engine is being written. To cross-build the whole library
-# and more test programs, add to the two lists below, e.g.
+# The arm64 library holds only what the kernel tests need (the Makefile's
+# SIMD_SRC minus the x86 files, plus simd/neon*.c), so it builds while the
+# engine is being written. To cross-build the whole library (src/ too) and
+# every tests/test_*.c, set ARM_ALL := 1 below (or `make ARM_ALL=1 test`); to
+# add single programs instead:
 #   ARM_LIB_SRC += $(ENGINE_SRC)
 #   ARM_TESTS   += test_golden
 
 ARM_CC      ?= aarch64-linux-gnu-gcc
 ARM_AR      ?= aarch64-linux-gnu-ar
 ARM_BUILD   ?= build-arm64
-ARM_LIB_SRC := simd/scalar.c simd/dispatch.c $(wildcard simd/neon*.c)
+ARM_LIB_SRC := $(sort $(filter-out simd/x86_% simd/avx2% simd/avx512%,$(SIMD_SRC)) $(wildcard simd/neon*.c))
 ARM_TESTS   := test_kernels
+ARM_ALL     ?= 0
+ifeq ($(ARM_ALL),1)
+ARM_LIB_SRC += $(ENGINE_SRC)
+ARM_TESTS   := $(notdir $(basename $(TEST_SRC)))
+endif
 # The host flags minus any -m (machine) option, which would be for x86.
 ARM_CFLAGS  ?= $(filter-out -m%,$(CFLAGS))
 ARM_LDFLAGS ?= $(filter-out -m%,$(LDFLAGS))
@@ -39,7 +46,8 @@ define need_arm64_debs
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages for the arm64 cross build:$$missing"; \
 	    { dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; } && \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      -o DPkg::Lock::Timeout=300 $$missing >/dev/null || exit 1; \
 	  else \
 	    echo "the arm64 cross build of the kernel tests needs Debian packages; run:"; \
 	    echo "  sudo dpkg --add-architecture arm64"; \
@@ -52,7 +60,8 @@ endef
 
 .PHONY: arm64-deps arm64-tests clean-arm64
 
-arm64-deps:
+# After the Makefile's own `deps` (never two apt-gets at once under make -j).
+arm64-deps: deps
 	$(call need_arm64_debs,$(ARM_DEBS))
 
 $(ARM_BUILD)/obj/%.o: %.c | arm64-deps

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "forward.h"
+#include "policy.h"
 #include "trace.h"
 
 static void help(void) {
@@ -40,11 +41,18 @@ static void help(void) {
            "  value_norm  f32 [S,NL,KV,P]    L2 norm of each cached value\n"
            "  query_pos   i32 [Q]            position of each recorded query (decode step s: prompt+s)\n"
            "  key_pos     i32 [P]            0..P-1\n"
-           "  layers i32 [NL], heads i32 [NH], kv_head i32 [NH], ids i32 [S,P], n_prompt i32 []\n");
+           "  layers i32 [NL], heads i32 [NH], kv_head i32 [NH], ids i32 [S,P], n_prompt i32 []\n"
+           "With --policy, the traced cache is evicted from as the policy decides: attn is NaN on\n"
+           "the tokens evicted before that step, so the kept set of a recorded query is\n"
+           "isfinite(attn[..., q, :]); key/value norms are taken before eviction.\n\n"
+           POLICY_OPTS_HELP);
+    policy_print_help(stdout);
 }
 
 typedef struct {
     CommonOpts common;
+    PolicyOpts policy;
+    int policy_given;
     const char *text, *ids_str, *file, *out, *layers_str, *heads_str;
     int chunk, chunks, gen, every, batch;
     TraceSteps steps;
@@ -61,6 +69,7 @@ static TraceSteps parse_steps(const char *v) {
 static void parse_args(TraceOpts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     common_defaults(&o->common);
+    policy_defaults(&o->policy);
     o->chunk = 256; o->chunks = 1; o->every = 1; o->batch = 512;
     o->steps = TRACE_ALL;
     o->max_bytes = (int64_t)1 << 30;
@@ -82,8 +91,10 @@ static void parse_args(TraceOpts *o, int argc, char **argv) {
             if ((o->max_bytes = parse_bytes(v)) < 0) die("--max-bytes: '%s' is not a size (e.g. 1000000, 512M, 2G)", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
+        else if (policy_option(&o->policy, argc, argv, &i)) o->policy_given = 1;
         else if (!common_option(&o->common, argc, argv, &i)) die("trace: unknown option '%s' (kvlab trace --help)", a);
     }
+    policy_cli_finish(&o->policy);
     if (!o->out) die("trace: -o RUN_DIR is required");
     if ((!!o->text + !!o->ids_str + !!o->file) != 1) die("trace: give exactly one of -p PROMPT, --ids LIST or -f FILE");
 }
@@ -98,7 +109,10 @@ static int *parse_selection(const char *opt, const char *v, int limit, int *n) {
     }
     int *list = cli_int_list(opt, v, 0, limit - 1, n);
     for (int i = 1; i < *n; i++)
-        if (list[i] <= list[i - 1]) die("%s: '%s' must be ascending without repeats", opt, v);
+        if (list[i] <= list[i - 1]) {
+            free(list);
+            die("%s: '%s' must be ascending without repeats", opt, v);
+        }
     return list;
 }
 
@@ -162,6 +176,9 @@ int cmd_trace(int argc, char **argv) {
     KVCache cache;
     if (forward_cache_init(&m, &cache, seq_len + o.gen, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, o.batch);
+    Policy *policy = NULL;
+    if (o.policy_given && !(policy = policy_create(&o.policy, &m.cfg, seq_len + o.gen, &err))) die("%s", err.msg);
+    tracer_set_policy(t, policy);
     Progress prog;
     progress_start(&prog, "trace", "tokens", (int64_t)n_seqs * (seq_len + o.gen));
     StepHook hook = progress_hook(&prog);
@@ -175,6 +192,10 @@ int cmd_trace(int argc, char **argv) {
     cJSON *meta = runmeta_new("trace", argc, argv, &m);
     size_t bytes = trace_plan_bytes(&plan, &m.cfg);
     add_knobs(runmeta_knobs(meta), &o, &plan, bytes);
+    char *pj = policy_json(&o.policy);
+    cJSON *pjson = pj ? cJSON_Parse(pj) : NULL;
+    if (pjson) cJSON_AddItemToObject(meta, "policy", pjson);
+    free(pj);
     runmeta_add_output(meta, "trace.npz", "attn, key_norm, value_norm, query_pos, key_pos, layers, heads, kv_head, ids, n_prompt");
     if (runmeta_write(meta, o.out, t_start, &err) != 0) die("%s", err.msg);
     fprintf(stderr, "trace: %d sequence(s) x %d queries x %d layers x %d heads (%s) -> %s\n", n_seqs,
@@ -182,6 +203,7 @@ int cmd_trace(int argc, char **argv) {
             format_bytes((double)bytes, size_s, sizeof size_s), o.out);
 
     tracer_free(t);
+    policy_free(policy);
     free(layers); free(heads); free(seqs);
     forward_free(f);
     kvcache_free(&cache);

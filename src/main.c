@@ -18,7 +18,11 @@ static const Command commands[] = {
     { "bench",    cmd_bench,    "measure prefill/decode speed against the machine's bandwidth and FMA peak" },
     { "trace",    cmd_trace,    "record selected attention rows with key/value norms (NPZ + meta.json)" },
     { "correlate", cmd_correlate, "key norm vs attention per layer/head: Spearman, Pearson, ALR, eviction loss" },
+    { "ppl",      cmd_ppl,      "perplexity with a compressed KV cache, token by token, vs the full cache" },
+    { "passkey",  cmd_passkey,  "passkey retrieval (Landmark prompt) accuracy per length and depth" },
+    { "needle",   cmd_needle,   "needle in a haystack (Kamradt, L2-paper score): length x depth grid" },
     { "synth",    cmd_synth,    "write a random-weight HF safetensors checkpoint of any shape" },
+    { "convert",  cmd_convert,  "convert a model to GGUF (llama.cpp) or an HF safetensors directory" },
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

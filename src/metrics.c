@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "npy.h"
+#include "policy.h"
 #include "sampler.h"
 
 int metrics_ratio_pct(int i) { return 10 * (i + 1); }
@@ -28,7 +30,7 @@ void rowscratch_init(RowScratch *s) { memset(s, 0, sizeof *s); }
 
 void rowscratch_free(RowScratch *s) {
     free(s->by_attn_asc); free(s->attn_rank); free(s->random_order); free(s->random_rank);
-    free(s->tmp_idx); free(s->tmp_key); free(s->tmp_key2); free(s->avg_rank);
+    free(s->tmp_idx); free(s->tmp_key); free(s->tmp_key2); free(s->avg_rank); free(s->hist);
     rowscratch_init(s);
 }
 
@@ -46,6 +48,7 @@ static void rowscratch_reserve(RowScratch *s, int n) {
     s->tmp_key = xmalloc((size_t)cap * sizeof(uint32_t));
     s->tmp_key2 = xmalloc((size_t)cap * sizeof(uint32_t));
     s->avg_rank = xmalloc((size_t)cap * sizeof(double));
+    s->hist = xmalloc(3 * (size_t)cap * sizeof(int));
 }
 
 /* ---- sorting and ranks ----------------------------------------------------------- */
@@ -58,21 +61,28 @@ static inline uint32_t float_order_key(float f) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-/* LSD radix sort, 4 passes of 8 bits; a pass whose digit is the same for every
- * key is skipped (attention probabilities share their top byte). Stable, O(n). */
+/* LSD radix sort, 4 passes of 8 bits, the 4 histograms counted in one read;
+ * a pass whose digit is the same for every key is skipped (attention
+ * probabilities share their top byte). Stable, O(n). */
 void argsort_f32(const float *v, int n, int *order, RowScratch *s) {
     if (n <= 1) { if (n == 1) order[0] = 0; return; }
     rowscratch_reserve(s, n);
     uint32_t *key = s->tmp_key, *key2 = s->tmp_key2;
     int *idx = order, *idx2 = s->tmp_idx;
-    for (int i = 0; i < n; i++) { key[i] = float_order_key(v[i]); idx[i] = i; }
-    for (int shift = 0; shift < 32; shift += 8) {
-        int count[257] = {0};
-        for (int i = 0; i < n; i++) count[((key[i] >> shift) & 255) + 1]++;
-        if (count[((key[0] >> shift) & 255) + 1] == n) continue;
-        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+    int count[4][257];
+    memset(count, 0, sizeof count);
+    for (int i = 0; i < n; i++) {
+        uint32_t k = float_order_key(v[i]);
+        key[i] = k;
+        idx[i] = i;
+        for (int d = 0; d < 4; d++) count[d][((k >> (8 * d)) & 255) + 1]++;
+    }
+    for (int d = 0; d < 4; d++) {
+        int shift = 8 * d, *c = count[d];
+        if (c[((key[0] >> shift) & 255) + 1] == n) continue;
+        for (int b = 0; b < 256; b++) c[b + 1] += c[b];
         for (int i = 0; i < n; i++) {
-            int dst = count[(key[i] >> shift) & 255]++;
+            int dst = c[(key[i] >> shift) & 255]++;
             key2[dst] = key[i];
             idx2[dst] = idx[i];
         }
@@ -129,12 +139,16 @@ uint64_t metrics_mix(uint64_t a, uint64_t b) {
     return z ^ (z >> 31);
 }
 
+/* Fisher–Yates: for i = n-1..1 swap perm[i] with perm[j], j uniform in [0, i].
+ * j = the high 32 bits of (32 random bits) x (i+1) (Lemire's multiply-shift:
+ * no division; bias <= (i+1)/2^32). */
 void random_permutation(int *perm, int n, uint64_t key) {
-    uint64_t state = key;
+    uint64_t state = metrics_mix(key, 0);
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
-        state = metrics_mix(state, (uint64_t)i);
-        int j = (int)(state % (uint64_t)(i + 1));   /* bias < 2^-50 for any real n */
+        state = state * 6364136223846793005ull + 1442695040888963407ull;   /* 64-bit LCG (Knuth) */
+        uint32_t bits = (uint32_t)(state >> 32);                            /* its good high half */
+        int j = (int)(((uint64_t)bits * (uint64_t)(i + 1)) >> 32);
         int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
     }
 }
@@ -144,26 +158,28 @@ void random_permutation(int *perm, int n, uint64_t key) {
 void normstats_init(NormStats *ns) { memset(ns, 0, sizeof *ns); }
 
 void normstats_free(NormStats *ns) {
-    free(ns->by_norm_desc); free(ns->norm_rank); free(ns->avg_rank);
+    free(ns->by_norm_asc); free(ns->by_norm_desc); free(ns->norm_rank); free(ns->avg_rank);
     normstats_init(ns);
 }
 
-void normstats_set(NormStats *ns, const float *norm, int n, RowScratch *s) {
-    if (n > ns->cap) {
-        int cap = ns->cap ? ns->cap : 64;
-        while (cap < n) cap *= 2;
-        normstats_free(ns);
-        ns->cap = cap;
-        ns->by_norm_desc = xmalloc((size_t)cap * sizeof(int));
-        ns->norm_rank = xmalloc((size_t)cap * sizeof(int));
-        ns->avg_rank = xmalloc((size_t)cap * sizeof(double));
-    }
-    ns->n = n;
-    ns->norm = norm;
-    /* ascending argsort into norm_rank (as scratch), reversed into by_norm_desc */
-    argsort_f32(norm, n, ns->norm_rank, s);
-    average_ranks(norm, ns->norm_rank, n, ns->avg_rank);
-    for (int i = 0; i < n; i++) ns->by_norm_desc[i] = ns->norm_rank[n - 1 - i];
+static void normstats_reserve(NormStats *ns, int n) {
+    if (n <= ns->cap) return;
+    int cap = ns->cap ? ns->cap : 64;
+    while (cap < n) cap *= 2;
+    ns->by_norm_asc = xrealloc(ns->by_norm_asc, (size_t)cap * sizeof(int));   /* keeps the order */
+    free(ns->by_norm_desc); free(ns->norm_rank); free(ns->avg_rank);
+    ns->by_norm_desc = xmalloc((size_t)cap * sizeof(int));
+    ns->norm_rank = xmalloc((size_t)cap * sizeof(int));
+    ns->avg_rank = xmalloc((size_t)cap * sizeof(double));
+    ns->cap = cap;
+}
+
+/* Everything else from the ascending order by_norm_asc[0..n). */
+static void normstats_derive(NormStats *ns) {
+    int n = ns->n;
+    const float *norm = ns->norm;
+    average_ranks(norm, ns->by_norm_asc, n, ns->avg_rank);
+    for (int i = 0; i < n; i++) ns->by_norm_desc[i] = ns->by_norm_asc[n - 1 - i];
     for (int i = 0; i < n; i++) ns->norm_rank[ns->by_norm_desc[i]] = i;
     double mean = 0, ss = 0, rank_ss = 0, mean_rank = 0.5 * (n + 1);
     for (int i = 0; i < n; i++) mean += norm[i];
@@ -177,76 +193,126 @@ void normstats_set(NormStats *ns, const float *norm, int n, RowScratch *s) {
     ns->rank_ss = rank_ss;
 }
 
+void normstats_set(NormStats *ns, const float *norm, int n, RowScratch *s) {
+    normstats_reserve(ns, n);
+    ns->n = n;
+    ns->norm = norm;
+    argsort_f32(norm, n, ns->by_norm_asc, s);
+    normstats_derive(ns);
+}
+
+/* Decode appends one key per step: insert the new slots into the sorted order
+ * (binary search + shift, O(n)) instead of sorting again. A new slot goes after
+ * every equal norm, as the stable sort would put it (it has the highest slot). */
+void normstats_extend(NormStats *ns, const float *norm, int n, RowScratch *s) {
+    int old = ns->n;
+    if (old == 0 || ns->norm != norm || n < old || n - old > 16) { normstats_set(ns, norm, n, s); return; }
+    normstats_reserve(ns, n);
+    for (int slot = old; slot < n; slot++) {
+        int lo = 0, hi = slot;                      /* first place whose norm is > norm[slot] */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (norm[ns->by_norm_asc[mid]] <= norm[slot]) lo = mid + 1; else hi = mid;
+        }
+        memmove(ns->by_norm_asc + lo + 1, ns->by_norm_asc + lo, (size_t)(slot - lo) * sizeof(int));
+        ns->by_norm_asc[lo] = slot;
+    }
+    ns->n = n;
+    normstats_derive(ns);
+}
+
 /* ---- one row ------------------------------------------------------------------------ */
 
-/* Pearson r between ‖k‖ and a, reusing the norm side's mean and Σ(x − mean)². */
-static double row_pearson(const NormStats *ns, const float *a) {
+/* Pearson r and Spearman ρ between ‖k‖ and a, in one pass over the slots
+ * (independent sums, so the CPU overlaps them):
+ *   r = Σ(x − x̄)(a − ā) / sqrt(Σ(x − x̄)² · Σ(a − ā)²)      x = ‖k‖ (x̄, Σ(x − x̄)²: NormStats)
+ *   ρ = the same formula on the average ranks of x and a; both rank vectors
+ *       have mean (n+1)/2, because average ranks keep the sum 1 + ... + n.
+ * With dx = x − x̄:  Σ dx (a − ā) = Σ dx·a − ā Σ dx  and  Σ(a − ā)² = Σa² − n ā². */
+static void row_correlations(const NormStats *ns, const float *a, const double *attn_avg_rank,
+                             RowMetrics *out) {
     int n = ns->n;
-    if (n < 2) return NAN;
-    double ma = 0, sxy = 0, syy = 0;
-    for (int i = 0; i < n; i++) ma += a[i];
-    ma /= n;
+    if (n < 2) { out->pearson = out->spearman = NAN; return; }
+    double sa = 0, saa = 0, sdxa = 0, sdx = 0, srr = 0, sr2 = 0, mid = 0.5 * (n + 1);
     for (int i = 0; i < n; i++) {
-        double dx = ns->norm[i] - ns->norm_mean, dy = a[i] - ma;
-        sxy += dx * dy; syy += dy * dy;
+        double dx = ns->norm[i] - ns->norm_mean, ai = a[i], dr = attn_avg_rank[i] - mid;
+        sa += ai; saa += ai * ai; sdxa += dx * ai; sdx += dx;
+        srr += (ns->avg_rank[i] - mid) * dr; sr2 += dr * dr;
     }
-    return pearson_from_sums(sxy, ns->norm_ss, syy);
+    double ma = sa / n, syy = saa - n * ma * ma;
+    out->pearson = pearson_from_sums(sdxa - ma * sdx, ns->norm_ss, syy > 0 ? syy : 0);
+    out->spearman = pearson_from_sums(srr, ns->rank_ss, sr2);
 }
 
-/* Spearman ρ = the Pearson r of the (average) ranks. Both rank vectors have
- * mean (n+1)/2, because average ranks keep the sum 1 + ... + n. */
-static double row_spearman(const NormStats *ns, const double *attn_rank) {
-    int n = ns->n;
-    if (n < 2) return NAN;
-    double m = 0.5 * (n + 1), sxy = 0, syy = 0;
-    for (int i = 0; i < n; i++) {
-        double dy = attn_rank[i] - m;
-        sxy += (ns->avg_rank[i] - m) * dy;
-        syy += dy * dy;
-    }
-    return pearson_from_sums(sxy, ns->rank_ss, syy);
-}
-
-/* Paper Eqs. 5–7. Evicting the m highest-norm tokens loses
+/* One walk over the eviction places m = 1..n of the four orders at once:
+ *
+ * ALR, paper Eqs. 5–7. Evicting the m highest-norm tokens loses
  *     Σ_{p ∈ D_m} a(p),        D_m = the m tokens with the highest ‖k_p‖   (Eq. 5)
  * the ideal eviction of m tokens loses
  *     Σ_{p ∈ D̂_m} a(p),       D̂_m = the m tokens with the lowest a(p)
  * and Y^m is the difference (Eq. 6); ALR = Σ_{m=1}^{n} Y^m (Eq. 7), ≥ 0, and 0
- * exactly when the norm order is the reverse of the attention order. */
-static double row_alr(const NormStats *ns, const float *a, const int *by_attn_asc) {
-    double mass_norm = 0, mass_ideal = 0, alr = 0;
-    for (int m = 1; m <= ns->n; m++) {
-        mass_norm += a[ns->by_norm_desc[m - 1]];
-        mass_ideal += a[by_attn_asc[m - 1]];
-        alr += mass_norm - mass_ideal;                  /* Y^m */
-    }
-    return alr;
-}
-
-/* Attention mass on the first evict[r] tokens of an eviction order, for each
- * ratio r (evict[] is non-decreasing). reverse = walk the order from its end. */
-static void evicted_mass(const float *a, const int *order, int n, int reverse,
-                         const int *evict, double *out) {
-    double mass = 0;
-    int taken = 0;
-    for (int r = 0; r < METRICS_N_RATIOS; r++) {
-        for (; taken < evict[r]; taken++) mass += a[order[reverse ? n - 1 - taken : taken]];
-        out[r] = mass;
-    }
-}
-
-/* |kept ∩ oracle kept| / keep for each ratio. A policy's token is kept when its
- * index in the policy's eviction order is >= evict (highnorm: evicts from the
- * end of by_norm_desc, so kept when the index is < keep). */
-static void overlap_with_oracle(const int *policy_rank, int from_end, const int *oracle_rank, int n,
-                                const int *evict, double *out) {
-    for (int r = 0; r < METRICS_N_RATIOS; r++) {
-        int keep = n - evict[r], both = 0;
-        for (int p = 0; p < n; p++) {
-            int kept = from_end ? policy_rank[p] < keep : policy_rank[p] >= evict[r];
-            both += kept && oracle_rank[p] >= evict[r];
+ * exactly when the norm order is the reverse of the attention order.
+ *
+ * Attention loss at ratio r = the mass of the first evict[r] tokens of an
+ * order (evict[] is non-decreasing): lownorm evicts from the top of
+ * by_norm_desc, highnorm from its bottom, random along random_order, the
+ * oracle along by_attn_asc. */
+static void row_alr_and_losses(const NormStats *ns, const float *a, const int *by_attn_asc,
+                               const int *random_order, const int *evict, RowMetrics *out) {
+    int n = ns->n, r = 0;
+    const int *desc = ns->by_norm_desc;
+    double low = 0, high = 0, rnd = 0, oracle = 0, alr = 0;
+    for (int m = 0; m <= n; m++) {
+        if (m > 0) {
+            low += a[desc[m - 1]];                  /* Σ over D_m */
+            high += a[desc[n - m]];
+            rnd += a[random_order[m - 1]];
+            oracle += a[by_attn_asc[m - 1]];        /* Σ over D̂_m */
+            alr += low - oracle;                    /* Y^m */
         }
-        out[r] = (double)both / keep;
+        for (; r < METRICS_N_RATIOS && evict[r] == m; r++) {
+            out->loss[EVICT_LOWNORM][r] = low;
+            out->loss[EVICT_HIGHNORM][r] = high;
+            out->loss[EVICT_RANDOM][r] = rnd;
+            out->loss[EVICT_ORACLE][r] = oracle;
+        }
+    }
+    out->alr = alr;
+    out->alr_per_n = n > 0 ? alr / n : NAN;
+}
+
+/* |kept ∩ oracle kept| / keep for each ratio, in O(n). A token is kept by an
+ * eviction order at ratio r when its place in that order is >= evict[r] (the
+ * first evict[r] places go); so it is kept by both the policy and the oracle
+ * when min(policy place, oracle place) >= evict[r]. Count those minima in a
+ * histogram per policy, then read the counts off at the thresholds from the top. */
+/* min(a, b) without a branch (the comparisons are random: a branch would
+ * mispredict half the time). */
+static inline int min_branchless(int a, int b) {
+    int mask = -(a < b);
+    return (a & mask) | (b & ~mask);
+}
+
+static void row_overlaps(const NormStats *ns, const int *attn_rank, const int *random_rank,
+                         const int *evict, int *hist, RowMetrics *out) {
+    int n = ns->n;
+    int *h_low = hist, *h_high = hist + n, *h_rnd = hist + 2 * n;
+    memset(hist, 0, 3 * (size_t)n * sizeof(int));
+    for (int p = 0; p < n; p++) {
+        int oracle = attn_rank[p];
+        int low = ns->norm_rank[p], high = n - 1 - ns->norm_rank[p], rnd = random_rank[p];
+        h_low[min_branchless(low, oracle)]++;
+        h_high[min_branchless(high, oracle)]++;         /* highnorm evicts from the end */
+        h_rnd[min_branchless(rnd, oracle)]++;
+    }
+    int both_low = 0, both_high = 0, both_rnd = 0, v = n;   /* tokens whose min place is >= v */
+    for (int r = METRICS_N_RATIOS - 1; r >= 0; r--) {
+        for (; v > evict[r]; v--) { both_low += h_low[v - 1]; both_high += h_high[v - 1]; both_rnd += h_rnd[v - 1]; }
+        double keep = n - evict[r];
+        out->overlap[EVICT_LOWNORM][r] = both_low / keep;
+        out->overlap[EVICT_HIGHNORM][r] = both_high / keep;
+        out->overlap[EVICT_RANDOM][r] = both_rnd / keep;
+        out->overlap[EVICT_ORACLE][r] = 1.0;
     }
 }
 
@@ -254,28 +320,19 @@ void metrics_row(const NormStats *ns, const float *attn, uint64_t random_key,
                  RowScratch *s, RowMetrics *out) {
     int n = ns->n;
     rowscratch_reserve(s, n);
-    /* the attention side: ascending order, rank of each slot, average ranks */
+    /* the attention side: ascending order, place of each slot in it, average ranks */
     argsort_f32(attn, n, s->by_attn_asc, s);
     average_ranks(attn, s->by_attn_asc, n, s->avg_rank);
     for (int i = 0; i < n; i++) s->attn_rank[s->by_attn_asc[i]] = i;
+    /* the random eviction order */
     random_permutation(s->random_order, n, random_key);
     for (int i = 0; i < n; i++) s->random_rank[s->random_order[i]] = i;
 
-    out->spearman = row_spearman(ns, s->avg_rank);
-    out->pearson = row_pearson(ns, attn);
-    out->alr = row_alr(ns, attn, s->by_attn_asc);
-    out->alr_per_n = n > 0 ? out->alr / n : NAN;
-
     int evict[METRICS_N_RATIOS];
     for (int r = 0; r < METRICS_N_RATIOS; r++) evict[r] = n - metrics_keep(n, metrics_ratio_pct(r));
-    evicted_mass(attn, ns->by_norm_desc, n, 0, evict, out->loss[EVICT_LOWNORM]);
-    evicted_mass(attn, ns->by_norm_desc, n, 1, evict, out->loss[EVICT_HIGHNORM]);
-    evicted_mass(attn, s->random_order, n, 0, evict, out->loss[EVICT_RANDOM]);
-    evicted_mass(attn, s->by_attn_asc, n, 0, evict, out->loss[EVICT_ORACLE]);
-    overlap_with_oracle(ns->norm_rank, 0, s->attn_rank, n, evict, out->overlap[EVICT_LOWNORM]);
-    overlap_with_oracle(ns->norm_rank, 1, s->attn_rank, n, evict, out->overlap[EVICT_HIGHNORM]);
-    overlap_with_oracle(s->random_rank, 0, s->attn_rank, n, evict, out->overlap[EVICT_RANDOM]);
-    for (int r = 0; r < METRICS_N_RATIOS; r++) out->overlap[EVICT_ORACLE][r] = 1.0;
+    row_correlations(ns, attn, s->avg_rank, out);
+    row_alr_and_losses(ns, attn, s->by_attn_asc, s->random_order, evict, out);
+    row_overlaps(ns, s->attn_rank, s->random_rank, evict, s->hist, out);
 }
 
 /* ---- accumulators ------------------------------------------------------------------- */
@@ -402,17 +459,16 @@ const MetricsAcc *correlator_acc(const Correlator *c, int layer, int head) {
 }
 CorrelatorTiming correlator_timing(const Correlator *c) { return c->time; }
 
-/* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call. The cache of
- * a correlator run only grows (no eviction), so earlier slots keep their norm. */
+/* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call, computed
+ * exactly as the l2 policy does (policy_l2.c), so "keep-lowest-norm" here
+ * ranks the tokens as that policy would. The cache of a correlator run only
+ * grows (no eviction), so earlier slots keep their norm. */
 static void update_norms(Correlator *c, const KVCache *cache, int lg) {
     const KVHead *kv = &cache->heads[lg];
+    const Kernels *k = kernels_get();
     float *norm = c->norms + (size_t)lg * c->max_keys;
-    for (int slot = c->norms_have[lg]; slot < kv->len; slot++) {
-        const float *k = kv->keys + (size_t)slot * c->hd;
-        double ss = 0;
-        for (int i = 0; i < c->hd; i++) ss += (double)k[i] * k[i];
-        norm[slot] = (float)sqrt(ss);
-    }
+    for (int slot = c->norms_have[lg]; slot < kv->len; slot++)
+        norm[slot] = sqrtf(k->sum_squares(kv->keys + (size_t)slot * c->hd, c->hd));
     c->norms_have[lg] = kv->len;
 }
 
@@ -427,8 +483,8 @@ static int correlator_collect(Correlator *c, const KVCache *cache, int seq_index
     #pragma omp parallel for schedule(dynamic, 1)
     for (int lg = 0; lg < LKV; lg++) {
         update_norms(c, cache, lg);
-        normstats_set(&c->ns[lg], c->norms + (size_t)lg * c->max_keys, cache->heads[lg].len,
-                      &c->scratch[omp_get_thread_num()]);
+        normstats_extend(&c->ns[lg], c->norms + (size_t)lg * c->max_keys, cache->heads[lg].len,
+                         &c->scratch[omp_get_thread_num()]);
     }
     int bad = -1;
     #pragma omp parallel for schedule(dynamic, 1) reduction(max: bad)
@@ -451,10 +507,15 @@ static int correlator_collect(Correlator *c, const KVCache *cache, int seq_index
     return 0;
 }
 
+/* One forward(); the observer is installed only when a row is wanted, so the
+ * other forwards keep the engine's faster observer-free attention path. */
 static int run_step(Correlator *c, Forward *f, KVCache *cache, const int *ids, int n,
                     int capture_pos, const StepHook *hook, Err *err) {
+    AttentionObserver obs = { c, correlator_observe };
     c->target_pos = capture_pos;
+    forward_set_observer(f, capture_pos >= 0 ? &obs : NULL);
     int rc = forward(f, cache, ids, n, NULL, err);
+    forward_set_observer(f, NULL);
     c->target_pos = -1;
     if (rc == 0 && hook && hook->step) hook->step(hook->ctx, n);
     return rc;
@@ -466,10 +527,9 @@ int correlator_run(Correlator *c, Forward *f, KVCache *cache, const int *ids, in
     if (n + steps > c->max_keys)
         return err_set(err, "correlate: %d prompt + %d decode tokens exceed the %d keys the correlator holds",
                        n, steps, c->max_keys);
-    AttentionObserver obs = { c, correlator_observe };
-    forward_set_observer(f, &obs);
     kvcache_reset(cache);
     memset(c->norms_have, 0, (size_t)c->L * c->KV * sizeof(int));
+    for (int lg = 0; lg < c->L * c->KV; lg++) c->ns[lg].n = 0;    /* new norms: sort afresh */
     memset(c->row_n, 0, (size_t)c->L * c->H * sizeof(int));
     double t0 = now_seconds();
     int rc = run_step(c, f, cache, ids, n, mode == QUERY_LAST_PREFILL ? n - 1 : -1, hook, err);
@@ -485,7 +545,6 @@ int correlator_run(Correlator *c, Forward *f, KVCache *cache, const int *ids, in
     }
     c->time.decode_seconds += now_seconds() - t1;
     c->time.decode_steps += steps;
-    forward_set_observer(f, NULL);
     return rc;
 }
 
@@ -549,4 +608,243 @@ int correlator_write_npz(const Correlator *c, const char *path, Err *err) {
         rc = npz_add_metric(w, c, s, METRICS_N_RATIOS, err);
     if (rc != 0) { npz_abort(w); return -1; }
     return npz_close(w, err);
+}
+
+/* ---- a policy against the full cache ------------------------------------------------------ */
+
+const char *probe_metric_name(int m) {
+    static const char *names[PROBE_N] = { "attention_loss", "oracle_loss", "overlap_oracle", "kept_fraction" };
+    return m >= 0 && m < PROBE_N ? names[m] : "?";
+}
+
+void runstat_add(RunStat *s, double x) {
+    if (isnan(x)) return;
+    s->n++;
+    double d = x - s->mean;
+    s->mean += d / (double)s->n;
+    s->m2 += d * (x - s->mean);
+}
+
+double runstat_std(const RunStat *s) { return s->n > 1 ? sqrt(s->m2 / (double)(s->n - 1)) : NAN; }
+
+struct PolicyProbe {
+    int L, H, KV, group, vocab, max_keys, n_steps;
+    int target_pos;
+    int phase;             /* PHASE_POLICY: record the visible positions; PHASE_FULL: record a_full */
+    float *rows;           /* [L*H][max_keys] full-cache attention, by position */
+    int *row_n;            /* [L*H] */
+    int *kept;             /* [L*H][max_keys] positions the policy's query sees */
+    int *kept_n;           /* [L*H] */
+    double *step_values;   /* [L*H][PROBE_N] this step's values (then added serially) */
+    RowScratch *scratch;
+    int n_threads;
+    RunStat *stat;         /* [L*H][PROBE_N] */
+    RunStat *by_step;      /* [n_steps][PROBE_N] */
+};
+
+enum { PHASE_POLICY = 0, PHASE_FULL = 1 };
+
+static void probe_observe(void *ctx, int layer, int head, int query_pos,
+                          const float *probs, const int *key_pos, int n_keys) {
+    PolicyProbe *pp = ctx;
+    if (query_pos != pp->target_pos || n_keys > pp->max_keys) return;
+    size_t lh = (size_t)layer * pp->H + head;
+    if (pp->phase == PHASE_POLICY) {
+        memcpy(pp->kept + lh * pp->max_keys, key_pos, (size_t)n_keys * sizeof(int));
+        pp->kept_n[lh] = n_keys;
+    } else {   /* the full cache never evicts: slot j holds position key_pos[j] = j */
+        float *row = pp->rows + lh * pp->max_keys;
+        for (int j = 0; j < n_keys; j++) row[key_pos[j]] = probs[j];
+        pp->row_n[lh] = n_keys;
+    }
+}
+
+PolicyProbe *policy_probe_create(const Config *cfg, int max_keys, int n_steps) {
+    PolicyProbe *pp = xcalloc(1, sizeof *pp);
+    pp->L = cfg->n_layers; pp->H = cfg->n_heads; pp->KV = cfg->n_kv_heads;
+    pp->group = cfg->n_heads / cfg->n_kv_heads; pp->vocab = cfg->vocab_size;
+    pp->max_keys = max_keys; pp->n_steps = n_steps; pp->target_pos = -1;
+    size_t LH = (size_t)pp->L * pp->H;
+    pp->rows = xmalloc(LH * max_keys * sizeof(float));
+    pp->row_n = xcalloc(LH, sizeof(int));
+    pp->kept = xmalloc(LH * max_keys * sizeof(int));
+    pp->kept_n = xcalloc(LH, sizeof(int));
+    pp->step_values = xmalloc(LH * PROBE_N * sizeof(double));
+    pp->n_threads = omp_get_max_threads();
+    pp->scratch = xmalloc((size_t)pp->n_threads * sizeof(RowScratch));
+    for (int t = 0; t < pp->n_threads; t++) rowscratch_init(&pp->scratch[t]);
+    pp->stat = xcalloc(LH * PROBE_N, sizeof(RunStat));
+    pp->by_step = xcalloc((size_t)(n_steps > 0 ? n_steps : 1) * PROBE_N, sizeof(RunStat));
+    return pp;
+}
+
+void policy_probe_free(PolicyProbe *pp) {
+    if (!pp) return;
+    for (int t = 0; t < pp->n_threads; t++) rowscratch_free(&pp->scratch[t]);
+    free(pp->rows); free(pp->row_n); free(pp->kept); free(pp->kept_n); free(pp->step_values);
+    free(pp->scratch); free(pp->stat); free(pp->by_step);
+    free(pp);
+}
+
+const RunStat *policy_probe_stat(const PolicyProbe *pp, int layer, int head, int metric) {
+    return &pp->stat[((size_t)layer * pp->H + head) * PROBE_N + metric];
+}
+
+const RunStat *policy_probe_step(const PolicyProbe *pp, int step, int metric) {
+    return &pp->by_step[(size_t)(step - 1) * PROBE_N + metric];
+}
+
+/* One (layer, head) at one step: out[PROBE_*]. The oracle keeps the k highest
+ * a_full: its evicted tokens are the n − k first of the ascending order. */
+static void probe_row(const float *a, int n, const int *kept, int k, RowScratch *s, double *out) {
+    rowscratch_reserve(s, n);
+    double total = 0, kept_mass = 0, oracle_loss = 0;
+    for (int p = 0; p < n; p++) total += a[p];
+    for (int i = 0; i < k; i++) kept_mass += a[kept[i]];
+    argsort_f32(a, n, s->by_attn_asc, s);
+    int evict = n - k, both = 0;
+    for (int i = 0; i < n; i++) s->attn_rank[s->by_attn_asc[i]] = i;
+    for (int i = 0; i < evict; i++) oracle_loss += a[s->by_attn_asc[i]];
+    for (int i = 0; i < k; i++) both += s->attn_rank[kept[i]] >= evict;
+    double loss = total - kept_mass;
+    out[PROBE_LOSS] = loss > 0 ? loss : 0;
+    out[PROBE_ORACLE_LOSS] = oracle_loss;
+    out[PROBE_OVERLAP] = k > 0 ? (double)both / k : NAN;
+    out[PROBE_KEPT] = (double)k / n;
+}
+
+static int probe_collect(PolicyProbe *pp, int step, Err *err) {
+    int LH = pp->L * pp->H, bad = -1;
+    #pragma omp parallel for schedule(dynamic, 1) reduction(max: bad)
+    for (int lh = 0; lh < LH; lh++) {
+        int n = pp->row_n[lh], k = pp->kept_n[lh];
+        const int *kept = pp->kept + (size_t)lh * pp->max_keys;
+        int ok = n > 0 && k > 0;
+        for (int i = 0; ok && i < k; i++) ok = kept[i] >= 0 && kept[i] < n;
+        if (!ok) { bad = lh; continue; }
+        probe_row(pp->rows + (size_t)lh * pp->max_keys, n, kept, k, &pp->scratch[omp_get_thread_num()],
+                  pp->step_values + (size_t)lh * PROBE_N);
+    }
+    if (bad >= 0)
+        return err_set(err, "policy probe: layer %d head %d: no attention row or a kept position outside it "
+                       "(%d kept of %d)", bad / pp->H, bad % pp->H, pp->kept_n[bad], pp->row_n[bad]);
+    for (int lh = 0; lh < LH; lh++)
+        for (int m = 0; m < PROBE_N; m++) {
+            double v = pp->step_values[(size_t)lh * PROBE_N + m];
+            runstat_add(&pp->stat[(size_t)lh * PROBE_N + m], v);
+            runstat_add(&pp->by_step[(size_t)(step - 1) * PROBE_N + m], v);
+        }
+    memset(pp->row_n, 0, (size_t)LH * sizeof(int));
+    memset(pp->kept_n, 0, (size_t)LH * sizeof(int));
+    return 0;
+}
+
+/* Both caches take the same tokens; the observer is ours during the policy's
+ * forward (policy_forward chains its own after it) and during the full one. */
+static int probe_forward(PolicyProbe *pp, Forward *f, KVCache *full, KVCache *pcache, struct Policy *policy,
+                         const int *ids, int n, int capture_pos, Err *err) {
+    AttentionObserver obs = { pp, probe_observe };
+    pp->target_pos = capture_pos;
+    pp->phase = PHASE_POLICY;
+    forward_set_observer(f, capture_pos >= 0 ? &obs : NULL);
+    int rc = policy_forward(policy, f, pcache, ids, n, NULL, err);
+    pp->phase = PHASE_FULL;
+    if (rc == 0) rc = forward(f, full, ids, n, NULL, err);   /* last: its logits choose the next token */
+    forward_set_observer(f, NULL);
+    pp->target_pos = -1;
+    return rc;
+}
+
+int policy_probe_run(PolicyProbe *pp, Forward *f, KVCache *full, KVCache *pcache, struct Policy *policy,
+                     const int *ids, int n, const StepHook *hook, Err *err) {
+    if (n + pp->n_steps > pp->max_keys)
+        return err_set(err, "policy probe: %d prompt + %d decode tokens exceed the %d keys it holds",
+                       n, pp->n_steps, pp->max_keys);
+    kvcache_reset(full);
+    kvcache_reset(pcache);
+    int rc = probe_forward(pp, f, full, pcache, policy, ids, n, -1, err);
+    if (rc == 0 && hook && hook->step) hook->step(hook->ctx, n);
+    for (int s = 1; rc == 0 && s <= pp->n_steps; s++) {
+        int token = argmax(forward_last_logits(f), pp->vocab);
+        rc = probe_forward(pp, f, full, pcache, policy, &token, 1, n + s - 1, err);
+        if (rc == 0) rc = probe_collect(pp, s, err);
+        if (rc == 0 && hook && hook->step) hook->step(hook->ctx, 1);
+    }
+    return rc;
+}
+
+static int probe_write_csv(const PolicyProbe *pp, const char *path, Err *err) {
+    AtomicFile af;
+    if (atomic_open(&af, path, err) != 0) return -1;
+    fprintf(af.f, "layer,head,kv_head,metric,mean,std,n\n");
+    for (int l = 0; l < pp->L; l++)
+        for (int h = 0; h < pp->H; h++)
+            for (int m = 0; m < PROBE_N; m++) {
+                const RunStat *s = policy_probe_stat(pp, l, h, m);
+                fprintf(af.f, "%d,%d,%d,%s,%.9g,%.9g,%lld\n", l, h, h / pp->group, probe_metric_name(m),
+                        s->n ? s->mean : NAN, runstat_std(s), (long long)s->n);
+            }
+    return atomic_commit(&af, err);
+}
+
+static int probe_write_steps(const PolicyProbe *pp, const char *path, Err *err) {
+    AtomicFile af;
+    if (atomic_open(&af, path, err) != 0) return -1;
+    fprintf(af.f, "step");
+    for (int m = 0; m < PROBE_N; m++) fprintf(af.f, ",%s_mean,%s_std", probe_metric_name(m), probe_metric_name(m));
+    fprintf(af.f, ",n\n");
+    for (int step = 1; step <= pp->n_steps; step++) {
+        fprintf(af.f, "%d", step);
+        for (int m = 0; m < PROBE_N; m++) {
+            const RunStat *s = policy_probe_step(pp, step, m);
+            fprintf(af.f, ",%.9g,%.9g", s->n ? s->mean : NAN, runstat_std(s));
+        }
+        fprintf(af.f, ",%lld\n", (long long)policy_probe_step(pp, step, 0)->n);
+    }
+    return atomic_commit(&af, err);
+}
+
+static int probe_write_npz(const PolicyProbe *pp, const char *path, Err *err) {
+    NpzWriter *w = npz_open(path, err);
+    if (!w) return -1;
+    size_t LH = (size_t)pp->L * pp->H, S = (size_t)pp->n_steps;
+    double *mean = xmalloc((LH > S ? LH : S) * sizeof(double)), *std = xmalloc((LH > S ? LH : S) * sizeof(double));
+    int64_t *num = xmalloc((LH > S ? LH : S) * sizeof(int64_t));
+    int64_t shape[2] = { pp->L, pp->H }, steps = pp->n_steps;
+    int rc = 0;
+    char name[96];
+    for (int m = 0; rc == 0 && m < PROBE_N; m++) {
+        for (size_t i = 0; i < LH; i++) {
+            const RunStat *s = &pp->stat[i * PROBE_N + m];
+            mean[i] = s->n ? s->mean : NAN; std[i] = runstat_std(s); num[i] = s->n;
+        }
+        snprintf(name, sizeof name, "%s_mean", probe_metric_name(m));
+        rc = npz_add(w, name, NPY_F64, 2, shape, mean, err);
+        snprintf(name, sizeof name, "%s_std", probe_metric_name(m));
+        if (rc == 0) rc = npz_add(w, name, NPY_F64, 2, shape, std, err);
+        snprintf(name, sizeof name, "%s_n", probe_metric_name(m));
+        if (rc == 0) rc = npz_add(w, name, NPY_I64, 2, shape, num, err);
+        for (size_t i = 0; i < S; i++) {
+            const RunStat *s = &pp->by_step[i * PROBE_N + m];
+            mean[i] = s->n ? s->mean : NAN; std[i] = runstat_std(s); num[i] = s->n;
+        }
+        snprintf(name, sizeof name, "steps_%s_mean", probe_metric_name(m));
+        if (rc == 0) rc = npz_add(w, name, NPY_F64, 1, &steps, mean, err);
+        snprintf(name, sizeof name, "steps_%s_std", probe_metric_name(m));
+        if (rc == 0) rc = npz_add(w, name, NPY_F64, 1, &steps, std, err);
+    }
+    if (rc == 0) rc = npz_add(w, "steps_n", NPY_I64, 1, &steps, num, err);
+    free(mean); free(std); free(num);
+    if (rc != 0) { npz_abort(w); return -1; }
+    return npz_close(w, err);
+}
+
+int policy_probe_write(const PolicyProbe *pp, const char *run_dir, Err *err) {
+    char path[4200];
+    path_join(path, sizeof path, run_dir, "policy_loss.csv");
+    if (probe_write_csv(pp, path, err) != 0) return -1;
+    path_join(path, sizeof path, run_dir, "policy_steps.csv");
+    if (probe_write_steps(pp, path, err) != 0) return -1;
+    path_join(path, sizeof path, run_dir, "policy.npz");
+    return probe_write_npz(pp, path, err);
 }

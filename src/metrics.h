@@ -62,6 +62,7 @@ typedef struct RowScratch RowScratch;
 typedef struct {
     int n, cap;
     const float *norm;    /* [n] the key norms (not owned) */
+    int *by_norm_asc;     /* slots, lowest norm first (stable: ties by slot) */
     int *by_norm_desc;    /* slots, highest norm first (ties: the higher slot first, so
                              among equal norms the earlier token is kept longest) */
     int *norm_rank;       /* norm_rank[slot] = index of slot in by_norm_desc */
@@ -76,7 +77,7 @@ void normstats_free(NormStats *ns);
 /* Per-thread scratch for the sorts and metrics_row (grows as needed). */
 struct RowScratch {
     int cap;
-    int *by_attn_asc, *attn_rank, *random_order, *random_rank, *tmp_idx;
+    int *by_attn_asc, *attn_rank, *random_order, *random_rank, *tmp_idx, *hist;
     uint32_t *tmp_key, *tmp_key2;
     double *avg_rank;
 };
@@ -86,6 +87,11 @@ void rowscratch_free(RowScratch *s);
 
 /* Prepare for norm[0..n) (the array must outlive the NormStats' use). */
 void normstats_set(NormStats *ns, const float *norm, int n, RowScratch *s);
+/* The same when norm[0..ns->n) is unchanged and only norm[ns->n..n) is new
+ * (a decode step): the new slots are inserted into the sorted order. Falls
+ * back to normstats_set for a different array, a shorter n, or ns->n == 0
+ * (set ns->n = 0 when the array's contents change). */
+void normstats_extend(NormStats *ns, const float *norm, int n, RowScratch *s);
 
 /* The metrics of one attention row attn[0..ns->n) against the prepared norms.
  * random_key seeds the random eviction order (same key, same order). */
@@ -165,5 +171,39 @@ CorrelatorTiming correlator_timing(const Correlator *c);
 int correlator_write_csv(const Correlator *c, const char *path, Err *err);
 /* metrics.npz: <metric>_mean / _std / _n as [L, H] (scalars) or [L, H, 9] (curves), ratios [9]. */
 int correlator_write_npz(const Correlator *c, const char *path, Err *err);
+
+/* ---- 4. a policy against the full cache (methods.md §5, "attention loss of a policy") --
+
+ * Two caches fed the same tokens (the full cache's greedy continuation): the
+ * full one, and one a Policy (policy.h) evicts from. At every decode step the
+ * full-cache attention a_full of the new query is compared with the slots the
+ * policy's cache still lets that query see:
+ *   attention_loss = Σ_p a_full(p) − Σ_{p kept} a_full(p)   (mass on what the policy evicted)
+ *   oracle_loss    = the same for the oracle that keeps the top-k a_full (k = kept count)
+ *   overlap_oracle = |kept ∩ oracle kept| / k,   kept_fraction = k / n
+ * per (layer, query head) over all steps and chunks, and per decode step over
+ * chunks, layers and heads (cold-compress reports it at steps 500, 1000, ...). */
+enum { PROBE_LOSS = 0, PROBE_ORACLE_LOSS, PROBE_OVERLAP, PROBE_KEPT, PROBE_N };
+const char *probe_metric_name(int m);   /* "attention_loss", "oracle_loss", "overlap_oracle", "kept_fraction" */
+
+typedef struct { int64_t n; double mean, m2; } RunStat;   /* Welford */
+void runstat_add(RunStat *s, double x);
+double runstat_std(const RunStat *s);                        /* sample std; NaN when n < 2 */
+
+struct Policy;
+typedef struct PolicyProbe PolicyProbe;
+
+PolicyProbe *policy_probe_create(const Config *cfg, int max_keys, int n_steps);
+void policy_probe_free(PolicyProbe *pp);
+/* One sequence: prefill ids[0..n) into both (empty) caches, then n_steps
+ * greedy decode steps (tokens chosen from the FULL cache's logits). */
+int policy_probe_run(PolicyProbe *pp, Forward *f, KVCache *full, KVCache *pcache, struct Policy *policy,
+                     const int *ids, int n, const StepHook *hook, Err *err);
+const RunStat *policy_probe_stat(const PolicyProbe *pp, int layer, int head, int metric);
+const RunStat *policy_probe_step(const PolicyProbe *pp, int step, int metric);   /* step 1..n_steps */
+/* policy_loss.csv: layer,head,kv_head,metric,mean,std,n;
+ * policy_steps.csv: step,<metric>_mean,<metric>_std (each metric),n;
+ * policy.npz: <metric>_mean/_std/_n [L, H] and steps_<metric>_mean/_std [n_steps], steps_n. */
+int policy_probe_write(const PolicyProbe *pp, const char *run_dir, Err *err);
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "cli.h"
 
 /* ---- the registry: one X(...) line per policy ------------------------------ */
@@ -352,6 +354,26 @@ double policy_param(const Policy *p, const char *key) { return strtod(policy_par
 
 /* ---- create / free ---------------------------------------------------------- */
 
+/* One scratch per thread that may run a decision. */
+static void ensure_scratch(Policy *p, int n_threads) {
+    if (n_threads <= p->n_scratch) return;
+    p->scratch = xrealloc(p->scratch, (size_t)n_threads * sizeof(PolicyScratch));
+    size_t T = (size_t)p->max_tokens, F = T > 2 * (size_t)p->head_dim ? T : 2 * (size_t)p->head_dim;
+    for (int i = p->n_scratch; i < n_threads; i++) {
+        PolicyScratch *s = &p->scratch[i];
+        s->score = xcalloc(F, sizeof(float));
+        s->sum = xcalloc(F, sizeof(float));
+        s->tmp = xcalloc(F, sizeof(float));
+        s->dtmp = xcalloc(T, sizeof(double));
+        s->order = xcalloc(T, sizeof(int));
+        s->itmp = xcalloc(T, sizeof(int));
+        s->mark = xcalloc(T, 1);
+    }
+    p->n_scratch = n_threads;
+}
+
+PolicyScratch *policy_scratch(Policy *p) { return &p->scratch[omp_get_thread_num()]; }
+
 Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens, Err *err) {
     PolicyOpts o = *opts;
     if (policy_resolve(&o, err) != 0) return NULL;
@@ -378,12 +400,9 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
     size_t L = (size_t)p->n_layers, T = (size_t)max_tokens;
     p->budget = xcalloc(L, sizeof(int));
     p->last_budget = xcalloc(L, sizeof(int));
-    p->score = xcalloc(T, sizeof(float));
-    p->score_sum = xcalloc(T, sizeof(float));
-    p->keep = xcalloc(T, sizeof(int));
-    p->order = xcalloc(T, sizeof(int));
-    p->mark = xcalloc(T, 1);
-    p->tmp = xcalloc(T, sizeof(float));
+    p->keeps = xcalloc(L * p->n_kv_heads * T, sizeof(int));
+    p->n_keeps = xcalloc(L * p->n_kv_heads, sizeof(int));
+    ensure_scratch(p, 1);
     if (p->def->init && p->def->init(p, err) != 0) { policy_free(p); return NULL; }
     p->flags = p->def->flags | p->scorer->flags;
     if (p->flags & POLICY_NEEDS_ACC) p->acc = xcalloc(L * p->n_heads * T, sizeof(float));
@@ -402,8 +421,12 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
 void policy_free(Policy *p) {
     if (!p) return;
     if (p->def->free) p->def->free(p);
-    free(p->skip); free(p->budget); free(p->last_budget);
-    free(p->score); free(p->score_sum); free(p->keep); free(p->order); free(p->mark); free(p->tmp);
+    free(p->skip); free(p->budget); free(p->last_budget); free(p->keeps); free(p->n_keeps);
+    for (int i = 0; i < p->n_scratch; i++) {
+        PolicyScratch *s = &p->scratch[i];
+        free(s->score); free(s->sum); free(s->tmp); free(s->dtmp); free(s->order); free(s->itmp); free(s->mark);
+    }
+    free(p->scratch);
     free(p->acc); free(p->win); free(p->win_count); free(p->aux); free(p->aux_len);
     free(p);
 }
@@ -494,6 +517,21 @@ static void select_best(int *idx, int m, int k, const float *score, const int *p
     }
 }
 
+/* The e worst candidates of [lo, hi) in one pass (e small): w[0..e) holds the
+ * worst seen so far, worst first. Worse = lower score, and among equal scores
+ * the higher position (slots are in position order: the later slot). */
+static void worst_few(const float *score, int lo, int hi, int e, int *w) {
+    int n = 0;
+    for (int j = lo; j < hi; j++) {
+        if (n == e && score[j] > score[w[e - 1]]) continue;   /* the usual case */
+        int i = n < e ? n++ : e - 1;                          /* drop the least bad */
+        while (i > 0 && score[j] <= score[w[i - 1]]) { w[i] = w[i - 1]; i--; }
+        w[i] = j;
+    }
+}
+
+static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
 int policy_select_top(Policy *p, const int *pos, int len, const float *score,
                       int budget, int sinks, int recent, int *keep) {
     int s = sinks < len ? sinks : len;
@@ -503,18 +541,27 @@ int policy_select_top(Policy *p, const int *pos, int len, const float *score,
     if (k > m) k = m;
     if (k < 0) k = 0;
     int n = 0;
-    for (int j = 0; j < lo; j++) keep[n++] = j;
-    if (k == m) {                              /* everything fits */
-        for (int j = lo; j < hi; j++) keep[n++] = j;
-    } else if (k > 0) {
-        /* the k best candidates, then back to slot order via a byte map */
-        int *idx = p->order;
-        for (int j = 0; j < m; j++) idx[j] = lo + j;
-        select_best(idx, m, k, score, pos);
-        memset(p->mark + lo, 0, (size_t)m);
-        for (int j = 0; j < k; j++) p->mark[idx[j]] = 1;
-        for (int j = lo; j < hi; j++) if (p->mark[j]) keep[n++] = j;
+    if (m - k <= 8) {
+        /* Evicting a few (a decode step of the step schedule evicts one): one
+         * pass finds them, then the runs between them are copied. */
+        int ev[9], n_ev = m - k;
+        if (n_ev > 0) worst_few(score, lo, hi, n_ev, ev);
+        qsort(ev, (size_t)n_ev, sizeof(int), cmp_int);
+        ev[n_ev] = len;
+        for (int e = 0, j = 0; e <= n_ev; j = ev[e++] + 1)   /* the runs between evicted slots */
+            while (j < ev[e]) keep[n++] = j++;
+        return n;
     }
+    /* evicting many (after a prompt): the k best by selection, expected O(m) */
+    PolicyScratch *sc = policy_scratch(p);
+    int *idx = sc->order;
+    unsigned char *mark = sc->mark;           /* mark[j] = 1: candidate j is kept */
+    for (int j = 0; j < m; j++) idx[j] = lo + j;
+    if (k > 0) select_best(idx, m, k, score, pos);
+    memset(mark + lo, 0, (size_t)m);
+    for (int j = 0; j < k; j++) mark[idx[j]] = 1;
+    for (int j = 0; j < lo; j++) keep[n++] = j;
+    for (int j = lo; j < hi; j++) if (mark[j]) keep[n++] = j;
     for (int j = hi; j < len; j++) keep[n++] = j;
     return n;
 }
@@ -573,7 +620,6 @@ static void compact_floats(float *a, const int *keep, int n_keep) {
 
 /* Compact one (layer, KV head): the cache and every statistic that follows it. */
 static void apply_keep(Policy *p, KVCache *c, int layer, int g, const int *keep, int n_keep) {
-    int len = kvcache_head(c, layer, g)->len;
     for (int h = g * p->group; h < (g + 1) * p->group; h++) {
         if (p->acc) compact_floats(policy_acc(p, layer, h), keep, n_keep);
         if (p->win) compact_floats(policy_win(p, layer, h), keep, n_keep);
@@ -585,61 +631,44 @@ static void apply_keep(Policy *p, KVCache *c, int layer, int g, const int *keep,
         *valid = v;
     }
     kvcache_keep(c, layer, g, keep, n_keep);
-    p->timing.evicted += len - n_keep;
 }
 
 /* score[] of (layer, g) by the scorer, NaN made -inf so the order stays total. */
 static void score_head(Policy *p, const KVCache *c, int layer, int g, float *score) {
     int len = kvcache_head(c, layer, g)->len;
     p->scorer->score(p, c, layer, g, score);
-    for (int j = 0; j < len; j++)
-        if (isnan(score[j])) score[j] = -INFINITY;
+    for (int j = 0; j < len; j++) score[j] = score[j] == score[j] ? score[j] : -INFINITY;
 }
 
-static void add_decide_time(Policy *p, double s, int decode) {
-    p->timing.decide_s += s;
-    if (decode) p->timing.decide_decode_s += s;
-}
-
-static void evict_head(Policy *p, KVCache *c, int layer, int g, int budget, int decode) {
+/* Decide (layer, g): the slots to keep, or -1 when the head stays as it is. */
+static int decide_head(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
     const KVHead *h = kvcache_head(c, layer, g);
-    int len = h->len, n_keep;
-    double t0 = now_seconds();
     if (p->def->select) {
-        n_keep = p->def->select(p, c, layer, g, budget, p->keep);
-    } else {
-        if (len <= budget) return;
-        score_head(p, c, layer, g, p->score);
-        n_keep = policy_select_top(p, h->pos, len, p->score, budget, p->o.sinks, p->o.recent, p->keep);
+        int n = p->def->select(p, c, layer, g, budget, keep);
+        return n < h->len ? n : -1;
     }
-    double t1 = now_seconds();
-    add_decide_time(p, t1 - t0, decode);
-    if (n_keep < len) apply_keep(p, c, layer, g, p->keep, n_keep);
-    p->timing.apply_s += now_seconds() - t1;
+    if (h->len <= budget) return -1;
+    float *score = policy_scratch(p)->score;
+    score_head(p, c, layer, g, score);
+    return policy_select_top(p, h->pos, h->len, score, budget, p->o.sinks, p->o.recent, keep);
 }
 
-/* Granularity `layer` (TOVA): one token set for every head of the layer, chosen
- * by the score averaged over its KV heads. The heads hold the same tokens. */
-static int evict_layer(Policy *p, KVCache *c, int layer, int budget, int decode, Err *err) {
+/* Granularity `layer` (TOVA): one token set for every head of the layer,
+ * chosen by the score averaged over its KV heads, which must hold the same
+ * tokens. Returns the count, -1 to leave the layer alone, -2 on mismatch. */
+static int decide_layer(Policy *p, const KVCache *c, int layer, int budget, int *keep) {
     const KVHead *h0 = kvcache_head(c, layer, 0);
     int len = h0->len;
-    if (len <= budget) return 0;
-    double t0 = now_seconds();
-    float *sum = p->score_sum;
+    if (len <= budget) return -1;
+    PolicyScratch *sc = policy_scratch(p);
     for (int g = 0; g < p->n_kv_heads; g++) {
         const KVHead *h = kvcache_head(c, layer, g);
-        if (h->len != len || memcmp(h->pos, h0->pos, (size_t)len * sizeof(int)) != 0)
-            return err_set(err, "granularity layer: the KV heads of layer %d hold different tokens", layer);
-        score_head(p, c, layer, g, p->score);
-        for (int j = 0; j < len; j++) sum[j] = g ? sum[j] + p->score[j] : p->score[j];
+        if (h->len != len || memcmp(h->pos, h0->pos, (size_t)len * sizeof(int)) != 0) return -2;
+        score_head(p, c, layer, g, sc->score);
+        for (int j = 0; j < len; j++) sc->sum[j] = g ? sc->sum[j] + sc->score[j] : sc->score[j];
     }
-    for (int j = 0; j < len; j++) p->score[j] = sum[j] / (float)p->n_kv_heads;
-    int n_keep = policy_select_top(p, h0->pos, len, p->score, budget, p->o.sinks, p->o.recent, p->keep);
-    double t1 = now_seconds();
-    add_decide_time(p, t1 - t0, decode);
-    for (int g = 0; g < p->n_kv_heads; g++) apply_keep(p, c, layer, g, p->keep, n_keep);
-    p->timing.apply_s += now_seconds() - t1;
-    return 0;
+    for (int j = 0; j < len; j++) sc->sum[j] /= (float)p->n_kv_heads;
+    return policy_select_top(p, h0->pos, len, sc->sum, budget, p->o.sinks, p->o.recent, keep);
 }
 
 static int layer_longest(const KVCache *c, int layer) {
@@ -650,8 +679,7 @@ static int layer_longest(const KVCache *c, int layer) {
 }
 
 /* The budget of each layer for this eviction (-1: leave the layer alone). */
-static void eviction_budgets(Policy *p, const KVCache *c, int decode) {
-    double t0 = now_seconds();
+static void eviction_budgets(Policy *p, const KVCache *c) {
     if (p->o.schedule == SCHED_THRESHOLD) {
         /* l2compress prune_after: a layer at >= T tokens keeps keep_ratio of its length */
         for (int l = 0; l < p->n_layers; l++) {
@@ -662,7 +690,6 @@ static void eviction_budgets(Policy *p, const KVCache *c, int decode) {
         policy_layer_budgets(p, c, policy_budget_of(&p->o, c->next_pos), p->budget);
         for (int l = 0; l < p->n_layers; l++) if (p->skip[l]) p->budget[l] = -1;
     }
-    add_decide_time(p, now_seconds() - t0, decode);
 }
 
 static int schedule_fires(Policy *p, int start_pos) {
@@ -674,6 +701,47 @@ static int schedule_fires(Policy *p, int start_pos) {
     }
 }
 
+/* Phase 1: every (layer, KV head) — or every layer with granularity layer —
+ * decides in parallel what it keeps (p->keeps). Returns -1 on a layer whose
+ * heads disagree (granularity layer). */
+static int decide_all(Policy *p, const KVCache *c, Err *err) {
+    int KV = p->n_kv_heads, per_layer = p->o.granularity == GRAN_LAYER;
+    int n_tasks = per_layer ? p->n_layers : p->n_layers * KV, bad_layer = -1;
+    size_t T = (size_t)p->max_tokens;
+    #pragma omp parallel for schedule(dynamic, 1) if (n_tasks > 1)
+    for (int task = 0; task < n_tasks; task++) {
+        int l = per_layer ? task : task / KV, g = per_layer ? 0 : task % KV;
+        int *n_keep = &p->n_keeps[l * KV + g], *keep = p->keeps + ((size_t)l * KV + g) * T;
+        *n_keep = -1;
+        if (p->budget[l] < 0) continue;
+        *n_keep = per_layer ? decide_layer(p, c, l, p->budget[l], keep) : decide_head(p, c, l, g, p->budget[l], keep);
+        if (*n_keep == -2) {
+            #pragma omp critical(policy_bad_layer)
+            bad_layer = l;
+            *n_keep = -1;
+        }
+    }
+    if (bad_layer >= 0)
+        return err_set(err, "granularity layer: the KV heads of layer %d hold different tokens", bad_layer);
+    return 0;
+}
+
+/* Phase 2: compact every head that keeps fewer than it holds, in parallel. */
+static void apply_all(Policy *p, KVCache *c) {
+    int KV = p->n_kv_heads, per_layer = p->o.granularity == GRAN_LAYER;
+    size_t T = (size_t)p->max_tokens;
+    long evicted = 0;
+    #pragma omp parallel for schedule(dynamic, 1) reduction(+ : evicted) if (p->n_layers * KV > 1)
+    for (int task = 0; task < p->n_layers * KV; task++) {
+        int l = task / KV, g = task % KV, src = per_layer ? l * KV : task;
+        int n_keep = p->n_keeps[src];
+        if (n_keep < 0) continue;
+        evicted += kvcache_head(c, l, g)->len - n_keep;
+        apply_keep(p, c, l, g, p->keeps + (size_t)src * T, n_keep);
+    }
+    p->timing.evicted += evicted;
+}
+
 int policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err) {
     if (!p) return 0;
     int decode = start_pos > 0;
@@ -682,16 +750,17 @@ int policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err) {
     for (int l = 0; l < p->n_layers; l++) p->last_budget[l] = -1;
     if ((p->flags & POLICY_NEVER_EVICTS) || !schedule_fires(p, start_pos)) return 0;
     p->timing.decisions++;
-    eviction_budgets(p, c, decode);
-    for (int l = 0; l < p->n_layers; l++) {
-        p->last_budget[l] = p->budget[l];
-        if (p->budget[l] < 0) continue;
-        if (p->o.granularity == GRAN_LAYER) {
-            if (evict_layer(p, c, l, p->budget[l], decode, err) != 0) return -1;
-        } else {
-            for (int g = 0; g < p->n_kv_heads; g++) evict_head(p, c, l, g, p->budget[l], decode);
-        }
-    }
+    ensure_scratch(p, omp_get_max_threads());
+    double t0 = now_seconds();
+    eviction_budgets(p, c);
+    int rc = decide_all(p, c, err);
+    double t1 = now_seconds();
+    p->timing.decide_s += t1 - t0;
+    if (decode) p->timing.decide_decode_s += t1 - t0;
+    if (rc != 0) return -1;
+    apply_all(p, c);
+    p->timing.apply_s += now_seconds() - t1;
+    memcpy(p->last_budget, p->budget, (size_t)p->n_layers * sizeof(int));
     return 0;
 }
 

@@ -185,7 +185,9 @@ typedef struct PolicyDef {
     void (*free)(Policy *p);
     /* A new sequence starts (reset p->priv). May be NULL. */
     void (*reset)(Policy *p);
-    /* score[j] for slots j < len of (layer, kv_head): higher = more worth keeping. */
+    /* score[j] for slots j < len of (layer, kv_head): higher = more worth keeping.
+     * Hooks below may run concurrently for different (layer, kv_head): they
+     * write only their head's state and take temporaries from policy_scratch. */
     void (*score)(Policy *p, const KVCache *c, int layer, int kv_head, float *score);
     /* Per-layer budgets for an average `avg` (NULL: every layer gets avg). */
     void (*budgets)(Policy *p, const KVCache *c, int avg, int *budget);
@@ -193,6 +195,15 @@ typedef struct PolicyDef {
      * NULL: policy_select_top with the common protections. */
     int  (*select)(Policy *p, const KVCache *c, int layer, int kv_head, int budget, int *keep);
 } PolicyDef;
+
+/* Scratch memory of one thread: score and select functions run in parallel
+ * over (layer, KV head), each takes its temporaries from policy_scratch(p). */
+typedef struct {
+    float  *score, *sum, *tmp;   /* [max(max_tokens, 2*head_dim)] */
+    double *dtmp;                /* [max_tokens] */
+    int    *order, *itmp;        /* [max_tokens] */
+    unsigned char *mark;         /* [max_tokens] */
+} PolicyScratch;
 
 struct Policy {
     PolicyOpts o;                /* resolved */
@@ -211,13 +222,14 @@ struct Policy {
     float *aux;                  /* [L, KV, max_tokens] a policy's per-slot value */
     int   *aux_len;              /* [L, KV] aux is valid for slots [0, aux_len) */
     void  *priv;                 /* the policy's own state */
-    /* the decision in progress */
+    /* the decision in progress: decided for every (layer, KV head) in
+     * parallel, then applied in parallel */
     int   *budget;               /* [L] */
     int   *last_budget;          /* [L] */
-    float *score, *score_sum;    /* [max_tokens] scratch of the framework */
-    float *tmp;                  /* [max_tokens] scratch for a score or budgets function */
-    int   *keep, *order;         /* [max_tokens] scratch */
-    unsigned char *mark;         /* [max_tokens] scratch */
+    int   *keeps;                /* [L, KV, max_tokens] the slots each head keeps */
+    int   *n_keeps;              /* [L, KV] how many; -1 = the head is left alone */
+    PolicyScratch *scratch;      /* [n_scratch] one per thread (policy_scratch) */
+    int    n_scratch;
     int    decode_steps;         /* decode forwards since the prompt (interval:N) */
     AttentionObserver chained;   /* an observer that was installed before ours */
     int    has_chained;
@@ -238,6 +250,10 @@ const char *policy_param_str(const Policy *p, const char *key);
 double      policy_param_or(const Policy *p, const char *key, double fallback);
 const char *policy_param_str_or(const Policy *p, const char *key, const char *fallback);
 
+/* The calling thread's scratch (valid inside the policy's hooks and for
+ * policy_select_top; thread 0 outside a parallel region). */
+PolicyScratch *policy_scratch(Policy *p);
+
 /* Row of a per-query-head statistic / per-KV-head aux array. */
 static inline float *policy_acc(const Policy *p, int layer, int head) {
     return p->acc + ((size_t)layer * p->n_heads + head) * p->max_tokens;
@@ -257,7 +273,8 @@ void policy_group_mean(const Policy *p, const float *stat, int layer, int kv_hea
 /* The default selection: keep the first `sinks` and the last `recent` slots,
  * and the best-scoring others until `budget` slots are kept (if the protected
  * slots alone exceed the budget, only they stay). Ties: the lower original
- * position wins. keep[] receives ascending slot indices; returns the count. */
+ * position wins (pos[] is ascending: slot order, as in the cache). keep[]
+ * receives ascending slot indices; returns the count. */
 int policy_select_top(Policy *p, const int *pos, int len, const float *score,
                       int budget, int sinks, int recent, int *keep);
 

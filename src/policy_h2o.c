@@ -29,8 +29,9 @@ static int select_h2o(Policy *p, const KVCache *c, int layer, int g, int budget,
     const char *r = policy_param_str(p, "recent");
     int recent = strcmp(r, "auto") ? (int)policy_param(p, "recent") : budget / 2;
     if (recent < p->o.recent) recent = p->o.recent;
-    score_h2o(p, c, layer, g, p->score);
-    return policy_select_top(p, h->pos, h->len, p->score, budget, p->o.sinks, recent, keep);
+    float *score = policy_scratch(p)->score;
+    score_h2o(p, c, layer, g, score);
+    return policy_select_top(p, h->pos, h->len, score, budget, p->o.sinks, recent, keep);
 }
 
 static const PolicyParam params[] = {

@@ -39,41 +39,38 @@
 #include "policy.h"
 
 typedef struct {
-    int *base;          /* [L*KV] end of the compressed region */
-    float *mn, *mx;     /* [hd] per-channel min/max of the reference partition */
-    double *sigma;      /* [lag] */
-    float *score;       /* [lag] */
-    int *chosen;        /* [lag] */
+    int *base;          /* [L*KV] end of the compressed region, per (layer, KV head) */
 } LagState;
 
 #define LAG_EPS 1e-6f
 
 /* s_Z for the L tokens of Z[0..L) against the reference Z[L..2L): adds the
- * softmax of σ into score[0..L).   Z: [2L, d] rows of keys or values. */
-static void add_lag_score(LagState *st, const float *Z, int L, int d, float *score) {
+ * softmax of σ into score[0..L).   Z: [2L, d] rows of keys or values;
+ * sc->tmp holds mn [d] and mx [d], sc->dtmp σ [L]. */
+static void add_lag_score(PolicyScratch *sc, const float *Z, int L, int d, float *score) {
     const float *ref = Z + (size_t)L * d;
-    for (int c = 0; c < d; c++) st->mn[c] = st->mx[c] = ref[c];
+    float *mn = sc->tmp, *mx = sc->tmp + d;
+    double *sigma = sc->dtmp, max_sigma = -INFINITY, sum = 0;
+    for (int c = 0; c < d; c++) mn[c] = mx[c] = ref[c];
     for (int t = 1; t < L; t++)
         for (int c = 0; c < d; c++) {
             float v = ref[(size_t)t * d + c];
-            if (v < st->mn[c]) st->mn[c] = v;
-            if (v > st->mx[c]) st->mx[c] = v;
+            if (v < mn[c]) mn[c] = v;
+            if (v > mx[c]) mx[c] = v;
         }
-    double max_sigma = -INFINITY, sum = 0;
     for (int t = 0; t < L; t++) {
         double mean = 0, ss = 0;
-        for (int c = 0; c < d; c++)
-            mean += (Z[(size_t)t * d + c] - st->mn[c]) / (st->mx[c] - st->mn[c] + LAG_EPS);
+        for (int c = 0; c < d; c++) mean += (Z[(size_t)t * d + c] - mn[c]) / (mx[c] - mn[c] + LAG_EPS);
         mean /= d;
         for (int c = 0; c < d; c++) {
-            double z = (Z[(size_t)t * d + c] - st->mn[c]) / (st->mx[c] - st->mn[c] + LAG_EPS) - mean;
+            double z = (Z[(size_t)t * d + c] - mn[c]) / (mx[c] - mn[c] + LAG_EPS) - mean;
             ss += z * z;
         }
-        st->sigma[t] = sqrt(ss / (d - 1));
-        if (st->sigma[t] > max_sigma) max_sigma = st->sigma[t];
+        sigma[t] = sqrt(ss / (d - 1));
+        if (sigma[t] > max_sigma) max_sigma = sigma[t];
     }
-    for (int t = 0; t < L; t++) sum += exp(st->sigma[t] - max_sigma);
-    for (int t = 0; t < L; t++) score[t] += (float)(exp(st->sigma[t] - max_sigma) / sum);
+    for (int t = 0; t < L; t++) sum += exp(sigma[t] - max_sigma);
+    for (int t = 0; t < L; t++) score[t] += (float)(exp(sigma[t] - max_sigma) / sum);
 }
 
 static int keep_per_partition(const Policy *p) {
@@ -83,6 +80,7 @@ static int keep_per_partition(const Policy *p) {
 static int select_lagkv(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
     (void)budget;
     LagState *st = p->priv;
+    PolicyScratch *sc = policy_scratch(p);
     const KVHead *h = kvcache_head(c, layer, g);
     int L = (int)policy_param(p, "lag"), S = (int)policy_param(p, "sink"), r = keep_per_partition(p), d = p->head_dim;
     int *base = &st->base[layer * p->n_kv_heads + g], n = 0;
@@ -95,11 +93,12 @@ static int select_lagkv(Policy *p, const KVCache *c, int layer, int g, int budge
     for (int j = 0; j < *base; j++) keep[n++] = j;      /* sinks + compressed region */
     for (int i = 0; i + 1 < m; i++) {
         int a = *base + i * L;
-        for (int t = 0; t < L; t++) st->score[t] = 0;
-        add_lag_score(st, h->keys + (size_t)a * d, L, d, st->score);
-        add_lag_score(st, h->values + (size_t)a * d, L, d, st->score);
-        int k = policy_select_top(p, h->pos + a, L, st->score, r, 0, 0, st->chosen);
-        for (int j = 0; j < k; j++) keep[n++] = a + st->chosen[j];
+        float *score = sc->sum;
+        for (int t = 0; t < L; t++) score[t] = 0;
+        add_lag_score(sc, h->keys + (size_t)a * d, L, d, score);
+        add_lag_score(sc, h->values + (size_t)a * d, L, d, score);
+        int k = policy_select_top(p, h->pos + a, L, score, r, 0, 0, sc->itmp);
+        for (int j = 0; j < k; j++) keep[n++] = a + sc->itmp[j];
     }
     for (int j = *base + (m - 1) * L; j < h->len; j++) keep[n++] = j;   /* P_{m-1} + remainder */
     *base += (m - 1) * r;
@@ -113,17 +112,11 @@ static void reset_lagkv(Policy *p) {
 }
 
 static int init_lagkv(Policy *p, Err *err) {
-    int L = (int)policy_param(p, "lag");
     if (keep_per_partition(p) < 1)
         return err_set(err, "--policy lagkv: ratio*lag = %g keeps no token of a partition",
-                       policy_param(p, "ratio") * L);
+                       policy_param(p, "ratio") * policy_param(p, "lag"));
     LagState *st = xcalloc(1, sizeof *st);
     st->base = xcalloc((size_t)p->n_layers * p->n_kv_heads, sizeof(int));
-    st->mn = xcalloc((size_t)p->head_dim, sizeof(float));
-    st->mx = xcalloc((size_t)p->head_dim, sizeof(float));
-    st->sigma = xcalloc((size_t)L, sizeof(double));
-    st->score = xcalloc((size_t)L, sizeof(float));
-    st->chosen = xcalloc((size_t)L, sizeof(int));
     p->priv = st;
     reset_lagkv(p);
     return 0;
@@ -132,7 +125,7 @@ static int init_lagkv(Policy *p, Err *err) {
 static void free_lagkv(Policy *p) {
     LagState *st = p->priv;
     if (!st) return;
-    free(st->base); free(st->mn); free(st->mx); free(st->sigma); free(st->score); free(st->chosen);
+    free(st->base);
     free(st);
     p->priv = NULL;
 }

@@ -38,7 +38,7 @@ static void score_snapkv(Policy *p, const KVCache *c, int layer, int g, float *s
     int k = (int)policy_param_or(p, "kernel", 7);
     int use_max = strcmp(policy_param_str_or(p, "pool", "max"), "avg") != 0;
     int n_pool = n - p->window_protect > 0 ? n - p->window_protect : 0;
-    float *raw = p->tmp;
+    float *raw = policy_scratch(p)->tmp;
     policy_group_mean(p, p->win, layer, g, n, raw);
     pool1d(raw, n_pool, k, use_max, score);
     for (int j = n_pool; j < n; j++) score[j] = raw[j];   /* the window: protected anyway */

@@ -47,7 +47,7 @@ static void budgets_zigzag(Policy *p, const KVCache *c, int avg, int *budget) {
         lmba[l] = 0;
         for (int h = 0; h < p->n_heads; h++) {
             int n = kvcache_head(c, l, h / p->group)->len;
-            float *a = p->tmp;     /* the window sum; the mean has the same MBA */
+            float *a = policy_scratch(p)->tmp;   /* the window sum: the mean has the same MBA */
             for (int j = 0; j < n; j++) a[j] = policy_win(p, l, h)[j];
             lmba[l] += minimal_budget(a, n, tau) / (double)p->n_heads;
         }

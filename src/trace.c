@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "npy.h"
 #include "ops.h"
+#include "policy.h"
 #include "sampler.h"
 
 /* ---- the plan ------------------------------------------------------------------- */
@@ -52,7 +53,10 @@ struct Tracer {
     float *attn, *key_norm, *value_norm;
     int *ids;                     /* [S, P] */
     int seq;                      /* the sequence being run */
+    Policy *policy;               /* evicts from the traced cache (NULL: none) */
 };
+
+void tracer_set_policy(Tracer *t, Policy *p) { t->policy = p; }
 
 static int check_selection(const char *what, const int *v, int n, int limit, Err *err) {
     if (n <= 0) return err_set(err, "trace: no %s selected", what);
@@ -155,10 +159,9 @@ static void tracer_observe(void *ctx, int layer, int head, int query_pos,
         if (key_pos[j] >= 0 && key_pos[j] < t->P) out[key_pos[j]] = probs[j];
 }
 
+/* sqrt(Σ x²), as the l2 policy and the golden test take it. */
 static float l2_norm(const float *x, int n) {
-    double ss = 0;
-    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    return (float)sqrt(ss);
+    return sqrtf(kernels_get()->sum_squares(x, n));
 }
 
 /* ‖k‖ and ‖v‖ of every cached token of the selected layers not measured yet
@@ -177,10 +180,32 @@ static void record_norms(Tracer *t, const KVCache *cache) {
         }
 }
 
+/* With a policy: our rows, then the policy's attention statistics. */
+static void tracer_observe_with_policy(void *ctx, int layer, int head, int query_pos,
+                                       const float *probs, const int *key_pos, int n_keys) {
+    Tracer *t = ctx;
+    tracer_observe(t, layer, head, query_pos, probs, key_pos, n_keys);
+    policy_observe(t->policy, layer, head, query_pos, probs, key_pos, n_keys);
+}
+
+/* One forward(), between the policy's two halves when there is one, so the
+ * norms of this forward's tokens are recorded before the policy may evict
+ * them. The observer is installed only when one of these positions is a
+ * recorded query or the policy scores by attention (the engine's
+ * observer-free attention path is faster). */
 static int traced_forward(Tracer *t, Forward *f, KVCache *cache, const int *ids, int n,
                           const StepHook *hook, Err *err) {
-    if (forward(f, cache, ids, n, NULL, err) != 0) return -1;
+    int p0 = cache->next_pos, wanted = 0;
+    for (int p = p0; p < p0 + n && p < t->P && !wanted; p++) wanted = t->query_row[p] >= 0;
+    int policy_sees = t->policy && policy_needs_attention(t->policy);
+    AttentionObserver obs = { t, policy_sees ? tracer_observe_with_policy : tracer_observe };
+    if (policy_before_forward(t->policy, cache, n, err) != 0) return -1;
+    forward_set_observer(f, wanted || policy_sees ? &obs : NULL);
+    int rc = forward(f, cache, ids, n, NULL, err);
+    forward_set_observer(f, NULL);
+    if (rc != 0) return -1;
     record_norms(t, cache);
+    if (policy_after_forward(t->policy, cache, p0, err) != 0) return -1;
     if (hook && hook->step) hook->step(hook->ctx, n);
     return 0;
 }
@@ -192,15 +217,12 @@ int tracer_run(Tracer *t, Forward *f, KVCache *cache, const int *prompt, int seq
     int n = t->plan.n_prompt, *ids = t->ids + (size_t)seq_index * t->P;
     memcpy(ids, prompt, (size_t)n * sizeof(int));
     t->seq = seq_index;
-    AttentionObserver obs = { t, tracer_observe };
-    forward_set_observer(f, &obs);
     kvcache_reset(cache);
     int rc = traced_forward(t, f, cache, ids, n, hook, err);
     for (int s = 0; rc == 0 && s < t->plan.n_gen; s++) {
         ids[n + s] = argmax(forward_last_logits(f), t->vocab);    /* greedy */
         rc = traced_forward(t, f, cache, &ids[n + s], 1, hook, err);
     }
-    forward_set_observer(f, NULL);
     return rc;
 }
 

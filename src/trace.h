@@ -21,7 +21,12 @@
  *   n_prompt    i32 []                 prompt length (positions >= n_prompt were generated)
  *
  * The query of generated token s sits at position n_prompt + s: decode step s
- * runs that token and its attention row looks at positions 0..n_prompt+s. */
+ * runs that token and its attention row looks at positions 0..n_prompt+s.
+ *
+ * With an eviction policy (tracer_set_policy), a recorded row is NaN on the
+ * tokens the policy had evicted before that step: the kept set of query q is
+ * isfinite(attn[..., q, :]) (the same for every query head of a KV head), and
+ * the norms of evicted tokens are still recorded (taken before eviction). */
 #ifndef KVLAB_TRACE_H
 #define KVLAB_TRACE_H
 
@@ -61,6 +66,9 @@ void tracer_free(Tracer *t);
  * plan.n_gen greedy decode steps (EOS does not stop them: the shapes stay fixed). */
 int tracer_run(Tracer *t, Forward *f, KVCache *cache, const int *prompt, int seq_index,
                const StepHook *hook, Err *err);
+/* Evict with this policy during tracer_run (NULL: none; the tracer does not own it). */
+struct Policy;
+void tracer_set_policy(Tracer *t, struct Policy *p);
 int tracer_write_npz(const Tracer *t, const char *path, Err *err);
 
 /* ---- run-directory helpers ------------------------------------------------------ */

@@ -36,6 +36,10 @@ T2=$tmp/trace_prompt
 check "trace -p --steps decode --every 2 --heads all" \
     "$KVLAB" trace -m "$MODEL" -p "Once upon a time, there was a cat" --gen 6 --steps decode --every 2 -o "$T2"
 
+TP=$tmp/trace_policy
+check "trace --policy l2 --compression-ratio 0.5 --steps decode" \
+    "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 64 --gen 6 --policy l2 --compression-ratio 0.5 --steps decode -o "$TP"
+
 # ---- correlate -------------------------------------------------------------------------
 C=$tmp/corr
 check "correlate -f --chunk 128 --chunks 4 (first-gen)" \
@@ -51,6 +55,14 @@ check "correlate --query last-prefill --ids" \
 check "all-decode: n = 2 chunks x 8 steps per (layer, head)" \
     bash -c "grep -q '^3,5,2,spearman,,[^,]*,[^,]*,16\$' '$tmp/corr_dec/metrics.csv'"
 
+PR=$tmp/probe
+check "correlate --policy l2 --compression-ratio 0.5 (policy vs full cache)" \
+    "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 96 --chunks 2 --gen 12 --policy l2 --compression-ratio 0.5 -o "$PR"
+check "policy run: policy_loss.csv, policy_steps.csv (12 steps), policy.npz, meta.json with the policy" \
+    bash -c "[ \$(wc -l <'$PR/policy_steps.csv') -eq 13 ] && [ \$(wc -l <'$PR/policy_loss.csv') -eq $((1 + 5 * 8 * 4)) ] && [ \"\$(head -c 2 '$PR/policy.npz')\" = PK ] && grep -q '\"policy\":[[:space:]]*\"l2\"' '$PR/meta.json'"
+check "policy full loses nothing" \
+    bash -c "'$KVLAB' correlate -m '$MODEL' -f '$TEXT' --chunk 64 --chunks 1 --gen 4 --policy full -o '$tmp/probe_full' 2>/dev/null && awk -F, 'NR > 1 && \$4 == \"attention_loss\" && \$5 != 0 { bad = 1 } END { exit bad }' '$tmp/probe_full/policy_loss.csv'"
+
 # ---- errors: one line naming the option ----------------------------------------------
 check_error "--steps bogus" "--steps" "$KVLAB" trace -m "$MODEL" -p hi --steps bogus -o "$tmp/x"
 check_error "--max-bytes too small: says the size needed" "needs .* bytes" \
@@ -61,6 +73,7 @@ check_error "--heads not ascending" "--heads" "$KVLAB" trace -m "$MODEL" -p hi -
 check_error "--every 0" "--every" "$KVLAB" trace -m "$MODEL" -p hi --every 0 -o "$tmp/x"
 check_error "--query bogus" "--query" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --query bogus -o "$tmp/x"
 check_error "--chunk longer than the context" "--chunk" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" -o "$tmp/x"
+check_error "--policy unknown" "--policy" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --policy nosuch -o "$tmp/x"
 check_error "correlate without -o" "-o" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64
 check_error "--gen beyond the context" "--gen" "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 500 --gen 100 -o "$tmp/x"
 [ ! -e "$tmp/x" ] && ok "refused runs leave no output directory" || fail "refused runs leave no output directory"
@@ -71,7 +84,7 @@ missing=""
 for o in -p --ids -f --chunk --chunks --gen --layers --heads --steps --every --max-bytes -o --batch --threads --ctx; do
     grep -q -- "$o" "$tmp/h_trace" || missing="$missing trace:$o"; done
 "$KVLAB" correlate --help >"$tmp/h_corr"
-for o in -f --chunk --chunks -p --ids --query first-gen all-decode last-prefill --gen --seed -o --batch --threads; do
+for o in -f --chunk --chunks -p --ids --query first-gen all-decode last-prefill --gen --seed -o --batch --threads --policy --compression-ratio; do
     grep -q -- "$o" "$tmp/h_corr" || missing="$missing correlate:$o"; done
 [ -z "$missing" ] && ok "--help documents every option" || fail "--help documents every option" "missing:$missing"
 
@@ -90,6 +103,19 @@ for i, qp in enumerate(q):
     assert np.allclose(np.nansum(a[:, :, :, i, :qp + 1], axis=-1), 1, atol=1e-4)
 assert k.shape == (2, 3, 4, 72) and np.all(k > 0) and np.all(z["value_norm"] > 0)
 EOF
+    check "numpy: trace with l2: layers 0,1 see everything, the others the kept half + the new token" $PY - "$TP" <<'EOF'
+import sys, numpy as np
+z = np.load(sys.argv[1] + "/trace.npz")
+a = z["attn"]
+assert a.shape == (1, 5, 8, 6, 70), a.shape
+seen = np.isfinite(a).sum(axis=-1)                       # [1, 5, 8, 6]
+for l in range(5):
+    for qi, q in enumerate(z["query_pos"]):
+        # l2 skips layers 0, 1; elsewhere each forward ends cut back to floor(n/2) of the n seen
+        want = q + 1 if l < 2 else q // 2 + 1
+        assert np.all(seen[0, l, :, qi] == want), (l, q, seen[0, l, :, qi])
+assert not np.isnan(z["key_norm"]).any()                 # norms of evicted tokens too
+EOF
     check "numpy: metrics.npz shapes and ranges" $PY - "$C" <<'EOF'
 import sys, numpy as np
 z = np.load(sys.argv[1] + "/metrics.npz")
@@ -107,9 +133,9 @@ fi
 
 # ---- plots ------------------------------------------------------------------------------
 if $PY -c 'import matplotlib, numpy' 2>/dev/null; then
-    check "make plots RUN=\"trace correlate\" renders every figure" \
-        make -s plots RUN="$T $C" PLOTS_OUT="$tmp/plots"
-    for f in fig1_attention_vs_norm_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer; do
+    check "make plots RUN=\"trace correlate policy\" renders every figure" \
+        make -s plots RUN="$T $C $PR" PLOTS_OUT="$tmp/plots"
+    for f in fig1_attention_vs_norm_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer policy_loss_probe; do
         png=$tmp/plots/$f.png pdf=$tmp/plots/$f.pdf
         if [ "$(head -c 8 "$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] &&
            [ "$(stat -c %s "$png" 2>/dev/null || echo 0)" -gt 20000 ] &&

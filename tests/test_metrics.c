@@ -15,6 +15,7 @@
 #include "forward.h"
 #include "metrics.h"
 #include "npy.h"
+#include "policy.h"
 #include "tokenizer.h"
 #include "trace.h"
 
@@ -286,6 +287,30 @@ static void test_hand_cases(void) {
         }
         CHECK(worst <= 1e-9, "worst |diff| %.3g", worst);
         normstats_free(&ns);
+        rowscratch_free(&s);
+    }
+    CASE("normstats_extend (decode: insert the new slots) = normstats_set (sort afresh), ties included") {
+        RowScratch s;
+        NormStats inc, full;
+        rowscratch_init(&s);
+        normstats_init(&inc);
+        normstats_init(&full);
+        float norm[600];
+        int same = 1, n = 0;
+        for (int i = 0; i < 600; i++) norm[i] = (float)(int)(rnd() * 50) / 7;   /* many ties */
+        for (int step = 0; n < 600; step++) {
+            n += step == 0 ? 100 : 1 + (step % 3 == 0 ? 2 : 0);
+            if (n > 600) n = 600;
+            normstats_extend(&inc, norm, n, &s);
+            normstats_set(&full, norm, n, &s);
+            for (int i = 0; i < n; i++)
+                same &= inc.by_norm_desc[i] == full.by_norm_desc[i] && inc.norm_rank[i] == full.norm_rank[i] &&
+                        inc.avg_rank[i] == full.avg_rank[i];
+            same &= inc.n == full.n && inc.norm_ss == full.norm_ss && inc.rank_ss == full.rank_ss;
+        }
+        CHECK(same, "incremental and fresh norm orders differ");
+        normstats_free(&inc);
+        normstats_free(&full);
         rowscratch_free(&s);
     }
     CASE("Welford mean / sample std = two-pass formulas; NaN values skipped") {
@@ -682,6 +707,95 @@ static void test_guards_and_outputs(void) {
     }
 }
 
+/* The policy probe: `full` loses nothing; l2 with one eviction after the
+ * prompt loses, at the first decode step, exactly the full-cache attention on
+ * the prompt tokens with the highest key norms (computed here from a trace). */
+static Policy *make_policy(const Model *m, const char *spec, double ratio, Schedule sched, int max_tokens) {
+    PolicyOpts po;
+    Err err;
+    policy_defaults(&po);
+    if (policy_parse_spec(&po, spec, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    if (ratio > 0) { po.budget_kind = BUDGET_COMPRESSION; po.budget = ratio; }
+    po.schedule = sched;
+    if (policy_resolve(&po, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    Policy *p = policy_create(&po, &m->cfg, max_tokens, &err);
+    if (!p) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    return p;
+}
+
+static void test_policy_probe(void) {
+    CASE("policy probe: full loses nothing; l2 after the prompt loses the attention on the highest norms") {
+        Golden g = golden_load("golden/golden_stories260K_text.npz");
+        Model m = load_stories();
+        Err err;
+        int T = g.T, steps = 3, *ids = ids_int(&g);
+        KVCache full, pc;
+        forward_cache_init(&m, &full, T + steps, &err);
+        forward_cache_init(&m, &pc, T + steps, &err);
+        Forward *f = forward_create(&m, 64);
+
+        Policy *pf = make_policy(&m, "full", 0, SCHED_DEFAULT, T + steps);
+        PolicyProbe *pp = policy_probe_create(&m.cfg, T + steps, steps);
+        CHECK(policy_probe_run(pp, f, &full, &pc, pf, ids, T, NULL, &err) == 0, "%s", err.msg);
+        double worst = 0;
+        for (int l = 0; l < g.L; l++)
+            for (int h = 0; h < g.H; h++) {
+                worst = fmax(worst, fabs(policy_probe_stat(pp, l, h, PROBE_LOSS)->mean));
+                worst = fmax(worst, fabs(policy_probe_stat(pp, l, h, PROBE_KEPT)->mean - 1));
+                worst = fmax(worst, fabs(policy_probe_stat(pp, l, h, PROBE_OVERLAP)->mean - 1));
+            }
+        CHECK(worst <= 1e-6 && policy_probe_step(pp, steps, PROBE_LOSS)->n == g.L * g.H, "full: %.3g", worst);
+        policy_probe_free(pp);
+        policy_free(pf);
+
+        /* reference: the first decode row of the full cache and the key norms */
+        int layers[5] = { 0, 1, 2, 3, 4 }, heads[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
+        TracePlan plan = { 5, layers, 8, heads, TRACE_DECODE, 1, T, 1, 1 };
+        Tracer *t = tracer_create(&m.cfg, &plan, (size_t)1 << 30, &err);
+        CHECK(tracer_run(t, f, &full, ids, 0, NULL, &err) == 0, "%s", err.msg);
+        char path[512];
+        snprintf(path, sizeof path, "%s/probe.npz", tmpdir);
+        CHECK(tracer_write_npz(t, path, &err) == 0, "%s", err.msg);
+        NpyArray a = load_member(path, "attn"), k = load_member(path, "key_norm");
+        float *ta = npy_to_f32(&a), *tk = npy_to_f32(&k);
+
+        /* l2, one eviction after the prompt, one decode step: the per-(layer, head)
+         * mean is that step's value */
+        Policy *pl = make_policy(&m, "l2", 0.5, SCHED_PREFILL, T + steps);
+        pp = policy_probe_create(&m.cfg, T + 1, 1);
+        CHECK(policy_probe_run(pp, f, &full, &pc, pl, ids, T, NULL, &err) == 0, "%s", err.msg);
+        int keep = T / 2, checked = 0;   /* floor(T * (1 - 0.5)) */
+        worst = 0;
+        for (int l = 0; l < g.L; l++)
+            for (int h = 0; h < g.H; h++) {
+                const float *row = ta + ((size_t)l * 8 + h) * (T + 1);
+                const float *norm = tk + ((size_t)l * g.KV + h / 2) * (T + 1);
+                double want = 0, kept_want = l >= 2 ? (keep + 1.0) / (T + 1) : 1.0;
+                if (l >= 2) {   /* l2 skips layers 0 and 1; evicted: the T - keep highest norms */
+                    for (int p = 0; p < T; p++) if (direct_norm_place(norm, T, p) < T - keep) want += row[p];
+                    checked++;
+                }
+                worst = fmax(worst, fabs(policy_probe_stat(pp, l, h, PROBE_LOSS)->mean - want));
+                worst = fmax(worst, fabs(policy_probe_stat(pp, l, h, PROBE_KEPT)->mean - kept_want));
+                CHECK(policy_probe_stat(pp, l, h, PROBE_ORACLE_LOSS)->mean <= policy_probe_stat(pp, l, h, PROBE_LOSS)->mean + 1e-6,
+                      "layer %d head %d: oracle worse than l2", l, h);
+            }
+        printf("      %d compressed (layer, head) checked, worst |diff| %.2e\n", checked, worst);
+        CHECK(worst <= 1e-5, "l2 probe vs direct %.3g", worst);
+        remove_tmp("probe.npz");
+        free(ta); free(tk); npy_free(&a); npy_free(&k);
+        policy_probe_free(pp);
+        policy_free(pl);
+        tracer_free(t);
+        free(ids);
+        forward_free(f);
+        kvcache_free(&full);
+        kvcache_free(&pc);
+        model_free(&m);
+        golden_free(&g);
+    }
+}
+
 int main(void) {
     make_tmpdir();
     test_hand_cases();
@@ -692,6 +806,7 @@ int main(void) {
     test_trace_roundtrip();
     test_trace_subset_and_first_gen();
     test_guards_and_outputs();
+    test_policy_probe();
     rmdir(tmpdir);
     return check_summary();
 }

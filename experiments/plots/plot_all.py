@@ -3,6 +3,7 @@
   trace.npz   -> fig1_attention_vs_norm
   metrics.npz -> fig2_alr_heatmap, loss_vs_ratio, and rho_per_layer (all such
                  runs together: one line per run/model)
+  policy.npz  -> policy_loss (kvlab correlate --policy ...)
 PNG and PDF go to OUT_DIR (default: FIRST_RUN/plots); the paths are printed.
 
 usage: plot_all.py RUN_DIR [RUN_DIR ...] [-o OUT_DIR]     (make plots RUN="dir1 dir2")"""
@@ -14,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fig1_attention_vs_norm  # noqa: E402
 import fig2_alr_heatmap  # noqa: E402
 import loss_vs_ratio  # noqa: E402
+import policy_loss  # noqa: E402
 import rho_per_layer  # noqa: E402
 
 
@@ -38,8 +40,11 @@ def main():
             paths += loss_vs_ratio.plot(run, out, name="loss_vs_ratio" + tag)
             correlate_runs.append(run)
             found = True
+        if os.path.exists(os.path.join(run, "policy.npz")):
+            paths += policy_loss.plot(run, out, name="policy_loss" + tag)
+            found = True
         if not found:
-            sys.exit(f"{run}: neither trace.npz nor metrics.npz (not a kvlab trace/correlate run)")
+            sys.exit(f"{run}: no trace.npz, metrics.npz or policy.npz (not a kvlab trace/correlate run)")
     if correlate_runs:
         paths += rho_per_layer.plot(correlate_runs, out)
     for p in paths:

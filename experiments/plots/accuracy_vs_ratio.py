@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""Paper Fig. 4 (and the perplexity counterpart): quality vs compression ratio per
+policy. Panels: perplexity relative to the full cache (ppl / ppl_full), passkey
+accuracy, needle score (whichever tasks the CSV has). Solid lines: every policy at
+the main skip-layer set (--skip, the paper's 0,1); dashed/dotted: l2 at the other
+skip sets; grey horizontal line: the full cache. One figure per model:
+OUT/accuracy_vs_ratio_MODEL.png/.pdf.
+
+Input: the tidy CSV of `experiments/collect.py ROOT -o all.csv` (the overall rows:
+length = depth = "all" for passkey and needle).
+
+usage: accuracy_vs_ratio.py ALL_CSV [-o OUT_DIR] [--skip 0,1]
+Run with Debian's /usr/bin/python3 (python3-matplotlib, python3-numpy)."""
+import argparse
+import csv
+import os
+import sys
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLOURS = {"l2": "tab:blue", "l2-high": "tab:red", "random": "tab:gray"}
+TASKS = [("ppl", "ppl", "perplexity / full-cache perplexity"),
+         ("passkey", "accuracy", "passkey accuracy"),
+         ("needle", "score", "needle score (word overlap)")]
+SKIP_STYLE = ["--", ":", "-."]
+
+
+def headline(rows):
+    """{(model, task): {(policy, skip): {ratio: value}}} and the full-cache values."""
+    out, full = defaultdict(lambda: defaultdict(dict)), {}
+    for r in rows:
+        task = r["task"]
+        if task != "ppl" and (r.get("length") != "all" or r.get("depth") != "all"):
+            continue
+        metric = dict((t, m) for t, m, _ in TASKS)[task]
+        v = float(r[metric])
+        if r["policy"] == "full":
+            full[(r["model"], task)] = v
+        else:
+            out[(r["model"], task)][(r["policy"], r["skip_layers"])][float(r["compression_ratio"])] = v
+    return out, full
+
+
+def panel(ax, series, full, task, skip, label):
+    for (policy, sk), pts in sorted(series.items()):
+        if sk != skip and policy != "l2":
+            continue
+        xs = sorted(pts)
+        ys = [pts[x] / full if task == "ppl" and full else pts[x] for x in xs]
+        others = sorted({s for (_, s) in series if s != skip})
+        ls = "-" if sk == skip else SKIP_STYLE[others.index(sk) % len(SKIP_STYLE)]
+        ax.plot([x * 100 for x in xs], ys, ls, marker="o", ms=3, color=COLOURS.get(policy, "tab:green"),
+                label=f"{policy}, skip {sk}")
+    if full is not None:
+        ax.axhline(1.0 if task == "ppl" else full, color="black", lw=1, alpha=0.5, label="full cache")
+    ax.set_xlabel("compression ratio (% of the KV cache evicted)")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("all_csv")
+    ap.add_argument("-o", "--out", default="plots")
+    ap.add_argument("--skip", default="0,1")
+    a = ap.parse_args()
+    with open(a.all_csv, newline="") as f:
+        series, full = headline(list(csv.DictReader(f)))
+    models = sorted({m for m, _ in series})
+    if not models:
+        sys.exit(f"{a.all_csv}: no compressed runs")
+    for model in models:
+        tasks = [t for t in TASKS if (model, t[0]) in series]
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+        for ax, (task, _, label) in zip(axes[0], tasks):
+            panel(ax, series[(model, task)], full.get((model, task)), task, a.skip, label)
+            ax.set_title(task)
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"{model}: quality vs KV-cache compression")
+        fig.tight_layout()
+        for p in common.save(fig, a.out, f"accuracy_vs_ratio_{model}"):
+            print(p)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# sweep.sh — run kvlab evaluations over the cartesian product
+#   models x tasks x policies x compression ratios x skip-layer sets
+# one run directory per point: OUT/MODEL/TASK/POLICY_rRATIO_sSKIP (OUT/MODEL/TASK/full
+# for the full cache, which has no ratio or skip set). Points whose run directory holds
+# meta.json (written last by kvlab) are finished and skipped; interrupted points are
+# continued (every point runs with --resume, so finished units are never recomputed).
+# Points run in parallel on this machine (-j N, xargs -P), or --slurm writes a Slurm
+# job-array script that runs the same command lines on a cluster.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: experiments/sweep.sh [-c CONFIG] [options]
+
+  -c, --config FILE   sweep description (below); options given here override it
+  --models LIST       NAME=PATH or PATH entries (NAME defaults to the file/dir name)
+  --tasks LIST        ppl passkey needle
+  --policies LIST     e.g. "full l2 l2-high random"
+  --ratios LIST       compression ratios (fraction removed), e.g. "0.1 0.5 0.9"
+  --skips LIST        skip-layer sets, e.g. "0 0,1 0,1,2" (or none)
+  --out DIR           root of the run directories [runs/sweep]
+  -j, --jobs N        points run at once [1]
+  --threads N         threads per point (--threads of kvlab) [1]
+  --kvlab PATH        the kvlab binary [./kvlab]
+  --dry-run           print the pending command lines, run nothing
+  --slurm FILE        write a Slurm job-array script FILE (+ FILE.commands) instead of running
+  -h, --help          this text
+
+LISTs are space- or comma-separated (skip sets are space-separated: "0 0,1").
+
+CONFIG: "key = value" lines, '#' comments. Keys: models, tasks, policies, ratios, skips,
+out, jobs, threads, kvlab, and the extra kvlab options of a task, for every model or one:
+    args.ppl = -f ../shared/data/wikitext-2-raw-test.txt --chunk 1024 --chunks 1
+    args.ppl.stories260k = -f ../shared/data/tinystories-valid-head.txt --chunk 512
+    args.all = --schedule threshold:256        (every task)
+A model-specific line replaces the general one of that task.
+
+example:
+    experiments/sweep.sh --models ../shared/models/stories260k/stories260K.bin --tasks ppl \
+        --policies "full l2 random" --ratios "0.5 0.9" --skips "0,1" \
+        --out /tmp/sw -j 2 -c /dev/null
+then: /usr/bin/python3 experiments/collect.py /tmp/sw -o /tmp/sw/all.csv
+EOF
+}
+
+die() { echo "sweep.sh: $*" >&2; exit 2; }
+
+declare -A CFG=()
+declare -A CLI=()
+
+read_config() {   # file -> CFG
+    local file=$1 line key val
+    [ -r "$file" ] || die "cannot read config '$file'"
+    while IFS= read -r line || [ -n "$line" ]; do
+        line=${line%%#*}
+        [[ $line =~ ^[[:space:]]*$ ]] && continue
+        [[ $line == *=* ]] || die "$file: not 'key = value': $line"
+        key=${line%%=*}; val=${line#*=}
+        key=$(echo "$key" | xargs); val=$(echo "$val" | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//')
+        CFG[$key]=$val
+    done <"$file"
+}
+
+config=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        -h|--help) usage; exit 0 ;;
+        -c|--config) config=${2:?-c needs a file}; shift 2 ;;
+        --models|--tasks|--policies|--ratios|--skips|--out|--threads|--kvlab|--slurm)
+            [ $# -ge 2 ] || die "$1 needs a value"; CLI[${1#--}]=$2; shift 2 ;;
+        -j|--jobs) [ $# -ge 2 ] || die "$1 needs a value"; CLI[jobs]=$2; shift 2 ;;
+        --dry-run) CLI[dry-run]=1; shift ;;
+        *) die "unknown option '$1' (--help)" ;;
+    esac
+done
+[ -n "$config" ] && read_config "$config"
+for k in "${!CLI[@]}"; do CFG[$k]=${CLI[$k]}; done
+
+get() { echo "${CFG[$1]:-${2:-}}"; }
+models=$(get models); tasks=$(get tasks); policies=$(get policies "full")
+ratios=$(get ratios); skips=$(get skips "0,1"); out=$(get out runs/sweep)
+jobs=$(get jobs 1); threads=$(get threads 1); kvlab=$(get kvlab ./kvlab)
+[ -n "$models" ] || die "no models (--models or 'models =' in the config)"
+[ -n "$tasks" ] || die "no tasks (--tasks ppl,passkey,needle)"
+[[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs: '$jobs' is not a positive integer"
+[[ $threads =~ ^[1-9][0-9]*$ ]] || die "--threads: '$threads' is not a positive integer"
+[ -x "$kvlab" ] || die "kvlab binary '$kvlab' not found (make kvlab, or --kvlab PATH)"
+for t in ${tasks//,/ }; do
+    case $t in ppl|passkey|needle) ;; *) die "unknown task '$t' (ppl, passkey, needle)" ;; esac
+done
+for r in ${ratios//,/ }; do
+    [[ $r =~ ^0?\.[0-9]+$|^0$ ]] || die "ratio '$r' is not a fraction in [0, 1)"
+done
+has_compressing=0
+for p in ${policies//,/ }; do [ "$p" = full ] || has_compressing=1; done
+[ $has_compressing = 0 ] || [ -n "$ratios" ] || die "no ratios for the compressing policies (--ratios)"
+
+# Slurm and xargs run the lines from elsewhere: use absolute paths there.
+abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+if [ -n "$(get slurm)" ]; then kvlab=$(abs "$kvlab"); out=$(abs "$out"); fi
+
+# One command line per pending point, shell-quoted (eval'ed by the runner).
+lines=(); n_total=0; n_done=0
+add_point() {   # model_name model_path task policy ratio skip
+    local name=$1 path=$2 task=$3 policy=$4 ratio=$5 skip=$6 dir
+    if [ "$policy" = full ]; then dir="$out/$name/$task/full"
+    else dir="$out/$name/$task/${policy}_r${ratio}_s${skip//,/-}"; fi
+    n_total=$((n_total + 1))
+    if [ -f "$dir/meta.json" ]; then n_done=$((n_done + 1)); return; fi
+    local extra=${CFG[args.$task.$name]-${CFG[args.$task]-}}
+    local cmd=("$kvlab" "$task" -m "$path")
+    # shellcheck disable=SC2206  # the args are words on purpose
+    cmd+=(${CFG[args.all]-} $extra --policy "$policy")
+    [ "$policy" = full ] || cmd+=(--compression-ratio "$ratio" --skip-layers "$skip")
+    cmd+=(--threads "$threads" -o "$dir" --resume)
+    local q; q=$(printf '%q ' "${cmd[@]}")
+    lines+=("mkdir -p $(printf %q "$(dirname "$dir")") && if $q>$(printf %q "$dir.log") 2>&1; then echo \"done    $dir\"; else echo \"FAILED  $dir (see $dir.log)\"; exit 1; fi")
+}
+
+for m in $models; do
+    name=${m%%=*}; path=${m#*=}
+    if [ "$name" = "$m" ]; then name=$(basename "${path%/}"); name=${name%.bin}; fi
+    [ -e "$path" ] || die "model '$path' not found"
+    for task in ${tasks//,/ }; do
+        for policy in ${policies//,/ }; do
+            if [ "$policy" = full ]; then add_point "$name" "$path" "$task" full "" ""; continue; fi
+            for ratio in ${ratios//,/ }; do
+                for skip in $skips; do add_point "$name" "$path" "$task" "$policy" "$ratio" "$skip"; done
+            done
+        done
+    done
+done
+
+pending=${#lines[@]}
+echo "sweep: $n_total points, $n_done finished, $pending to run (-j $jobs, $threads threads each) -> $out" >&2
+[ "$pending" -gt 0 ] || exit 0
+if [ -n "${CFG[dry-run]-}" ]; then printf '%s\n' "${lines[@]}"; exit 0; fi
+
+slurm=$(get slurm)
+if [ -n "$slurm" ]; then
+    printf '%s\n' "${lines[@]}" >"$slurm.commands"
+    cat >"$slurm" <<EOF
+#!/usr/bin/env bash
+# Slurm job array written by experiments/sweep.sh: one task per pending point.
+# Submit: sbatch $slurm     (finished points are skipped when sweep.sh is run again)
+#SBATCH --job-name=kvlab-sweep
+#SBATCH --array=1-$pending%$jobs
+#SBATCH --cpus-per-task=$threads
+#SBATCH --output=$out/slurm-%A_%a.out
+set -euo pipefail
+cd $(printf %q "$PWD")
+line=\$(sed -n "\${SLURM_ARRAY_TASK_ID}p" $(printf %q "$(abs "$slurm").commands"))
+eval "\$line"
+EOF
+    chmod +x "$slurm"
+    echo "sweep: wrote $slurm ($pending array tasks, at most $jobs at once); submit with: sbatch $slurm" >&2
+    exit 0
+fi
+
+mkdir -p "$out"
+# xargs -P runs the points; each line is eval'ed by its own bash. A failed point
+# does not stop the others; the exit status says whether any failed.
+status=0
+printf '%s\0' "${lines[@]}" | xargs -0 -n 1 -P "$jobs" bash -c 'eval "$1"' _ || status=$?
+if [ $status -ne 0 ]; then echo "sweep: some points failed (their .log files say why)" >&2; exit 1; fi
+echo "sweep: all $pending points finished" >&2

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# cli_policy.sh — eviction policies on the command line (kvlab generate): every
+# policy runs, the knobs reach the run's metadata, bad knobs fail with one line.
+source "$(dirname "$0")/lib_cli.sh"
+S260=$SHARED/models/stories260k/stories260K.bin
+DEMO=$SHARED/models/demo-25m
+GEN="$KVLAB generate -m $S260 -p Once --print-ids --threads 1"
+
+# ---- good runs -----------------------------------------------------------------
+expect_ok "the issue's example: l2, ratio 0.5, skip 0,1, step" \
+    $KVLAB generate -m "$S260" -p "Once upon a time" -n 64 --policy l2 --compression-ratio 0.5 --skip-layers 0,1 --schedule step
+check "stderr reports KV bytes in use" grep -qE "^kv: [0-9.]+ MiB in use" "$TMP/err"
+check "stderr reports evictions and decide time per decode step" grep -qE "policy l2: [1-9][0-9]* evicted, decide [0-9.]+ ms/decode step" "$TMP/err"
+check "every knob in the JSON metadata" grep -qE '^policy: \{"policy":"l2",.*"budget":\{"kind":"compression_ratio","value":0.5\},"rounding":"floor","schedule":"step","schedule_n":0,"skip_layers":\[0,1\],"protect_sinks":0,"protect_recent":0,"positions":"true","granularity":"head"\}' "$TMP/err"
+
+expect_ok "lagkv with parameters" $GEN -n 300 --policy lagkv:sink=16,lag=64,ratio=0.25
+check "lagkv parameters in the metadata" grep -q '"params":{"sink":16,"lag":64,"ratio":0.25}' "$TMP/err"
+# 301 tokens seen: 16 + 16*(285/64 - 1) + 64 + 285 % 64 = 16 + 48 + 64 + 29 = 157 per head; 5 layers x 4 KV heads
+check "lagkv cache length follows the formula (157 slots per head)" grep -q "(3140 slots" "$TMP/err"
+
+for spec in "full" "l2 --budget 32" "l2-high --keep-ratio 0.5" "random:seed=5 --budget 32" "window --budget 32" \
+            "h2o:recent=8 --budget 32" "snapkv:window=8 --budget 32" "tova --budget 32" "pyramid:window=8 --budget 32" \
+            "zigzag:window=16,score=l2 --budget 32" "lagkv:lag=32" "l2 --keep-ratio 0.5 --schedule threshold:48" \
+            "h2o --budget 32 --schedule interval:8 --protect-sinks 4" "window --budget 32 --positions shifted"; do
+    expect_ok "policy $spec" $GEN -n 80 --policy $spec
+done
+
+expect_ok "no policy" $GEN -n 60
+cp "$TMP/out" "$TMP/plain"
+expect_ok "full, shifted positions" $GEN -n 60 --policy full --positions shifted
+check "shifted positions without eviction: same tokens" cmp "$TMP/out" "$TMP/plain"
+expect_ok "h2o with a budget above the length" $GEN -n 60 --policy h2o --budget 512
+check "a budget above the length changes nothing" cmp "$TMP/out" "$TMP/plain"
+
+expect_ok "demo-25m (MHA): zigzag after prefill" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river flows to the sea and the sea flows back to the river" -n 16 --policy zigzag --compression-ratio 0.5
+
+expect_ok "--help" $KVLAB generate --help
+for knob in --policy --budget --compression-ratio --keep-ratio --rounding --schedule --skip-layers \
+            --protect-sinks --protect-recent --positions --granularity; do
+    check "--help documents $knob" grep -q -- "$knob" "$TMP/out"
+done
+for name in full l2 l2-high random window h2o snapkv tova pyramid lagkv zigzag; do
+    check "--help lists policy $name" grep -qE "^    $name " "$TMP/out"
+done
+check "--help lists lagkv's parameters with defaults" grep -qE "sink=16 .*lag=1024|lag=1024" "$TMP/out"
+check "--help labels zigzag a reconstruction" grep -q "RECONSTRUCTION" "$TMP/out"
+
+# ---- bad knobs: one line naming the option and the value -------------------------
+expect_fail "unknown policy" "--policy: unknown policy 'lru'" $GEN --policy lru
+expect_fail "unknown parameter" "--policy lagkv: unknown parameter 'size'" $GEN --policy lagkv:size=4
+expect_fail "parameter not a number" "--policy lagkv: lag='big' is not a number" $GEN --policy lagkv:lag=big
+expect_fail "parameter out of range" "--policy lagkv: ratio=1.5 is out of range" $GEN --policy lagkv:ratio=1.5
+expect_fail "parameter not a choice" "--policy snapkv: pool='mean' is not one of max\\|avg" $GEN --policy snapkv:pool=mean --budget 8
+expect_fail "parameter without value" "--policy h2o: 'recent' is not key=value" $GEN --policy h2o:recent --budget 8
+expect_fail "policy needs a budget" "--policy l2 needs a budget" $GEN --policy l2
+expect_fail "two budgets" "--keep-ratio: a budget was already given with --budget" $GEN --policy l2 --budget 8 --keep-ratio 0.5
+expect_fail "compression ratio 1" "--compression-ratio: 1 is out of range \\[0, 1\\)" $GEN --policy l2 --compression-ratio 1
+expect_fail "keep ratio 0" "--keep-ratio: 0 is out of range \\(0, 1\\]" $GEN --policy l2 --keep-ratio 0
+expect_fail "budget not a number" "--budget: 'lots' is not an integer" $GEN --policy l2 --budget lots
+expect_fail "bad rounding" "--rounding: 'up' is not floor or ceil" $GEN --policy l2 --budget 8 --rounding up
+expect_fail "bad schedule" "--schedule: 'always' is not prefill, step, interval:N or threshold:T" $GEN --policy l2 --budget 8 --schedule always
+expect_fail "interval 0" "--schedule interval:N: 0 is out of range" $GEN --policy l2 --budget 8 --schedule interval:0
+expect_fail "threshold below the budget" "--schedule threshold:8: --budget 16 must be below the threshold" $GEN --policy l2 --budget 16 --schedule threshold:8
+expect_fail "skip a layer the model lacks" "--skip-layers: layer 9 does not exist \\(the model has 5 layers\\)" $GEN --policy l2 --budget 8 --skip-layers 0,9
+expect_fail "bad skip list" "--skip-layers: 'x' is not an integer" $GEN --policy l2 --budget 8 --skip-layers 0,x
+expect_fail "bad positions" "--positions: 'relative' is not true or shifted" $GEN --positions relative
+expect_fail "bad granularity" "--granularity: 'token' is not head or layer" $GEN --granularity token
+expect_fail "lagkv refuses --budget" "--policy lagkv: --budget does not apply" $GEN --policy lagkv --budget 8
+expect_fail "lagkv refuses layer granularity" "--granularity layer: policy lagkv chooses its tokens per KV head" $GEN --policy lagkv --granularity layer
+expect_fail "negative sinks" "--protect-sinks: -1 is out of range" $GEN --policy l2 --budget 8 --protect-sinks -1
+finish

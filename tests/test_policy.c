@@ -1,0 +1,651 @@
+/* test_policy.c — every policy on small hand-made caches with known answers
+ * (which slots are kept, in which order), and the framework's pieces: option
+ * parsing, budgets and rounding, selection ties, per-layer budget sums, GQA,
+ * skipped layers, protected tokens. No model: a cache is filled by hand the way
+ * forward() would (policy_before_forward, append, policy_after_forward). */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "policy.h"
+
+/* ---- a hand-made cache ------------------------------------------------------ */
+
+static Config shape(int layers, int heads, int kv_heads, int head_dim) {
+    Config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = layers;
+    c.n_heads = heads;
+    c.n_kv_heads = kv_heads;
+    c.head_dim = head_dim;
+    return c;
+}
+
+/* Options from a command line ("--policy l2 --budget 4 ..."), resolved. */
+static PolicyOpts opts(const char *line) {
+    PolicyOpts o;
+    policy_defaults(&o);
+    char buf[512], *argv[64];
+    int argc = 0;
+    snprintf(buf, sizeof buf, "x %s", line);
+    for (char *t = strtok(buf, " "); t && argc < 64; t = strtok(NULL, " ")) argv[argc++] = t;
+    for (int i = 1; i < argc; i++)
+        if (!policy_option(&o, argc, argv, &i)) { fprintf(stderr, "bad test option %s\n", argv[i]); exit(1); }
+    policy_cli_finish(&o);
+    return o;
+}
+
+static Policy *make(const char *line, const Config *cfg, int max_tokens) {
+    PolicyOpts o = opts(line);
+    Err err;
+    Policy *p = policy_create(&o, cfg, max_tokens, &err);
+    if (!p) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    return p;
+}
+
+/* key(layer, g, t) fills one key row; the value row gets key * 0.5 + t. */
+typedef void (*KeyFn)(int layer, int g, int t, float *key, int hd, void *ctx);
+
+/* Append n tokens to every head (positions next_pos..), as forward() would. */
+static void append(Policy *p, KVCache *c, int n, KeyFn fn, void *ctx) {
+    Err err;
+    if (policy_before_forward(p, c, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    for (int l = 0; l < c->n_layers; l++) {
+        if (kvcache_reserve(c, l, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            KVHead *h = kvcache_head(c, l, g);
+            for (int t = 0; t < n; t++) {
+                float *k = h->keys + (size_t)(h->len + t) * c->head_dim;
+                float *v = h->values + (size_t)(h->len + t) * c->head_dim;
+                fn(l, g, c->next_pos + t, k, c->head_dim, ctx);
+                for (int i = 0; i < c->head_dim; i++) v[i] = k[i] * 0.5f + (float)(c->next_pos + t);
+                h->pos[h->len + t] = c->next_pos + t;
+            }
+        }
+    }
+    /* lengths advance after "attention", like forward.c */
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) c->heads[i].len += n;
+    c->next_pos += n;
+}
+
+static int after(Policy *p, KVCache *c, int start) {
+    Err err;
+    int rc = policy_after_forward(p, c, start, &err);
+    if (rc != 0) fprintf(stderr, "%s\n", err.msg);
+    return rc;
+}
+
+/* A key of norm norms[t] (first channel), the same for every layer and head. */
+static void key_from_norms(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)layer; (void)g;
+    const float *norms = ctx;
+    memset(key, 0, (size_t)hd * sizeof(float));
+    key[0] = norms[t];
+}
+
+/* Positions of the slots of (layer, g) as "a,b,c". */
+static const char *kept(const KVCache *c, int layer, int g) {
+    static char buf[1024];
+    const KVHead *h = kvcache_head(c, layer, g);
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int j = 0; j < h->len && n < sizeof buf - 16; j++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, j ? ",%d" : "%d", h->pos[j]);
+    return buf;
+}
+
+#define CHECK_KEPT(c, l, g, want) do { \
+    const char *got_ = kept(c, l, g); \
+    CHECK(!strcmp(got_, want), "layer %d head %d kept [%s], want [%s]", l, g, got_, want); \
+} while (0)
+
+/* ---- framework ------------------------------------------------------------------ */
+
+static void test_parsing(void) {
+    CASE("parse: name, parameters, defaults filled, JSON has every knob") {
+        PolicyOpts o = opts("--policy lagkv:sink=16,lag=128,ratio=0.25 --skip-layers 0,1");
+        CHECK(!strcmp(o.name, "lagkv"), "name %s", o.name);
+        CHECK(o.n_params == 3, "%d params", o.n_params);
+        char *js = policy_json(&o);
+        const char *want[] = { "\"policy\":\"lagkv\"", "\"sink\":16", "\"lag\":128", "\"ratio\":0.25", "\"budget\":null",
+                               "\"rounding\":\"floor\"", "\"schedule\":\"step\"", "\"skip_layers\":[0,1]",
+                               "\"protect_sinks\":0", "\"protect_recent\":0", "\"positions\":\"true\"",
+                               "\"granularity\":\"head\"" };
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) CHECK(strstr(js, want[i]) != NULL, "%s lacks %s", js, want[i]);
+        free(js);
+    }
+    CASE("parse: policy defaults (l2 skips 0,1; window 4 sinks; tova layer; snapkv prefill+window)") {
+        PolicyOpts o = opts("--policy l2 --compression-ratio 0.5");
+        CHECK(o.n_skip == 2 && o.skip[0] == 0 && o.skip[1] == 1, "l2 skip %d", o.n_skip);
+        o = opts("--policy l2 --compression-ratio 0.5 --skip-layers none");
+        CHECK(o.n_skip == 0, "l2 skip none: %d", o.n_skip);
+        o = opts("--policy window --budget 8");
+        CHECK(o.sinks == 4 && o.n_skip == 0, "window sinks %d", o.sinks);
+        o = opts("--policy tova --budget 8");
+        CHECK(o.granularity == GRAN_LAYER, "tova granularity %d", o.granularity);
+        o = opts("--policy snapkv:window=16 --budget 64");
+        CHECK(o.schedule == SCHED_PREFILL && o.recent == 16, "snapkv schedule %d recent %d", o.schedule, o.recent);
+        o = opts("--policy l2 --keep-ratio 0.5 --schedule threshold:100");
+        CHECK(o.rounding == ROUND_CEIL && o.schedule_n == 100, "threshold rounding %d", o.rounding);
+        o = opts("--policy lagkv --compression-ratio 0.75");
+        CHECK(!strcmp(o.param_val[2], "0.25"), "lagkv ratio from compression ratio: %s", o.param_val[2]);
+    }
+    CASE("parse: errors name the option and the value") {
+        PolicyOpts o;
+        Err err;
+        policy_defaults(&o);
+        CHECK(policy_parse_spec(&o, "nope", &err) != 0 && strstr(err.msg, "'nope'"), "%s", err.msg);
+        CHECK(policy_parse_spec(&o, "lagkv:lag=abc", &err) != 0 && strstr(err.msg, "lag='abc'"), "%s", err.msg);
+        CHECK(policy_parse_spec(&o, "lagkv:bogus=1", &err) != 0 && strstr(err.msg, "'bogus'"), "%s", err.msg);
+        CHECK(policy_parse_spec(&o, "snapkv:pool=median", &err) != 0 && strstr(err.msg, "pool='median'"), "%s", err.msg);
+        CHECK(policy_parse_spec(&o, "lagkv:ratio=2", &err) != 0 && strstr(err.msg, "ratio=2"), "%s", err.msg);
+        policy_defaults(&o);
+        policy_parse_spec(&o, "l2", &err);
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "needs a budget"), "%s", err.msg);
+        policy_defaults(&o);
+        policy_parse_spec(&o, "lagkv", &err);
+        o.budget_kind = BUDGET_TOKENS; o.budget = 10;
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "--budget"), "%s", err.msg);
+        Config cfg = shape(2, 2, 2, 4);
+        o = opts("--policy l2 --budget 4 --skip-layers 5");
+        CHECK(policy_create(&o, &cfg, 16, &err) == NULL && strstr(err.msg, "--skip-layers"), "%s", err.msg);
+    }
+    CASE("budget: ratios, rounding, never below 1") {
+        PolicyOpts o = opts("--policy l2 --compression-ratio 0.5");
+        CHECK(policy_budget_of(&o, 7) == 3, "floor(3.5) = %d", policy_budget_of(&o, 7));
+        o = opts("--policy l2 --compression-ratio 0.5 --rounding ceil");
+        CHECK(policy_budget_of(&o, 7) == 4, "ceil(3.5) = %d", policy_budget_of(&o, 7));
+        o = opts("--policy l2 --keep-ratio 0.7 --rounding ceil");
+        CHECK(policy_budget_of(&o, 10) == 7, "ceil(0.7*10) = %d (not 8)", policy_budget_of(&o, 10));
+        o = opts("--policy l2 --compression-ratio 0.3");
+        CHECK(policy_budget_of(&o, 10) == 7, "floor(0.7*10) = %d", policy_budget_of(&o, 10));
+        o = opts("--policy l2 --compression-ratio 0.99");
+        CHECK(policy_budget_of(&o, 10) == 1, "never below 1: %d", policy_budget_of(&o, 10));
+        o = opts("--policy l2 --budget 5");
+        CHECK(policy_budget_of(&o, 1000) == 5, "absolute: %d", policy_budget_of(&o, 1000));
+    }
+}
+
+/* select_top against a full sort, on random scores with many ties. */
+static int cmp_rank(const void *a, const void *b, const float *s, const int *pos) {
+    int x = *(const int *)a, y = *(const int *)b;
+    if (s[x] != s[y]) return s[x] > s[y] ? -1 : 1;
+    return pos[x] - pos[y];
+}
+static const float *g_s;
+static const int *g_pos;
+static int cmp_rank_q(const void *a, const void *b) { return cmp_rank(a, b, g_s, g_pos); }
+
+static void test_selection(void) {
+    CASE("select_top = the k best of a full sort (ties: lower position), every k") {
+        Config cfg = shape(1, 1, 1, 2);
+        Policy *p = make("--policy l2 --budget 1 --skip-layers none", &cfg, 512);
+        uint64_t x = 42;
+        int bad = 0;
+        for (int trial = 0; trial < 200; trial++) {
+            int n = 1 + trial % 97, pos[128], idx[128], keep[128], want[128];
+            float s[128];
+            for (int j = 0; j < n; j++) {
+                x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+                s[j] = (float)((x >> 33) % 7);      /* many ties */
+                pos[j] = j * 3 + 1;
+                idx[j] = j;
+            }
+            int k = (int)(x >> 20) % (n + 1);
+            g_s = s; g_pos = pos;
+            qsort(idx, (size_t)n, sizeof(int), cmp_rank_q);
+            int m = 0;
+            for (int j = 0; j < n; j++) {
+                int in = 0;
+                for (int i = 0; i < k; i++) in |= idx[i] == j;
+                if (in || k == 0) want[m++] = j;
+            }
+            if (k == 0) m = 0;
+            int got = policy_select_top(p, pos, n, s, k, 0, 0, keep);
+            if (got != m || memcmp(keep, want, (size_t)m * sizeof(int))) bad++;
+        }
+        CHECK(bad == 0, "%d of 200 random selections differ from the sort", bad);
+        policy_free(p);
+    }
+    CASE("distribute: exact total, bounds, clamped surplus goes elsewhere") {
+        double x[4] = { 10.6, 0.2, 50.0, 3.2 };
+        int hi[4] = { 100, 100, 20, 100 }, out[4];
+        unsigned char skip[4] = { 0, 0, 0, 0 };
+        policy_distribute(x, skip, 4, 64, 1, hi, out);
+        CHECK(out[0] + out[1] + out[2] + out[3] == 64, "sum %d", out[0] + out[1] + out[2] + out[3]);
+        CHECK(out[2] == 20 && out[1] >= 1, "clamped %d %d", out[2], out[1]);
+        skip[1] = 1;
+        policy_distribute(x, skip, 4, 30, 1, hi, out);
+        CHECK(out[1] == INT_MAX && out[0] + out[2] + out[3] == 30, "skip: %d %d %d %d", out[0], out[1], out[2], out[3]);
+        int small[4] = { 3, 3, 3, 3 };
+        skip[1] = 0;
+        policy_distribute(x, skip, 4, 64, 1, small, out);
+        CHECK(out[0] + out[1] + out[2] + out[3] == 12, "total above the lengths: sum %d", out[0] + out[1] + out[2] + out[3]);
+    }
+}
+
+/* ---- score policies ------------------------------------------------------------ */
+
+static void test_l2(void) {
+    static const float norms[8] = { 5, 1, 3, 1, 7, 2, 0.5f, 4 };
+    Config cfg = shape(1, 1, 1, 4);
+    KVCache c;
+    Err err;
+    CASE("l2: keep the 4 lowest norms, in slot order") {
+        Policy *p = make("--policy l2 --budget 4 --skip-layers none --schedule prefill", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 8, key_from_norms, (void *)norms);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "1,3,5,6");
+        /* values follow their keys */
+        const KVHead *h = kvcache_head(&c, 0, 0);
+        CHECK(h->values[2 * 4 + 1] == 5.0f, "value of slot 2 (pos 5): %g", h->values[2 * 4 + 1]);
+        CHECK(kvcache_bytes_used(&c) == 4 * (2 * 4 * sizeof(float) + sizeof(int)), "bytes %zu", kvcache_bytes_used(&c));
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("l2-high: keep the 4 highest norms") {
+        Policy *p = make("--policy l2-high --budget 4 --skip-layers none", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 8, key_from_norms, (void *)norms);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,2,4,7");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("l2 ties: equal norms keep the lower positions") {
+        static const float flat[6] = { 1, 1, 1, 1, 2, 2 };
+        Policy *p = make("--policy l2 --budget 3 --skip-layers none", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 6, key_from_norms, (void *)flat);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("l2: budget >= length keeps everything; compression 0 too") {
+        Policy *p = make("--policy l2 --budget 8 --skip-layers none", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 8, key_from_norms, (void *)norms);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,4,5,6,7");
+        policy_free(p);
+        kvcache_reset(&c);
+        p = make("--policy l2 --compression-ratio 0 --skip-layers none", &cfg, 64);
+        append(p, &c, 8, key_from_norms, (void *)norms);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,4,5,6,7");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("l2: protected sinks and recent are kept, the rest by norm") {
+        static const float n2[8] = { 9, 9, 1, 5, 2, 9, 9, 9 };
+        Policy *p = make("--policy l2 --budget 4 --skip-layers none --protect-sinks 2 --protect-recent 1", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 8, key_from_norms, (void *)n2);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,7");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("l2 step schedule: cached norms follow compaction over many steps") {
+        float many[64];
+        for (int t = 0; t < 64; t++) many[t] = (float)((t * 37) % 64);   /* a permutation of 0..63 */
+        Policy *p = make("--policy l2 --budget 8 --skip-layers none --schedule step", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        for (int t = 0; t < 64; t++) {
+            int start = c.next_pos;
+            append(p, &c, 1, key_from_norms, many);
+            after(p, &c, start);
+        }
+        /* the 8 lowest norms overall survive (norm v at the t with 37t = v mod 64) */
+        char want[128] = "";
+        int pos[8], n = 0;
+        for (int t = 0; t < 64; t++) if (many[t] < 8) pos[n++] = t;
+        for (int i = 0; i < n; i++) snprintf(want + strlen(want), sizeof want - strlen(want), i ? ",%d" : "%d", pos[i]);
+        CHECK_KEPT(&c, 0, 0, want);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
+/* GQA: 2 layers, 4 query heads, 2 KV heads; each KV head has its own norms. */
+static void key_gqa(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)ctx;
+    memset(key, 0, (size_t)hd * sizeof(float));
+    key[1] = g == 0 ? (float)t : (float)(10 - t) + 0.5f * layer;   /* head 0 grows, head 1 shrinks */
+}
+
+static void test_gqa_skip(void) {
+    Config cfg = shape(2, 4, 2, 4);
+    KVCache c;
+    Err err;
+    CASE("GQA: each KV head keeps its own set; skipped layer 0 untouched") {
+        Policy *p = make("--policy l2 --budget 3 --skip-layers 0", &cfg, 64);
+        kvcache_init(&c, 2, 2, 4, 64, &err);
+        append(p, &c, 8, key_gqa, NULL);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,4,5,6,7");
+        CHECK_KEPT(&c, 0, 1, "0,1,2,3,4,5,6,7");
+        CHECK_KEPT(&c, 1, 0, "0,1,2");
+        CHECK_KEPT(&c, 1, 1, "5,6,7");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("granularity layer: one set for all heads of the layer (mean score)") {
+        /* head 0 prefers small t, head 1 small 10-t: the mean of -norm is flat
+         * except the offset 0.5*layer, so ties -> lower positions */
+        Policy *p = make("--policy l2 --budget 3 --skip-layers 0 --granularity layer", &cfg, 64);
+        kvcache_init(&c, 2, 2, 4, 64, &err);
+        append(p, &c, 8, key_gqa, NULL);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 1, 0, "0,1,2");
+        CHECK_KEPT(&c, 1, 1, "0,1,2");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
+static void test_window_random(void) {
+    Config cfg = shape(1, 2, 1, 4);
+    KVCache c;
+    Err err;
+    static const float norms[12] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
+    CASE("window: 4 sinks + the most recent, every step") {
+        Policy *p = make("--policy window --budget 6", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 10, key_from_norms, (void *)norms);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,8,9");
+        append(p, &c, 1, key_from_norms, (void *)norms);
+        after(p, &c, 10);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,9,10");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("random: seeded, reproducible, budget respected, seed matters") {
+        char runs[3][256];
+        const char *lines[3] = { "--policy random:seed=7 --budget 5 --skip-layers none",
+                                 "--policy random:seed=7 --budget 5 --skip-layers none",
+                                 "--policy random:seed=8 --budget 5 --skip-layers none" };
+        for (int r = 0; r < 3; r++) {
+            Policy *p = make(lines[r], &cfg, 64);
+            kvcache_init(&c, 1, 1, 4, 64, &err);
+            append(p, &c, 12, key_from_norms, (void *)norms);
+            after(p, &c, 0);
+            snprintf(runs[r], sizeof runs[r], "%s", kept(&c, 0, 0));
+            CHECK(kvcache_head(&c, 0, 0)->len == 5, "len %d", kvcache_head(&c, 0, 0)->len);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+        CHECK(!strcmp(runs[0], runs[1]), "same seed: %s vs %s", runs[0], runs[1]);
+        CHECK(strcmp(runs[0], runs[2]) != 0, "seeds 7 and 8 both kept %s", runs[0]);
+    }
+}
+
+/* ---- attention policies: rows are fed to the observer by hand ---------------------- */
+
+/* Feed the attention row of query position q for every head of every layer:
+ * row[j] = att(layer, head, q, slot j). */
+typedef float (*AttFn)(int layer, int head, int q, int j);
+
+static void observe_all(Policy *p, const KVCache *c, int n_new, AttFn att) {
+    float row[256];
+    int group = p->group;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int h = 0; h < p->n_heads; h++) {
+            const KVHead *kv = kvcache_head(c, l, h / group);
+            int before = kv->len - n_new;
+            for (int t = 0; t < n_new; t++) {
+                int q = c->next_pos - n_new + t, n_keys = before + t + 1;
+                for (int j = 0; j < n_keys; j++) row[j] = att(l, h, q, j);
+                policy_observe(p, l, h, q, row, kv->pos, n_keys);
+            }
+        }
+}
+
+static void zero_key(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)layer; (void)g; (void)t; (void)ctx;
+    for (int i = 0; i < hd; i++) key[i] = (float)i;
+}
+
+/* h2o: query head 0 likes slot 1, head 1 likes slot 2 (mean: both), plus slot 0 a bit */
+static float att_h2o(int layer, int head, int q, int j) {
+    (void)layer; (void)q;
+    if (j == 1 + head) return 1.0f;
+    return j == 0 ? 0.3f : 0.01f;
+}
+
+static float att_mean(int layer, int head, int q, int j) {
+    (void)layer; (void)head; (void)q;
+    return j == 0 ? 0.4f : j == 4 ? 0.5f : 0.01f;
+}
+
+static float att_snap(int layer, int head, int q, int j) {
+    (void)layer; (void)head; (void)q;
+    static const float a[10] = { 0.1f, 0.0f, 0.0f, 0.9f, 0.0f, 0.5f, 0.0f, 0.2f, 0.3f, 0.3f };
+    return a[j];
+}
+
+static void test_attention_policies(void) {
+    Config cfg = shape(1, 2, 1, 4);   /* GQA: two query heads share the KV head */
+    KVCache c;
+    Err err;
+    CASE("h2o: recent half of the budget + highest accumulated attention (group mean)") {
+        Policy *p = make("--policy h2o --budget 4", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 8, zero_key, NULL);
+        observe_all(p, &c, 8, att_h2o);
+        after(p, &c, 0);
+        /* recent 2: slots 6,7; heavy: slots 1 and 2 (mean 0.505 each; slot 0: 0.3) */
+        CHECK_KEPT(&c, 0, 0, "1,2,6,7");
+        /* the scores carry over: slot 1 (pos 1) kept its sum */
+        CHECK_CLOSE(policy_acc(p, 0, 0)[0], 8 * 1.0f - 1.0f, 1e-5, "acc of pos 1, head 0");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("h2o norm=mean: divided by the queries that saw the token") {
+        const char *lines[2] = { "--policy h2o:recent=1,norm=sum --budget 2", "--policy h2o:recent=1,norm=mean --budget 2" };
+        const char *want[2] = { "0,5", "4,5" };
+        for (int r = 0; r < 2; r++) {
+            Policy *p = make(lines[r], &cfg, 64);
+            kvcache_init(&c, 1, 1, 4, 64, &err);
+            append(p, &c, 6, zero_key, NULL);
+            observe_all(p, &c, 6, att_mean);
+            after(p, &c, 0);
+            /* slot 0: 0.4 from 6 queries (sum 2.4); slot 4: 0.5 from 2 (sum 1.0) */
+            CHECK_KEPT(&c, 0, 0, want[r]);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+    }
+    CASE("snapkv: window kept + top pooled window attention (kernel 1, then max-pool 3)") {
+        Policy *p = make("--policy snapkv:window=2,kernel=1 --budget 5", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 10, zero_key, NULL);
+        observe_all(p, &c, 10, att_snap);
+        after(p, &c, 0);
+        /* window slots 8,9; top 3 of slots 0..7 by 0.1,0,0,.9,0,.5,0,.2 -> 3,5,7 */
+        CHECK_KEPT(&c, 0, 0, "3,5,7,8,9");
+        kvcache_free(&c);
+        policy_free(p);
+        p = make("--policy snapkv:window=2,kernel=3,pool=max --budget 5", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 10, zero_key, NULL);
+        observe_all(p, &c, 10, att_snap);
+        after(p, &c, 0);
+        /* pooled over slots 0..7: .1,.1,.9,.9,.9,.5,.5,.2 -> top 3: 2,3,4 */
+        CHECK_KEPT(&c, 0, 0, "2,3,4,8,9");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("tova: last query, one set for the layer (2 KV heads)") {
+        Config c2 = shape(1, 2, 2, 4);
+        Policy *p = make("--policy tova --budget 3", &c2, 64);
+        kvcache_init(&c, 1, 2, 4, 64, &err);
+        append(p, &c, 10, zero_key, NULL);
+        observe_all(p, &c, 10, att_snap);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "3,5,8");
+        CHECK_KEPT(&c, 0, 1, "3,5,8");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
+/* ---- per-layer budgets --------------------------------------------------------------- */
+
+/* layer l: attention concentrated on one slot for low layers, spread for high ones */
+static float att_spread(int layer, int head, int q, int j) {
+    (void)head; (void)q;
+    if (layer == 0) return j == 0 ? 0.97f : 0.001f;
+    return 1.0f / (float)(1 + layer) + 0.001f * (float)(j % 3);
+}
+
+static void test_layer_budgets(void) {
+    Config cfg = shape(4, 2, 1, 4);
+    KVCache c;
+    Err err;
+    CASE("pyramid: budgets decrease with depth and sum to N*C") {
+        Policy *p = make("--policy pyramid:window=4 --budget 20", &cfg, 128);
+        kvcache_init(&c, 4, 1, 4, 128, &err);
+        append(p, &c, 100, zero_key, NULL);
+        observe_all(p, &c, 100, att_spread);
+        int b[4];
+        policy_layer_budgets(p, &c, 20, b);
+        CHECK(b[0] + b[1] + b[2] + b[3] == 80, "sum %d", b[0] + b[1] + b[2] + b[3]);
+        CHECK(b[0] > b[1] && b[1] > b[2] && b[2] > b[3], "%d %d %d %d", b[0], b[1], b[2], b[3]);
+        after(p, &c, 0);
+        int total = 0;
+        for (int l = 0; l < 4; l++) total += kvcache_head(&c, l, 0)->len;
+        CHECK(total == 80, "cache total %d", total);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("zigzag: uncertain layers get more, the sum stays N*C, score=l2 works") {
+        const char *lines[2] = { "--policy zigzag:window=4 --budget 20", "--policy zigzag:window=4,score=l2 --budget 20" };
+        for (int r = 0; r < 2; r++) {
+            Policy *p = make(lines[r], &cfg, 128);
+            kvcache_init(&c, 4, 1, 4, 128, &err);
+            append(p, &c, 100, zero_key, NULL);
+            observe_all(p, &c, 100, att_spread);
+            int b[4];
+            policy_layer_budgets(p, &c, 20, b);
+            CHECK(b[0] + b[1] + b[2] + b[3] == 80, "sum %d", b[0] + b[1] + b[2] + b[3]);
+            CHECK(b[0] < b[1] && b[0] >= 4, "layer 0 (one token holds the mass) %d vs %d", b[0], b[1]);
+            after(p, &c, 0);
+            int total = 0;
+            for (int l = 0; l < 4; l++) total += kvcache_head(&c, l, 0)->len;
+            CHECK(total == 80, "cache total %d", total);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+    }
+}
+
+/* ---- LagKV --------------------------------------------------------------------------------- */
+
+/* Deterministic but irregular keys/values. */
+static void key_lag(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)ctx;
+    for (int i = 0; i < hd; i++) {
+        uint32_t x = (uint32_t)(t * 2654435761u) ^ (uint32_t)(i * 40503u) ^ (uint32_t)(layer * 7 + g * 13);
+        x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
+        key[i] = (float)(x % 1000) / 100.0f - 5.0f;
+    }
+}
+
+/* An independent reference for one partition's score: straight from §2. */
+static void lag_reference(const float *K, const float *V, int L, int d, double *score) {
+    for (int t = 0; t < L; t++) score[t] = 0;
+    for (int z = 0; z < 2; z++) {
+        const float *Z = z ? V : K;
+        double sig[256], mx_s = -1e30, sum = 0;
+        for (int t = 0; t < L; t++) {
+            double zh[64], mean = 0, var = 0;
+            for (int c = 0; c < d; c++) {
+                double mn = 1e30, mx = -1e30;
+                for (int u = L; u < 2 * L; u++) {
+                    double v = Z[u * d + c];
+                    mn = v < mn ? v : mn;
+                    mx = v > mx ? v : mx;
+                }
+                zh[c] = (Z[t * d + c] - mn) / (mx - mn + 1e-6);
+                mean += zh[c] / d;
+            }
+            for (int c = 0; c < d; c++) var += (zh[c] - mean) * (zh[c] - mean) / (d - 1);
+            sig[t] = sqrt(var);
+            if (sig[t] > mx_s) mx_s = sig[t];
+        }
+        for (int t = 0; t < L; t++) sum += exp(sig[t] - mx_s);
+        for (int t = 0; t < L; t++) score[t] += exp(sig[t] - mx_s) / sum;
+    }
+}
+
+static int lag_len(int n, int S, int L, int r) {   /* spec §2, n >= S + 2L */
+    return S + r * ((n - S) / L - 1) + L + (n - S) % L;
+}
+
+static void test_lagkv(void) {
+    Config cfg = shape(1, 1, 1, 8);
+    KVCache c;
+    Err err;
+    CASE("lagkv: one prefill, partitions scored against the next (reference), sinks and window kept") {
+        int S = 2, L = 6, n = S + 3 * L + 4;   /* m = 3: P0, P1 scored; P2 + 4 stay */
+        Policy *p = make("--policy lagkv:sink=2,lag=6,ratio=0.5", &cfg, 64);
+        kvcache_init(&c, 1, 1, 8, 64, &err);
+        append(p, &c, n, key_lag, NULL);
+        /* expected: top 3 of each of P0, P1 by the reference score */
+        const KVHead *h = kvcache_head(&c, 0, 0);
+        char want[256] = "0,1";
+        for (int i = 0; i < 2; i++) {
+            int a = S + i * L;
+            double sc[16];
+            lag_reference(h->keys + a * 8, h->values + a * 8, L, 8, sc);
+            int used[16] = { 0 };
+            for (int k = 0; k < 3; k++) {
+                int best = -1;
+                for (int t = 0; t < L; t++) if (!used[t] && (best < 0 || sc[t] > sc[best])) best = t;
+                used[best] = 1;
+            }
+            for (int t = 0; t < L; t++) if (used[t]) snprintf(want + strlen(want), sizeof want - strlen(want), ",%d", a + t);
+        }
+        for (int t = S + 2 * L; t < n; t++) snprintf(want + strlen(want), sizeof want - strlen(want), ",%d", t);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, want);
+        CHECK(kvcache_head(&c, 0, 0)->len == lag_len(n, S, L, 3), "len %d", kvcache_head(&c, 0, 0)->len);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("lagkv: constant channel gives no NaN (epsilon guard); decode keeps the length formula") {
+        Policy *p = make("--policy lagkv:sink=3,lag=4,ratio=0.25", &cfg, 256);
+        kvcache_init(&c, 1, 1, 8, 256, &err);
+        int bad = 0;
+        for (int n = 1; n <= 120; n++) {
+            int start = c.next_pos;
+            append(p, &c, 1, zero_key, NULL);     /* every channel constant */
+            after(p, &c, start);
+            int len = kvcache_head(&c, 0, 0)->len;
+            int want = n >= 3 + 8 ? lag_len(n, 3, 4, 1) : n;
+            if (len != want) bad++;
+        }
+        CHECK(bad == 0, "%d lengths off the formula", bad);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
+int main(void) {
+    test_parsing();
+    test_selection();
+    test_l2();
+    test_gqa_skip();
+    test_window_random();
+    test_attention_policies();
+    test_layer_budgets();
+    test_lagkv();
+    return check_summary();
+}
