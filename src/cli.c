@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "numcheck.h"
 #include "ops.h"
 
 long cli_int(const char *opt, const char *value, long min, long max) {
@@ -121,10 +122,13 @@ Tokenizer *common_load_tokenizer(const CommonOpts *o, const Model *m) {
 }
 
 int common_ctx(const CommonOpts *o, const Model *m) {
-    if (o->ctx == 0) return m->cfg.max_seq_len;
     if (o->ctx > m->cfg.max_seq_len)
         die("--ctx %d: longer than the model's context length (%d)", o->ctx, m->cfg.max_seq_len);
-    return o->ctx;
+    int ctx = o->ctx ? o->ctx : m->cfg.max_seq_len;
+    /* the KV cache grows lazily: refuse now what would run out of memory later */
+    Err err;
+    if (numcheck_ctx_fits(m, ctx, o->ctx != 0, numcheck_mem_available(), &err) != 0) die("%s", err.msg);
+    return ctx;
 }
 
 int *common_prompt_ids(const Model *m, Tokenizer *tok, const char *text, const char *ids_str, int ctx, int *n) {

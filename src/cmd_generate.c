@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "forward.h"
+#include "numcheck.h"
 #include "ops.h"
 #include "policy.h"
 #include "sampler.h"
@@ -91,6 +92,7 @@ int cmd_generate(int argc, char **argv) {
     KVCache cache;
     if (forward_cache_init(&m, &cache, ctx, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, batch);
+    NumGuard *guard = numguard_attach(f, &m);   /* NaN/Inf logits: an error naming the layer and tensor */
     Policy *policy = policy_create(&po, &m.cfg, ctx, &err);
     if (!policy) die("%s", err.msg);
     Sampler sampler;
@@ -105,6 +107,7 @@ int cmd_generate(int argc, char **argv) {
 
     double t0 = now_seconds();
     if (policy_forward(policy, f, &cache, prompt, n_prompt, NULL, &err) != 0) die("%s", err.msg);
+    if (numguard_check(guard, forward_last_logits(f), 1, &err) != 0) die("%s", err.msg);
     double t_prefill = now_seconds() - t0;
 
     int prev = prompt[n_prompt - 1], n_done = 0;
@@ -122,6 +125,7 @@ int cmd_generate(int argc, char **argv) {
         if (n_done == n_gen) break;
         if (n_prompt + n_done >= ctx) { stop = "context"; break; }
         if (policy_forward(policy, f, &cache, &next, 1, NULL, &err) != 0) die("%s", err.msg);
+        if (numguard_check(guard, forward_last_logits(f), 1, &err) != 0) die("%s", err.msg);
     }
     double t_decode = now_seconds() - t1;
     printf("\n");
@@ -137,6 +141,7 @@ int cmd_generate(int argc, char **argv) {
     free(scratch);
     sampler_free(&sampler);
     policy_free(policy);
+    numguard_free(guard);
     forward_free(f);
     kvcache_free(&cache);
     free(prompt);

@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "forward.h"
+#include "numcheck.h"
 #include "npy.h"
 
 static void help(void) {
@@ -45,17 +46,21 @@ int cmd_logits(int argc, char **argv) {
     KVCache cache;
     if (forward_cache_init(&m, &cache, ctx, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, batch);
+    NumGuard *guard = numguard_attach(f, &m);
     size_t V = (size_t)m.cfg.vocab_size;
     float *logits = aligned_alloc64((size_t)n * V * sizeof(float));
     if (!logits) die("out of memory for %d x %zu logits", n, V);
     double t0 = now_seconds();
     if (forward(f, &cache, ids, n, logits, &err) != 0) die("%s", err.msg);
+    /* NaN/Inf logits: an error naming the layer and tensor, and no .npy written */
+    if (numguard_check(guard, logits, n, &err) != 0) die("%s", err.msg);
     double dt = now_seconds() - t0;
     int64_t shape[2] = { n, (int64_t)V };
     if (npy_write(out, NPY_F32, 2, shape, logits, &err) != 0) die("%s", err.msg);
     fprintf(stderr, "%d tokens in %.1f ms (%.1f tok/s); wrote %s [%d, %zu]\n", n, dt * 1e3, n / dt, out, n, V);
     free(logits);
     free(ids);
+    numguard_free(guard);
     forward_free(f);
     kvcache_free(&cache);
     if (tok) tokenizer_free(tok);

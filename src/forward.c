@@ -38,6 +38,8 @@ struct Forward {
     int krot_cap;
     AttentionObserver observer;
     int has_observer;
+    LayerHook layer_hook;     /* numerical guard (numcheck.h); NULL: none */
+    void *layer_hook_ctx;
 };
 
 static float *alloc_floats(size_t n) {
@@ -97,6 +99,11 @@ int forward_get_observer(const Forward *f, AttentionObserver *out) {
 }
 
 const float *forward_last_logits(const Forward *f) { return f->logits_last; }
+
+void forward_set_layer_hook(Forward *f, LayerHook fn, void *ctx) {
+    f->layer_hook = fn;
+    f->layer_hook_ctx = ctx;
+}
 
 /* ---- the pieces of a layer ---------------------------------------------- */
 
@@ -308,6 +315,7 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
             k->silu_mul(f->hb + (size_t)t * c->hidden_dim, f->hb2 + (size_t)t * c->hidden_dim, c->hidden_dim);
         op_matmul(f->xb, dim, f->hb, c->hidden_dim, &w->w_down, n);
         add_rows(f->x, f->xb, (size_t)n * dim);
+        if (f->layer_hook) f->layer_hook(f->layer_hook_ctx, l, f->x, n, dim);
     }
     cache->next_pos += n;
 

@@ -52,6 +52,12 @@ void forward_set_observer(Forward *f, const AttentionObserver *obs);
 /* The observer installed now (returns 0 and leaves *out alone if none). */
 int forward_get_observer(const Forward *f, AttentionObserver *out);
 
+/* Called after every layer with the block's residual stream x [n, dim], e.g.
+ * by the numerical guard (numcheck.h) to find the first layer that produced a
+ * NaN/Inf. NULL fn removes it. */
+typedef void (*LayerHook)(void *ctx, int layer, const float *x, int n, int dim);
+void forward_set_layer_hook(Forward *f, LayerHook fn, void *ctx);
+
 /* Run tokens[0..n) (n >= 1). If logits_all is non-NULL it receives n x vocab
  * logits (row t = the prediction after token t); the last row is always
  * available from forward_last_logits(). Errors: token id out of range, the

@@ -174,7 +174,7 @@ rows = list(csv.DictReader(open('$TMP/all.csv')))
 assert {r['task'] for r in rows} == {'ppl', 'passkey'}, rows
 l2 = [r for r in rows if r['task'] == 'ppl' and r['policy'] == 'l2']
 assert len(l2) == 2 and {r['skip_layers'] for r in l2} == {'0,1', '0'} and l2[0]['compression_ratio'] == '0.5', l2
-assert len(list(csv.DictReader(open('$TMP/pos.csv')))) == 5 * 63
+assert len(list(csv.DictReader(open('$TMP/pos.csv')))) == 4 * 63
 "
     if "$PY" -c 'import matplotlib, numpy' 2>/dev/null; then
         expect_ok "plots: ppl vs length" "$PY" experiments/plots/ppl_vs_length.py "$TMP/pos.csv" -o "$TMP/plots"

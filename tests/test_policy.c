@@ -153,6 +153,18 @@ static void test_parsing(void) {
         o = opts("--policy l2 --budget 4 --skip-layers 5");
         CHECK(policy_create(&o, &cfg, 16, &err) == NULL && strstr(err.msg, "--skip-layers"), "%s", err.msg);
     }
+    CASE("only h2o, snapkv, tova, pyramid, zigzag install the attention observer") {
+        Config cfg = shape(2, 2, 2, 4);
+        const char *lines[] = { "--policy full", "--policy l2 --budget 4", "--policy l2-high --budget 4",
+                                "--policy random --budget 4", "--policy window --budget 4", "--policy lagkv",
+                                "--policy h2o --budget 4", "--policy snapkv --budget 4", "--policy tova --budget 4",
+                                "--policy pyramid --budget 4", "--policy zigzag:score=l2 --budget 4" };
+        for (int i = 0; i < 11; i++) {
+            Policy *p = make(lines[i], &cfg, 16);
+            CHECK(policy_needs_attention(p) == (i >= 6), "%s: needs attention %d", lines[i], policy_needs_attention(p));
+            policy_free(p);
+        }
+    }
     CASE("budget: ratios, rounding, never below 1") {
         PolicyOpts o = opts("--policy l2 --compression-ratio 0.5");
         CHECK(policy_budget_of(&o, 7) == 3, "floor(3.5) = %d", policy_budget_of(&o, 7));
