@@ -2,14 +2,14 @@
  * mask registers for the tails (compiled with -mavx512f/bw/vl/dq -mfma).
  *
  * Blocking scheme
- *  - Decode and few tokens (n_tok <= 12, "skinny"): memory-bandwidth bound, so
+ *  - Decode and few tokens (n_tok <= 16, "skinny"): memory-bandwidth bound, so
  *    the goal is to stream W once (per 4 tokens) at full speed, unpacked. Four
  *    weight rows are walked at once (4 load streams; 4 rows × up to 4 tokens of
  *    accumulators, 8 for one token, to hide the FMA latency); each x vector is
  *    loaded once per 4 rows, each weight vector once per 4 tokens. bf16 rows are
  *    widened exactly in registers (zero-extend 16→32 bits, shift left 16) and
  *    prefetched 2 KB ahead.
- *  - Prefill (n_tok > 12): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
+ *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
  *    never limit the 2 FMA pipes. Blocks: KC = 384 (the 12-token X micro-panel,
@@ -39,7 +39,7 @@
  * registers. */
 #define SKINNY_T 4
 #ifndef SKINNY_MAX
-#define SKINNY_MAX 12
+#define SKINNY_MAX 16
 #endif
 
 static inline __attribute__((always_inline))

@@ -4,7 +4,7 @@
  *
  * Problem: Y[t, r] = sum_k W[r, k] * X[t, k]: n_tok tokens × n_rows weight rows,
  * reduced over k < n_cols. Both operands are row-major along k. Used for
- * prefill with more than a dozen tokens (fewer go to each ISA's skinny kernel).
+ * prefill with more than 8-16 tokens (fewer go to each ISA's skinny kernel).
  *
  * This is the BLIS layering (Van Zee & van de Geijn, "BLIS: A Framework for
  * Rapidly Instantiating BLAS Functionality"), with W in the role of BLIS's A

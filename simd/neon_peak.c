@@ -5,13 +5,13 @@
 #include <arm_neon.h>
 
 float peak_fma_neon(long iters) {
-    float32x4_t acc[PEAK_ACCUMULATORS];
-    for (int k = 0; k < PEAK_ACCUMULATORS; k++) acc[k] = vdupq_n_f32((float)k * 0.001f);
+    float32x4_t acc[PEAK_ACC_NEON];
+    for (int k = 0; k < PEAK_ACC_NEON; k++) acc[k] = vdupq_n_f32((float)k * 0.001f);
     const float32x4_t a = vdupq_n_f32(0.999999f), b = vdupq_n_f32(1e-7f);
     for (long i = 0; i < iters; i++)
-        for (int k = 0; k < PEAK_ACCUMULATORS; k++) acc[k] = vfmaq_f32(b, acc[k], a);
+        for (int k = 0; k < PEAK_ACC_NEON; k++) acc[k] = vfmaq_f32(b, acc[k], a);
     float32x4_t sum = acc[0];
-    for (int k = 1; k < PEAK_ACCUMULATORS; k++) sum = vaddq_f32(sum, acc[k]);
+    for (int k = 1; k < PEAK_ACC_NEON; k++) sum = vaddq_f32(sum, acc[k]);
     return vaddvq_f32(sum);
 }
 #endif

@@ -4,25 +4,26 @@
 #include <string.h>
 
 float peak_fma_scalar(long iters) {
-    float acc[PEAK_ACCUMULATORS];
-    for (int k = 0; k < PEAK_ACCUMULATORS; k++) acc[k] = (float)k * 0.001f;
+    float acc[PEAK_ACC_SCALAR];
+    for (int k = 0; k < PEAK_ACC_SCALAR; k++) acc[k] = (float)k * 0.001f;
     const float a = 0.999999f, b = 1e-7f;
     for (long i = 0; i < iters; i++)
-        for (int k = 0; k < PEAK_ACCUMULATORS; k++) acc[k] = acc[k] * a + b;
+        for (int k = 0; k < PEAK_ACC_SCALAR; k++) acc[k] = acc[k] * a + b;
     float sum = 0.0f;
-    for (int k = 0; k < PEAK_ACCUMULATORS; k++) sum += acc[k];
+    for (int k = 0; k < PEAK_ACC_SCALAR; k++) sum += acc[k];
     return sum;
 }
 
-static int lanes(const char *isa) {
-    if (!strcmp(isa, "avx512")) return 16;
-    if (!strcmp(isa, "avx2")) return 8;
-    if (!strcmp(isa, "neon")) return 4;
-    return 1;
+/* FMAs per loop round: vector lanes x accumulators. */
+static int fmas_per_round(const char *isa) {
+    if (!strcmp(isa, "avx512")) return 16 * PEAK_ACC_AVX512;
+    if (!strcmp(isa, "avx2")) return 8 * PEAK_ACC_AVX2;
+    if (!strcmp(isa, "neon")) return 4 * PEAK_ACC_NEON;
+    return PEAK_ACC_SCALAR;
 }
 
 double peak_fma_flops(const char *isa, long iters) {
-    return 2.0 * lanes(isa) * PEAK_ACCUMULATORS * (double)iters;
+    return 2.0 * fmas_per_round(isa) * (double)iters;
 }
 
 float peak_fma_run(const char *isa, long iters) {

@@ -20,11 +20,12 @@
 ARM_CC      ?= aarch64-linux-gnu-gcc
 ARM_AR      ?= aarch64-linux-gnu-ar
 ARM_BUILD   ?= build-arm64
-ARM_LIB_SRC := $(sort $(filter-out simd/x86_% simd/avx2% simd/avx512%,$(SIMD_SRC)) $(wildcard simd/neon*.c))
-ARM_TESTS   := test_kernels
+# The whole engine is cross-built so one golden test runs under qemu too
+# (tests/run.sh sets KVLAB_GOLDEN_QUICK=1 there: the stories260K cases only).
+ARM_LIB_SRC := $(sort $(filter-out simd/x86_% simd/avx2% simd/avx512%,$(SIMD_SRC)) $(wildcard simd/neon*.c)) $(ENGINE_SRC)
+ARM_TESTS   := test_kernels test_golden
 ARM_ALL     ?= 0
 ifeq ($(ARM_ALL),1)
-ARM_LIB_SRC += $(ENGINE_SRC)
 ARM_TESTS   := $(notdir $(basename $(TEST_SRC)))
 endif
 # The host flags minus any -m (machine) option, which would be for x86.

@@ -17,7 +17,7 @@
 #define LLAMA2C_V1_MAGIC 0x616b3432u   /* "ak42": the later versions 1/2 */
 
 static void find_tokenizer(Model *m, const char *path, int vocab_size) {
-    char dir[4096], candidate[4200], name[64];
+    char dir[4096], candidate[sizeof m->tokenizer_path], name[64];
     path_dirname(dir, sizeof dir, path);
     path_join(candidate, sizeof candidate, dir, "tokenizer.bin");
     if (!path_exists(candidate)) {
@@ -25,7 +25,7 @@ static void find_tokenizer(Model *m, const char *path, int vocab_size) {
         path_join(candidate, sizeof candidate, dir, name);
     }
     if (!path_exists(candidate)) path_join(candidate, sizeof candidate, dir, "tokenizer.model");
-    if (path_exists(candidate)) snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s", candidate);
+    if (path_exists(candidate)) memcpy(m->tokenizer_path, candidate, sizeof candidate);
 }
 
 int load_llama2c(Model *m, const char *path, Err *err) {
