@@ -101,6 +101,7 @@ bench: kvlab
 # Fragments may add targets to EXTRA_TESTS (run before the main suite).
 EXTRA_TESTS :=
 -include simd/simd.mk
+-include tests/fuzz/fuzz.mk
 
 test: $(KVLAB_BIN) $(TEST_BIN) $(EXTRA_TESTS)
 	@KVLAB=./$(KVLAB_BIN) bash tests/run.sh $(BUILD)/tests

@@ -13,7 +13,7 @@ usage: collect.py ROOT [ROOT ...] [-o all.csv] [--positions positions.csv] [--ta
                      (positions.csv: pos, cum_ppl, cum_ppl_ref, ...) for ppl_vs_length.py
   --table            print a Markdown table of the headline numbers on stderr
 
-Columns: run, task, model, policy, budget_kind, budget, compression_ratio (fraction
+Columns: run, task, variant (the sweep's task directory, e.g. ppl@step), model, policy, budget_kind, budget, compression_ratio (fraction
 removed; 1 - keep for --keep-ratio), skip_layers ("0,1"), schedule, schedule_n,
 positions, then the summary's own columns (ppl: ppl, ppl_ref, kl, ...; passkey:
 length, depth, trials, accuracy, partial; needle: length, depth, cells, score)."""
@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-TAGS = ["run", "task", "model", "policy", "budget_kind", "budget", "compression_ratio",
+TAGS = ["run", "task", "variant", "model", "policy", "budget_kind", "budget", "compression_ratio",
         "skip_layers", "schedule", "schedule_n", "positions"]
 
 
@@ -57,9 +57,12 @@ def tags(run):
         ratio = 0.0
     if isinstance(ratio, float):
         ratio = round(ratio, 6)
+    task = cfg.get("command", meta.get("command", ""))
+    parent = os.path.basename(os.path.dirname(os.path.abspath(run)))   # sweep.sh: MODEL/TASK[@VARIANT]/POINT
     return {
         "run": run,
-        "task": cfg.get("command", meta.get("command", "")),
+        "task": task,
+        "variant": parent if parent == task or parent.startswith(task + "@") else task,
         "model": model_name(cfg.get("model", {}).get("path", "")),
         "policy": pol.get("policy", ""),
         "budget_kind": kind,
@@ -119,7 +122,7 @@ def table(rows):
             v = fnum(r.get("accuracy", r.get("score")))
         else:
             continue
-        key = (r["model"], r["task"], r["skip_layers"] if r["policy"] != "full" else "-", r["policy"])
+        key = (r["model"], r["variant"], r["skip_layers"] if r["policy"] != "full" else "-", r["policy"])
         head.setdefault(key, {})[fnum(r["compression_ratio"])] = v
     ratios = sorted({x for d in head.values() for x in d})
     lines = ["| model | task | skip | policy | " + " | ".join(f"{x:g}" for x in ratios) + " |",

@@ -6,10 +6,12 @@
 #   compression 10, 30, 50, 70, 90 % of the cache removed
 #   skip layers {0}, {0,1} (the paper's default), {0,1,2}
 #   tasks       ppl (token by token, the policy after each step, --schedule threshold:T
-#               with T = chunk/4: the paper's "max kv T" saw-tooth), passkey and needle
-#               (full prefill, first token from the full cache, compress once: prefill)
+#               with T = chunk/4: the paper's "max kv T" saw-tooth), ppl@step (the same
+#               with --schedule step: the cache always holds (1 - ratio) of the tokens
+#               seen, so the ratio is the real compression; skip {0,1} only), passkey and
+#               needle (full prefill, first token from the full cache, compress once: prefill)
 # then collects everything into one CSV and draws the paper's figures 3 and 4 and the
-# needle heat maps. About 17 minutes on 2 idle cores (-j 2, one thread per point).
+# needle heat maps. About 20 minutes on 2 idle cores (-j 2, one thread per point).
 # Finished points are skipped, so an interrupted run continues where it stopped.
 set -euo pipefail
 
@@ -17,7 +19,7 @@ usage() {
     cat <<'EOF'
 usage: experiments/reproduce-l2.sh [--out DIR] [-j N] [--quick] [--plots-only]
 
-  --out DIR      where the run directories, all.csv, report.md and plots/ go [runs/reproduce-l2]
+  --out DIR      where the run directories, all.csv, table.txt and plots/ go [runs/reproduce-l2]
   -j N           points at once [2]
   --quick        stories260k only, ratios 0.5 0.9, skip {0,1}: a smoke test of the pipeline (~1 min)
   --plots-only   only collect and plot what is finished
@@ -56,17 +58,20 @@ fi
 cat >"$conf" <<EOF
 # written by experiments/reproduce-l2.sh
 models   = $models
-tasks    = ppl passkey needle
+tasks    = ppl ppl@step passkey needle
+skips.ppl@step = 0,1
 policies = full l2 l2-high random
 ratios   = $ratios
 skips    = $skips
 out      = $out
 jobs     = $jobs
 threads  = 1
-kvlab    = $root/kvlab
+kvlab    = $(cd "$out" && pwd)/bin/kvlab
 # perplexity: the paper's protocol, max kv T = chunk/4
 args.ppl.stories260k     = -f $shared/data/tinystories-valid-head.txt --chunk 512 --chunks 4 --schedule threshold:128
 args.ppl.demo-25m        = -f $shared/data/wikitext-2-raw-test.txt --chunk 1024 --chunks 1 --schedule threshold:256
+args.ppl@step.stories260k = -f $shared/data/tinystories-valid-head.txt --chunk 512 --chunks 4 --schedule step
+args.ppl@step.demo-25m    = -f $shared/data/wikitext-2-raw-test.txt --chunk 1024 --chunks 1 --schedule step
 # passkey / needle: --schedule prefill (the evaluations' default = the paper's)
 args.passkey.stories260k = --lengths 256,448 --depths 0,50,100 --trials 2 --seed 1
 args.passkey.demo-25m    = --lengths 512,1024 --depths 0,50,100 --trials 1 --seed 1
@@ -77,6 +82,8 @@ EOF
 [ -x "$root/kvlab" ] || { echo "reproduce-l2.sh: build kvlab first (make kvlab)" >&2; exit 1; }
 status=0
 if [ $plots_only = 0 ]; then
+    # every point of one sweep runs the same binary, even if ./kvlab is rebuilt meanwhile
+    mkdir -p "$out/bin" && cp "$root/kvlab" "$out/bin/kvlab.tmp" && mv "$out/bin/kvlab.tmp" "$out/bin/kvlab"
     "$here/sweep.sh" -c "$conf" || status=$?
 fi
 

@@ -15,7 +15,8 @@ usage: experiments/sweep.sh [-c CONFIG] [options]
 
   -c, --config FILE   sweep description (below); options given here override it
   --models LIST       NAME=PATH or PATH entries (NAME defaults to the file/dir name)
-  --tasks LIST        ppl passkey needle
+  --tasks LIST        ppl passkey needle; CMD@VARIANT (e.g. ppl@step) is the kvlab command CMD
+                      run with its own args (args.ppl@step = ...) into its own directory
   --policies LIST     e.g. "full l2 l2-high random"
   --ratios LIST       compression ratios (fraction removed), e.g. "0.1 0.5 0.9"
   --skips LIST        skip-layer sets, e.g. "0 0,1 0,1,2" (or none)
@@ -34,7 +35,8 @@ out, jobs, threads, kvlab, and the extra kvlab options of a task, for every mode
     args.ppl = -f ../shared/data/wikitext-2-raw-test.txt --chunk 1024 --chunks 1
     args.ppl.stories260k = -f ../shared/data/tinystories-valid-head.txt --chunk 512
     args.all = --schedule threshold:256        (every task)
-A model-specific line replaces the general one of that task.
+A model-specific line replaces the general one of that task. Per task, "ratios.TASK = ..."
+and "skips.TASK = ..." replace the ratios and skip sets (e.g. skips.ppl@step = 0,1).
 
 example:
     experiments/sweep.sh --models ../shared/models/stories260k/stories260K.bin --tasks ppl \
@@ -87,7 +89,7 @@ jobs=$(get jobs 1); threads=$(get threads 1); kvlab=$(get kvlab ./kvlab)
 [[ $threads =~ ^[1-9][0-9]*$ ]] || die "--threads: '$threads' is not a positive integer"
 [ -x "$kvlab" ] || die "kvlab binary '$kvlab' not found (make kvlab, or --kvlab PATH)"
 for t in ${tasks//,/ }; do
-    case $t in ppl|passkey|needle) ;; *) die "unknown task '$t' (ppl, passkey, needle)" ;; esac
+    case ${t%%@*} in ppl|passkey|needle) ;; *) die "unknown task '$t' (ppl, passkey, needle, or CMD@VARIANT)" ;; esac
 done
 for r in ${ratios//,/ }; do
     [[ $r =~ ^0?\.[0-9]+$|^0$ ]] || die "ratio '$r' is not a fraction in [0, 1)"
@@ -109,7 +111,7 @@ add_point() {   # model_name model_path task policy ratio skip
     n_total=$((n_total + 1))
     if [ -f "$dir/meta.json" ]; then n_done=$((n_done + 1)); return; fi
     local extra=${CFG[args.$task.$name]-${CFG[args.$task]-}}
-    local cmd=("$kvlab" "$task" -m "$path")
+    local cmd=("$kvlab" "${task%%@*}" -m "$path")
     # shellcheck disable=SC2206  # the args are words on purpose
     cmd+=(${CFG[args.all]-} $extra --policy "$policy")
     [ "$policy" = full ] || cmd+=(--compression-ratio "$ratio" --skip-layers "$skip")
@@ -125,8 +127,9 @@ for m in $models; do
     for task in ${tasks//,/ }; do
         for policy in ${policies//,/ }; do
             if [ "$policy" = full ]; then add_point "$name" "$path" "$task" full "" ""; continue; fi
-            for ratio in ${ratios//,/ }; do
-                for skip in $skips; do add_point "$name" "$path" "$task" "$policy" "$ratio" "$skip"; done
+            task_ratios=${CFG[ratios.$task]-$ratios}; task_skips=${CFG[skips.$task]-$skips}
+            for ratio in ${task_ratios//,/ }; do
+                for skip in $task_skips; do add_point "$name" "$path" "$task" "$policy" "$ratio" "$skip"; done
             done
         done
     done

@@ -39,9 +39,9 @@ static void help(void) {
 /* The KV memory and what the policy cost, on stderr. */
 static void report_kv(const KVCache *cache, const Policy *policy, double t_decode) {
     long slots = kvcache_slots_used(cache), full = (long)cache->next_pos * cache->n_layers * cache->n_kv_heads;
-    fprintf(stderr, "kv: %.2f MiB in use (%ld slots, %.1f%% of the %d tokens seen)",
+    fprintf(stderr, "kv: %.2f MiB in use (%ld slots, %.1f%% of a full cache of %d tokens)",
             kvcache_bytes_used(cache) / 1048576.0, slots, full ? 100.0 * slots / full : 0.0, cache->next_pos);
-    if (policy) {
+    if (policy && strcmp(policy_opts(policy)->name, "full") != 0) {
         PolicyTiming t = policy_timing(policy);
         double steps = t.decode_forwards > 0 ? (double)t.decode_forwards : 1.0;
         fprintf(stderr, " | policy %s: %ld evicted, decide %.3f ms/decode step (%.2f%% of decode), "
@@ -49,6 +49,8 @@ static void report_kv(const KVCache *cache, const Policy *policy, double t_decod
                 policy_opts(policy)->name, t.evicted, 1e3 * t.decide_decode_s / steps,
                 t_decode > 0 ? 100.0 * t.decide_decode_s / t_decode : 0.0,
                 t.forwards ? 1e3 * t.apply_s / t.forwards : 0.0, 1e3 * t.decide_s);
+    }
+    if (policy) {
         char *json = policy_json(policy_opts(policy));
         fprintf(stderr, "\npolicy: %s", json);
         free(json);

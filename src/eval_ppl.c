@@ -127,6 +127,9 @@ static void parse(PplOpts *o, int argc, char **argv) {
     if (!o->text_path) die("ppl: -f TEXT is required (kvlab ppl --help)");
     if (!path_exists(o->text_path)) die("-f: %s: no such file", o->text_path);
     eval_opts_finish(&o->e, "ppl", SCHED_DEFAULT);
+    if (o->e.po.schedule == SCHED_PREFILL && strcmp(o->e.po.name, "full") != 0)
+        fprintf(stderr, "kvlab: ppl: warning: --schedule prefill (policy %s's default) evicts once, after the first "
+                "token: give --schedule step, interval:N or threshold:T to compress while decoding\n", o->e.po.name);
 }
 
 #define PPL_COLUMNS "first_token,tokens,nll,ppl,accuracy,nll_ref,ppl_ref,accuracy_ref,kl,top1_agree,kv_mean,kv_final,kv_fraction"

@@ -77,6 +77,14 @@ static void move_slots(KVHead *h, size_t d, int dst, int src, int count) {
     memmove(h->pos + dst, h->pos + src, (size_t)count * sizeof(int));
 }
 
+/* Give memory back when a head is far below its allocation. */
+static void shrink(KVHead *h, int head_dim) {
+    if (h->cap <= 256 || h->len >= h->cap / 4) return;
+    int cap = h->cap;
+    while (cap > 64 && h->len < cap / 4) cap /= 2;
+    head_resize(h, cap, head_dim);
+}
+
 void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep) {
     KVHead *h = kvcache_head(c, layer, kv_head);
     size_t d = (size_t)c->head_dim;
@@ -90,12 +98,19 @@ void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_kee
         i += r;
     }
     h->len = n_keep;
-    /* give memory back when the head is far below its allocation */
-    if (h->cap > 256 && n_keep < h->cap / 4) {
-        int cap = h->cap;
-        while (cap > 64 && n_keep < cap / 4) cap /= 2;
-        head_resize(h, cap, c->head_dim);
+    shrink(h, c->head_dim);
+}
+
+void kvcache_evict(KVCache *c, int layer, int kv_head, const int *slots, int n) {
+    KVHead *h = kvcache_head(c, layer, kv_head);
+    size_t d = (size_t)c->head_dim;
+    /* the run between evicted slot i-1 and slot i moves down by i places */
+    for (int i = 0; i < n; i++) {
+        int start = slots[i] + 1, end = i + 1 < n ? slots[i + 1] : h->len;
+        move_slots(h, d, start - (i + 1), start, end - start);
     }
+    h->len -= n;
+    shrink(h, c->head_dim);
 }
 
 static size_t slot_bytes(const KVCache *c) { return 2 * (size_t)c->head_dim * sizeof(float) + sizeof(int); }

@@ -59,6 +59,9 @@ int kvcache_reserve(KVCache *c, int layer, int extra, Err *err);
  * consecutive kept slots move with one memmove); releases memory when the head
  * becomes much smaller than its allocation. */
 void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep);
+/* The same, given the n slots to remove instead (strictly ascending): cheaper
+ * when a decode step evicts a few tokens of a long head. */
+void kvcache_evict(KVCache *c, int layer, int kv_head, const int *slots, int n);
 
 /* Bytes of keys+values+positions allocated / in use, over all heads. */
 size_t kvcache_bytes_allocated(const KVCache *c);

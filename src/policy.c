@@ -277,7 +277,9 @@ void policy_print_help(FILE *out) {
         for (const PolicyParam *q = d->params; q && q->key; q++) {
             char kv[64];
             snprintf(kv, sizeof kv, "%s=%s", q->key, q->def);
-            fprintf(out, "              %-16s %s\n", kv, q->help);
+            int choices = strcmp(q->kind, "int") && strcmp(q->kind, "float");
+            fprintf(out, "              %-16s %s%s%s%s\n", kv, q->help, choices ? " (" : "", choices ? q->kind : "",
+                    choices ? ")" : "");
         }
     }
 }
@@ -402,6 +404,8 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
     p->last_budget = xcalloc(L, sizeof(int));
     p->keeps = xcalloc(L * p->n_kv_heads * T, sizeof(int));
     p->n_keeps = xcalloc(L * p->n_kv_heads, sizeof(int));
+    p->evicts = xcalloc(L * p->n_kv_heads * POLICY_FEW, sizeof(int));
+    p->n_evicts = xcalloc(L * p->n_kv_heads, sizeof(int));
     ensure_scratch(p, 1);
     if (p->def->init && p->def->init(p, err) != 0) { policy_free(p); return NULL; }
     p->flags = p->def->flags | p->scorer->flags;
@@ -421,7 +425,7 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
 void policy_free(Policy *p) {
     if (!p) return;
     if (p->def->free) p->def->free(p);
-    free(p->skip); free(p->budget); free(p->last_budget); free(p->keeps); free(p->n_keeps);
+    free(p->skip); free(p->budget); free(p->last_budget); free(p->keeps); free(p->n_keeps); free(p->evicts); free(p->n_evicts);
     for (int i = 0; i < p->n_scratch; i++) {
         PolicyScratch *s = &p->scratch[i];
         free(s->score); free(s->sum); free(s->tmp); free(s->dtmp); free(s->order); free(s->itmp); free(s->mark);
@@ -496,9 +500,13 @@ int policy_before_forward(Policy *p, KVCache *c, int n, Err *err) {
 
 /* ---- choosing ------------------------------------------------------------------ */
 
+/* A score as ranked: NaN counts as the lowest, so the order stays total. */
+static inline float rank_of(float v) { return v == v ? v : -INFINITY; }
+
 /* The total order of "worth keeping": higher score, then lower position. */
 static inline int better(const float *score, const int *pos, int a, int b) {
-    return score[a] > score[b] || (score[a] == score[b] && pos[a] < pos[b]);
+    float x = rank_of(score[a]), y = rank_of(score[b]);
+    return x > y || (x == y && pos[a] < pos[b]);
 }
 
 /* Rearrange idx[0..m) so that idx[0..k) are the k best (Wirth's selection,
@@ -522,18 +530,24 @@ static void select_best(int *idx, int m, int k, const float *score, const int *p
  * the higher position (slots are in position order: the later slot). */
 static void worst_few(const float *score, int lo, int hi, int e, int *w) {
     int n = 0;
+    float bound = INFINITY;                                   /* rank of w[e-1] once full */
     for (int j = lo; j < hi; j++) {
-        if (n == e && score[j] > score[w[e - 1]]) continue;   /* the usual case */
+        float v = rank_of(score[j]);
+        if (v > bound) continue;                              /* the usual case */
         int i = n < e ? n++ : e - 1;                          /* drop the least bad */
-        while (i > 0 && score[j] <= score[w[i - 1]]) { w[i] = w[i - 1]; i--; }
+        while (i > 0 && v <= rank_of(score[w[i - 1]])) { w[i] = w[i - 1]; i--; }
         w[i] = j;
+        if (n == e) bound = rank_of(score[w[e - 1]]);
     }
 }
 
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
-int policy_select_top(Policy *p, const int *pos, int len, const float *score,
-                      int budget, int sinks, int recent, int *keep) {
+/* policy_select_top, and when at most POLICY_FEW candidates go and `evict` is
+ * given, only the evicted slots are written (evict[0..*n_evict), ascending;
+ * keep[] untouched): a decode step then writes a few ints, not the whole head. */
+static int select_top(Policy *p, const int *pos, int len, const float *score, int budget, int sinks,
+                      int recent, int *keep, int *evict, int *n_evict) {
     int s = sinks < len ? sinks : len;
     int r = recent < len - s ? recent : len - s;
     int lo = s, hi = len - r;                 /* candidates: slots [lo, hi) */
@@ -541,14 +555,20 @@ int policy_select_top(Policy *p, const int *pos, int len, const float *score,
     if (k > m) k = m;
     if (k < 0) k = 0;
     int n = 0;
-    if (m - k <= 8) {
+    if (n_evict) *n_evict = -1;
+    if (m - k <= POLICY_FEW) {
         /* Evicting a few (a decode step of the step schedule evicts one): one
-         * pass finds them, then the runs between them are copied. */
-        int ev[9], n_ev = m - k;
+         * pass finds them, then the runs between them are kept. */
+        int ev[POLICY_FEW + 1], n_ev = m - k;
         if (n_ev > 0) worst_few(score, lo, hi, n_ev, ev);
         qsort(ev, (size_t)n_ev, sizeof(int), cmp_int);
+        if (evict) {
+            memcpy(evict, ev, (size_t)n_ev * sizeof(int));
+            *n_evict = n_ev;
+            return len - n_ev;
+        }
         ev[n_ev] = len;
-        for (int e = 0, j = 0; e <= n_ev; j = ev[e++] + 1)   /* the runs between evicted slots */
+        for (int e = 0, j = 0; e <= n_ev; j = ev[e++] + 1)
             while (j < ev[e]) keep[n++] = j++;
         return n;
     }
@@ -564,6 +584,11 @@ int policy_select_top(Policy *p, const int *pos, int len, const float *score,
     for (int j = lo; j < hi; j++) if (mark[j]) keep[n++] = j;
     for (int j = hi; j < len; j++) keep[n++] = j;
     return n;
+}
+
+int policy_select_top(Policy *p, const int *pos, int len, const float *score,
+                      int budget, int sinks, int recent, int *keep) {
+    return select_top(p, pos, len, score, budget, sinks, recent, keep, NULL, NULL);
 }
 
 void policy_group_mean(const Policy *p, const float *stat, int layer, int kv_head, int n, float *out) {
@@ -611,11 +636,38 @@ void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out) {
     for (int l = 0; l < p->n_layers; l++) if (p->skip[l]) out[l] = INT_MAX;
 }
 
+/* Decisions over fewer slots than this (all heads together) run on one thread. */
+#define POLICY_PARALLEL_SLOTS (1L << 18)
+
 /* ---- applying ------------------------------------------------------------------ */
 
 /* keep[] ascending: a[i] = a[keep[i]] never reads a slot already overwritten. */
 static void compact_floats(float *a, const int *keep, int n_keep) {
     for (int i = 0; i < n_keep; i++) a[i] = a[keep[i]];
+}
+
+/* Remove slots ev[0..n) (ascending) of a[0..len): the runs between them move down. */
+static void evict_floats(float *a, int len, const int *ev, int n) {
+    for (int i = 0; i < n; i++) {
+        int start = ev[i] + 1, end = i + 1 < n ? ev[i + 1] : len;
+        memmove(a + start - (i + 1), a + start, (size_t)(end - start) * sizeof(float));
+    }
+}
+
+/* apply_keep, given the few evicted slots instead. */
+static void apply_evict(Policy *p, KVCache *c, int layer, int g, const int *ev, int n) {
+    int len = kvcache_head(c, layer, g)->len;
+    for (int h = g * p->group; h < (g + 1) * p->group; h++) {
+        if (p->acc) evict_floats(policy_acc(p, layer, h), len, ev, n);
+        if (p->win) evict_floats(policy_win(p, layer, h), len, ev, n);
+    }
+    if (p->aux) {
+        int *valid = &p->aux_len[layer * p->n_kv_heads + g], below = 0;
+        for (int i = 0; i < n; i++) below += ev[i] < *valid;
+        evict_floats(policy_aux(p, layer, g), *valid, ev, below);
+        *valid -= below;
+    }
+    kvcache_evict(c, layer, g, ev, n);
 }
 
 /* Compact one (layer, KV head): the cache and every statistic that follows it. */
@@ -633,24 +685,20 @@ static void apply_keep(Policy *p, KVCache *c, int layer, int g, const int *keep,
     kvcache_keep(c, layer, g, keep, n_keep);
 }
 
-/* score[] of (layer, g) by the scorer, NaN made -inf so the order stays total. */
-static void score_head(Policy *p, const KVCache *c, int layer, int g, float *score) {
-    int len = kvcache_head(c, layer, g)->len;
-    p->scorer->score(p, c, layer, g, score);
-    for (int j = 0; j < len; j++) score[j] = score[j] == score[j] ? score[j] : -INFINITY;
-}
 
-/* Decide (layer, g): the slots to keep, or -1 when the head stays as it is. */
-static int decide_head(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
+/* Decide (layer, g): the slots to keep (or the few to evict, *n_evict >= 0),
+ * or -1 when the head stays as it is. */
+static int decide_head(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep,
+                       int *evict, int *n_evict) {
     const KVHead *h = kvcache_head(c, layer, g);
+    *n_evict = -1;
     if (p->def->select) {
         int n = p->def->select(p, c, layer, g, budget, keep);
         return n < h->len ? n : -1;
     }
     if (h->len <= budget) return -1;
-    float *score = policy_scratch(p)->score;
-    score_head(p, c, layer, g, score);
-    return policy_select_top(p, h->pos, h->len, score, budget, p->o.sinks, p->o.recent, keep);
+    const float *score = p->scorer->score(p, c, layer, g, policy_scratch(p)->score);
+    return select_top(p, h->pos, h->len, score, budget, p->o.sinks, p->o.recent, keep, evict, n_evict);
 }
 
 /* Granularity `layer` (TOVA): one token set for every head of the layer,
@@ -664,8 +712,8 @@ static int decide_layer(Policy *p, const KVCache *c, int layer, int budget, int 
     for (int g = 0; g < p->n_kv_heads; g++) {
         const KVHead *h = kvcache_head(c, layer, g);
         if (h->len != len || memcmp(h->pos, h0->pos, (size_t)len * sizeof(int)) != 0) return -2;
-        score_head(p, c, layer, g, sc->score);
-        for (int j = 0; j < len; j++) sc->sum[j] = g ? sc->sum[j] + sc->score[j] : sc->score[j];
+        const float *score = p->scorer->score(p, c, layer, g, sc->score);
+        for (int j = 0; j < len; j++) sc->sum[j] = g ? sc->sum[j] + rank_of(score[j]) : rank_of(score[j]);
     }
     for (int j = 0; j < len; j++) sc->sum[j] /= (float)p->n_kv_heads;
     return policy_select_top(p, h0->pos, len, sc->sum, budget, p->o.sinks, p->o.recent, keep);
@@ -702,65 +750,78 @@ static int schedule_fires(Policy *p, int start_pos) {
 }
 
 /* Phase 1: every (layer, KV head) — or every layer with granularity layer —
- * decides in parallel what it keeps (p->keeps). Returns -1 on a layer whose
- * heads disagree (granularity layer). */
-static int decide_all(Policy *p, const KVCache *c, Err *err) {
+ * decides what it keeps (p->keeps, p->n_keeps). Called by every thread of the
+ * team (an orphaned `omp for`); a layer whose heads disagree (granularity
+ * layer) is reported in *bad_layer and left alone. */
+static void decide_all(Policy *p, const KVCache *c, int *bad_layer) {
     int KV = p->n_kv_heads, per_layer = p->o.granularity == GRAN_LAYER;
-    int n_tasks = per_layer ? p->n_layers : p->n_layers * KV, bad_layer = -1;
+    int n_tasks = per_layer ? p->n_layers : p->n_layers * KV;
     size_t T = (size_t)p->max_tokens;
-    #pragma omp parallel for schedule(dynamic, 1) if (n_tasks > 1)
+    #pragma omp for schedule(dynamic, 1)
     for (int task = 0; task < n_tasks; task++) {
         int l = per_layer ? task : task / KV, g = per_layer ? 0 : task % KV;
         int *n_keep = &p->n_keeps[l * KV + g], *keep = p->keeps + ((size_t)l * KV + g) * T;
-        *n_keep = -1;
+        int *n_evict = &p->n_evicts[l * KV + g], *evict = p->evicts + ((size_t)l * KV + g) * POLICY_FEW;
+        *n_keep = *n_evict = -1;
         if (p->budget[l] < 0) continue;
-        *n_keep = per_layer ? decide_layer(p, c, l, p->budget[l], keep) : decide_head(p, c, l, g, p->budget[l], keep);
+        *n_keep = per_layer ? decide_layer(p, c, l, p->budget[l], keep)
+                            : decide_head(p, c, l, g, p->budget[l], keep, evict, n_evict);
         if (*n_keep == -2) {
-            #pragma omp critical(policy_bad_layer)
-            bad_layer = l;
             *n_keep = -1;
+            #pragma omp critical(policy_bad_layer)
+            *bad_layer = l;
         }
     }
-    if (bad_layer >= 0)
-        return err_set(err, "granularity layer: the KV heads of layer %d hold different tokens", bad_layer);
-    return 0;
 }
 
-/* Phase 2: compact every head that keeps fewer than it holds, in parallel. */
+/* Phase 2: compact every head that keeps fewer than it holds (orphaned `omp for`). */
 static void apply_all(Policy *p, KVCache *c) {
     int KV = p->n_kv_heads, per_layer = p->o.granularity == GRAN_LAYER;
     size_t T = (size_t)p->max_tokens;
-    long evicted = 0;
-    #pragma omp parallel for schedule(dynamic, 1) reduction(+ : evicted) if (p->n_layers * KV > 1)
+    #pragma omp for schedule(dynamic, 1)
     for (int task = 0; task < p->n_layers * KV; task++) {
         int l = task / KV, g = task % KV, src = per_layer ? l * KV : task;
-        int n_keep = p->n_keeps[src];
+        int n_keep = p->n_keeps[src], n_evict = p->n_evicts[src];
         if (n_keep < 0) continue;
-        evicted += kvcache_head(c, l, g)->len - n_keep;
-        apply_keep(p, c, l, g, p->keeps + (size_t)src * T, n_keep);
+        long evicted = kvcache_head(c, l, g)->len - n_keep;
+        if (n_evict >= 0) apply_evict(p, c, l, g, p->evicts + (size_t)src * POLICY_FEW, n_evict);
+        else apply_keep(p, c, l, g, p->keeps + (size_t)src * T, n_keep);
+        #pragma omp atomic
+        p->timing.evicted += evicted;
     }
-    p->timing.evicted += evicted;
 }
 
 int policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err) {
     if (!p) return 0;
-    int decode = start_pos > 0;
+    int decode = start_pos > 0, bad_layer = -1;
     p->timing.forwards++;
     if (decode) p->timing.decode_forwards++;
     for (int l = 0; l < p->n_layers; l++) p->last_budget[l] = -1;
     if ((p->flags & POLICY_NEVER_EVICTS) || !schedule_fires(p, start_pos)) return 0;
     p->timing.decisions++;
     ensure_scratch(p, omp_get_max_threads());
-    double t0 = now_seconds();
+    double t0 = now_seconds(), t1 = t0;
     eviction_budgets(p, c);
-    int rc = decide_all(p, c, err);
-    double t1 = now_seconds();
+    /* One team for both phases; the barrier after phase 1 is where the decide
+     * time ends and the apply time starts. A decode step of a few thousand
+     * slots per head runs on one thread: it is cheaper than waking a team
+     * (and than waiting for one on a busy machine). */
+    long slots = 0;
+    for (int l = 0; l < p->n_layers; l++)
+        if (p->budget[l] >= 0) slots += (long)layer_longest(c, l) * p->n_kv_heads;
+    #pragma omp parallel if (slots >= POLICY_PARALLEL_SLOTS)
+    {
+        decide_all(p, c, &bad_layer);
+        #pragma omp master
+        t1 = now_seconds();
+        apply_all(p, c);
+    }
     p->timing.decide_s += t1 - t0;
     if (decode) p->timing.decide_decode_s += t1 - t0;
-    if (rc != 0) return -1;
-    apply_all(p, c);
     p->timing.apply_s += now_seconds() - t1;
     memcpy(p->last_budget, p->budget, (size_t)p->n_layers * sizeof(int));
+    if (bad_layer >= 0)
+        return err_set(err, "granularity layer: the KV heads of layer %d hold different tokens", bad_layer);
     return 0;
 }
 

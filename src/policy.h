@@ -46,6 +46,7 @@ typedef enum { SCHED_DEFAULT = 0, SCHED_PREFILL, SCHED_STEP, SCHED_INTERVAL, SCH
 typedef enum { GRAN_DEFAULT = 0, GRAN_HEAD, GRAN_LAYER } Granularity;
 
 #define POLICY_MAX_PARAMS 12
+#define POLICY_FEW 8   /* evicting at most this many slots of a head takes the one-pass path */
 #define POLICY_MAX_LAYERS 256
 
 /* Everything that defines a run's eviction, as plain data (printable as JSON).
@@ -81,10 +82,11 @@ typedef struct {
     "      --schedule WHEN            prefill: once after the prompt; step: after every\n" \
     "                                 forward once over budget; interval:N: every N decode\n" \
     "                                 steps; threshold:T: when a layer holds >= T tokens\n" \
-    "                                 [policy's default]\n" \
+    "                                 [snapkv, pyramid, zigzag: prefill; others: step]\n" \
     "      --skip-layers LIST|none    layers never compressed [l2: 0,1; others: none]\n" \
     "      --protect-sinks S          always keep the first S tokens [window: 4; others: 0]\n" \
-    "      --protect-recent W         always keep the last W tokens [0]\n" \
+    "      --protect-recent W         always keep the last W tokens\n" \
+    "                                 [snapkv, pyramid: their window; others: 0]\n" \
     "      --positions true|shifted   true: keys keep their original RoPE; shifted\n" \
     "                                 (StreamingLLM): keys re-rotated to their slot [true]\n" \
     "      --granularity head|layer   one token set per KV head or per layer [tova: layer]\n"
@@ -185,10 +187,12 @@ typedef struct PolicyDef {
     void (*free)(Policy *p);
     /* A new sequence starts (reset p->priv). May be NULL. */
     void (*reset)(Policy *p);
-    /* score[j] for slots j < len of (layer, kv_head): higher = more worth keeping.
+    /* The scores of slots [0, len) of (layer, kv_head), higher = more worth
+     * keeping: `out` filled in, or an array the policy keeps up to date itself
+     * (l2: the cached scores, so a decode step copies nothing). NaN ranks lowest.
      * Hooks below may run concurrently for different (layer, kv_head): they
      * write only their head's state and take temporaries from policy_scratch. */
-    void (*score)(Policy *p, const KVCache *c, int layer, int kv_head, float *score);
+    const float *(*score)(Policy *p, const KVCache *c, int layer, int kv_head, float *out);
     /* Per-layer budgets for an average `avg` (NULL: every layer gets avg). */
     void (*budgets)(Policy *p, const KVCache *c, int avg, int *budget);
     /* Choose the slots (ascending) of (layer, kv_head) to keep; returns how many.
@@ -228,6 +232,9 @@ struct Policy {
     int   *last_budget;          /* [L] */
     int   *keeps;                /* [L, KV, max_tokens] the slots each head keeps */
     int   *n_keeps;              /* [L, KV] how many; -1 = the head is left alone */
+    int   *evicts;               /* [L, KV, POLICY_FEW] or, when a head loses at most
+                                    POLICY_FEW slots, just those (ascending) */
+    int   *n_evicts;             /* [L, KV] how many; -1 = use keeps */
     PolicyScratch *scratch;      /* [n_scratch] one per thread (policy_scratch) */
     int    n_scratch;
     int    decode_steps;         /* decode forwards since the prompt (interval:N) */

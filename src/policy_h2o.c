@@ -13,11 +13,12 @@
 
 #include "policy.h"
 
-static void score_h2o(Policy *p, const KVCache *c, int layer, int g, float *score) {
+static const float *score_h2o(Policy *p, const KVCache *c, int layer, int g, float *score) {
     const KVHead *h = kvcache_head(c, layer, g);
     policy_group_mean(p, p->acc, layer, g, h->len, score);
     if (!strcmp(policy_param_str_or(p, "norm", "sum"), "mean"))
         for (int j = 0; j < h->len; j++) score[j] /= (float)(c->next_pos - h->pos[j]);
+    return score;
 }
 
 static int select_h2o(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
@@ -29,14 +30,13 @@ static int select_h2o(Policy *p, const KVCache *c, int layer, int g, int budget,
     const char *r = policy_param_str(p, "recent");
     int recent = strcmp(r, "auto") ? (int)policy_param(p, "recent") : budget / 2;
     if (recent < p->o.recent) recent = p->o.recent;
-    float *score = policy_scratch(p)->score;
-    score_h2o(p, c, layer, g, score);
+    const float *score = score_h2o(p, c, layer, g, policy_scratch(p)->score);
     return policy_select_top(p, h->pos, h->len, score, budget, p->o.sinks, recent, keep);
 }
 
 static const PolicyParam params[] = {
     { "recent", "auto", "int", 0, 1 << 22, "most recent tokens always kept (auto: half the budget)" },
-    { "norm", "sum", "sum|mean", 0, 0, "sum: H2O's unnormalised sum; mean: divide by queries that saw the token (kvpress)" },
+    { "norm", "sum", "sum|mean", 0, 0, "sum: H2O's sum; mean: divided by the queries that saw the token (kvpress)" },
     {0},
 };
 

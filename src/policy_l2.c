@@ -1,40 +1,42 @@
 /* policy_l2.c — `l2` and `l2-high` (spec §1; arXiv 2406.11430).
  *
- *   score(p) = ‖k_{l,g,p}‖₂ over the head_dim channels of the cached key.
- *   l2:      keep the LOWEST norms (the paper's method: low-norm keys draw
- *            the most attention);  l2-high: keep the highest (the ablation).
+ *   l2:      score(p) = −‖k_{l,g,p}‖₂ over the head_dim channels of the cached
+ *            key: keep the LOWEST norms (the paper's method: low-norm keys
+ *            draw the most attention);
+ *   l2-high: score(p) = +‖k‖: keep the highest (the ablation).
  * Ties: the lower position is kept (policy_select_top). RoPE is a rotation,
  * so the norm is the same for `true` and `shifted` positions.
  *
- * A key never changes once cached, so its norm is computed once, the first
+ * A key never changes once cached, so its score is computed once, the first
  * time a decision needs it, and kept in p->aux, which the framework compacts
- * with the cache. A decode step then costs one norm (the new key) per head
- * plus the selection: this is what keeps l2's decide time small. */
+ * with the cache; the score function hands that array out as it is. A decode
+ * step then costs one norm (the new key) per head plus the selection's one
+ * pass: this is what keeps l2's decide time small. */
 #include <math.h>
 
 #include "kernels.h"
 #include "policy.h"
 
-/* aux[j] = ‖key j‖ for every slot of (layer, g), computing only the new ones. */
-static const float *key_norms(Policy *p, const KVCache *c, int layer, int g) {
+/* aux[j] = sign·‖key j‖ for every slot of (layer, g), computing only the new ones. */
+static const float *norm_scores(Policy *p, const KVCache *c, int layer, int g, float sign) {
     const KVHead *h = kvcache_head(c, layer, g);
     const Kernels *k = kernels_get();
     int *valid = &p->aux_len[layer * p->n_kv_heads + g];
-    float *norm = policy_aux(p, layer, g);
+    float *score = policy_aux(p, layer, g);
     for (int j = *valid; j < h->len; j++)
-        norm[j] = sqrtf(k->sum_squares(h->keys + (size_t)j * p->head_dim, p->head_dim));
+        score[j] = sign * sqrtf(k->sum_squares(h->keys + (size_t)j * p->head_dim, p->head_dim));
     *valid = h->len;
-    return norm;
+    return score;
 }
 
-static void score_low(Policy *p, const KVCache *c, int layer, int g, float *score) {
-    const float *norm = key_norms(p, c, layer, g);
-    for (int j = 0; j < kvcache_head(c, layer, g)->len; j++) score[j] = -norm[j];
+static const float *score_low(Policy *p, const KVCache *c, int layer, int g, float *out) {
+    (void)out;
+    return norm_scores(p, c, layer, g, -1.0f);
 }
 
-static void score_high(Policy *p, const KVCache *c, int layer, int g, float *score) {
-    const float *norm = key_norms(p, c, layer, g);
-    for (int j = 0; j < kvcache_head(c, layer, g)->len; j++) score[j] = norm[j];
+static const float *score_high(Policy *p, const KVCache *c, int layer, int g, float *out) {
+    (void)out;
+    return norm_scores(p, c, layer, g, 1.0f);
 }
 
 /* The paper's defaults (§1): layers 0 and 1 are never compressed. */

@@ -58,12 +58,14 @@ static void add_lag_score(PolicyScratch *sc, const float *Z, int L, int d, float
             if (v < mn[c]) mn[c] = v;
             if (v > mx[c]) mx[c] = v;
         }
+    /* in double: with a constant reference channel (mx = mn) the quotient is
+     * x/ε, which overflows fp32 (Inf, then Inf - Inf = NaN) once |x| > 3e32 */
     for (int t = 0; t < L; t++) {
         double mean = 0, ss = 0;
-        for (int c = 0; c < d; c++) mean += (Z[(size_t)t * d + c] - mn[c]) / (mx[c] - mn[c] + LAG_EPS);
+        for (int c = 0; c < d; c++) mean += ((double)Z[(size_t)t * d + c] - mn[c]) / ((double)mx[c] - mn[c] + LAG_EPS);
         mean /= d;
         for (int c = 0; c < d; c++) {
-            double z = (Z[(size_t)t * d + c] - mn[c]) / (mx[c] - mn[c] + LAG_EPS) - mean;
+            double z = ((double)Z[(size_t)t * d + c] - mn[c]) / ((double)mx[c] - mn[c] + LAG_EPS) - mean;
             ss += z * z;
         }
         sigma[t] = sqrt(ss / (d - 1));

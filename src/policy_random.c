@@ -14,12 +14,13 @@ static uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static void score_random(Policy *p, const KVCache *c, int layer, int g, float *score) {
+static const float *score_random(Policy *p, const KVCache *c, int layer, int g, float *score) {
     const KVHead *h = kvcache_head(c, layer, g);
     uint64_t seed = splitmix64((uint64_t)policy_param_or(p, "seed", 1));
     uint64_t head = splitmix64(seed ^ ((uint64_t)layer << 32 | (uint64_t)g));
     for (int j = 0; j < h->len; j++)   /* 24 random bits: uniform in [0, 1) */
         score[j] = (float)(splitmix64(head ^ (uint64_t)h->pos[j]) >> 40) * (1.0f / 16777216.0f);
+    return score;
 }
 
 static int random_defaults(PolicyOpts *o, Err *err) {

@@ -33,7 +33,7 @@ static void pool1d(const float *in, int n, int k, int use_max, float *out) {
 }
 
 /* Shared with pyramid and zigzag through the registry (score=snapkv). */
-static void score_snapkv(Policy *p, const KVCache *c, int layer, int g, float *score) {
+static const float *score_snapkv(Policy *p, const KVCache *c, int layer, int g, float *score) {
     int n = kvcache_head(c, layer, g)->len;
     int k = (int)policy_param_or(p, "kernel", 7);
     int use_max = strcmp(policy_param_str_or(p, "pool", "max"), "avg") != 0;
@@ -42,6 +42,7 @@ static void score_snapkv(Policy *p, const KVCache *c, int layer, int g, float *s
     policy_group_mean(p, p->win, layer, g, n, raw);
     pool1d(raw, n_pool, k, use_max, score);
     for (int j = n_pool; j < n; j++) score[j] = raw[j];   /* the window: protected anyway */
+    return score;
 }
 
 /* Window tokens are protected: --protect-recent defaults to w. */

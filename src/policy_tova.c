@@ -6,8 +6,9 @@
  * step once over budget. */
 #include "policy.h"
 
-static void score_tova(Policy *p, const KVCache *c, int layer, int g, float *score) {
+static const float *score_tova(Policy *p, const KVCache *c, int layer, int g, float *score) {
     policy_group_mean(p, p->win, layer, g, kvcache_head(c, layer, g)->len, score);
+    return score;
 }
 
 static int tova_defaults(PolicyOpts *o, Err *err) {

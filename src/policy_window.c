@@ -8,10 +8,11 @@
  * with `--positions shifted`; kvlab keeps `true` as the common default (§0). */
 #include "policy.h"
 
-static void score_position(Policy *p, const KVCache *c, int layer, int g, float *score) {
+static const float *score_position(Policy *p, const KVCache *c, int layer, int g, float *score) {
     (void)p;
     const KVHead *h = kvcache_head(c, layer, g);
     for (int j = 0; j < h->len; j++) score[j] = (float)h->pos[j];
+    return score;
 }
 
 static int window_defaults(PolicyOpts *o, Err *err) {

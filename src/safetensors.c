@@ -201,6 +201,12 @@ int st_parse(StFile *sf, const char *path, const void *bytes, size_t size, Err *
     sf->tensors = xcalloc((size_t)count + 1, sizeof *sf->tensors);
     cJSON_ArrayForEach(item, root) {
         if (!strcmp(item->string, "__metadata__")) continue;   /* free-form strings: not ours */
+        if (st_find(sf, item->string)) {   /* cJSON keeps both: which one is meant? */
+            err_set(err, "%s: tensor '%.200s' appears twice in the header", path, item->string);
+            cJSON_Delete(root);
+            st_free(sf);
+            return -1;
+        }
         StTensor *t = &sf->tensors[sf->n_tensors++];
         if (parse_tensor(sf, item, t, err) != 0) {
             cJSON_Delete(root);

@@ -80,9 +80,9 @@ int read_file(const char *path, char **data_out, size_t *size_out, Err *err) {
         size += got;
         if (got == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), e = errno;   /* e.g. EISDIR: say why, not just "read error" */
     fclose(f);
-    if (bad) { free(buf); return err_set(err, "%s: read error", path); }
+    if (bad) { free(buf); return err_set(err, "%s: cannot read: %s", path, strerror(e)); }
     buf[size] = '\0';
     *data_out = buf;
     if (size_out) *size_out = size;

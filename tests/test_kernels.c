@@ -310,7 +310,8 @@ static void run_matmul_shape(const Kernels *K, int bf16, Shape sh, enum Fill kin
 
 static const Shape MATMUL_PAIRS[] = {   /* (n_tok, n_rows), each combined with every n_cols in SIZES */
     { 1, 1, 0 }, { 1, 7, 0 }, { 1, 33, 0 }, { 2, 5, 0 }, { 3, 17, 0 }, { 7, 31, 0 }, { 13, 65, 0 }, { 25, 33, 0 },
-    { 12, 6, 0 }, { 9, 4, 0 },   /* around the few-token ("skinny") / GEMM switch: 8 (avx2), 12 */
+    { 12, 6, 0 }, { 9, 4, 0 }, { 16, 6, 0 }, { 17, 3, 0 },   /* around the few-token ("skinny") /
+                                       GEMM switch: 8 (avx2), 12 (neon), 16 (avx512) */
 };
 static const Shape MATMUL_BLOCKS[] = {  /* shapes that cross the cache-block boundaries of every ISA */
     { 1030, 33, 17 },     /* n_tok > NC (1020) */

@@ -239,6 +239,32 @@ static void test_selection(void) {
     }
 }
 
+static void test_kvcache(void) {
+    CASE("kvcache_evict == kvcache_keep of the complement (keys, values, positions)") {
+        static const float norms[16] = { 3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3 };
+        Config cfg = shape(1, 1, 1, 4);
+        Policy *p = make("--policy full", &cfg, 64);
+        KVCache a, b;
+        Err err;
+        kvcache_init(&a, 1, 1, 4, 64, &err);
+        kvcache_init(&b, 1, 1, 4, 64, &err);
+        append(p, &a, 16, key_from_norms, (void *)norms);
+        append(p, &b, 16, key_from_norms, (void *)norms);
+        const int ev[4] = { 0, 3, 4, 15 }, keep[12] = { 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14 };
+        kvcache_evict(&a, 0, 0, ev, 4);
+        kvcache_keep(&b, 0, 0, keep, 12);
+        const KVHead *ha = kvcache_head(&a, 0, 0), *hb = kvcache_head(&b, 0, 0);
+        CHECK(ha->len == 12 && hb->len == 12, "lengths %d %d", ha->len, hb->len);
+        CHECK(!memcmp(ha->keys, hb->keys, 12 * 4 * sizeof(float)) && !memcmp(ha->values, hb->values, 12 * 4 * sizeof(float)) &&
+              !memcmp(ha->pos, hb->pos, 12 * sizeof(int)), "contents differ");
+        CHECK_KEPT(&a, 0, 0, "1,2,5,6,7,8,9,10,11,12,13,14");
+        CHECK(ha->values[5 * 4 + 2] == 8.0f, "value of slot 5 (pos 8), channel 2: %g", ha->values[5 * 4 + 2]);
+        kvcache_free(&a);
+        kvcache_free(&b);
+        policy_free(p);
+    }
+}
+
 /* ---- score policies ------------------------------------------------------------ */
 
 static void test_l2(void) {
@@ -474,6 +500,31 @@ static void test_attention_policies(void) {
             policy_free(p);
         }
     }
+    CASE("h2o step schedule: accumulated attention follows every eviction (few-evictions path)") {
+        Config c1 = shape(1, 1, 1, 4);
+        Policy *p = make("--policy h2o:recent=2 --budget 5", &c1, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        float by_pos[64] = { 0 };
+        int bad = 0;
+        for (int n = 0; n < 40; n++) {
+            int start = c.next_pos;
+            append(p, &c, 1, zero_key, NULL);
+            const KVHead *h = kvcache_head(&c, 0, 0);
+            float row[64];
+            for (int j = 0; j < h->len; j++) {   /* attention by position: some tokens are heavy */
+                int ps = h->pos[j];
+                row[j] = (ps % 7 == 3 ? 0.5f : 0.01f) + 0.001f * (float)((ps * 13 + n) % 5);
+                by_pos[ps] += row[j];
+            }
+            policy_observe(p, 0, 0, start, row, h->pos, h->len);
+            after(p, &c, start);
+            for (int j = 0; j < h->len; j++) bad += policy_acc(p, 0, 0)[j] != by_pos[h->pos[j]];
+        }
+        CHECK(bad == 0, "%d slots whose accumulated attention is not their token's", bad);
+        CHECK(kvcache_head(&c, 0, 0)->len == 5, "len %d", kvcache_head(&c, 0, 0)->len);
+        kvcache_free(&c);
+        policy_free(p);
+    }
     CASE("snapkv: window kept + top pooled window attention (kernel 1, then max-pool 3)") {
         Policy *p = make("--policy snapkv:window=2,kernel=1 --budget 5", &cfg, 64);
         kvcache_init(&c, 1, 1, 4, 64, &err);
@@ -653,6 +704,7 @@ static void test_lagkv(void) {
 int main(void) {
     test_parsing();
     test_selection();
+    test_kvcache();
     test_l2();
     test_gqa_skip();
     test_window_random();

@@ -32,10 +32,10 @@ def headline(rows):
     """{(model, task): {(policy, skip): {ratio: value}}} and the full-cache values."""
     out, full = defaultdict(lambda: defaultdict(dict)), {}
     for r in rows:
-        task = r["task"]
-        if task != "ppl" and (r.get("length") != "all" or r.get("depth") != "all"):
+        task = r.get("variant") or r["task"]
+        if r["task"] != "ppl" and (r.get("length") != "all" or r.get("depth") != "all"):
             continue
-        metric = dict((t, m) for t, m, _ in TASKS)[task]
+        metric = dict((t, m) for t, m, _ in TASKS)[r["task"]]
         v = float(r[metric])
         if r["policy"] == "full":
             full[(r["model"], task)] = v
@@ -73,10 +73,13 @@ def main():
     if not models:
         sys.exit(f"{a.all_csv}: no compressed runs")
     for model in models:
-        tasks = [t for t in TASKS if (model, t[0]) in series]
+        labels = dict((t, l) for t, _, l in TASKS)
+        variants = sorted({t for m, t in series if m == model},
+                          key=lambda t: ([x for x, _, _ in TASKS].index(t.split("@")[0]), t))
+        tasks = [(t, None, labels[t.split("@")[0]]) for t in variants]
         fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
         for ax, (task, _, label) in zip(axes[0], tasks):
-            panel(ax, series[(model, task)], full.get((model, task)), task, a.skip, label)
+            panel(ax, series[(model, task)], full.get((model, task)), task.split("@")[0], a.skip, label)
             ax.set_title(task)
         axes[0][-1].legend(fontsize=7)
         fig.suptitle(f"{model}: quality vs KV-cache compression")

@@ -36,7 +36,8 @@ def curves(rows, skip):
     full = {}
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["model"], r["policy"], r["compression_ratio"], r["skip_layers"], r["run"])].append(r)
+        model = r["model"] + ("" if r.get("variant", "ppl") == "ppl" else " " + r["variant"])
+        groups[(model, r["policy"], r["compression_ratio"], r["skip_layers"], r["run"])].append(r)
     for (model, policy, ratio, sk, _), g in groups.items():
         pos = np.array([int(r["pos"]) for r in g])
         ppl = np.array([float(r["cum_ppl"]) for r in g])
@@ -70,7 +71,7 @@ def plot_model(model, by_policy, full, start, skip, out_dir):
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(f"{model}: perplexity vs input length, KV cache compressed token by token")
     fig.tight_layout()
-    return common.save(fig, out_dir, f"ppl_vs_length_{model}")
+    return common.save(fig, out_dir, "ppl_vs_length_" + model.replace(" ", "_"))
 
 
 def main():
@@ -84,6 +85,10 @@ def main():
     if not by_model:
         sys.exit(f"{a.positions}: no compressed ppl runs with skip layers {a.skip}")
     for model in sorted(by_model):
+        base = model.split(" ")[0]          # a variant (ppl@step) shares the full-cache run
+        full.setdefault(model, full.get(base))
+        if full[model] is None:
+            del full[model]
         for p in plot_model(model, by_model[model], full, a.start, a.skip, a.out):
             print(p)
 

@@ -2,7 +2,7 @@
  *
  * Each target is built two ways: with libFuzzer (tests/fuzz/fuzz.mk, `make
  * fuzz`), and into tests/test_fuzz_regress.c, which includes every target and
- * replays the committed inputs (tests/fuzz/regress/TARGET/*) with gcc in the
+ * replays the committed inputs (files in tests/fuzz/regress/TARGET/) with gcc in the
  * normal and the ASan suite. So everything here is static, and each target
  * names its own statics with its own prefix.
  *
@@ -36,15 +36,14 @@
 
 static char fuzz_tmp_dir[4096];
 
-static void fuzz_rm_tree(const char *path) {
+static inline void fuzz_rm_tree(const char *path) {
     DIR *d = opendir(path);
     if (d) {
         struct dirent *e;
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char sub[4400];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            fuzz_rm_tree(sub);
+            char sub[sizeof fuzz_tmp_dir + 260];
+            if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) < (int)sizeof sub) fuzz_rm_tree(sub);
         }
         closedir(d);
         rmdir(path);
@@ -53,15 +52,18 @@ static void fuzz_rm_tree(const char *path) {
     }
 }
 
-static void fuzz_cleanup(void) {
+static inline void fuzz_cleanup(void) {
     if (fuzz_tmp_dir[0]) fuzz_rm_tree(fuzz_tmp_dir);
     fuzz_tmp_dir[0] = '\0';
 }
 
 /* The private temporary directory (created on first use). */
-static const char *fuzz_dir(void) {
+static inline const char *fuzz_dir(void) {
     if (fuzz_tmp_dir[0]) return fuzz_tmp_dir;
+    /* tmpfs if there is one: on ext4 rewriting a file starts writeback at
+     * close (auto_da_alloc), which made the targets wait on the disk */
     const char *base = getenv("TMPDIR");
+    if (access("/dev/shm", W_OK) == 0) base = "/dev/shm";
     snprintf(fuzz_tmp_dir, sizeof fuzz_tmp_dir, "%s/kvlab-fuzz-XXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(fuzz_tmp_dir)) { perror("mkdtemp"); abort(); }
     atexit(fuzz_cleanup);
@@ -71,13 +73,14 @@ static const char *fuzz_dir(void) {
 }
 
 /* DIR/name into out. */
-static void fuzz_path(char *out, size_t size, const char *name) {
+static inline void fuzz_path(char *out, size_t size, const char *name) {
     snprintf(out, size, "%s/%s", fuzz_dir(), name);
 }
 
 /* Replace the file at path with bytes[0..n). */
-static void fuzz_write(const char *path, const uint8_t *bytes, size_t n) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+static inline void fuzz_write(const char *path, const uint8_t *bytes, size_t n) {
+    unlink(path);   /* a new file, not a truncated one (see fuzz_dir) */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (fd < 0) { perror(path); abort(); }
     size_t done = 0;
     while (done < n) {
@@ -89,7 +92,7 @@ static void fuzz_write(const char *path, const uint8_t *bytes, size_t n) {
 }
 
 /* Write the tiny checkpoint into DIR/name once (shards 1 or 2); returns its path. */
-static const char *fuzz_tiny_checkpoint(const char *name, int shards, char *out, size_t size) {
+static inline const char *fuzz_tiny_checkpoint(const char *name, int shards, char *out, size_t size) {
     fuzz_path(out, size, name);
     struct stat st;
     if (stat(out, &st) == 0) return out;
@@ -107,7 +110,7 @@ static const char *fuzz_tiny_checkpoint(const char *name, int shards, char *out,
 }
 
 /* The NUL-terminated copy of an input (for parsers that take C strings). */
-static char *fuzz_cstr(const uint8_t *data, size_t size) {
+static inline char *fuzz_cstr(const uint8_t *data, size_t size) {
     char *s = xmalloc(size + 1);
     memcpy(s, data, size);
     s[size] = '\0';
@@ -117,7 +120,7 @@ static char *fuzz_cstr(const uint8_t *data, size_t size) {
 /* A loaded model small enough to run: a forward pass of a few tokens with the
  * numerical guard, so shapes the loaders accept are also exercised by the
  * engine (and NaN/Inf weights by the guard's diagnosis). */
-static void fuzz_run_model(const Model *m, const uint8_t *data, size_t size) {
+static inline void fuzz_run_model(const Model *m, const uint8_t *data, size_t size) {
     const Config *c = &m->cfg;
     if (m->n_params > 200000 || c->dim > 256 || c->hidden_dim > 1024 || c->vocab_size > 4096 ||
         c->n_heads * c->head_dim > 1024 || c->n_layers > 8)
@@ -137,7 +140,7 @@ static void fuzz_run_model(const Model *m, const uint8_t *data, size_t size) {
 
 /* Exercise a loaded tokenizer: encode a fixed text and the input's bytes,
  * decode the ids back, and the pieces one by one. */
-static void fuzz_use_tokenizer(const Tokenizer *t, const uint8_t *data, size_t size) {
+static inline void fuzz_use_tokenizer(const Tokenizer *t, const uint8_t *data, size_t size) {
     Err err;
     int ids[512];
     size_t len = size < 256 ? size : 256;

@@ -1,0 +1,27 @@
+/* fuzz_safetensors.c — the safetensors container (st_parse: header length,
+ * JSON, dtypes, shapes, data_offsets), then the same bytes as the
+ * model.safetensors of a checkpoint directory whose config.json is valid
+ * (the loader's tensor lookup, shape checks, dtype conversion, and a forward
+ * pass when the weights bind). */
+#include "fuzz_util.h"
+#include "safetensors.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    StFile sf;
+    Err err;
+    if (st_parse(&sf, "fuzz.safetensors", data, size, &err) == 0) {
+        for (int i = 0; i < sf.n_tensors; i++)
+            if (st_find(&sf, sf.tensors[i].name) != &sf.tensors[i]) abort();   /* names are unique */
+        st_free(&sf);
+    }
+    char dir[4200], path[4400];
+    fuzz_tiny_checkpoint("st", 1, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    fuzz_write(path, data, size);
+    Model m;
+    if (model_load(&m, dir, size % 2 ? DTYPE_BF16 : DTYPE_F32, &err) == 0) {
+        fuzz_run_model(&m, data, size);
+        model_free(&m);
+    }
+    return 0;
+}
