@@ -35,16 +35,15 @@
  * holds f32/f16/bf16 values exactly), so a round trip gives the same bits.
  * Outputs are atomic: a temporary name renamed when complete. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "commands.h"
 #include "gguf.h"
+#include "outdir.h"
 #include "safetensors.h"
 
 /* ---- the tensors to write ------------------------------------------------------------- */
@@ -287,54 +286,10 @@ int convert_write_gguf(const Model *m, const Tokenizer *tok, const char *path, c
 
 /* ---- HF directory ---------------------------------------------------------------------------- */
 
-/* The shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06). */
-static cJSON *float_number(float v) {
-    char buf[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
-        if ((float)strtod(buf, NULL) == v) break;
-    }
-    return cJSON_CreateRaw(buf);
-}
-
-static int write_text(const char *path, const char *text, Err *err) {
-    FILE *f = fopen(path, "wb");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
-    if (!ok) return err_set(err, "%s: cannot write: %s", path, strerror(errno));
-    return 0;
-}
-
 static int write_config(const Model *m, DType dt, const char *dir, Err *err) {
-    const Config *c = &m->cfg;
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddItemToObject(r, "architectures", cJSON_CreateStringArray((const char *[]){ "LlamaForCausalLM" }, 1));
-    cJSON_AddStringToObject(r, "model_type", "llama");
-    cJSON_AddNumberToObject(r, "hidden_size", c->dim);
-    cJSON_AddNumberToObject(r, "intermediate_size", c->hidden_dim);
-    cJSON_AddNumberToObject(r, "num_hidden_layers", c->n_layers);
-    cJSON_AddNumberToObject(r, "num_attention_heads", c->n_heads);
-    cJSON_AddNumberToObject(r, "num_key_value_heads", c->n_kv_heads);
-    cJSON_AddNumberToObject(r, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(r, "max_position_embeddings", c->max_seq_len);
-    cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
-    cJSON_AddItemToObject(r, "rms_norm_eps", float_number(c->norm_eps));
-    cJSON_AddItemToObject(r, "rope_theta", float_number(c->rope_theta));
-    cJSON_AddNullToObject(r, "rope_scaling");
-    cJSON_AddBoolToObject(r, "tie_word_embeddings", c->tied_embeddings);
-    cJSON_AddNumberToObject(r, "bos_token_id", c->bos_id);
-    cJSON_AddNumberToObject(r, "eos_token_id", c->eos_id);
-    cJSON_AddStringToObject(r, "hidden_act", "silu");
-    cJSON_AddBoolToObject(r, "attention_bias", 0);
-    cJSON_AddBoolToObject(r, "mlp_bias", 0);
-    cJSON_AddStringToObject(r, "torch_dtype", dt == DTYPE_F32 ? "float32" : dt == DTYPE_BF16 ? "bfloat16" : "float16");
-    char *text = cJSON_Print(r);
+    cJSON *r = outdir_hf_config(&m->cfg, dt);
+    int rc = outdir_write_json(dir, "config.json", r, err);
     cJSON_Delete(r);
-    if (!text) die("out of memory printing config.json");
-    char path[4200];
-    path_join(path, sizeof path, dir, "config.json");
-    int rc = write_text(path, text, err);
-    cJSON_free(text);
     return rc;
 }
 
@@ -464,80 +419,19 @@ static int write_tokenizer(const Tokenizer *tok, const char *tok_file, const cha
     return rc;
 }
 
-/* -- the directory, atomically -- */
-
-/* Remove a directory of plain files (never recurses: only our temporary
- * directory or a checked checkpoint directory is ever removed). */
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[4200];
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            path_join(p, sizeof p, dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-/* --force replaces only what looks like a checkpoint directory (plain files
- * and a config.json), so a typo cannot wipe a home directory. */
-static int replaceable(const char *dir, Err *err) {
-    if (!path_is_dir(dir)) return err_set(err, "%s: exists and is not a directory (an HF output is a directory)", dir);
-    DIR *d = opendir(dir);
-    if (!d) return err_set(err, "%s: cannot read: %s", dir, strerror(errno));
-    int files = 0, config = 0, other = 0;
-    struct dirent *e;
-    char p[4200];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        path_join(p, sizeof p, dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode)) other = 1;
-        files++;
-        config |= !strcmp(e->d_name, "config.json");
-    }
-    closedir(d);
-    if (other || (files > 0 && !config))
-        return err_set(err, "%s: --force only replaces a checkpoint directory (plain files with a config.json); refusing", dir);
-    return 0;
-}
-
-static int commit_dir(const char *tmp, const char *dir, int existed, Err *err) {
-    char old[4200];
-    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
-    if (existed && rename(dir, old) != 0)
-        return err_set(err, "%s: cannot move the old directory aside: %s", dir, strerror(errno));
-    if (rename(tmp, dir) != 0) {
-        int e = errno;
-        if (existed) rename(old, dir);
-        return err_set(err, "%s: cannot rename %s into place: %s", dir, tmp, strerror(e));
-    }
-    if (existed) remove_flat_dir(old);
-    return 0;
-}
-
 int convert_write_hf(const Model *m, const Tokenizer *tok, const char *tok_file, const char *dir_in,
                      const ConvertOpts *o, Err *err) {
-    char dir[4096], tmp[4200];
-    size_t len = strlen(dir_in);
-    while (len > 1 && dir_in[len - 1] == '/') len--;   /* "out/" -> "out" */
-    if (len == 0 || len >= sizeof dir) return err_set(err, "-o '%s': not a usable directory name", dir_in);
-    snprintf(dir, sizeof dir, "%.*s", (int)len, dir_in);
+    char dir[OUTDIR_MAX];
+    if (outdir_name(dir_in, dir, sizeof dir, err)) return -1;
     if (check_output(m, dir, o->force, err) || check_tokenizer(m, tok, err)) return -1;
-    int existed = path_exists(dir);
-    if (existed && replaceable(dir, err)) return -1;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create %s: %s", dir, tmp, strerror(errno));
-    if (write_config(m, o->dtype, tmp, err) || write_safetensors(m, o->dtype, tmp, err) ||
-        write_tokenizer(tok, tok_file, tmp, err) || commit_dir(tmp, dir, existed, err)) {
-        remove_flat_dir(tmp);
+    OutDir od;
+    if (outdir_begin(&od, dir, o->force, err)) return -1;
+    if (write_config(m, o->dtype, od.tmp, err) || write_safetensors(m, o->dtype, od.tmp, err) ||
+        write_tokenizer(tok, tok_file, od.tmp, err)) {
+        outdir_abort(&od);
         return -1;
     }
-    return 0;
+    return outdir_commit(&od, err);
 }
 
 /* ---- the command --------------------------------------------------------------------------- */

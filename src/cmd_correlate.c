@@ -62,8 +62,9 @@ typedef struct {
     CommonOpts common;
     PolicyOpts policy;
     int policy_mode;          /* a policy option was given: measure it against the full cache */
-    const char *text, *ids_str, *file, *out;
-    int chunk, chunks, gen, batch;
+    TraceInput in;
+    const char *out;
+    int gen, batch;
     QueryMode query;
     long seed;
 } CorrOpts;
@@ -72,16 +73,12 @@ static void parse_args(CorrOpts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     common_defaults(&o->common);
     policy_defaults(&o->policy);
-    o->chunk = 1024; o->chunks = 32; o->gen = 128; o->batch = 512; o->seed = 1;
+    o->in.chunk = 1024; o->in.chunks = 32; o->gen = 128; o->batch = 512; o->seed = 1;
     o->query = QUERY_FIRST_GEN;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->text = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "--ids")) o->ids_str = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "--chunk")) o->chunk = (int)cli_int(a, cli_value(argc, argv, &i), 2, 1 << 22);
-        else if (!strcmp(a, "--chunks")) o->chunks = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(a, "--gen")) o->gen = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 22);
+        if (trace_input_option(&o->in, argc, argv, &i)) continue;
+        if (!strcmp(a, "--gen")) o->gen = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 22);
         else if (!strcmp(a, "--seed")) o->seed = cli_int(a, cli_value(argc, argv, &i), 0, (1L << 62));
         else if (!strcmp(a, "--query")) {
             const char *v = cli_value(argc, argv, &i);
@@ -93,23 +90,7 @@ static void parse_args(CorrOpts *o, int argc, char **argv) {
     }
     if (o->policy_mode) policy_cli_finish(&o->policy);
     if (!o->out) die("correlate: -o RUN_DIR is required");
-    if ((!!o->text + !!o->ids_str + !!o->file) != 1) die("correlate: give exactly one of -f FILE, -p PROMPT or --ids LIST");
-}
-
-static int *input_sequences(const CorrOpts *o, const Model *m, Tokenizer *tok, int ctx, int *n_seqs, int *seq_len) {
-    if (!o->file) {
-        *n_seqs = 1;
-        return common_prompt_ids(m, tok, o->text, o->ids_str, ctx, seq_len);
-    }
-    if (o->chunk > ctx) die("--chunk: %d tokens exceed the context of %d (--ctx)", o->chunk, ctx);
-    Err err;
-    int *ids = text_chunks(tok, o->file, o->chunk, o->chunks, n_seqs, &err);
-    if (!ids) die("%s", err.msg);
-    if (*n_seqs < o->chunks)
-        fprintf(stderr, "correlate: %s holds only %d whole chunks of %d tokens (asked --chunks %d)\n",
-                o->file, *n_seqs, o->chunk, o->chunks);
-    *seq_len = o->chunk;
-    return ids;
+    if ((!!o->in.text + !!o->in.ids_str + !!o->in.file) != 1) die("correlate: give exactly one of -f FILE, -p PROMPT or --ids LIST");
 }
 
 /* Per layer: the mean over heads of the per-head mean ρ, and the spread of
@@ -135,12 +116,10 @@ static void print_summary(const Correlator *c, const Config *cfg, FILE *out) {
 }
 
 static void add_knobs(cJSON *knobs, const CorrOpts *o, int n_seqs, int seq_len) {
-    cJSON_AddStringToObject(knobs, "input", o->file ? "file" : o->text ? "prompt" : "ids");
-    if (o->file) cJSON_AddStringToObject(knobs, "file", o->file);
-    if (o->text) cJSON_AddStringToObject(knobs, "prompt", o->text);
+    trace_input_knobs(knobs, &o->in);
     cJSON_AddNumberToObject(knobs, "chunk", seq_len);
     cJSON_AddNumberToObject(knobs, "chunks", n_seqs);
-    cJSON_AddNumberToObject(knobs, "chunks_requested", o->file ? o->chunks : 1);
+    cJSON_AddNumberToObject(knobs, "chunks_requested", o->in.file ? o->in.chunks : 1);
     cJSON_AddStringToObject(knobs, "query", query_mode_name(o->query));
     cJSON_AddNumberToObject(knobs, "gen", o->query == QUERY_ALL_DECODE ? o->gen : o->query == QUERY_FIRST_GEN ? 1 : 0);
     cJSON_AddNumberToObject(knobs, "seed", (double)o->seed);
@@ -195,14 +174,6 @@ static void print_probe_summary(const PolicyProbe *pp, int n_steps, FILE *out) {
     }
 }
 
-static void add_policy_meta(cJSON *meta, const PolicyOpts *po) {
-    char *json = policy_json(po);
-    cJSON *p = json ? cJSON_Parse(json) : NULL;
-    if (p) cJSON_AddItemToObject(meta, "policy", p);
-    else cJSON_AddStringToObject(meta, "policy", json ? json : "?");
-    free(json);
-}
-
 /* Policy mode: the policy's cache against the full cache, step by step. */
 static void run_policy_probe(const CorrOpts *o, const Model *m, const int *seqs, int n_seqs, int seq_len,
                              int argc, char **argv, double t_start) {
@@ -215,13 +186,13 @@ static void run_policy_probe(const CorrOpts *o, const Model *m, const int *seqs,
     if (!policy) die("%s", err.msg);
     Forward *f = forward_create(m, o->batch);
     PolicyProbe *pp = policy_probe_create(&m->cfg, total, o->gen);
-    Progress prog;
-    progress_start(&prog, "correlate", "tokens", (int64_t)n_seqs * total);
+    ProgressLine prog;
+    progress_line_start(&prog, "correlate", "tokens", (int64_t)n_seqs * total, 0);
     StepHook hook = progress_hook(&prog);
     for (int s = 0; s < n_seqs; s++)
         if (policy_probe_run(pp, f, &full, &pcache, policy, seqs + (size_t)s * seq_len, seq_len, &hook, &err) != 0)
             die("%s", err.msg);
-    progress_end(&prog);
+    progress_line_end(&prog);
 
     if (make_dirs(o->out, &err) != 0) die("-o: %s", err.msg);
     if (policy_probe_write(pp, o->out, &err) != 0) die("%s", err.msg);
@@ -229,7 +200,7 @@ static void run_policy_probe(const CorrOpts *o, const Model *m, const int *seqs,
     add_knobs(runmeta_knobs(meta), o, n_seqs, seq_len);
     cJSON_ReplaceItemInObject(runmeta_knobs(meta), "query", cJSON_CreateString("policy"));
     cJSON_ReplaceItemInObject(runmeta_knobs(meta), "gen", cJSON_CreateNumber(o->gen));
-    add_policy_meta(meta, &o->policy);
+    runmeta_add_policy(meta, &o->policy);
     runmeta_add_output(meta, "policy_loss.csv", "layer,head,kv_head,metric,mean,std,n");
     runmeta_add_output(meta, "policy_steps.csv", "step,<metric>_mean,<metric>_std,...,n");
     runmeta_add_output(meta, "policy.npz", "<metric>_mean/_std/_n [layers, heads]; steps_<metric>_mean/_std [steps]");
@@ -251,10 +222,9 @@ int cmd_correlate(int argc, char **argv) {
     CorrOpts o;
     parse_args(&o, argc, argv);
     Model m;
-    common_load_model(&o.common, &m);
-    Tokenizer *tok = (o.text || o.file) ? common_load_tokenizer(&o.common, &m) : NULL;
-    int ctx = common_ctx(&o.common, &m), n_seqs, seq_len;
-    int *seqs = input_sequences(&o, &m, tok, ctx, &n_seqs, &seq_len);
+    Tokenizer *tok;
+    int ctx, n_seqs, seq_len;
+    int *seqs = trace_input_load(&o.in, "correlate", &o.common, 1, &m, &tok, &ctx, &n_seqs, &seq_len);
     int steps = o.policy_mode || o.query == QUERY_ALL_DECODE ? o.gen : o.query == QUERY_FIRST_GEN ? 1 : 0;
     if (seq_len + steps > ctx)
         die("%s: %d prompt + %d decode tokens exceed the context of %d (--ctx, --chunk)",
@@ -272,13 +242,13 @@ int cmd_correlate(int argc, char **argv) {
     if (forward_cache_init(&m, &cache, seq_len + steps, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, o.batch);
     Correlator *c = correlator_create(&m.cfg, seq_len + steps, (uint64_t)o.seed);
-    Progress prog;
-    progress_start(&prog, "correlate", "tokens", (int64_t)n_seqs * (seq_len + steps));
+    ProgressLine prog;
+    progress_line_start(&prog, "correlate", "tokens", (int64_t)n_seqs * (seq_len + steps), 0);
     StepHook hook = progress_hook(&prog);
     for (int s = 0; s < n_seqs; s++)
         if (correlator_run(c, f, &cache, seqs + (size_t)s * seq_len, seq_len, o.query, o.gen, s, &hook, &err) != 0)
             die("%s", err.msg);
-    progress_end(&prog);
+    progress_line_end(&prog);
 
     write_outputs(c, &o, &m, argc, argv, n_seqs, seq_len, t_start);
     CorrelatorTiming t = correlator_timing(c);

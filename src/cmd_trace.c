@@ -53,8 +53,9 @@ typedef struct {
     CommonOpts common;
     PolicyOpts policy;
     int policy_given;
-    const char *text, *ids_str, *file, *out, *layers_str, *heads_str;
-    int chunk, chunks, gen, every, batch;
+    TraceInput in;
+    const char *out, *layers_str, *heads_str;
+    int gen, every, batch;
     TraceSteps steps;
     int64_t max_bytes;
 } TraceOpts;
@@ -70,18 +71,14 @@ static void parse_args(TraceOpts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     common_defaults(&o->common);
     policy_defaults(&o->policy);
-    o->chunk = 256; o->chunks = 1; o->every = 1; o->batch = 512;
+    o->in.chunk = 256; o->in.chunks = 1; o->every = 1; o->batch = 512;
     o->steps = TRACE_ALL;
     o->max_bytes = (int64_t)1 << 30;
     o->layers_str = o->heads_str = "all";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->text = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "--ids")) o->ids_str = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->file = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "--chunk")) o->chunk = (int)cli_int(a, cli_value(argc, argv, &i), 2, 1 << 22);
-        else if (!strcmp(a, "--chunks")) o->chunks = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(a, "--gen")) o->gen = (int)cli_int(a, cli_value(argc, argv, &i), 0, 1 << 22);
+        if (trace_input_option(&o->in, argc, argv, &i)) continue;
+        if (!strcmp(a, "--gen")) o->gen = (int)cli_int(a, cli_value(argc, argv, &i), 0, 1 << 22);
         else if (!strcmp(a, "--layers")) o->layers_str = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--heads")) o->heads_str = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--steps")) o->steps = parse_steps(cli_value(argc, argv, &i));
@@ -96,7 +93,7 @@ static void parse_args(TraceOpts *o, int argc, char **argv) {
     }
     policy_cli_finish(&o->policy);
     if (!o->out) die("trace: -o RUN_DIR is required");
-    if ((!!o->text + !!o->ids_str + !!o->file) != 1) die("trace: give exactly one of -p PROMPT, --ids LIST or -f FILE");
+    if ((!!o->in.text + !!o->in.ids_str + !!o->in.file) != 1) die("trace: give exactly one of -p PROMPT, --ids LIST or -f FILE");
 }
 
 /* "all" or an ascending list of indices below `limit`. */
@@ -116,26 +113,8 @@ static int *parse_selection(const char *opt, const char *v, int limit, int *n) {
     return list;
 }
 
-/* The sequences to run, all of the same length: *n_seqs x *seq_len ids. */
-static int *input_sequences(const TraceOpts *o, const Model *m, Tokenizer *tok, int ctx, int *n_seqs, int *seq_len) {
-    if (!o->file) {
-        *n_seqs = 1;
-        return common_prompt_ids(m, tok, o->text, o->ids_str, ctx, seq_len);
-    }
-    Err err;
-    int *ids = text_chunks(tok, o->file, o->chunk, o->chunks, n_seqs, &err);
-    if (!ids) die("%s", err.msg);
-    if (*n_seqs < o->chunks)
-        fprintf(stderr, "trace: %s holds only %d whole chunks of %d tokens (asked --chunks %d)\n",
-                o->file, *n_seqs, o->chunk, o->chunks);
-    *seq_len = o->chunk;
-    return ids;
-}
-
 static void add_knobs(cJSON *knobs, const TraceOpts *o, const TracePlan *plan, size_t bytes) {
-    cJSON_AddStringToObject(knobs, "input", o->file ? "file" : o->text ? "prompt" : "ids");
-    if (o->file) cJSON_AddStringToObject(knobs, "file", o->file);
-    if (o->text) cJSON_AddStringToObject(knobs, "prompt", o->text);
+    trace_input_knobs(knobs, &o->in);
     cJSON_AddNumberToObject(knobs, "n_prompt", plan->n_prompt);
     cJSON_AddNumberToObject(knobs, "n_seqs", plan->n_seqs);
     cJSON_AddNumberToObject(knobs, "gen", plan->n_gen);
@@ -156,10 +135,9 @@ int cmd_trace(int argc, char **argv) {
     TraceOpts o;
     parse_args(&o, argc, argv);
     Model m;
-    common_load_model(&o.common, &m);
-    Tokenizer *tok = (o.text || o.file) ? common_load_tokenizer(&o.common, &m) : NULL;
-    int ctx = common_ctx(&o.common, &m), n_seqs, seq_len;
-    int *seqs = input_sequences(&o, &m, tok, ctx, &n_seqs, &seq_len);
+    Tokenizer *tok;
+    int ctx, n_seqs, seq_len;
+    int *seqs = trace_input_load(&o.in, "trace", &o.common, 0, &m, &tok, &ctx, &n_seqs, &seq_len);
     if (seq_len + o.gen > ctx)
         die("--gen: %d prompt + %d decode tokens exceed the context of %d (--ctx, --chunk)", seq_len, o.gen, ctx);
 
@@ -179,12 +157,12 @@ int cmd_trace(int argc, char **argv) {
     Policy *policy = NULL;
     if (o.policy_given && !(policy = policy_create(&o.policy, &m.cfg, seq_len + o.gen, &err))) die("%s", err.msg);
     tracer_set_policy(t, policy);
-    Progress prog;
-    progress_start(&prog, "trace", "tokens", (int64_t)n_seqs * (seq_len + o.gen));
+    ProgressLine prog;
+    progress_line_start(&prog, "trace", "tokens", (int64_t)n_seqs * (seq_len + o.gen), 0);
     StepHook hook = progress_hook(&prog);
     for (int s = 0; s < n_seqs; s++)
         if (tracer_run(t, f, &cache, seqs + (size_t)s * seq_len, s, &hook, &err) != 0) die("%s", err.msg);
-    progress_end(&prog);
+    progress_line_end(&prog);
 
     char path[4200], size_s[32];
     path_join(path, sizeof path, o.out, "trace.npz");
@@ -192,10 +170,7 @@ int cmd_trace(int argc, char **argv) {
     cJSON *meta = runmeta_new("trace", argc, argv, &m);
     size_t bytes = trace_plan_bytes(&plan, &m.cfg);
     add_knobs(runmeta_knobs(meta), &o, &plan, bytes);
-    char *pj = policy_json(&o.policy);
-    cJSON *pjson = pj ? cJSON_Parse(pj) : NULL;
-    if (pjson) cJSON_AddItemToObject(meta, "policy", pjson);
-    free(pj);
+    runmeta_add_policy(meta, &o.policy);
     runmeta_add_output(meta, "trace.npz", "attn, key_norm, value_norm, query_pos, key_pos, layers, heads, kv_head, ids, n_prompt");
     if (runmeta_write(meta, o.out, t_start, &err) != 0) die("%s", err.msg);
     fprintf(stderr, "trace: %d sequence(s) x %d queries x %d layers x %d heads (%s) -> %s\n", n_seqs,

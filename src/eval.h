@@ -12,6 +12,7 @@
 #include "forward.h"
 #include "kvcache.h"
 #include "policy.h"
+#include "runlog.h"
 #include "tokenizer.h"
 
 /* ---- seeded randomness: one independent stream per unit ------------------------------ */
@@ -132,5 +133,40 @@ struct cJSON *eval_config_knobs(struct cJSON *config);
 
 /* Write a text file atomically into the run directory. */
 int eval_write_text(const char *dir, const char *name, const char *text, Err *err);
+
+/* ---- passkey and needle: one prompt and a greedy answer per unit ------------------------- */
+
+typedef struct {
+    Model m;
+    Tokenizer *tok;
+    int ctx;
+    Forward *f;
+    KVCache cache;
+    Policy *policy;
+} EvalEngine;
+
+/* The model, tokenizer and context of the common options (dies on error). */
+void eval_engine_load(EvalEngine *e, const EvalOpts *o);
+/* Then the cache (ctx), a forward of `batch` tokens a pass and the policy. */
+void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch);
+void eval_engine_free(EvalEngine *e);
+
+/* Prefill ids[0..n) from an empty cache (policy_forward: the eviction of the
+ * schedule), then eval_greedy for up to max_new tokens: the answer's text.
+ * *kv = eval_kv_per_head after the prefill. Dies on error. */
+char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv);
+
+/* Open the run directory (config.json written, resume checked) and start meta.json. */
+RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *e, const char *config,
+                      const char *columns, long n_units, int argc, char **argv, struct cJSON **meta);
+
+/* Every unit not yet in the log: run(opts, state, unit, row) fills its row,
+ * appended to the log; a progress line counts `unit_name`s. */
+typedef void (*EvalUnitFn)(const void *opts, void *state, long unit, StrBuf *row);
+void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
+                    EvalUnitFn run, const void *opts, void *state);
+
+/* results.csv, summary.csv (csv) and summary.json (summary, pretty-printed). Dies on error. */
+void eval_write_summaries(RunLog *log, const char *csv, const struct cJSON *summary);
 
 #endif

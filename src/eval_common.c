@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "progress.h"
 #include "runlog.h"
 #include "sampler.h"
 
@@ -105,4 +106,81 @@ int eval_write_text(const char *dir, const char *name, const char *text, Err *er
     if (atomic_open(&af, path, err) != 0) return -1;
     fputs(text, af.f);
     return atomic_commit(&af, err);
+}
+
+/* ---- passkey and needle ------------------------------------------------------------ */
+
+void eval_engine_load(EvalEngine *e, const EvalOpts *o) {
+    common_load_model(&o->co, &e->m);
+    e->tok = common_load_tokenizer(&o->co, &e->m);
+    e->ctx = common_ctx(&o->co, &e->m);
+}
+
+void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch) {
+    Err err;
+    if (forward_cache_init(&e->m, &e->cache, e->ctx, &err) != 0) die("%s", err.msg);
+    e->f = forward_create(&e->m, batch);
+    if (!(e->policy = policy_create(&o->po, &e->m.cfg, e->ctx, &err))) die("%s", err.msg);
+}
+
+void eval_engine_free(EvalEngine *e) {
+    policy_free(e->policy);
+    forward_free(e->f);
+    kvcache_free(&e->cache);
+    tokenizer_free(e->tok);
+    model_free(&e->m);
+}
+
+char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv) {
+    Err err;
+    int *ans = xmalloc((size_t)max_new * sizeof(int));
+    kvcache_reset(&e->cache);
+    if (policy_forward(e->policy, e->f, &e->cache, ids, n, NULL, &err) != 0) die("%s", err.msg);
+    *kv = eval_kv_per_head(&e->cache);
+    int n_ans = eval_greedy(e->policy, e->f, &e->cache, e->m.cfg.vocab_size, e->m.cfg.eos_id, max_new, e->ctx, ans, &err);
+    if (n_ans < 0) die("%s", err.msg);
+    char *answer = tokenizer_decode(e->tok, ans, n_ans, &err);
+    if (!answer) die("%s", err.msg);
+    free(ans);
+    return answer;
+}
+
+RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *e, const char *config,
+                      const char *columns, long n_units, int argc, char **argv, cJSON **meta) {
+    Err err;
+    RunLogSpec spec = { o->out_dir, config, columns, NULL, n_units, o->resume };
+    RunLog *log = runlog_open(&spec, &err);
+    if (!log) die("%s", err.msg);
+    *meta = runlog_meta_new(command, argc, argv, &e->m, &o->po, config);
+    return log;
+}
+
+void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
+                    EvalUnitFn run, const void *opts, void *state) {
+    Err err;
+    ProgressLine pl;
+    progress_line_start(&pl, command, unit_name, n_units, runlog_count(log));
+    for (long u = 0; u < n_units; u++) {
+        if (runlog_done(log, u)) continue;
+        double t0 = now_seconds();
+        StrBuf row = { 0 };
+        run(opts, state, u, &row);
+        if (runlog_append(log, u, row.s, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
+        sb_free(&row);
+        progress_line_add(&pl, 1);
+    }
+    progress_line_end(&pl);
+}
+
+void eval_write_summaries(RunLog *log, const char *csv, const cJSON *summary) {
+    Err err;
+    char *json = cJSON_Print(summary);
+    StrBuf j = { 0 };
+    sb_printf(&j, "%s\n", json);
+    const char *dir = runlog_dir(log);
+    if (runlog_write_results(log, "results.csv", &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0 ||
+        eval_write_text(dir, "summary.json", j.s, &err) != 0)
+        die("%s", err.msg);
+    sb_free(&j);
+    free(json);
 }

@@ -24,7 +24,6 @@
 
 #include "commands.h"
 #include "eval.h"
-#include "progress.h"
 #include "runlog.h"
 #include "trace.h"
 
@@ -153,14 +152,9 @@ static void parse(NeedleOpts *o, int argc, char **argv) {
 }
 
 typedef struct {
-    Model m;
-    Tokenizer *tok;
-    int ctx;
+    EvalEngine e;
     int *hay, n_hay;          /* the haystack's first tokens (no BOS) */
     int *needle, n_needle;
-    Forward *f;
-    KVCache cache;
-    Policy *policy;
 } NdState;
 
 /* Tokenize enough of the haystack for the longest length: a prefix of ~6
@@ -176,7 +170,7 @@ static void load_haystack(const NeedleOpts *o, NdState *s, int need) {
         if (bytes > size) bytes = size;
         free(s->hay);
         s->hay = xmalloc((bytes + 16) * sizeof(int));
-        s->n_hay = tokenizer_encode_len(s->tok, text, bytes, 0, s->hay, (int)bytes + 16, &err);
+        s->n_hay = tokenizer_encode_len(s->e.tok, text, bytes, 0, s->hay, (int)bytes + 16, &err);
         if (s->n_hay < 0) die("%s: %s", o->haystack, err.msg);
         if (bytes == size || s->n_hay >= need + 16) break;
         bytes *= 2;
@@ -189,15 +183,15 @@ static void load_haystack(const NeedleOpts *o, NdState *s, int need) {
 
 static void check_lengths(NeedleOpts *o, NdState *s) {
     Err err;
-    s->n_needle = tokenizer_encode(s->tok, NEEDLE_TEXT, 0, NULL, 0, &err);
+    s->n_needle = tokenizer_encode(s->e.tok, NEEDLE_TEXT, 0, NULL, 0, &err);
     s->needle = xmalloc((size_t)s->n_needle * sizeof(int));
-    tokenizer_encode(s->tok, NEEDLE_TEXT, 0, s->needle, s->n_needle, &err);
+    tokenizer_encode(s->e.tok, NEEDLE_TEXT, 0, s->needle, s->n_needle, &err);
     int min_len = o->buffer + s->n_needle + 1;
     if (!o->lengths) {
-        int cand[3] = { s->ctx / 2, s->ctx * 3 / 4, s->ctx };
+        int cand[3] = { s->e.ctx / 2, s->e.ctx * 3 / 4, s->e.ctx };
         o->lengths = xmalloc(3 * sizeof(int));
         for (int i = 0; i < 3; i++) if (cand[i] >= min_len) o->lengths[o->n_lengths++] = cand[i];
-        if (!o->n_lengths) die("needle: the context (%d) is too short for --buffer %d and the needle: give --lengths and a smaller --buffer", s->ctx, o->buffer);
+        if (!o->n_lengths) die("needle: the context (%d) is too short for --buffer %d and the needle: give --lengths and a smaller --buffer", s->e.ctx, o->buffer);
     }
     int longest = 0;
     for (int i = 0; i < o->n_lengths; i++) {
@@ -222,7 +216,7 @@ static void check_prompts(const NeedleOpts *o, const NdState *s) {
 static long n_units(const NeedleOpts *o) { return (long)o->n_lengths * o->n_depths; }
 
 static char *config_json(const NeedleOpts *o, const NdState *s) {
-    cJSON *c = eval_config_new("needle", &o->e, &s->m, o->e.co.tokenizer_path ? o->e.co.tokenizer_path : s->m.tokenizer_path, s->ctx);
+    cJSON *c = eval_config_new("needle", &o->e, &s->e.m, o->e.co.tokenizer_path ? o->e.co.tokenizer_path : s->e.m.tokenizer_path, s->e.ctx);
     cJSON *k = eval_config_knobs(c);
     cJSON_AddItemToObject(k, "haystack", runlog_file_identity(o->haystack));
     cJSON_AddItemToObject(k, "lengths", cJSON_CreateIntArray(o->lengths, o->n_lengths));
@@ -238,17 +232,17 @@ static char *config_json(const NeedleOpts *o, const NdState *s) {
 static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int depth, int *n, int *n_context, int *needle_at) {
     Err err;
     int *ctx_ids = xmalloc(((size_t)s->n_hay + s->n_needle) * sizeof(int));
-    *n_context = needle_insert(s->tok, s->hay, s->n_hay, s->needle, s->n_needle, length - o->buffer, depth, ctx_ids, needle_at);
-    char *context = tokenizer_decode(s->tok, ctx_ids, *n_context, &err);
+    *n_context = needle_insert(s->e.tok, s->hay, s->n_hay, s->needle, s->n_needle, length - o->buffer, depth, ctx_ids, needle_at);
+    char *context = tokenizer_decode(s->e.tok, ctx_ids, *n_context, &err);
     if (!context) die("%s", err.msg);
     StrBuf b = { 0 };
     sb_printf(&b, NEEDLE_PROMPT_HEAD "%s" NEEDLE_PROMPT_TAIL, context, NEEDLE_QUESTION);
-    *n = tokenizer_encode(s->tok, b.s, 1, NULL, 0, &err);
+    *n = tokenizer_encode(s->e.tok, b.s, 1, NULL, 0, &err);
     int *ids = xmalloc(((size_t)*n + 1) * sizeof(int));
-    tokenizer_encode(s->tok, b.s, 1, ids, *n, &err);
-    if (*n + o->max_new > s->ctx)
+    tokenizer_encode(s->e.tok, b.s, 1, ids, *n, &err);
+    if (*n + o->max_new > s->e.ctx)
         die("--lengths %d: the prompt has %d tokens; with %d answer tokens (--max-new) longer than the context (%d; --buffer, --ctx)",
-            length, *n, o->max_new, s->ctx);
+            length, *n, o->max_new, s->e.ctx);
     sb_free(&b);
     free(context);
     free(ctx_ids);
@@ -257,40 +251,19 @@ static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int d
 
 #define ND_COLUMNS "length,depth,prompt_tokens,context_tokens,needle_at,depth_actual,kv_tokens,answer,score"
 
-static void run_cell(const NeedleOpts *o, NdState *s, long unit, StrBuf *row) {
-    Err err;
+static void run_cell(const void *opts, void *state, long unit, StrBuf *row) {
+    const NeedleOpts *o = opts;
+    NdState *s = state;
     int length = o->lengths[unit / o->n_depths], depth = o->depths[unit % o->n_depths];
     int n, n_context, at;
     int *ids = cell_prompt(o, s, length, depth, &n, &n_context, &at);
-    int *ans = xmalloc((size_t)o->max_new * sizeof(int));
-    kvcache_reset(&s->cache);
-    if (policy_forward(s->policy, s->f, &s->cache, ids, n, NULL, &err) != 0) die("%s", err.msg);
-    double kv = eval_kv_per_head(&s->cache);
-    int n_ans = eval_greedy(s->policy, s->f, &s->cache, s->m.cfg.vocab_size, s->m.cfg.eos_id, o->max_new, s->ctx, ans, &err);
-    if (n_ans < 0) die("%s", err.msg);
-    char *answer = tokenizer_decode(s->tok, ans, n_ans, &err);
-    if (!answer) die("%s", err.msg);
+    double kv;
+    char *answer = eval_answer(&s->e, ids, n, o->max_new, &kv);
     char *q = csv_quote(answer);
     int n_hay = n_context - s->n_needle;
     sb_printf(row, "%d,%d,%d,%d,%d,%.4f,%.2f,%s,%.6g", length, depth, n, n_context, at,
               n_hay ? 100.0 * at / n_hay : 0.0, kv, q, needle_score(answer, NEEDLE_TEXT));
-    free(q); free(answer); free(ans); free(ids);
-}
-
-static void run_cells(const NeedleOpts *o, NdState *s, RunLog *log) {
-    Err err;
-    ProgressLine pl;
-    progress_line_start(&pl, "needle", "cells", n_units(o), runlog_count(log));
-    for (long u = 0; u < n_units(o); u++) {
-        if (runlog_done(log, u)) continue;
-        double t0 = now_seconds();
-        StrBuf row = { 0 };
-        run_cell(o, s, u, &row);
-        if (runlog_append(log, u, row.s, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
-        sb_free(&row);
-        progress_line_add(&pl, 1);
-    }
-    progress_line_end(&pl);
+    free(q); free(answer); free(ids);
 }
 
 /* ---- summary ------------------------------------------------------------------------------ */
@@ -330,20 +303,12 @@ static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double 
     cJSON *sum = cJSON_CreateObject();
     cJSON_AddNumberToObject(sum, "cells", (double)n_units(o));
     cJSON_AddNumberToObject(sum, "score", mean);
-    char *json = cJSON_Print(sum);
-    StrBuf j = { 0 };
-    sb_printf(&j, "%s\n", json);
-    const char *dir = runlog_dir(log);
-    if (runlog_write_results(log, "results.csv", &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0 ||
-        eval_write_text(dir, "summary.json", j.s, &err) != 0)
-        die("%s", err.msg);
+    eval_write_summaries(log, csv, sum);
     fprintf(stderr, "needle: mean score %.3f over %ld cells\n", mean, n_units(o));
     cJSON_AddItemToObject(meta, "summary", sum);
     runmeta_add_output(meta, "results.csv", "one row per (length, depth) cell");
     runmeta_add_output(meta, "summary.csv", "score per length x depth ('all' = aggregated)");
     if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
-    sb_free(&j);
-    free(json);
     free(csv);
 }
 
@@ -355,31 +320,20 @@ int cmd_needle(int argc, char **argv) {
     parse(&o, argc, argv);
     NdState s;
     memset(&s, 0, sizeof s);
-    Err err;
-    common_load_model(&o.e.co, &s.m);
-    s.tok = common_load_tokenizer(&o.e.co, &s.m);
-    s.ctx = common_ctx(&o.e.co, &s.m);
+    eval_engine_load(&s.e, &o.e);
     check_lengths(&o, &s);
     check_prompts(&o, &s);
-    if (forward_cache_init(&s.m, &s.cache, s.ctx, &err) != 0) die("%s", err.msg);
-    s.f = forward_create(&s.m, o.batch);
-    if (!(s.policy = policy_create(&o.e.po, &s.m.cfg, s.ctx, &err))) die("%s", err.msg);
+    eval_engine_start(&s.e, &o.e, o.batch);
     char *config = config_json(&o, &s);
-    RunLogSpec spec = { o.e.out_dir, config, ND_COLUMNS, NULL, n_units(&o), o.e.resume };
-    RunLog *log = runlog_open(&spec, &err);
-    if (!log) die("%s", err.msg);
-    cJSON *meta = runlog_meta_new("needle", argc, argv, &s.m, &o.e.po, config);
-    run_cells(&o, &s, log);
+    cJSON *meta;
+    RunLog *log = eval_log_open("needle", &o.e, &s.e, config, ND_COLUMNS, n_units(&o), argc, argv, &meta);
+    eval_run_units(log, "needle", "cells", n_units(&o), run_cell, &o, &s);
     write_outputs(&o, log, meta, t_start);
     runlog_close(log);
     free(config);
-    policy_free(s.policy);
-    forward_free(s.f);
-    kvcache_free(&s.cache);
+    eval_engine_free(&s.e);
     free(s.hay);
     free(s.needle);
-    tokenizer_free(s.tok);
-    model_free(&s.m);
     free(o.lengths);
     free(o.depths);
     return 0;

@@ -23,7 +23,6 @@
 
 #include "commands.h"
 #include "eval.h"
-#include "progress.h"
 #include "runlog.h"
 #include "sampler.h"
 #include "trace.h"
@@ -226,18 +225,9 @@ static void check_fit(const PasskeyOpts *o, const Tokenizer *tok) {
     }
 }
 
-typedef struct {
-    Model m;
-    Tokenizer *tok;
-    int ctx;
-    Forward *f;
-    KVCache cache;
-    Policy *policy;
-} PkState;
-
 static long n_units(const PasskeyOpts *o) { return (long)o->n_lengths * (o->n_depths ? o->n_depths : 1) * o->trials; }
 
-static char *config_json(const PasskeyOpts *o, const PkState *s) {
+static char *config_json(const PasskeyOpts *o, const EvalEngine *s) {
     cJSON *c = eval_config_new("passkey", &o->e, &s->m, o->e.co.tokenizer_path ? o->e.co.tokenizer_path : s->m.tokenizer_path, s->ctx);
     cJSON *k = eval_config_knobs(c);
     cJSON_AddItemToObject(k, "lengths", cJSON_CreateIntArray(o->lengths, o->n_lengths));
@@ -255,7 +245,9 @@ static char *config_json(const PasskeyOpts *o, const PkState *s) {
 #define PK_COLUMNS "length,depth,trial,key,n_garbage,n_prefix,depth_actual,prompt_tokens,kv_tokens,answer,correct,partial"
 
 /* One trial: build, prefill (+ eviction), greedy answer, score; the row. */
-static void run_trial(const PasskeyOpts *o, PkState *s, long unit, StrBuf *row) {
+static void run_trial(const void *opts, void *state, long unit, StrBuf *row) {
+    const PasskeyOpts *o = opts;
+    EvalEngine *s = state;
     Err err;
     int per_len = (o->n_depths ? o->n_depths : 1) * o->trials;
     int length = o->lengths[unit / per_len], di = (int)(unit % per_len) / o->trials, trial = (int)(unit % o->trials);
@@ -272,15 +264,10 @@ static void run_trial(const PasskeyOpts *o, PkState *s, long unit, StrBuf *row) 
     }
     int n_prefix = (int)floor(depth * n_garbage);
     char *text = passkey_prompt(n_garbage, n_prefix, key);
-    int *ids = xmalloc(((size_t)n_tok + 1) * sizeof(int)), *ans = xmalloc((size_t)o->max_new * sizeof(int));
+    int *ids = xmalloc(((size_t)n_tok + 1) * sizeof(int));
     tokenizer_encode(s->tok, text, 1, ids, n_tok, &err);
-    kvcache_reset(&s->cache);
-    if (policy_forward(s->policy, s->f, &s->cache, ids, n_tok, NULL, &err) != 0) die("%s", err.msg);
-    double kv = eval_kv_per_head(&s->cache);
-    int n_ans = eval_greedy(s->policy, s->f, &s->cache, s->m.cfg.vocab_size, s->m.cfg.eos_id, o->max_new, s->ctx, ans, &err);
-    if (n_ans < 0) die("%s", err.msg);
-    char *answer = tokenizer_decode(s->tok, ans, n_ans, &err);
-    if (!answer) die("%s", err.msg);
+    double kv;
+    char *answer = eval_answer(s, ids, n_tok, o->max_new, &kv);
     int correct = o->digits == 5 ? passkey_correct(answer, key) : strstr(answer, key) != NULL;
     double partial = (double)longest_common_substring(answer, key) / (double)strlen(key);
     char *q = csv_quote(answer);
@@ -288,24 +275,7 @@ static void run_trial(const PasskeyOpts *o, PkState *s, long unit, StrBuf *row) 
     else sb_printf(row, "%d,", length);
     sb_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
               n_garbage ? 100.0 * n_prefix / n_garbage : 0.0, n_tok, kv, q, correct, partial);
-    free(q); free(answer); free(ans); free(ids); free(text);
-}
-
-static void run_trials(const PasskeyOpts *o, PkState *s, RunLog *log) {
-    Err err;
-    long n = n_units(o);
-    ProgressLine pl;
-    progress_line_start(&pl, "passkey", "trials", n, runlog_count(log));
-    for (long u = 0; u < n; u++) {
-        if (runlog_done(log, u)) continue;
-        double t0 = now_seconds();
-        StrBuf row = { 0 };
-        run_trial(o, s, u, &row);
-        if (runlog_append(log, u, row.s, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
-        sb_free(&row);
-        progress_line_add(&pl, 1);
-    }
-    progress_line_end(&pl);
+    free(q); free(answer); free(ids); free(text);
 }
 
 /* ---- summary: accuracy per (length, depth), per length, per depth, overall ------------- */
@@ -361,20 +331,12 @@ static void write_outputs(const PasskeyOpts *o, RunLog *log, cJSON *meta, double
     cJSON_AddNumberToObject(sum, "trials", (double)all.n);
     cJSON_AddNumberToObject(sum, "accuracy", all.correct / all.n);
     cJSON_AddNumberToObject(sum, "partial", all.partial / all.n);
-    char *json = cJSON_Print(sum);
-    StrBuf j = { 0 };
-    sb_printf(&j, "%s\n", json);
-    const char *dir = runlog_dir(log);
-    if (runlog_write_results(log, "results.csv", &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0 ||
-        eval_write_text(dir, "summary.json", j.s, &err) != 0)
-        die("%s", err.msg);
+    eval_write_summaries(log, csv, sum);
     fprintf(stderr, "passkey: accuracy %.3f (%ld trials), partial %.3f\n", all.correct / all.n, all.n, all.partial / all.n);
     cJSON_AddItemToObject(meta, "summary", sum);
     runmeta_add_output(meta, "results.csv", "one row per trial");
     runmeta_add_output(meta, "summary.csv", "accuracy per length x depth ('all' = aggregated)");
     if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
-    sb_free(&j);
-    free(json);
     free(csv);
 }
 
@@ -384,31 +346,20 @@ int cmd_passkey(int argc, char **argv) {
     PasskeyOpts o;
     memset(&o, 0, sizeof o);
     parse(&o, argc, argv);
-    PkState s;
+    EvalEngine s;
     memset(&s, 0, sizeof s);
-    Err err;
-    common_load_model(&o.e.co, &s.m);
-    s.tok = common_load_tokenizer(&o.e.co, &s.m);
-    s.ctx = common_ctx(&o.e.co, &s.m);
+    eval_engine_load(&s, &o.e);
     check_lengths(&o, s.ctx);
     check_fit(&o, s.tok);
-    if (forward_cache_init(&s.m, &s.cache, s.ctx, &err) != 0) die("%s", err.msg);
-    s.f = forward_create(&s.m, o.batch);
-    if (!(s.policy = policy_create(&o.e.po, &s.m.cfg, s.ctx, &err))) die("%s", err.msg);
+    eval_engine_start(&s, &o.e, o.batch);
     char *config = config_json(&o, &s);
-    RunLogSpec spec = { o.e.out_dir, config, PK_COLUMNS, NULL, n_units(&o), o.e.resume };
-    RunLog *log = runlog_open(&spec, &err);
-    if (!log) die("%s", err.msg);
-    cJSON *meta = runlog_meta_new("passkey", argc, argv, &s.m, &o.e.po, config);
-    run_trials(&o, &s, log);
+    cJSON *meta;
+    RunLog *log = eval_log_open("passkey", &o.e, &s, config, PK_COLUMNS, n_units(&o), argc, argv, &meta);
+    eval_run_units(log, "passkey", "trials", n_units(&o), run_trial, &o, &s);
     write_outputs(&o, log, meta, t_start);
     runlog_close(log);
     free(config);
-    policy_free(s.policy);
-    forward_free(s.f);
-    kvcache_free(&s.cache);
-    tokenizer_free(s.tok);
-    model_free(&s.m);
+    eval_engine_free(&s);
     free(o.lengths);
     free(o.depths);
     return 0;

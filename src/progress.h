@@ -9,7 +9,7 @@
  * stderr is a file or a pipe, one line every `KVLAB_PROGRESS_SECONDS` seconds
  * (default 5) and nothing at all for runs shorter than that, so logs stay
  * short. progress_line_end prints one closing line (elapsed time, rate).
- * (trace.h has a smaller Progress of its own for `kvlab trace`.) */
+ * (trace.h's progress_hook feeds one from the forward steps of trace / correlate.) */
 #ifndef KVLAB_PROGRESS_H
 #define KVLAB_PROGRESS_H
 

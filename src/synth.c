@@ -8,15 +8,14 @@
 #include "synth.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "outdir.h"
 #include "safetensors.h"
 
 #define CHUNK_ELEMS ((size_t)1 << 20)          /* generate/convert/write 1M values at a time */
@@ -314,19 +313,6 @@ static int write_shard(Writer *w, const char *dir, const SynthTensor *t, const i
     return rc;
 }
 
-static int write_json(const char *dir, const char *name, cJSON *root, Err *err) {
-    char path[4200];
-    path_join(path, sizeof path, dir, name);
-    char *text = cJSON_Print(root);
-    if (!text) die("out of memory printing %s", name);
-    FILE *f = fopen(path, "wb");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
-    cJSON_free(text);
-    if (!ok) return err_set(err, "%s: cannot write: %s", path, strerror(errno));
-    return 0;
-}
-
 static int write_index(const SynthOpts *o, const char *dir, const SynthTensor *t, const int *shard_of, int n, Err *err) {
     cJSON *root = cJSON_CreateObject();
     cJSON *meta = cJSON_AddObjectToObject(root, "metadata");
@@ -337,48 +323,17 @@ static int write_index(const SynthOpts *o, const char *dir, const SynthTensor *t
         shard_name(name, sizeof name, shard_of[i], o->shards);
         cJSON_AddStringToObject(map, t[i].name, name);
     }
-    int rc = write_json(dir, "model.safetensors.index.json", root, err);
+    int rc = outdir_write_json(dir, "model.safetensors.index.json", root, err);
     cJSON_Delete(root);
     return rc;
 }
 
-/* The shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06). */
-static cJSON *float_number(float v) {
-    char buf[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
-        if ((float)strtod(buf, NULL) == v) break;
-    }
-    return cJSON_CreateRaw(buf);
-}
-
 static int write_config(const SynthOpts *o, const char *dir, Err *err) {
-    const Config *c = &o->cfg;
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddItemToObject(r, "architectures", cJSON_CreateStringArray((const char *[]){ "LlamaForCausalLM" }, 1));
-    cJSON_AddStringToObject(r, "model_type", "llama");
-    cJSON_AddNumberToObject(r, "hidden_size", c->dim);
-    cJSON_AddNumberToObject(r, "intermediate_size", c->hidden_dim);
-    cJSON_AddNumberToObject(r, "num_hidden_layers", c->n_layers);
-    cJSON_AddNumberToObject(r, "num_attention_heads", c->n_heads);
-    cJSON_AddNumberToObject(r, "num_key_value_heads", c->n_kv_heads);
-    cJSON_AddNumberToObject(r, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(r, "max_position_embeddings", c->max_seq_len);
-    cJSON_AddNumberToObject(r, "vocab_size", c->vocab_size);
-    cJSON_AddItemToObject(r, "rms_norm_eps", float_number(c->norm_eps));
-    cJSON_AddItemToObject(r, "rope_theta", float_number(c->rope_theta));
-    cJSON_AddNullToObject(r, "rope_scaling");
-    cJSON_AddBoolToObject(r, "tie_word_embeddings", c->tied_embeddings);
-    cJSON_AddNumberToObject(r, "bos_token_id", c->bos_id);
-    cJSON_AddNumberToObject(r, "eos_token_id", c->eos_id);
-    cJSON_AddStringToObject(r, "hidden_act", "silu");
-    cJSON_AddBoolToObject(r, "attention_bias", 0);
-    cJSON_AddBoolToObject(r, "mlp_bias", 0);
-    cJSON_AddStringToObject(r, "torch_dtype", o->dtype == DTYPE_F32 ? "float32" : o->dtype == DTYPE_BF16 ? "bfloat16" : "float16");
+    cJSON *r = outdir_hf_config(&o->cfg, o->dtype);
     cJSON_AddNumberToObject(r, "initializer_range", 0.02);
     /* provenance: random weights, not a trained model (transformers keeps unknown keys) */
     cJSON_AddNumberToObject(r, "kvlab_synth_seed", (double)o->seed);
-    int rc = write_json(dir, "config.json", r, err);
+    int rc = outdir_write_json(dir, "config.json", r, err);
     cJSON_Delete(r);
     return rc;
 }
@@ -422,62 +377,6 @@ static int write_all(const SynthOpts *o, const char *dir, Err *err) {
     return rc;
 }
 
-/* ---- the directory, atomically --------------------------------------------------- */
-
-/* Remove a directory holding only regular files (never recurses: this only
- * ever deletes our own temporary directory or a checked checkpoint directory). */
-static void remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        char p[4200];
-        while ((e = readdir(d)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            path_join(p, sizeof p, dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
-/* --force may only replace what looks like a checkpoint: a directory of plain
- * files with a config.json (or an empty one), so a typo cannot wipe a home dir. */
-static int replaceable(const char *dir, Err *err) {
-    if (!path_is_dir(dir)) return err_set(err, "%s: exists and is not a directory", dir);
-    DIR *d = opendir(dir);
-    if (!d) return err_set(err, "%s: cannot read: %s", dir, strerror(errno));
-    int files = 0, config = 0, other = 0;
-    struct dirent *e;
-    char p[4200];
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        path_join(p, sizeof p, dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode)) other = 1;
-        files++;
-        if (!strcmp(e->d_name, "config.json")) config = 1;
-    }
-    closedir(d);
-    if (other || (files > 0 && !config))
-        return err_set(err, "%s: --force only replaces a checkpoint directory (plain files with a config.json); refusing", dir);
-    return 0;
-}
-
-static int commit_dir(const char *tmp, const char *dir, int existed, Err *err) {
-    char old[4200];
-    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
-    if (existed && rename(dir, old) != 0)
-        return err_set(err, "%s: cannot move the old directory aside: %s", dir, strerror(errno));
-    if (rename(tmp, dir) != 0) {
-        int e = errno;
-        if (existed) rename(old, dir);
-        return err_set(err, "%s: cannot rename %s into place: %s", dir, tmp, strerror(e));
-    }
-    if (existed) remove_flat_dir(old);
-    return 0;
-}
-
 static int check_opts(const SynthOpts *o, Err *err) {
     if (config_validate(&o->cfg, "--shape", err) != 0) return -1;
     if (o->dtype != DTYPE_F32 && o->dtype != DTYPE_BF16 && o->dtype != DTYPE_F16)
@@ -492,20 +391,13 @@ static int check_opts(const SynthOpts *o, Err *err) {
 }
 
 int synth_write(const SynthOpts *o, const char *dir_in, Err *err) {
-    char dir[4096], tmp[4200];
-    size_t len = strlen(dir_in);
-    while (len > 1 && dir_in[len - 1] == '/') len--;                /* "out/" -> "out" */
-    if (len == 0 || len >= sizeof dir) return err_set(err, "-o '%s': not a usable directory name", dir_in);
-    snprintf(dir, sizeof dir, "%.*s", (int)len, dir_in);
-    if (check_opts(o, err) != 0) return -1;
-    int existed = path_exists(dir);
-    if (existed && !o->force) return err_set(err, "%s: already exists (--force replaces it)", dir);
-    if (existed && replaceable(dir, err) != 0) return -1;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
-    if (mkdir(tmp, 0755) != 0) return err_set(err, "%s: cannot create %s: %s", dir, tmp, strerror(errno));
-    if (write_all(o, tmp, err) != 0 || commit_dir(tmp, dir, existed, err) != 0) {
-        remove_flat_dir(tmp);
+    char dir[OUTDIR_MAX];
+    if (outdir_name(dir_in, dir, sizeof dir, err) != 0 || check_opts(o, err) != 0) return -1;
+    OutDir od;
+    if (outdir_begin(&od, dir, o->force, err) != 0) return -1;
+    if (write_all(o, od.tmp, err) != 0) {
+        outdir_abort(&od);
         return -1;
     }
-    return 0;
+    return outdir_commit(&od, err);
 }

@@ -330,38 +330,47 @@ const char *format_bytes(double bytes, char *buf, size_t size) {
     return buf;
 }
 
-/* ---- progress -------------------------------------------------------------------- */
+/* ---- progress and input -------------------------------------------------------------- */
 
-void progress_start(Progress *p, const char *what, const char *unit, int64_t total) {
-    memset(p, 0, sizeof *p);
-    p->what = what; p->unit = unit; p->total = total;
-    p->t0 = p->last = now_seconds();
-    p->tty = isatty(STDERR_FILENO);
+static void progress_step(void *ctx, int n) { progress_line_add(ctx, n); }
+StepHook progress_hook(ProgressLine *p) { StepHook h = { p, progress_step }; return h; }
+
+int trace_input_option(TraceInput *in, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) in->text = cli_value(argc, argv, i);
+    else if (!strcmp(a, "--ids")) in->ids_str = cli_value(argc, argv, i);
+    else if (!strcmp(a, "-f") || !strcmp(a, "--file")) in->file = cli_value(argc, argv, i);
+    else if (!strcmp(a, "--chunk")) in->chunk = (int)cli_int(a, cli_value(argc, argv, i), 2, 1 << 22);
+    else if (!strcmp(a, "--chunks")) in->chunks = (int)cli_int(a, cli_value(argc, argv, i), 1, 1 << 20);
+    else return 0;
+    return 1;
 }
 
-static void progress_print(Progress *p, double now, const char *end) {
-    double dt = now - p->t0, rate = dt > 0 ? p->done / dt : 0;
-    double eta = rate > 0 ? (p->total - p->done) / rate : 0;
-    fprintf(stderr, "%s%s: %lld/%lld %s (%.0f%%), %.1f %s/s, %s %.0fs%s", p->tty ? "\r" : "", p->what,
-            (long long)p->done, (long long)p->total, p->unit, p->total ? 100.0 * p->done / p->total : 100.0,
-            rate, p->unit, *end ? "elapsed" : "ETA", *end ? dt : eta, p->tty && !*end ? "\033[K" : end);
-    if (!p->tty && !*end) fputc('\n', stderr);
-    fflush(stderr);
-    p->last = now;
-    p->printed = 1;
+int *trace_input_load(const TraceInput *in, const char *command, const CommonOpts *co, int check_chunk,
+                      Model *m, Tokenizer **tok, int *ctx, int *n_seqs, int *seq_len) {
+    common_load_model(co, m);
+    *tok = (in->text || in->file) ? common_load_tokenizer(co, m) : NULL;
+    *ctx = common_ctx(co, m);
+    if (!in->file) {
+        *n_seqs = 1;
+        return common_prompt_ids(m, *tok, in->text, in->ids_str, *ctx, seq_len);
+    }
+    if (check_chunk && in->chunk > *ctx) die("--chunk: %d tokens exceed the context of %d (--ctx)", in->chunk, *ctx);
+    Err err;
+    int *ids = text_chunks(*tok, in->file, in->chunk, in->chunks, n_seqs, &err);
+    if (!ids) die("%s", err.msg);
+    if (*n_seqs < in->chunks)
+        fprintf(stderr, "%s: %s holds only %d whole chunks of %d tokens (asked --chunks %d)\n",
+                command, in->file, *n_seqs, in->chunk, in->chunks);
+    *seq_len = in->chunk;
+    return ids;
 }
 
-void progress_add(Progress *p, int64_t n) {
-    p->done += n;
-    double now = now_seconds();
-    if (now - p->t0 < 1.0) return;                       /* short runs stay quiet */
-    if (now - p->last >= (p->tty ? 0.5 : 10.0)) progress_print(p, now, "");
+void trace_input_knobs(cJSON *knobs, const TraceInput *in) {
+    cJSON_AddStringToObject(knobs, "input", in->file ? "file" : in->text ? "prompt" : "ids");
+    if (in->file) cJSON_AddStringToObject(knobs, "file", in->file);
+    if (in->text) cJSON_AddStringToObject(knobs, "prompt", in->text);
 }
-
-void progress_end(Progress *p) { progress_print(p, now_seconds(), "\n"); }
-
-static void progress_step(void *ctx, int n) { progress_add(ctx, n); }
-StepHook progress_hook(Progress *p) { StepHook h = { p, progress_step }; return h; }
 
 /* ---- meta.json ---------------------------------------------------------------------- */
 
@@ -441,6 +450,14 @@ cJSON *runmeta_knobs(cJSON *meta) { return cJSON_GetObjectItem(meta, "knobs"); }
 
 void runmeta_add_output(cJSON *meta, const char *file, const char *what) {
     cJSON_AddStringToObject(cJSON_GetObjectItem(meta, "outputs"), file, what);
+}
+
+void runmeta_add_policy(cJSON *meta, const PolicyOpts *po) {
+    char *json = policy_json(po);
+    cJSON *p = json ? cJSON_Parse(json) : NULL;
+    if (p) cJSON_AddItemToObject(meta, "policy", p);
+    else cJSON_AddStringToObject(meta, "policy", json ? json : "?");
+    free(json);
 }
 
 int runmeta_write(cJSON *meta, const char *run_dir, double t_start, Err *err) {

@@ -1,7 +1,7 @@
 /* trace.h — record selected attention rows next to the key/value norms and
  * positions of the tokens they look at, with bounded memory; plus the small
- * run-directory helpers `kvlab trace` and `kvlab correlate` share (text chunks,
- * progress line, meta.json).
+ * run-directory helpers `kvlab trace` and `kvlab correlate` share (the input
+ * options and text chunks, a progress hook, meta.json).
  *
  * What a trace holds (written as trace.npz by tracer_write_npz), with
  * S sequences (chunks), NL selected layers, NH selected query heads, Q recorded
@@ -33,9 +33,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cli.h"
 #include "forward.h"
 #include "metrics.h"
 #include "model.h"
+#include "policy.h"
+#include "progress.h"
 #include "tokenizer.h"
 
 typedef enum { TRACE_PREFILL = 1, TRACE_DECODE = 2, TRACE_ALL = 3 } TraceSteps;
@@ -83,20 +86,26 @@ int64_t parse_bytes(const char *s);
 /* Human size: "1.5 GiB". */
 const char *format_bytes(double bytes, char *buf, size_t size);
 
-/* A progress line on stderr: "trace: 1200/4096 tokens (29%), 850 tok/s, ETA 3s".
- * Rewritten in place on a terminal (twice a second at most), a line every 10 s
- * otherwise; quiet runs (total < 1 s) print only the summary of progress_end. */
+/* A StepHook that adds each step's tokens to a progress line (progress.h). */
+StepHook progress_hook(ProgressLine *p);
+
+/* The input of `kvlab trace` and `kvlab correlate`: one prompt (-p TEXT or
+ * --ids LIST) or -f FILE cut into `chunks` sequences of `chunk` tokens. */
 typedef struct {
-    const char *what, *unit;
-    int64_t total, done;
-    double t0, last;
-    int tty, printed;
-} Progress;
-void progress_start(Progress *p, const char *what, const char *unit, int64_t total);
-void progress_add(Progress *p, int64_t n);
-void progress_end(Progress *p);
-/* A StepHook that adds each step's tokens to a Progress. */
-StepHook progress_hook(Progress *p);
+    const char *text, *ids_str, *file;
+    int chunk, chunks;
+} TraceInput;
+/* If argv[*i] is -p/--prompt, --ids, -f/--file, --chunk or --chunks, consume it and return 1. */
+int trace_input_option(TraceInput *in, int argc, char **argv, int *i);
+/* Load the model, its tokenizer (*tok NULL for --ids) and the context, then the
+ * sequences, all of the same length: returns *n_seqs x *seq_len ids. Dies on
+ * error; a short file is a warning starting with `command`. check_chunk: refuse
+ * a --chunk longer than the context. */
+int *trace_input_load(const TraceInput *in, const char *command, const CommonOpts *co, int check_chunk,
+                      Model *m, Tokenizer **tok, int *ctx, int *n_seqs, int *seq_len);
+struct cJSON;
+/* knobs "input" (file, prompt or ids), "file", "prompt". */
+void trace_input_knobs(struct cJSON *knobs, const TraceInput *in);
 
 /* meta.json: the run's command line, model (path, format, size, mtime, shape),
  * git describe of kvlab, ISA, threads, start time; the caller adds "knobs" and
@@ -106,6 +115,8 @@ struct cJSON;
 struct cJSON *runmeta_new(const char *command, int argc, char **argv, const Model *m);
 struct cJSON *runmeta_knobs(struct cJSON *meta);       /* the "knobs" object */
 void runmeta_add_output(struct cJSON *meta, const char *file, const char *what);
+/* meta's "policy": policy_json of the options. */
+void runmeta_add_policy(struct cJSON *meta, const PolicyOpts *po);
 /* Adds wall_seconds (now − t_start), writes RUN_DIR/meta.json atomically, frees meta. */
 int runmeta_write(struct cJSON *meta, const char *run_dir, double t_start, Err *err);
 

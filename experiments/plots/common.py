@@ -6,6 +6,7 @@ A run directory is what `kvlab trace` or `kvlab correlate` wrote:
   metrics.npz   kvlab correlate: <metric>_mean/_std/_n [L,H] or [L,H,9], ratios [9]
 The scripts read nothing else (no project code, no model files).
 Run them with Debian's /usr/bin/python3 (python3-matplotlib, python3-numpy)."""
+import argparse
 import json
 import os
 import sys
@@ -40,6 +41,14 @@ def load_npz(run, name):
         return {k: z[k] for k in z.files}
 
 
+def require_npz(run, name, command):
+    """load_npz, or exit with "RUN: no NAME (run `COMMAND -o RUN`)"."""
+    z = load_npz(run, name)
+    if z is None:
+        sys.exit(f"{run}: no {name} (run `{command} -o {run}`)")
+    return z
+
+
 def model_label(meta):
     m = meta.get("model", {})
     path = m.get("path", "?").rstrip("/")
@@ -71,6 +80,26 @@ def save(fig, out_dir, name):
         paths.append(p)
     plt.close(fig)
     return paths
+
+
+def finish(fig, out_dir, name, title):
+    """The figure's title (fontsize 10), tight layout, then save()."""
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, out_dir, name)
+
+
+def run_main(doc, plot, add_args=None, plot_args=lambda a: ()):
+    """The command line of a one-run figure: RUN [options] [-o OUT_DIR]. add_args(ap)
+    adds the options; plot(RUN, OUT_DIR, *plot_args(parsed)) draws; its paths are printed."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    if add_args:
+        add_args(ap)
+    ap.add_argument("-o", "--out", help="output directory [RUN/plots]")
+    a = ap.parse_args()
+    for p in plot(a.run, a.out or os.path.join(a.run, "plots"), *plot_args(a)):
+        print(p)
 
 
 def ratios_pct(metrics):

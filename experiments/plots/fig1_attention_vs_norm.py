@@ -10,7 +10,6 @@ white = not visible to that query) above the key-norm strip of the same position
 usage: fig1_attention_vs_norm.py RUN_DIR [--layer L] [--head H] [--seq S] [-o OUT_DIR]
 Without --layer/--head the traced (layer, head) with the most negative Spearman
 rho between key norm and mean attention is shown."""
-import argparse
 import os
 import sys
 
@@ -64,9 +63,7 @@ def pick(tr, seq):
 
 def plot(run, out_dir, layer=None, head=None, seq=0, name="fig1_attention_vs_norm"):
     meta = common.load_meta(run)
-    tr = common.load_npz(run, "trace.npz")
-    if tr is None:
-        sys.exit(f"{run}: no trace.npz (run `kvlab trace ... -o {run}`)")
+    tr = common.require_npz(run, "trace.npz", "kvlab trace ...")
     layers, heads = list(tr["layers"]), list(tr["heads"])
     if seq >= tr["attn"].shape[0]:
         sys.exit(f"--seq {seq}: the trace has {tr['attn'].shape[0]} sequence(s)")
@@ -128,17 +125,11 @@ def plot(run, out_dir, layer=None, head=None, seq=0, name="fig1_attention_vs_nor
     return common.save(fig, out_dir, name)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run")
+def add_args(ap):
     ap.add_argument("--layer", type=int)
     ap.add_argument("--head", type=int)
     ap.add_argument("--seq", type=int, default=0)
-    ap.add_argument("-o", "--out", help="output directory [RUN/plots]")
-    a = ap.parse_args()
-    for p in plot(a.run, a.out or os.path.join(a.run, "plots"), a.layer, a.head, a.seq):
-        print(p)
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(__doc__, plot, add_args, lambda a: (a.layer, a.head, a.seq))

@@ -7,7 +7,6 @@ Right: mean Spearman rho between key norm and attention (blue = negative,
 the paper's claim).
 
 usage: fig2_alr_heatmap.py RUN_DIR [-o OUT_DIR]"""
-import argparse
 import os
 import sys
 
@@ -31,9 +30,7 @@ def annotate(ax, values, fmt):
 
 def plot(run, out_dir, name="fig2_alr_heatmap"):
     meta = common.load_meta(run)
-    m = common.load_npz(run, "metrics.npz")
-    if m is None:
-        sys.exit(f"{run}: no metrics.npz (run `kvlab correlate ... -o {run}`)")
+    m = common.require_npz(run, "metrics.npz", "kvlab correlate ...")
     alr, rho = m["alr_per_n_mean"], m["spearman_mean"]
     L, H = alr.shape
     fig, axes = plt.subplots(1, 2, figsize=(4 + 0.55 * H * 2, 1.5 + 0.35 * L), squeeze=False)
@@ -53,19 +50,8 @@ def plot(run, out_dir, name="fig2_alr_heatmap"):
         ax.set_ylabel("layer")
         ax.set_xticks(range(H))
         ax.set_yticks(range(L))
-    fig.suptitle(common.run_label(meta), fontsize=10)
-    fig.tight_layout()
-    return common.save(fig, out_dir, name)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run")
-    ap.add_argument("-o", "--out", help="output directory [RUN/plots]")
-    a = ap.parse_args()
-    for p in plot(a.run, a.out or os.path.join(a.run, "plots")):
-        print(p)
+    return common.finish(fig, out_dir, name, common.run_label(meta))
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(__doc__, plot)

@@ -9,7 +9,6 @@ the layers (minus --skip-layers) and heads; band = 25th..75th percentile over
 those (layer, head). Right: overlap of each kept set with the oracle's.
 
 usage: loss_vs_ratio.py RUN_DIR [--skip-layers 0,1] [-o OUT_DIR]"""
-import argparse
 import os
 import sys
 
@@ -29,9 +28,7 @@ def curves(m, key, layers):
 
 def plot(run, out_dir, skip=(), name="loss_vs_ratio"):
     meta = common.load_meta(run)
-    m = common.load_npz(run, "metrics.npz")
-    if m is None:
-        sys.exit(f"{run}: no metrics.npz (run `kvlab correlate ... -o {run}`)")
+    m = common.require_npz(run, "metrics.npz", "kvlab correlate ...")
     L = m["spearman_mean"].shape[0]
     layers = [l for l in range(L) if l not in skip]
     if not layers:
@@ -56,21 +53,12 @@ def plot(run, out_dir, skip=(), name="loss_vs_ratio"):
     a2.set_ylim(0, 1.02)
     a2.set_title("overlap with the oracle's kept set")
     skipped = f", layers {sorted(skip)} skipped" if skip else ""
-    fig.suptitle(f"{common.run_label(meta)}{skipped}", fontsize=10)
-    fig.tight_layout()
-    return common.save(fig, out_dir, name)
+    return common.finish(fig, out_dir, name, f"{common.run_label(meta)}{skipped}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run")
+def add_args(ap):
     ap.add_argument("--skip-layers", default="", help="comma-separated layers to leave out (the paper: 0,1)")
-    ap.add_argument("-o", "--out", help="output directory [RUN/plots]")
-    a = ap.parse_args()
-    skip = {int(s) for s in a.skip_layers.split(",") if s.strip()}
-    for p in plot(a.run, a.out or os.path.join(a.run, "plots"), skip):
-        print(p)
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(__doc__, plot, add_args, lambda a: ({int(s) for s in a.skip_layers.split(",") if s.strip()},))

@@ -8,7 +8,6 @@ oracle that keeps the same number of tokens by attention. Right: the same per
 layer (mean over heads and steps), with the fraction of the cache kept.
 
 usage: policy_loss.py RUN_DIR [-o OUT_DIR]"""
-import argparse
 import os
 import sys
 
@@ -34,9 +33,7 @@ def policy_label(meta):
 
 def plot(run, out_dir, name="policy_loss"):
     meta = common.load_meta(run)
-    z = common.load_npz(run, "policy.npz")
-    if z is None:
-        sys.exit(f"{run}: no policy.npz (run `kvlab correlate --policy ... -o {run}`)")
+    z = common.require_npz(run, "policy.npz", "kvlab correlate --policy ...")
     steps = np.arange(1, len(z["steps_attention_loss_mean"]) + 1)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key, label, colour in (("attention_loss", "policy", "tab:blue"), ("oracle_loss", "oracle, same budget", "black")):
@@ -60,19 +57,8 @@ def plot(run, out_dir, name="policy_loss"):
     a2.set_ylim(0, 1.05)
     a2.legend(fontsize=8)
     a2.set_title("per layer (mean over heads and steps)")
-    fig.suptitle(f"{common.model_label(meta)} — {policy_label(meta)}", fontsize=10)
-    fig.tight_layout()
-    return common.save(fig, out_dir, name)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run")
-    ap.add_argument("-o", "--out", help="output directory [RUN/plots]")
-    a = ap.parse_args()
-    for p in plot(a.run, a.out or os.path.join(a.run, "plots")):
-        print(p)
+    return common.finish(fig, out_dir, name, f"{common.model_label(meta)} — {policy_label(meta)}")
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(__doc__, plot)

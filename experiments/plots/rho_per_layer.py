@@ -36,9 +36,7 @@ def plot(runs, out_dir, metric="spearman", name="rho_per_layer"):
     data = []
     for run in runs:
         meta = common.load_meta(run)
-        m = common.load_npz(run, "metrics.npz")
-        if m is None:
-            sys.exit(f"{run}: no metrics.npz (run `kvlab correlate ... -o {run}`)")
+        m = common.require_npz(run, "metrics.npz", "kvlab correlate ...")
         data.append((meta, m))
     depths = {m[f"{metric}_mean"].shape[0] for _, m in data}
     relative = len(depths) > 1

@@ -72,4 +72,10 @@ pol '\x02\x20\x00\x02\x00\x80\x80\x00zigzag:window=4,tau=0.5,b=0.2,score=h2o' zi
 
 seed npz stories260k-random "$shared/golden/golden_stories260K_random.npz"
 "$kvlab" logits -m "$shared/models/stories260k/stories260K.bin" --ids 1,2,3 -o "$tmp/l.npy" 2>/dev/null && seed npz logits-npy "$tmp/l.npy"
-echo "seeds: $(find "$out" -name 'seed-*' | wc -l) files in $out"
+# the committed regression inputs (past findings and hand-made edge cases) too
+regress=$(dirname "$0")/regress
+for d in "$regress"/*/; do
+    t=$(basename "$d")
+    [ -d "$out/$t" ] && for f in "$d"*; do [ -f "$f" ] && cat "$f" >"$out/$t/regress-$(basename "$f")"; done
+done
+echo "seeds: $(find "$out" -name 'seed-*' -o -name 'regress-*' | wc -l) files in $out"
