@@ -637,7 +637,7 @@ void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out) {
 }
 
 /* Decisions over fewer slots than this (all heads together) run on one thread. */
-#define POLICY_PARALLEL_SLOTS (1L << 18)
+#define POLICY_PARALLEL_SLOTS (1L << 16)
 
 /* ---- applying ------------------------------------------------------------------ */
 

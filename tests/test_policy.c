@@ -5,6 +5,7 @@
  * forward() would (policy_before_forward, append, policy_after_forward). */
 #include <limits.h>
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -609,6 +610,63 @@ static void test_layer_budgets(void) {
     }
 }
 
+/* ---- the parallel decision path ------------------------------------------------------ */
+
+static void key_hash(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)ctx;
+    for (int i = 0; i < hd; i++) {
+        uint32_t x = (uint32_t)(t * 2654435761u) ^ (uint32_t)(layer * 97 + g * 31 + i * 7);
+        x ^= x >> 15; x *= 0x2c1b3c6du; x ^= x >> 12;
+        key[i] = (float)(x % 997) / 100.0f;
+    }
+}
+
+/* Every head's kept positions, concatenated. */
+static char *all_kept(const KVCache *c) {
+    size_t cap = 1 << 20, n = 0;
+    char *out = xmalloc(cap);
+    out[0] = '\0';
+    for (int l = 0; l < c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            const char *k = kept(c, l, g);
+            n += (size_t)snprintf(out + n, cap - n, "%s|", k);
+        }
+    return out;
+}
+
+static void test_parallel(void) {
+    CASE("decisions over > 2^16 slots run in parallel and decide exactly as one thread") {
+        Config cfg = shape(4, 8, 8, 4);
+        const char *lines[3] = { "--policy l2 --budget 2048 --skip-layers none", "--policy h2o --budget 2048",
+                                 "--policy l2 --budget 2040 --granularity layer --skip-layers 1" };
+        for (int r = 0; r < 3; r++) {
+            char *result[2];
+            for (int t = 0; t < 2; t++) {
+                omp_set_num_threads(t + 1);
+                Policy *p = make(lines[r], &cfg, 2200);
+                KVCache c;
+                Err err;
+                kvcache_init(&c, 4, 8, 4, 2200, &err);
+                append(p, &c, 2100, key_hash, NULL);
+                after(p, &c, 0);
+                for (int s = 0; s < 20; s++) {
+                    int start = c.next_pos;
+                    append(p, &c, 1, key_hash, NULL);
+                    after(p, &c, start);
+                }
+                result[t] = all_kept(&c);
+                CHECK(kvcache_head(&c, 2, 3)->len <= 2048, "%s: len %d", lines[r], kvcache_head(&c, 2, 3)->len);
+                kvcache_free(&c);
+                policy_free(p);
+            }
+            CHECK(!strcmp(result[0], result[1]), "%s: 1 and 2 threads keep different tokens", lines[r]);
+            free(result[0]);
+            free(result[1]);
+        }
+        omp_set_num_threads(omp_get_num_procs());
+    }
+}
+
 /* ---- LagKV --------------------------------------------------------------------------------- */
 
 /* Deterministic but irregular keys/values. */
@@ -710,6 +768,7 @@ int main(void) {
     test_window_random();
     test_attention_policies();
     test_layer_budgets();
+    test_parallel();
     test_lagkv();
     return check_summary();
 }
