@@ -22,6 +22,7 @@
 #include "kernels.h"
 #include "ops.h"
 #include "peak.h"
+#include "policy.h"
 #include "sampler.h"
 
 static void help(void) {
@@ -37,7 +38,11 @@ static void help(void) {
            "  --no-machine        skip the machine measurement (no fractions printed)\n"
            "  --seed S            seed of the random prompt [1]\n"
            "  -m, --model PATH    model (HF directory or llama2.c .bin)\n"
-           "  --ctx N             context length [prompt + gen]\n");
+           "  --ctx N             context length [prompt + gen]\n"
+           "With a policy (options below), decode runs through it and the cost of deciding\n"
+           "(scoring + selection) and of compaction per decode step is reported, also as a\n"
+           "share of the decode step.\n");
+    printf(POLICY_OPTS_HELP);
 }
 
 typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
@@ -167,11 +172,13 @@ typedef struct {
     int threads;
     Stat prefill_tps, decode_tps;
     double prefill_gflops, decode_gbs, weight_bytes;
+    double decide_ms, apply_ms;   /* per decode step, with a policy (else 0) */
 } BenchResult;
 
-static BenchResult bench_one(const Model *m, int threads, int P, int G, int repeat, uint64_t seed) {
+static BenchResult bench_one(const Model *m, int threads, int P, int G, int repeat, uint64_t seed,
+                             const PolicyOpts *po) {
     ops_set_threads(threads);
-    BenchResult r = { m->compute_dtype, threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m) };
+    BenchResult r = { m->compute_dtype, threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
     Err err;
     int *prompt = xmalloc((size_t)P * sizeof(int));
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -183,19 +190,31 @@ static BenchResult bench_one(const Model *m, int threads, int P, int G, int repe
     KVCache cache;
     if (forward_cache_init(m, &cache, P + G + 1, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(m, P);
+    Policy *pol = NULL;
+    if (po && !(pol = policy_create(po, &m->cfg, P + G + 1, &err))) die("%s", err.msg);
     double *pre = xmalloc((size_t)repeat * sizeof(double)), *dec = xmalloc((size_t)repeat * sizeof(double));
+    double decide_s = 0, apply_s = 0;
+    long decode_steps = 0;
     for (int rep = 0; rep < repeat + 1; rep++) {   /* run 0 warms up caches and page tables */
         kvcache_reset(&cache);
         double t0 = now_seconds();
-        if (forward(f, &cache, prompt, P, NULL, &err) != 0) die("%s", err.msg);
+        /* policy_forward with p == NULL is plain forward() */
+        if (policy_forward(pol, f, &cache, prompt, P, NULL, &err) != 0) die("%s", err.msg);
         double t1 = now_seconds();
+        if (pol) policy_timing_reset(pol);
         int tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
         for (int g = 0; g < G; g++) {
-            if (forward(f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+            if (policy_forward(pol, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
             tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
         }
         double t2 = now_seconds();
         if (rep == 0) continue;
+        if (pol) {
+            PolicyTiming pt = policy_timing(pol);
+            decide_s += pt.decide_decode_s;
+            apply_s += pt.apply_s;
+            decode_steps += pt.decode_forwards;
+        }
         pre[rep - 1] = P / (t1 - t0);
         dec[rep - 1] = G / (t2 - t1);
         fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
@@ -206,6 +225,11 @@ static BenchResult bench_one(const Model *m, int threads, int P, int G, int repe
     r.decode_tps = stat_of(dec, repeat);
     r.prefill_gflops = prefill_flops(m, P) / P * r.prefill_tps.median / 1e9;
     r.decode_gbs = r.weight_bytes * r.decode_tps.median / 1e9;
+    if (decode_steps > 0) {
+        r.decide_ms = decide_s / decode_steps * 1e3;
+        r.apply_ms = apply_s / decode_steps * 1e3;
+    }
+    policy_free(pol);
     free(pre); free(dec); free(prompt);
     forward_free(f);
     kvcache_free(&cache);
@@ -225,6 +249,11 @@ static cJSON *result_json(const BenchResult *r) {
     cJSON_AddNumberToObject(o, "decode_tok_s_max", r->decode_tps.max);
     cJSON_AddNumberToObject(o, "decode_weight_bytes_per_token", r->weight_bytes);
     cJSON_AddNumberToObject(o, "decode_gb_s", r->decode_gbs);
+    if (r->decide_ms > 0 || r->apply_ms > 0) {
+        cJSON_AddNumberToObject(o, "policy_decide_ms_per_step", r->decide_ms);
+        cJSON_AddNumberToObject(o, "policy_apply_ms_per_step", r->apply_ms);
+        cJSON_AddNumberToObject(o, "policy_decide_frac_of_step", r->decide_ms * r->decode_tps.median / 1e3);
+    }
     return o;
 }
 
@@ -249,8 +278,12 @@ int cmd_bench(int argc, char **argv) {
     DType dtypes[4];
     const char *json_path = NULL;
     uint64_t seed = 1;
+    PolicyOpts po;
+    policy_defaults(&po);
+    int policy_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (policy_option(&po, argc, argv, &i)) { policy_given = 1; continue; }
         if (!strcmp(a, "--prompt")) P = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(a, "--gen")) G = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
         else if (!strcmp(a, "--repeat")) repeat = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1000);
@@ -272,6 +305,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!common_option(&o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", a);
     }
     if (n_dtypes == 0) { dtypes[0] = o.dtype; n_dtypes = 1; }
+    if (policy_given) policy_cli_finish(&po);
     common_setup(&o);
     int all_threads = omp_get_num_procs();
     if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
@@ -307,6 +341,12 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "prompt_tokens", P);
     cJSON_AddNumberToObject(root, "gen_tokens", G);
     cJSON_AddNumberToObject(root, "repeat", repeat);
+    if (policy_given) {
+        char *pj = policy_json(&po);
+        cJSON *pobj = cJSON_Parse(pj);
+        cJSON_AddItemToObject(root, "policy", pobj ? pobj : cJSON_CreateString(pj));
+        free(pj);
+    }
     printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
            "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw");
     for (int d = 0; d < n_dtypes; d++) {
@@ -317,13 +357,17 @@ int cmd_bench(int argc, char **argv) {
         if (P + G + 1 > m.cfg.max_seq_len)
             die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m.cfg.max_seq_len);
         for (int t = 0; t < n_threads; t++) {
-            BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed);
+            BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed, policy_given ? &po : NULL);
             double peak_frac = lim[t].peak_gflops > 0 ? r.prefill_gflops / lim[t].peak_gflops * 100 : NAN;
             double bw_frac = lim[t].read_gbs > 0 ? r.decode_gbs / lim[t].read_gbs * 100 : NAN;
             printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %5.1f%% | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %5.1f%%\n",
                    dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
                    r.prefill_gflops, peak_frac, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
                    r.weight_bytes / 1e6, r.decode_gbs, bw_frac);
+            if (policy_given)
+                printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
+                       po.name, r.decide_ms, r.apply_ms, r.decide_ms * r.decode_tps.median / 10,
+                       r.apply_ms * r.decode_tps.median / 10);
             fflush(stdout);
             cJSON *rj = result_json(&r);
             cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim[t].peak_gflops > 0 ? peak_frac / 100 : -1);

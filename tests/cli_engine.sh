@@ -32,6 +32,13 @@ expect_ok "logits to .npy" $KVLAB logits -m "$S260" --ids 1,403,407,261 -o "$TMP
 check "npy file has the magic and a [4, 512] shape" bash -c "head -c 6 '$TMP/l.npy' | grep -q NUMPY && head -c 128 '$TMP/l.npy' | grep -q \"(4, 512)\""
 expect_ok "bf16 generate on demo-25m" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8
 
+expect_ok "bench (no machine part)" $KVLAB bench -m "$S260" --prompt 64 --gen 16 --repeat 2 --threads 1 --no-machine --json "$TMP/b.json"
+check "bench prints prefill and decode rows" grep -qE "^f32 +1 \| +[0-9.]+ " "$TMP/out"
+check "bench json has the figures" grep -q '"decode_tok_s_median"' "$TMP/b.json"
+expect_ok "bench with a policy" $KVLAB bench -m "$S260" --prompt 64 --gen 16 --repeat 2 --threads 1 --no-machine --policy l2 --budget 32 --schedule step
+check "bench reports the policy's decide cost" grep -qE "policy l2: decide [0-9.]+ ms \+ compaction [0-9.]+ ms per decode step" "$TMP/out"
+expect_fail "bench with an unknown policy" "--policy.*nosuch" $KVLAB bench -m "$S260" --no-machine --policy nosuch
+
 # ---- bad input: one line, names the file/option, exit != 0 -----------------------------
 expect_fail "missing model file" "nope.bin: no such file" $KVLAB info -m "$TMP/nope.bin"
 head -c 1000 "$S260" >"$TMP/trunc.bin"
