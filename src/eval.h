@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "forward.h"
 #include "kvcache.h"
+#include "numcheck.h"
 #include "policy.h"
 #include "runlog.h"
 #include "tokenizer.h"
@@ -45,6 +46,7 @@ typedef struct {
     Policy *policy;           /* NULL = full cache */
     int ref_is_policy;        /* the policy never evicts: the reference is the run itself */
     int vocab;
+    NumGuard *guard;          /* NULL: logits not checked (numcheck.h) */
 } PplRunner;
 
 /* Runs ids[0..n) one token at a time from an empty cache (policy_forward:
@@ -143,6 +145,7 @@ typedef struct {
     Forward *f;
     KVCache cache;
     Policy *policy;
+    NumGuard *guard;          /* NaN/Inf in the logits stops the run, naming the layer and tensor */
 } EvalEngine;
 
 /* The model, tokenizer and context of the common options (dies on error). */

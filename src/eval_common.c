@@ -120,11 +120,13 @@ void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch) {
     Err err;
     if (forward_cache_init(&e->m, &e->cache, e->ctx, &err) != 0) die("%s", err.msg);
     e->f = forward_create(&e->m, batch);
+    e->guard = numguard_attach(e->f, &e->m);
     if (!(e->policy = policy_create(&o->po, &e->m.cfg, e->ctx, &err))) die("%s", err.msg);
 }
 
 void eval_engine_free(EvalEngine *e) {
     policy_free(e->policy);
+    numguard_free(e->guard);
     forward_free(e->f);
     kvcache_free(&e->cache);
     tokenizer_free(e->tok);
@@ -136,9 +138,12 @@ char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv)
     int *ans = xmalloc((size_t)max_new * sizeof(int));
     kvcache_reset(&e->cache);
     if (policy_forward(e->policy, e->f, &e->cache, ids, n, NULL, &err) != 0) die("%s", err.msg);
+    if (numguard_check(e->guard, forward_last_logits(e->f), 1, &err) != 0) die("%s", err.msg);
     *kv = eval_kv_per_head(&e->cache);
     int n_ans = eval_greedy(e->policy, e->f, &e->cache, e->m.cfg.vocab_size, e->m.cfg.eos_id, max_new, e->ctx, ans, &err);
     if (n_ans < 0) die("%s", err.msg);
+    /* the last answer token's logits: a NaN appearing during decoding shows here */
+    if (numguard_check(e->guard, forward_last_logits(e->f), 1, &err) != 0) die("%s", err.msg);
     char *answer = tokenizer_decode(e->tok, ans, n_ans, &err);
     if (!answer) die("%s", err.msg);
     free(ans);

@@ -65,6 +65,7 @@ int ppl_run_sequence(PplRunner *r, const int *ids, int n, PplToken *out,
     for (int t = 0; t + 1 < n; t++) {
         if (policy_forward(r->policy, r->f, r->cache, &ids[t], 1, NULL, err) != 0) return -1;
         const float *logits = forward_last_logits(r->f), *ref = NULL;
+        if (r->guard && numguard_check(r->guard, logits, 1, err) != 0) return -1;
         if (r->f_ref) {
             if (forward(r->f_ref, r->cache_ref, &ids[t], 1, NULL, err) != 0) return -1;
             ref = forward_last_logits(r->f_ref);
@@ -177,6 +178,7 @@ typedef struct {
     Forward *f, *f_ref;
     KVCache cache, cache_ref;
     Policy *policy;
+    NumGuard *guard;       /* checks the policy run's logits after every token */
 } PplState;
 
 static void setup(PplOpts *o, PplState *s) {
@@ -193,6 +195,7 @@ static void setup(PplOpts *o, PplState *s) {
                 s->n_chunks, o->chunk, o->n_chunks);
     if (forward_cache_init(&s->m, &s->cache, o->chunk, &err) != 0) die("%s", err.msg);
     s->f = forward_create(&s->m, 1);
+    s->guard = numguard_attach(s->f, &s->m);
     s->policy = policy_create(&o->e.po, &s->m.cfg, o->chunk, &err);
     if (!s->policy) die("%s", err.msg);
     int never_evicts = !strcmp(o->e.po.name, "full") && !o->e.po.positions_shifted;
@@ -217,7 +220,7 @@ static char *config_json(const PplOpts *o, const PplState *s) {
 static void run_chunks(const PplOpts *o, PplState *s, RunLog *log) {
     Err err;
     PplRunner r = { s->f, s->f_ref, &s->cache, s->f_ref ? &s->cache_ref : NULL, s->policy,
-                    o->reference && !s->f_ref, s->m.cfg.vocab_size };
+                    o->reference && !s->f_ref, s->m.cfg.vocab_size, s->guard };
     PplToken *tokens = xmalloc((size_t)o->chunk * sizeof(PplToken));
     ProgressLine pl;
     progress_line_start(&pl, "ppl", "tok", (int64_t)s->n_chunks * (o->chunk - 1), runlog_count(log) * (int64_t)(o->chunk - 1));
@@ -383,6 +386,7 @@ int cmd_ppl(int argc, char **argv) {
     free(config);
     free(s.chunks);
     policy_free(s.policy);
+    numguard_free(s.guard);
     forward_free(s.f);
     kvcache_free(&s.cache);
     if (s.f_ref) { forward_free(s.f_ref); kvcache_free(&s.cache_ref); }

@@ -101,6 +101,9 @@ no_output "$TMP/mem.npy"
 # ---- NaN / Inf weights: an error naming the layer and tensor, not garbage text --------
 expect_fail "NaN in wq[2] (llama2.c)" "nan-wq2.bin: NaN in the logits .*output of layer 2 \\(of 5\\) went non-finite first; tensor 'wq\\[2\\]' holds NaN at \\[5, 7\\]" $KVLAB generate -m "$B/nan-wq2.bin" -p "Once upon" -n 8
 expect_fail "... and logits writes no .npy" "nan-wq2.bin: NaN in the logits" $KVLAB logits -m "$B/nan-wq2.bin" --ids 1,2,3 -o "$TMP/nan.npy"
+printf 'Once upon a time there was a little cat. It liked to play in the sun every day.\n%.0s' $(seq 40) >"$TMP/nan-text.txt"
+expect_fail "ppl stops at NaN logits, naming the tensor" "nan-wq2.bin: NaN in the logits .*tensor 'wq\\[2\\]'" $KVLAB ppl -m "$B/nan-wq2.bin" -t "$SHARED/models/stories260k/tok512.bin" -f "$TMP/nan-text.txt" --chunk 64 --chunks 1 -o "$TMP/nan-ppl"
+expect_fail "passkey stops at NaN logits, naming the tensor" "nan-wq2.bin: NaN in the logits .*tensor 'wq\\[2\\]'" $KVLAB passkey -m "$B/nan-wq2.bin" -t "$SHARED/models/stories260k/tok512.bin" --lengths 256 --trials 1 -o "$TMP/nan-pk"
 no_output "$TMP/nan.npy"
 expect_fail "+Inf in a bf16 down_proj (HF)" "st-inf-down1: NaN in the logits .*layer 1 \\(of 2\\).*'model.layers.1.mlp.down_proj.weight' holds \\+Inf at \\[0, 0\\]" $KVLAB generate -m "$B/st-inf-down1" --dtype bf16 -p hi -n 4
 cp "$B/nan-wq2.bin" "$TMP/nan.bin"
