@@ -87,6 +87,7 @@ int common_option(CommonOpts *o, int argc, char **argv, int *i) {
     } else if (!strcmp(a, "--threads")) o->threads = (int)cli_int("--threads", cli_value(argc, argv, i), 1, 1024);
     else if (!strcmp(a, "--isa")) o->isa = cli_value(argc, argv, i);
     else if (!strcmp(a, "--ctx")) o->ctx = (int)cli_int("--ctx", cli_value(argc, argv, i), 1, 1 << 22);
+    else if (!strcmp(a, "--mmap")) o->mmap_weights = 1;
     else return 0;
     return 1;
 }
@@ -101,7 +102,8 @@ void common_load_model(const CommonOpts *o, Model *m) {
     if (!o->model_path) die("-m MODEL is required (an HF directory, a llama2.c .bin or a .gguf)");
     common_setup(o);
     Err err;
-    if (model_load(m, o->model_path, o->dtype, &err) != 0) die("%s", err.msg);
+    if (model_load_weights(m, o->model_path, o->dtype, o->mmap_weights ? WEIGHTS_IN_PLACE : WEIGHTS_COPY, &err) != 0)
+        die("%s", err.msg);
 }
 
 Tokenizer *common_load_tokenizer(const CommonOpts *o, const Model *m) {

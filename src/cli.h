@@ -24,6 +24,7 @@ typedef struct {
     int threads;                 /* --threads N (0 = all cores) */
     const char *isa;             /* --isa auto|scalar|avx2|avx512|neon */
     int ctx;                     /* --ctx N (0 = the model's context length) */
+    int mmap_weights;            /* --mmap: weights used in place from the file (WEIGHTS_IN_PLACE) */
 } CommonOpts;
 
 #define COMMON_OPTS_HELP \
@@ -32,7 +33,10 @@ typedef struct {
     "      --dtype f32|bf16  weights in memory (bf16 keeps bf16 files as they are; sums in fp32) [f32]\n" \
     "      --threads N       OpenMP threads [all cores]\n" \
     "      --isa NAME        kernels: auto, scalar, avx2, avx512, neon (or env KVLAB_ISA) [auto]\n" \
-    "      --ctx N           context length: most tokens the KV cache holds [model's]\n"
+    "      --ctx N           context length: most tokens the KV cache holds [model's]\n" \
+    "      --mmap            use weights in place from the mapped file when no conversion is needed:\n" \
+    "                        no copy, less memory, instant load, but slower to stream (4 KiB pages)\n"
+
 
 void common_defaults(CommonOpts *o);
 /* If argv[*i] is a common option, consume it (and its value) and return 1. */

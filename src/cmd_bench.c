@@ -50,7 +50,8 @@ typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
 /* Read bandwidth: every thread dots its own slice of a buffer >> caches. */
 static double measure_read_bandwidth(int threads) {
     size_t n = (size_t)1 << 28;   /* 2^28 floats = 1 GiB */
-    float *buf = aligned_alloc64(n * sizeof(float));
+    /* huge pages, like the weights (model.c), so both are read the same way */
+    float *buf = big_alloc(n * sizeof(float));
     if (!buf) die("bench: cannot allocate 1 GiB for the bandwidth test");
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;   /* touch: fault pages in */
@@ -77,7 +78,7 @@ static double measure_read_bandwidth(int threads) {
         if (gbs > best) best = gbs;
     }
     (void)sink;
-    free(buf);
+    big_free(buf, n * sizeof(float));
     return best;
 }
 
@@ -152,6 +153,11 @@ static double prefill_flops(const Model *m, int P) {
     }
     double attention = 2.0 * 2.0 * c->n_layers * c->n_heads * c->head_dim * ((double)P * (P + 1) / 2);
     return 2.0 * per_token_matmul * P + attention + 2.0 * c->vocab_size * c->dim;
+}
+
+static void percent_or_dash(char *buf, size_t size, double percent) {
+    if (isfinite(percent)) snprintf(buf, size, "%.1f%%", percent);
+    else snprintf(buf, size, "-");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -360,10 +366,13 @@ int cmd_bench(int argc, char **argv) {
             BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed, policy_given ? &po : NULL);
             double peak_frac = lim[t].peak_gflops > 0 ? r.prefill_gflops / lim[t].peak_gflops * 100 : NAN;
             double bw_frac = lim[t].read_gbs > 0 ? r.decode_gbs / lim[t].read_gbs * 100 : NAN;
-            printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %5.1f%% | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %5.1f%%\n",
+            char peak_s[16], bw_s[16];   /* "-" without the machine's limits (--no-machine) */
+            percent_or_dash(peak_s, sizeof peak_s, peak_frac);
+            percent_or_dash(bw_s, sizeof bw_s, bw_frac);
+            printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s\n",
                    dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
-                   r.prefill_gflops, peak_frac, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
-                   r.weight_bytes / 1e6, r.decode_gbs, bw_frac);
+                   r.prefill_gflops, peak_s, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
+                   r.weight_bytes / 1e6, r.decode_gbs, bw_s);
             if (policy_given)
                 printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
                        po.name, r.decide_ms, r.apply_ms, r.decide_ms * r.decode_tps.median / 10,

@@ -31,7 +31,7 @@
  * the values are bit-identical and only the pairing convention changes.
  *
  * Values are converted exactly when the dtype is unchanged (the source is
- * loaded in bf16 when it is bf16 — zero-copy — and in f32 otherwise, which
+ * loaded in bf16 when it is bf16 — in place, no copy — and in f32 otherwise, which
  * holds f32/f16/bf16 values exactly), so a round trip gives the same bits.
  * Outputs are atomic: a temporary name renamed when complete. */
 #include <cjson/cJSON.h>
@@ -482,16 +482,16 @@ static void parse_args(int argc, char **argv, Args *a) {
     if (!a->out || !*a->out) die("convert: -o OUTPUT is required (FILE.gguf or a directory)");
 }
 
-/* Load exactly: bf16 files stay bf16 (zero-copy), anything else as f32,
+/* Load exactly: bf16 files stay bf16 (in place, no copy), anything else as f32,
  * which holds f32, f16 and bf16 values exactly. A llama2.c .bin is always
  * f32: load it so directly rather than converting it to bf16 first. */
 static void load_exact(const char *path, Model *m) {
     Err err;
     DType first = ends_with(path, ".bin") ? DTYPE_F32 : DTYPE_BF16;
-    if (model_load(m, path, first, &err) != 0) die("%s", err.msg);
+    if (model_load_weights(m, path, first, WEIGHTS_IN_PLACE, &err) != 0) die("%s", err.msg);
     if (first == DTYPE_F32 || m->file_dtype == DTYPE_BF16) return;
     model_free(m);
-    if (model_load(m, path, DTYPE_F32, &err) != 0) die("%s", err.msg);
+    if (model_load_weights(m, path, DTYPE_F32, WEIGHTS_IN_PLACE, &err) != 0) die("%s", err.msg);
 }
 
 int cmd_convert(int argc, char **argv) {

@@ -40,9 +40,10 @@ int cmd_info(int argc, char **argv) {
            (double)c->norm_eps, c->tied_embeddings ? "tied" : "untied");
     printf("parameters:  %lld (%.2f M)\n", m.n_params, (double)m.n_params / 1e6);
     printf("dtypes:      file %s, compute %s%s\n", dtype_name(m.file_dtype), dtype_name(m.compute_dtype),
-           m.converted_bytes ? " (converted at load)" : " (mmap'ed, no copy)");
-    printf("files:       %zu bytes (%.1f MiB) in %d file(s); converted copies %zu bytes\n",
-           m.file_bytes, (double)m.file_bytes / 1048576.0, m.n_maps, m.converted_bytes);
+           m.in_place_bytes == 0 ? (m.file_dtype == m.compute_dtype ? " (copied at load)" : " (converted at load)")
+                                 : m.converted_bytes ? " (partly in place from the file, --mmap)" : " (in place from the file, --mmap)");
+    printf("files:       %zu bytes (%.1f MiB) in %d file(s); weights in memory %zu bytes, in place %zu bytes\n",
+           m.file_bytes, (double)m.file_bytes / 1048576.0, m.n_maps, m.converted_bytes, m.in_place_bytes);
     size_t per_token = model_kv_bytes_per_token(c);
     printf("kv cache:    %zu bytes per token (fp32 K+V), %.1f MiB at the full context of %d\n",
            per_token, (double)per_token * c->max_seq_len / 1048576.0, c->max_seq_len);

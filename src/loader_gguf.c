@@ -21,7 +21,7 @@
  * and its convert_hf_to_gguf.py therefore un-does the Hugging Face q/k
  * permutation ("HF models permute some of the tensors, so we need to undo
  * that": LlamaModel.permute). So a llama GGUF stores q/k like Meta/llama2.c,
- * NOT like HF, and we load it with rope_pairing_halves = 0, zero-copy.
+ * NOT like HF, and we load it with rope_pairing_halves = 0, as stored.
  * (cmd_convert.c permutes when converting between GGUF and HF.)
  *
  * The embedded tokenizer (tokenizer.ggml.model "llama": SentencePiece) is

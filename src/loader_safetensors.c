@@ -21,7 +21,7 @@
  * transformers does (it re-ties the head to the embedding when loading).
  * HF permutes q/k for "rotate_half" RoPE (dimension i pairs with i+head_dim/2);
  * we keep the weights as stored and set cfg.rope_pairing_halves instead.
- * Files are mmap'ed: a tensor whose dtype is the compute dtype is used in place. */
+ * Files are mmap'ed; model_bind_mat copies tensors out (or uses them in place with --mmap). */
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>

@@ -32,6 +32,16 @@ void model_own(Model *m, void *p) {
     m->allocs[m->n_allocs++] = p;
 }
 
+void model_own_big(Model *m, void *p, size_t n_bytes) {
+    if (m->n_bigs == m->cap_bigs) {
+        m->cap_bigs = m->cap_bigs ? 2 * m->cap_bigs : 64;
+        m->bigs = xrealloc(m->bigs, (size_t)m->cap_bigs * sizeof *m->bigs);
+    }
+    m->bigs[m->n_bigs].p = p;
+    m->bigs[m->n_bigs].n_bytes = n_bytes;
+    m->n_bigs++;
+}
+
 const FileMap *model_map_file(Model *m, const char *path, Err *err) {
     if (m->n_maps >= MODEL_MAX_FILES) {
         err_set(err, "%s: too many checkpoint files (at most %d)", path, MODEL_MAX_FILES);
@@ -58,27 +68,38 @@ void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int ro
     dst->cols = cols;
     dst->dtype = m->compute_dtype;
     size_t n = (size_t)rows * (size_t)cols;
-    /* zero-copy when the bytes are already what the kernels want (and aligned for them) */
-    if (src_dtype == m->compute_dtype && ((uintptr_t)src % dtype_size(src_dtype)) == 0) {
+    const size_t n_bytes = n * dtype_size(m->compute_dtype);
+    /* in place when asked and the bytes are already what the kernels want (and aligned for them) */
+    if (m->weights_in_place && src_dtype == m->compute_dtype && ((uintptr_t)src % dtype_size(src_dtype)) == 0) {
         dst->data = src;
+        m->in_place_bytes += n_bytes;
         return;
     }
-    void *buf = aligned_alloc64(n * dtype_size(m->compute_dtype));
-    if (!buf) die("out of memory converting a %d x %d tensor to %s", rows, cols, dtype_name(m->compute_dtype));
-    m->converted_bytes += n * dtype_size(m->compute_dtype);
+    void *buf = big_alloc(n_bytes);
+    if (!buf) die("out of memory: %d x %d tensor in %s (%zu bytes; --mmap uses the file in place)",
+                  rows, cols, dtype_name(m->compute_dtype), n_bytes);
+    model_own_big(m, buf, n_bytes);
+    m->converted_bytes += n_bytes;
+    if (src_dtype == m->compute_dtype) {   /* a copy, in parallel (~3x one memcpy's rate) */
+        const size_t chunk = (size_t)1 << 20;
+        const long n_chunks = (long)((n_bytes + chunk - 1) / chunk);
+        #pragma omp parallel for schedule(static)
+        for (long i = 0; i < n_chunks; i++) {
+            size_t off = (size_t)i * chunk, len = n_bytes - off < chunk ? n_bytes - off : chunk;
+            memcpy((char *)buf + off, (const char *)src + off, len);
+        }
+        dst->data = buf;
+        return;
+    }
     if (m->compute_dtype == DTYPE_F32) {
         float *out = buf;
         #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) out[i] = load_as_f32(src_dtype, src, i);
     } else {
         uint16_t *out = buf;
-        if (src_dtype == DTYPE_BF16) memcpy(out, src, n * 2);   /* only misaligned */
-        else {
-            #pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(load_as_f32(src_dtype, src, i));
-        }
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(load_as_f32(src_dtype, src, i));
     }
-    model_own(m, buf);
     dst->data = buf;
 }
 
@@ -143,7 +164,12 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 int model_load(Model *m, const char *path, DType compute_dtype, Err *err) {
+    return model_load_weights(m, path, compute_dtype, WEIGHTS_COPY, err);
+}
+
+int model_load_weights(Model *m, const char *path, DType compute_dtype, int weights, Err *err) {
     memset(m, 0, sizeof *m);
+    m->weights_in_place = weights == WEIGHTS_IN_PLACE;
     if (compute_dtype != DTYPE_F32 && compute_dtype != DTYPE_BF16)
         return err_set(err, "--dtype %s: compute dtype must be f32 or bf16", dtype_name(compute_dtype));
     m->compute_dtype = compute_dtype;
@@ -173,6 +199,10 @@ void model_free(Model *m) {
     free(m->allocs);
     m->allocs = NULL;
     m->n_allocs = m->cap_allocs = 0;
+    for (int i = 0; i < m->n_bigs; i++) big_free(m->bigs[i].p, m->bigs[i].n_bytes);
+    free(m->bigs);
+    m->bigs = NULL;
+    m->n_bigs = m->cap_bigs = 0;
     for (int i = 0; i < m->n_maps; i++) filemap_close(&m->maps[i]);
     m->n_maps = 0;
 }

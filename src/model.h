@@ -3,8 +3,9 @@
  *
  * Weight matrices are [out_features, in_features] row-major, in the compute
  * dtype: fp32, or bf16 kept as raw uint16 (accumulated in fp32 by the kernels).
- * When the file's dtype equals the compute dtype the matrix points straight
- * into the mmap'ed file (no copy); otherwise it is converted once at load.
+ * They are copied (or converted) once at load into huge-page memory; with
+ * WEIGHTS_IN_PLACE (--mmap) a matrix whose file dtype is the compute dtype
+ * points straight into the mmap'ed file instead.
  * Norm weights are always fp32 (they are tiny). */
 #ifndef KVLAB_MODEL_H
 #define KVLAB_MODEL_H
@@ -72,19 +73,33 @@ typedef struct {
     char path[4096];      /* what the user gave */
     char tokenizer_path[4096];   /* tokenizer found next to the model ("" if none) */
     size_t file_bytes;    /* total size of the checkpoint files */
-    size_t converted_bytes;      /* bytes allocated for dtype conversions (0 = all mmap'ed) */
+    size_t converted_bytes;      /* bytes of weights in kvlab's own memory (copies, conversions) */
+    size_t in_place_bytes;       /* bytes of weights used in place from the mapped files */
+    int weights_in_place;        /* WEIGHTS_IN_PLACE: use the mapping where the dtype allows */
     long long n_params;   /* parameters counted once (tied embeddings once) */
     /* owned resources */
     FileMap maps[MODEL_MAX_FILES];
     int n_maps;
     void **allocs;
     int n_allocs, cap_allocs;
+    struct BigAlloc { void *p; size_t n_bytes; } *bigs;   /* big_alloc'ed weights */
+    int n_bigs, cap_bigs;
 } Model;
+
+/* Where the weight matrices live. WEIGHTS_COPY (the default): in kvlab's own
+ * memory on huge pages (util.h big_alloc), copied or converted from the file at
+ * load; decode streams them at full bandwidth. WEIGHTS_IN_PLACE: a matrix whose
+ * file dtype is the compute dtype is used straight from the file mapping (no
+ * copy, no extra memory, instant load) — slower to stream, since page-cache
+ * pages are 4 KiB (see big_alloc). */
+enum { WEIGHTS_COPY = 0, WEIGHTS_IN_PLACE = 1 };
 
 /* Load a checkpoint: a directory (HF safetensors: config.json + model*.safetensors),
  * a .safetensors file inside such a directory, a llama2.c .bin, or a .gguf.
  * compute_dtype is DTYPE_F32 or DTYPE_BF16. */
 int  model_load(Model *m, const char *path, DType compute_dtype, Err *err);
+/* Same, choosing where the weights live (WEIGHTS_COPY or WEIGHTS_IN_PLACE). */
+int  model_load_weights(Model *m, const char *path, DType compute_dtype, int weights, Err *err);
 void model_free(Model *m);
 
 /* Check a filled Config for consistency (positive sizes, head_dim even,
@@ -96,13 +111,16 @@ size_t model_kv_bytes_per_token(const Config *c);
 
 /* ---- for loaders (src/loader_*.c) ---- */
 
-/* Point `dst` at a [rows, cols] tensor stored in `src_dtype` at `src`, converting
- * to m->compute_dtype when needed (an owned copy), zero-copy otherwise. */
+/* Point `dst` at a [rows, cols] tensor stored in `src_dtype` at `src`: an owned
+ * copy in m->compute_dtype (converted when the dtypes differ), or `src` itself
+ * when the model was loaded WEIGHTS_IN_PLACE and no conversion is needed. */
 void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int rows, int cols);
 /* Same for a vector that must end up as fp32. */
 float *model_bind_vec(Model *m, DType src_dtype, const void *src, int n);
 /* Keep an allocation alive until model_free. */
 void model_own(Model *m, void *p);
+/* Same for a big_alloc'ed buffer of n_bytes. */
+void model_own_big(Model *m, void *p, size_t n_bytes);
 /* Map a file and keep it mapped until model_free. Returns the map or NULL. */
 const FileMap *model_map_file(Model *m, const char *path, Err *err);
 /* After all tensors are bound: count parameters, set the classifier when tied,

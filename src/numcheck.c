@@ -184,10 +184,10 @@ long long numcheck_mem_available(void) {
 int numcheck_ctx_fits(const Model *m, int ctx, int ctx_given, long long available, Err *err) {
     if (available < 0) return 0;
     double kv = (double)model_kv_bytes_per_token(&m->cfg) * (double)ctx;
-    /* weights used in place from the mapped file are paged in as they are
-     * first read (page cache counts as available); converted copies were
-     * allocated at load and are already out of MemAvailable */
-    double mapped = m->compute_dtype == m->file_dtype ? (double)m->file_bytes : 0.0;
+    /* weights used in place from the mapped file (--mmap) are paged in as they
+     * are first read (page cache counts as available); copies were allocated
+     * at load and are already out of MemAvailable */
+    double mapped = (double)m->in_place_bytes;
     if (kv + mapped <= (double)available) return 0;
     const double GiB = 1024.0 * 1024.0 * 1024.0;
     char who[96], plus[64] = "";

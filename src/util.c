@@ -60,6 +60,31 @@ void *aligned_alloc64(size_t n) {
     return p;
 }
 
+#define BIG_ALIGN ((size_t)2 << 20)
+
+void *big_alloc(size_t n_bytes) {
+    if (n_bytes < BIG_ALIGN) return aligned_alloc64(n_bytes);
+    size_t size = (n_bytes + BIG_ALIGN - 1) / BIG_ALIGN * BIG_ALIGN;
+    /* map one alignment unit more, then trim both ends to a 2 MiB boundary */
+    char *raw = mmap(NULL, size + BIG_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uintptr_t start = ((uintptr_t)raw + BIG_ALIGN - 1) & ~(uintptr_t)(BIG_ALIGN - 1);
+    char *p = (char *)start;
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    size_t tail = (size_t)(raw + size + BIG_ALIGN - (p + size));
+    if (tail) munmap(p + size, tail);
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE);   /* a hint: without THP the memory still works */
+#endif
+    return p;
+}
+
+void big_free(void *p, size_t n_bytes) {
+    if (!p) return;
+    if (n_bytes < BIG_ALIGN) { free(p); return; }
+    munmap(p, (n_bytes + BIG_ALIGN - 1) / BIG_ALIGN * BIG_ALIGN);
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

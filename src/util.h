@@ -29,6 +29,16 @@ char *xstrdup(const char *s);
 /* 64-byte aligned allocation (free with free()); returns NULL on failure. */
 void *aligned_alloc64(size_t n_bytes);
 
+/* Big read-mostly buffers (model weights, the bandwidth test): anonymous memory,
+ * 2 MiB-aligned, with transparent huge pages requested (madvise). One TLB entry
+ * then covers 2 MiB instead of 4 KiB; streaming gigabytes of weights through
+ * 4 KiB pages costs measurable bandwidth, and on virtual machines (nested
+ * paging) much more: decode with 2 threads over 4 KiB file pages ran ~7x slower
+ * than over huge pages on the development VM. Below 2 MiB it is aligned_alloc64.
+ * Returns NULL when out of memory; free with big_free and the same size. */
+void *big_alloc(size_t n_bytes);
+void  big_free(void *p, size_t n_bytes);
+
 double now_seconds(void);          /* monotonic clock */
 
 /* Read a whole file into memory (NUL-terminated for convenience). */

@@ -95,8 +95,11 @@ expect_fail "model's context beyond memory" "the model's context of 4194304 toke
 expect_fail "--ctx beyond memory" "--ctx 4000000 needs 488.28 GiB of KV cache" $KVLAB generate -m "$TMP/wide" --ids 1,2 -n 2 --ctx 4000000
 expect_ok "... a --ctx that fits runs" $KVLAB generate -m "$TMP/wide" --ids 1,2 -n 2 --ctx 64
 expect_fail "--ctx against a small MemAvailable" "--ctx 512 needs 0.00 GiB of KV cache \\(655360 bytes\\) plus 0.00 GiB of mapped weights, only 0.00 GiB" \
-    env KVLAB_MEM_AVAILABLE=1000000 $KVLAB logits -m "$S260" --ids 1,2 --ctx 512 -o "$TMP/mem.npy"
+    env KVLAB_MEM_AVAILABLE=1000000 $KVLAB logits -m "$S260" --mmap --ids 1,2 --ctx 512 -o "$TMP/mem.npy"
 no_output "$TMP/mem.npy"
+expect_fail "--ctx against a small MemAvailable, weights copied (not counted again)" "--ctx 512 needs 0.00 GiB of KV cache \\(655360 bytes\\), only 0.00 GiB" \
+    env KVLAB_MEM_AVAILABLE=600000 $KVLAB logits -m "$S260" --ids 1,2 --ctx 512 -o "$TMP/mem.npy"
+expect_ok "... the same without --mmap fits in 1000000 bytes" env KVLAB_MEM_AVAILABLE=1000000 $KVLAB logits -m "$S260" --ids 1,2 --ctx 512 -o "$TMP/mem.npy"
 
 # ---- NaN / Inf weights: an error naming the layer and tensor, not garbage text --------
 expect_fail "NaN in wq[2] (llama2.c)" "nan-wq2.bin: NaN in the logits .*output of layer 2 \\(of 5\\) went non-finite first; tensor 'wq\\[2\\]' holds NaN at \\[5, 7\\]" $KVLAB generate -m "$B/nan-wq2.bin" -p "Once upon" -n 8

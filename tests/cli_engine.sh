@@ -30,10 +30,18 @@ check "9 tokens fill a 12-token context after 3" bash -c "[ \$(tr ',' '\n' < '$T
 
 expect_ok "logits to .npy" $KVLAB logits -m "$S260" --ids 1,403,407,261 -o "$TMP/l.npy"
 check "npy file has the magic and a [4, 512] shape" bash -c "head -c 6 '$TMP/l.npy' | grep -q NUMPY && head -c 128 '$TMP/l.npy' | grep -q \"(4, 512)\""
-expect_ok "bf16 generate on demo-25m" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8
+expect_ok "bf16 generate on demo-25m" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8 --print-ids
+cp "$TMP/out" "$TMP/bf16_copy"
+expect_ok "bf16 generate, weights in place (--mmap)" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8 --print-ids --mmap
+check "--mmap gives the same tokens as the copied weights" cmp "$TMP/out" "$TMP/bf16_copy"
+expect_ok "info --mmap" $KVLAB info -m "$DEMO" --dtype bf16 --mmap
+check "info says the weights are in place" grep -q "in place from the file, --mmap" "$TMP/out"
+expect_ok "info without --mmap" $KVLAB info -m "$DEMO" --dtype bf16
+check "info says the weights were copied" grep -q "(copied at load)" "$TMP/out"
 
 expect_ok "bench (no machine part)" $KVLAB bench -m "$S260" --prompt 64 --gen 16 --repeat 2 --threads 1 --no-machine --json "$TMP/b.json"
 check "bench prints prefill and decode rows" grep -qE "^f32 +1 \| +[0-9.]+ " "$TMP/out"
+check "bench --no-machine prints - for the fractions of the limits" grep -qE "^f32 +1 \| .* - \| .* -$" "$TMP/out"
 check "bench json has the figures" grep -q '"decode_tok_s_median"' "$TMP/b.json"
 expect_ok "bench with a policy" $KVLAB bench -m "$S260" --prompt 64 --gen 16 --repeat 2 --threads 1 --no-machine --policy l2 --budget 32 --schedule step
 check "bench reports the policy's decide cost" grep -qE "policy l2: decide [0-9.]+ ms \+ compaction [0-9.]+ ms per decode step" "$TMP/out"

@@ -301,16 +301,35 @@ static void test_values(void) {
             model_free(&m);
         }
     }
-    CASE("bf16 file with compute bf16 is zero-copy; f32 file converts with RNE") {
-        const char *dir = make_small(DTYPE_BF16, 1, 0);
+    CASE("bf16 file, compute bf16: copied by default, in place with WEIGHTS_IN_PLACE; f32 file converts with RNE") {
+        SynthOpts o;
+        small_opts(&o, DTYPE_BF16, 1, 0);
+        const char *dir = make(&o);
         Model m;
         Err err;
+        Model mapped;
+        CHECK(model_load_weights(&mapped, dir, DTYPE_BF16, WEIGHTS_IN_PLACE, &err) == 0, "%s", err.msg);
+        CHECK(mapped.converted_bytes == 0 && mapped.in_place_bytes > 0, "converted %zu bytes", mapped.converted_bytes);
+        uintptr_t p = (uintptr_t)mapped.w.layers[1].wq.data, base = (uintptr_t)mapped.maps[0].data;
+        CHECK(p > base && p < base + mapped.maps[0].size_bytes, "wq points into the mmap");
         CHECK(model_load(&m, dir, DTYPE_BF16, &err) == 0, "%s", err.msg);
-        CHECK(m.converted_bytes == 0, "converted %zu bytes", m.converted_bytes);
-        uintptr_t p = (uintptr_t)m.w.layers[1].wq.data, base = (uintptr_t)m.maps[0].data;
-        CHECK(p > base && p < base + m.maps[0].size_bytes, "wq points into the mmap");
+        CHECK(m.in_place_bytes == 0 && m.converted_bytes == mapped.in_place_bytes, "copied %zu of %zu bytes",
+              m.converted_bytes, mapped.in_place_bytes);
+        for (int l = 0; l < m.cfg.n_layers; l++) {
+            const Mat *a[] = { &m.w.layers[l].wq, &m.w.layers[l].wk, &m.w.layers[l].wv, &m.w.layers[l].wo,
+                               &m.w.layers[l].w_gate, &m.w.layers[l].w_up, &m.w.layers[l].w_down };
+            const Mat *b[] = { &mapped.w.layers[l].wq, &mapped.w.layers[l].wk, &mapped.w.layers[l].wv, &mapped.w.layers[l].wo,
+                               &mapped.w.layers[l].w_gate, &mapped.w.layers[l].w_up, &mapped.w.layers[l].w_down };
+            for (int i = 0; i < 7; i++) {
+                p = (uintptr_t)a[i]->data;
+                CHECK(!(p >= base && p < base + mapped.maps[0].size_bytes) && p % 64 == 0, "layer %d matrix %d is an aligned copy", l, i);
+                CHECK(memcmp(a[i]->data, b[i]->data, (size_t)a[i]->rows * a[i]->cols * 2) == 0, "layer %d matrix %d differs", l, i);
+            }
+        }
+        CHECK(memcmp(m.w.token_embedding.data, mapped.w.token_embedding.data,
+                     (size_t)m.cfg.vocab_size * m.cfg.dim * 2) == 0, "embedding differs");
         model_free(&m);
-        SynthOpts o;
+        model_free(&mapped);
         small_opts(&o, DTYPE_F32, 1, 0);
         dir = make(&o);
         CHECK(model_load(&m, dir, DTYPE_BF16, &err) == 0, "%s", err.msg);
@@ -479,7 +498,7 @@ static void test_synth(void) {
 }
 
 static void test_demo(void) {
-    CASE("demo-25m loads (bf16, tied, MHA 5 x 64) zero-copy and as f32") {
+    CASE("demo-25m loads (bf16, tied, MHA 5 x 64) as bf16 and as f32") {
         char dir[512];
         shared_path(dir, sizeof dir, "models/demo-25m");
         Model m;
@@ -490,7 +509,7 @@ static void test_demo(void) {
               c->head_dim == 64 && c->vocab_size == 32000 && c->max_seq_len == 4096 && c->tied_embeddings &&
               c->bos_id == 1 && c->eos_id == 2 && c->rope_pairing_halves, "config");
         CHECK(fabsf(c->norm_eps - 1e-5f) < 1e-12f && c->rope_theta == 10000.0f, "eps %g theta %g", c->norm_eps, c->rope_theta);
-        CHECK(m.file_dtype == DTYPE_BF16 && m.converted_bytes == 0, "zero-copy bf16");
+        CHECK(m.file_dtype == DTYPE_BF16 && m.converted_bytes > 0 && m.in_place_bytes == 0, "bf16 copied");
         CHECK(strstr(m.tokenizer_path, "tokenizer.model") != NULL, "tokenizer %s", m.tokenizer_path);
         CHECK(m.n_params == 32000LL * 320 + 320 + 12LL * (2 * 320 + 4 * 320 * 320 + 3 * 320 * 864), "n_params %lld", m.n_params);
         model_free(&m);
