@@ -8,7 +8,8 @@
  *    accumulators, 8 for one token, to hide the FMA latency); each x vector is
  *    loaded once per 4 rows, each weight vector once per 4 tokens. bf16 rows are
  *    widened exactly in registers (zero-extend 16→32 bits, shift left 16) and
- *    prefetched 2 KB ahead.
+ *    prefetched 2 KB ahead; for one token (decode) they have their own loop,
+ *    gemv_bf16_block, which reads them at ~95% of the fp32 rate.
  *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
@@ -79,11 +80,63 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
             y[t * ldy + r] = _mm512_reduce_add_ps(U == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]);
 }
 
+/* Decode with bf16 weights: one token, R = 4 (or 1) rows at a time.
+ * A 64-byte load holds 32 bf16 = 16 pairs (W[2i], W[2i+1]) in 32-bit lanes;
+ * shifting each lane left by 16 gives the even elements as exact fp32, masking
+ * off the low half gives the odd ones: 1 load + 2 integer ops per 32 weights,
+ * no cross-lane widening. x is split into its even and odd elements to match
+ * (two vpermt2ps per 32 columns, shared by the R rows). Each step reads 2 cache
+ * lines per row and prefetches the same 2 lines of the next block of R rows
+ * (non-temporal hint: the weights are read once per token, so they should not
+ * evict the activations from the caches). Measured on 11008 x 4096 bf16 on
+ * huge pages, 2 threads, as a fraction of the fp32 mat-vec's bytes/s in the
+ * same run: 0.75 for skinny_block, 0.95 for this loop. */
+static inline __attribute__((always_inline))
+void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+    const __m512i odd_half = _mm512_set1_epi32((int)0xFFFF0000u);
+    const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c + 64 <= n; c += 64) {
+        __m512 xe[2], xo[2];
+        for (int h = 0; h < 2; h++) {
+            __m512 a = _mm512_loadu_ps(x + c + 32 * h), b = _mm512_loadu_ps(x + c + 32 * h + VL);
+            xe[h] = _mm512_permutex2var_ps(a, even_idx, b);
+            xo[h] = _mm512_permutex2var_ps(a, odd_idx, b);
+        }
+        for (int r = 0; r < R; r++) {
+            const uint16_t *p = w + r * ldw + c;
+            const long next_block = (long)R * ldw * 2;   /* bytes */
+            _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)next_block), _MM_HINT_NTA);
+            _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)next_block + 64), _MM_HINT_NTA);
+            for (int h = 0; h < 2; h++) {
+                __m512i v = _mm512_loadu_si512(p + 32 * h);
+                acc[r][0] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe[h], acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, odd_half)), xo[h], acc[r][1]);
+            }
+        }
+    }
+    for (; c < n; c += VL) {                           /* the last < 64 columns: widen, masked */
+        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
+        for (int r = 0; r < R; r++)
+            acc[r][0] = _mm512_fmadd_ps(maskz_load_bf16(m, w + r * ldw + c), xv, acc[r][0]);
+    }
+    for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+}
+
 static inline __attribute__((always_inline))
 void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
                  int bf16, int T) {
     const size_t esize = bf16 ? 2 : 4;
     int r = 0;
+    if (bf16 && T == 1) {
+        for (; r + 4 <= n_rows; r += 4) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
+        for (; r < n_rows; r++) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
+        return;
+    }
     for (; r + 4 <= n_rows; r += 4)
         skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
     for (; r < n_rows; r++)
