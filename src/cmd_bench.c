@@ -6,7 +6,8 @@
  *   peak FMA rate   = the FMA loop of simd/peak.h on every thread
  * Model figures, per dtype x thread count, median and spread over --repeat runs:
  *   prefill tok/s and GFLOP/s (2 flops per weight per token + attention)
- *   decode tok/s, weight bytes read per token, and GB/s = bytes/token x tok/s
+ *   decode tok/s, weight bytes read per token, and GB/s = bytes/token x tok/s,
+ *   also as a fraction of the read bandwidth measured again just before the run
  * A decode token must read every weight matrix once, so decode speed is bounded
  * by bandwidth / bytes-per-token; prefill reuses each weight for many tokens and
  * is bounded by the FMA rate. */
@@ -37,8 +38,12 @@ static void help(void) {
            "  --machine           only measure the machine: read bandwidth and peak FMA rate\n"
            "  --no-machine        skip the machine measurement (no fractions printed)\n"
            "  --seed S            seed of the random prompt [1]\n"
-           "  -m, --model PATH    model (HF directory or llama2.c .bin)\n"
+           "  -m, --model PATH    model (HF directory, llama2.c .bin or .gguf)\n"
            "  --ctx N             context length [prompt + gen]\n"
+           "  --mmap              weights in place from the mapped file, not copied to huge pages\n"
+           "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
+           "bandwidth measured again just before each configuration (column bw GB/s),\n"
+           "since on a shared machine the bandwidth left over drifts.\n"
            "With a policy (options below), decode runs through it and the cost of deciding\n"
            "(scoring + selection) and of compaction per decode step is reported, also as a\n"
            "share of the decode step.\n");
@@ -113,17 +118,19 @@ static double measure_peak_gflops(int threads) {
 
 /* The machine's limits do not depend on --isa: measure them with the best
  * kernels this CPU has, then restore the chosen set. */
-static MachineLimits measure_machine(int threads) {
+static MachineLimits measure_limits(int threads, int with_peak) {
     MachineLimits m = { 0, 0, threads };
     char chosen[32], msg[256];
     snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
     kernels_select("auto", msg, sizeof msg);
-    fprintf(stderr, "measuring the machine (%s kernels, %d threads)...\n", kernels_get()->name, threads);
+    fprintf(stderr, "measuring the machine's %s (%s kernels, %d threads)...\n",
+            with_peak ? "limits" : "read bandwidth", kernels_get()->name, threads);
     m.read_gbs = measure_read_bandwidth(threads);
-    m.peak_gflops = measure_peak_gflops(threads);
+    if (with_peak) m.peak_gflops = measure_peak_gflops(threads);
     kernels_select(chosen, msg, sizeof msg);
     return m;
 }
+static MachineLimits measure_machine(int threads) { return measure_limits(threads, 1); }
 
 /* ---- model figures ------------------------------------------------------- */
 
@@ -353,8 +360,8 @@ int cmd_bench(int argc, char **argv) {
         cJSON_AddItemToObject(root, "policy", pobj ? pobj : cJSON_CreateString(pj));
         free(pj);
     }
-    printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
-           "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw");
+    printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s %8s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
+           "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw", "bw GB/s");
     for (int d = 0; d < n_dtypes; d++) {
         CommonOpts od = o;
         od.dtype = dtypes[d];
@@ -363,16 +370,23 @@ int cmd_bench(int argc, char **argv) {
         if (P + G + 1 > m.cfg.max_seq_len)
             die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m.cfg.max_seq_len);
         for (int t = 0; t < n_threads; t++) {
+            /* On a shared machine (a VM) the bandwidth left to us drifts by tens of
+             * percent over minutes: measure it again right before each run and
+             * compare the decode rate with that (the bw GB/s column). */
+            double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0).read_gbs;
             BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed, policy_given ? &po : NULL);
             double peak_frac = lim[t].peak_gflops > 0 ? r.prefill_gflops / lim[t].peak_gflops * 100 : NAN;
-            double bw_frac = lim[t].read_gbs > 0 ? r.decode_gbs / lim[t].read_gbs * 100 : NAN;
+            double bw_frac = bw_now > 0 ? r.decode_gbs / bw_now * 100 : NAN;
             char peak_s[16], bw_s[16];   /* "-" without the machine's limits (--no-machine) */
             percent_or_dash(peak_s, sizeof peak_s, peak_frac);
             percent_or_dash(bw_s, sizeof bw_s, bw_frac);
-            printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s\n",
+            char bw_now_s[16];
+            if (bw_now > 0) snprintf(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
+            else snprintf(bw_now_s, sizeof bw_now_s, "-");
+            printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
                    dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
                    r.prefill_gflops, peak_s, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
-                   r.weight_bytes / 1e6, r.decode_gbs, bw_s);
+                   r.weight_bytes / 1e6, r.decode_gbs, bw_s, bw_now_s);
             if (policy_given)
                 printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
                        po.name, r.decide_ms, r.apply_ms, r.decide_ms * r.decode_tps.median / 10,
@@ -380,7 +394,8 @@ int cmd_bench(int argc, char **argv) {
             fflush(stdout);
             cJSON *rj = result_json(&r);
             cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim[t].peak_gflops > 0 ? peak_frac / 100 : -1);
-            cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", lim[t].read_gbs > 0 ? bw_frac / 100 : -1);
+            cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
+            cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
             cJSON_AddItemToArray(runs, rj);
         }
         model_free(&m);
