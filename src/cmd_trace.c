@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "forward.h"
+#include "numcheck.h"
 #include "policy.h"
 #include "trace.h"
 
@@ -157,6 +158,8 @@ int cmd_trace(int argc, char **argv) {
     Policy *policy = NULL;
     if (o.policy_given && !(policy = policy_create(&o.policy, &m.cfg, seq_len + o.gen, &err))) die("%s", err.msg);
     tracer_set_policy(t, policy);
+    NumGuard *guard = numguard_attach(f, &m);   /* NaN/Inf logits: an error naming the layer and tensor */
+    tracer_set_guard(t, guard);
     ProgressLine prog;
     progress_line_start(&prog, "trace", "tokens", (int64_t)n_seqs * (seq_len + o.gen), 0);
     StepHook hook = progress_hook(&prog);
@@ -177,6 +180,7 @@ int cmd_trace(int argc, char **argv) {
             trace_plan_queries(&plan, NULL), plan.n_layers, plan.n_heads,
             format_bytes((double)bytes, size_s, sizeof size_s), o.out);
 
+    numguard_free(guard);
     tracer_free(t);
     policy_free(policy);
     free(layers); free(heads); free(seqs);

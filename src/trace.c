@@ -15,6 +15,7 @@
 
 #include "kernels.h"
 #include "npy.h"
+#include "numcheck.h"
 #include "ops.h"
 #include "policy.h"
 #include "sampler.h"
@@ -54,9 +55,11 @@ struct Tracer {
     int *ids;                     /* [S, P] */
     int seq;                      /* the sequence being run */
     Policy *policy;               /* evicts from the traced cache (NULL: none) */
+    NumGuard *guard;              /* checks each forward's logits (NULL: none) */
 };
 
 void tracer_set_policy(Tracer *t, Policy *p) { t->policy = p; }
+void tracer_set_guard(Tracer *t, NumGuard *g) { t->guard = g; }
 
 static int check_selection(const char *what, const int *v, int n, int limit, Err *err) {
     if (n <= 0) return err_set(err, "trace: no %s selected", what);
@@ -204,6 +207,7 @@ static int traced_forward(Tracer *t, Forward *f, KVCache *cache, const int *ids,
     int rc = forward(f, cache, ids, n, NULL, err);
     forward_set_observer(f, NULL);
     if (rc != 0) return -1;
+    if (t->guard && numguard_check(t->guard, forward_last_logits(f), 1, err) != 0) return -1;
     record_norms(t, cache);
     if (policy_after_forward(t->policy, cache, p0, err) != 0) return -1;
     if (hook && hook->step) hook->step(hook->ctx, n);

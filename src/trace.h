@@ -72,6 +72,11 @@ int tracer_run(Tracer *t, Forward *f, KVCache *cache, const int *prompt, int seq
 /* Evict with this policy during tracer_run (NULL: none; the tracer does not own it). */
 struct Policy;
 void tracer_set_policy(Tracer *t, struct Policy *p);
+/* Check the logits of every traced forward with this guard (numcheck.h):
+ * NaN/Inf weights stop the trace with the layer and tensor, instead of
+ * recording NaN attention (NULL: no check). */
+struct NumGuard;
+void tracer_set_guard(Tracer *t, struct NumGuard *g);
 int tracer_write_npz(const Tracer *t, const char *path, Err *err);
 
 /* ---- run-directory helpers ------------------------------------------------------ */

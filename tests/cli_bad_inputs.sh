@@ -108,6 +108,8 @@ printf 'Once upon a time there was a little cat. It liked to play in the sun eve
 expect_fail "ppl stops at NaN logits, naming the tensor" "nan-wq2.bin: NaN in the logits .*tensor 'wq\\[2\\]'" $KVLAB ppl -m "$B/nan-wq2.bin" -t "$SHARED/models/stories260k/tok512.bin" -f "$TMP/nan-text.txt" --chunk 64 --chunks 1 -o "$TMP/nan-ppl"
 expect_fail "passkey stops at NaN logits, naming the tensor" "nan-wq2.bin: NaN in the logits .*tensor 'wq\\[2\\]'" $KVLAB passkey -m "$B/nan-wq2.bin" -t "$SHARED/models/stories260k/tok512.bin" --lengths 256 --trials 1 -o "$TMP/nan-pk"
 no_output "$TMP/nan.npy"
+expect_fail "trace stops at NaN logits, naming the tensor" "nan-wq2.bin: NaN in the logits .*tensor 'wq\\[2\\]'" $KVLAB trace -m "$B/nan-wq2.bin" -t "$SHARED/models/stories260k/tok512.bin" -p "Once upon a time" -o "$TMP/nan-trace"
+no_output "$TMP/nan-trace/trace.npz"
 expect_fail "+Inf in a bf16 down_proj (HF)" "st-inf-down1: NaN in the logits .*layer 1 \\(of 2\\).*'model.layers.1.mlp.down_proj.weight' holds \\+Inf at \\[0, 0\\]" $KVLAB generate -m "$B/st-inf-down1" --dtype bf16 -p hi -n 4
 cp "$B/nan-wq2.bin" "$TMP/nan.bin"
 "$KVLAB" convert -m "$TMP/nan.bin" -t "$SHARED/models/stories260k/tok512.bin" -o "$TMP/nan.gguf" >/dev/null 2>&1
