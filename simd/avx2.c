@@ -6,7 +6,8 @@
  *    streamed unpacked, once per pair of tokens, four rows at a time (4 rows ×
  *    2 tokens of accumulators, or 4 × 2 unrolled for one token); each x vector is
  *    loaded once per 4 rows; bf16 rows are widened exactly in registers
- *    (zero-extend 16→32 bits, shift left 16) and prefetched 2 KB ahead.
+ *    (zero-extend 16→32 bits, shift left 16) and prefetched 2 KB ahead; one
+ *    token with bf16 rows has its own loop (gemv_bf16_block).
  *  - Prefill (n_tok > 8): gemm_driver.h's BLIS loops around a 16 × 6 micro-kernel:
  *    16 weight rows (2 ymm) × 6 tokens = 12 ymm accumulators + 2 weight vectors
  *    + 1 broadcast = 15 of the 16 registers; per k, 2 loads and 6 broadcasts
@@ -123,11 +124,58 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
             y[t * ldy + r] = hsum(U == 2 ? _mm256_add_ps(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]);
 }
 
+/* Decode with bf16 weights: one token, R = 4 (or 1) rows at a time, as in
+ * avx512.c's gemv_bf16_block. A 32-byte load holds 16 bf16 = 8 pairs
+ * (W[2i], W[2i+1]); a shift left by 16 gives the even elements as exact fp32,
+ * masking off the low half the odd ones. x is split to match: shuffle_ps picks
+ * the even (odd) elements of two vectors within 128-bit lanes, a permute4x64
+ * puts the lanes in order. One cache line per row per step; the same line of
+ * the next block of R rows is prefetched (non-temporal: read once per token).
+ * Registers: 8 accumulators + 4 x vectors + the mask + 2 temporaries. */
+static inline __attribute__((always_inline))
+void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+    const __m256i odd_half = _mm256_set1_epi32((int)0xFFFF0000u);
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 32 <= n; c += 32) {
+        __m256 xe[2], xo[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 a = _mm256_loadu_ps(x + c + 16 * h), b = _mm256_loadu_ps(x + c + 16 * h + VL);
+            xe[h] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+            xo[h] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+        }
+        for (int r = 0; r < R; r++) {
+            const uint16_t *p = w + r * ldw + c;
+            _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)((long)R * ldw * 2)), _MM_HINT_NTA);
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(p + 16 * h));
+                acc[r][0] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe[h], acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, odd_half)), xo[h], acc[r][1]);
+            }
+        }
+    }
+    for (; c < n; c += VL) {                           /* the last < 32 columns: widen */
+        const int len = gemm_min(VL, n - c);
+        __m256 xv = maskload(x + c, tail_mask(len));
+        for (int r = 0; r < R; r++) {
+            const uint16_t *p = w + r * ldw + c;
+            acc[r][0] = _mm256_fmadd_ps(len == VL ? load_bf16(p) : load_bf16_tail(p, len), xv, acc[r][0]);
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
 static inline __attribute__((always_inline))
 void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
                  int bf16, int T) {
     const size_t esize = bf16 ? 2 : 4;
     int r = 0;
+    if (bf16 && T == 1) {
+        for (; r + 4 <= n_rows; r += 4) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
+        for (; r < n_rows; r++) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
+        return;
+    }
     for (; r + 4 <= n_rows; r += 4)
         skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
     for (; r < n_rows; r++)

@@ -62,7 +62,8 @@ int numguard_check(NumGuard *g, const float *logits, int rows, Err *err);
 long long numcheck_mem_available(void);
 
 /* Refuse a context whose KV cache (fp32 keys and values, all layers, at full
- * length) plus the weights still to be paged in from the mapped file does not
+ * length) plus the weights still to be paged in from the mapped file (only
+ * with --mmap; copies were allocated at load) does not
  * fit in `available` bytes (< 0: unknown, always fits). ctx_given: it came
  * from --ctx (else the model's context length; the message says so). */
 int numcheck_ctx_fits(const Model *m, int ctx, int ctx_given, long long available, Err *err);
