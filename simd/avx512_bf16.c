@@ -54,6 +54,11 @@ void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n,
     for (; c + 64 <= n; c += 64) {
         __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
         for (int i = 0; i < R; i++) {
+            /* the same 2 lines of the next block of R rows, non-temporal (as in
+             * avx512.c gemv_bf16_block): 0.92 -> 0.95 of the fp32 mat-vec's bytes/s */
+            const uintptr_t ahead = (uintptr_t)(w + i * ldw + c) + (uintptr_t)R * (uintptr_t)ldw * 2u;
+            _mm_prefetch((const char *)ahead, _MM_HINT_NTA);
+            _mm_prefetch((const char *)(ahead + 64), _MM_HINT_NTA);
             acc[i][0] = dpbf16(acc[i][0], _mm512_loadu_si512(w + i * ldw + c), x0);
             acc[i][1] = dpbf16(acc[i][1], _mm512_loadu_si512(w + i * ldw + c + 32), x1);
         }

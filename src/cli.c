@@ -88,6 +88,7 @@ int common_option(CommonOpts *o, int argc, char **argv, int *i) {
     else if (!strcmp(a, "--isa")) o->isa = cli_value(argc, argv, i);
     else if (!strcmp(a, "--ctx")) o->ctx = (int)cli_int("--ctx", cli_value(argc, argv, i), 1, 1 << 22);
     else if (!strcmp(a, "--mmap")) o->mmap_weights = 1;
+    else if (!strcmp(a, "--bf16-dot")) o->bf16_dot = 1;
     else return 0;
     return 1;
 }
@@ -96,6 +97,11 @@ void common_setup(const CommonOpts *o) {
     char msg[256];
     if (o->isa && *o->isa && kernels_select(o->isa, msg, sizeof msg) != 0) die("%s", msg);
     ops_set_threads(o->threads);
+    if (o->bf16_dot && o->dtype != DTYPE_BF16)
+        die("--bf16-dot: needs --dtype bf16 (it multiplies bf16 weights)");
+    if (o->bf16_dot && ops_set_bf16_dot(1) != 0)
+        die("--bf16-dot: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
+            kernels_get()->name);
 }
 
 void common_load_model(const CommonOpts *o, Model *m) {

@@ -25,6 +25,7 @@ typedef struct {
     const char *isa;             /* --isa auto|scalar|avx2|avx512|neon */
     int ctx;                     /* --ctx N (0 = the model's context length) */
     int mmap_weights;            /* --mmap: weights used in place from the file (WEIGHTS_IN_PLACE) */
+    int bf16_dot;                /* --bf16-dot: activations rounded to bf16, hardware bf16 dot */
 } CommonOpts;
 
 #define COMMON_OPTS_HELP \
@@ -35,7 +36,9 @@ typedef struct {
     "      --isa NAME        kernels: auto, scalar, avx2, avx512, neon (or env KVLAB_ISA) [auto]\n" \
     "      --ctx N           context length: most tokens the KV cache holds [model's]\n" \
     "      --mmap            use weights in place from the mapped file when no conversion is needed:\n" \
-    "                        no copy, less memory, instant load, but slower to stream (4 KiB pages)\n"
+    "                        no copy, less memory, instant load, but slower to stream (4 KiB pages)\n" \
+    "      --bf16-dot        with --dtype bf16: round activations to bf16 and use the CPU's bf16 dot\n" \
+    "                        instruction (avx512_bf16): faster decode, |dy| <= 2^-8 sum|w x| [off]\n"
 
 
 void common_defaults(CommonOpts *o);

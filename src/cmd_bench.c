@@ -41,6 +41,8 @@ static void help(void) {
            "  -m, --model PATH    model (HF directory, llama2.c .bin or .gguf)\n"
            "  --ctx N             context length [prompt + gen]\n"
            "  --mmap              weights in place from the mapped file, not copied to huge pages\n"
+           "  --bf16-dot          bf16 rows (labelled bf16d): activations rounded to bf16, summed by\n"
+           "                      the CPU's bf16 dot instruction (avx512_bf16)\n"
            "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
            "bandwidth measured again just before each configuration (column bw GB/s),\n"
            "since on a shared machine the bandwidth left over drifts.\n"
@@ -319,7 +321,12 @@ int cmd_bench(int argc, char **argv) {
     }
     if (n_dtypes == 0) { dtypes[0] = o.dtype; n_dtypes = 1; }
     if (policy_given) policy_cli_finish(&po);
+    const int bf16_dot = o.bf16_dot;   /* applies to the bf16 configurations only */
+    o.bf16_dot = 0;
     common_setup(&o);
+    if (bf16_dot && ops_set_bf16_dot(1) != 0)
+        die("--bf16-dot: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
+            kernels_get()->name);
     int all_threads = omp_get_num_procs();
     if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
 
@@ -369,6 +376,7 @@ int cmd_bench(int argc, char **argv) {
         common_load_model(&od, &m);
         if (P + G + 1 > m.cfg.max_seq_len)
             die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m.cfg.max_seq_len);
+        ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
         for (int t = 0; t < n_threads; t++) {
             /* On a shared machine (a VM) the bandwidth left to us drifts by tens of
              * percent over minutes: measure it again right before each run and
@@ -384,7 +392,7 @@ int cmd_bench(int argc, char **argv) {
             if (bw_now > 0) snprintf(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
             else snprintf(bw_now_s, sizeof bw_now_s, "-");
             printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
-                   dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
+                   r.dtype == DTYPE_BF16 && ops_bf16_dot() ? "bf16d" : dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
                    r.prefill_gflops, peak_s, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
                    r.weight_bytes / 1e6, r.decode_gbs, bw_s, bw_now_s);
             if (policy_given)
@@ -393,6 +401,7 @@ int cmd_bench(int argc, char **argv) {
                        r.apply_ms * r.decode_tps.median / 10);
             fflush(stdout);
             cJSON *rj = result_json(&r);
+            cJSON_AddBoolToObject(rj, "bf16_dot", r.dtype == DTYPE_BF16 && ops_bf16_dot());
             cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim[t].peak_gflops > 0 ? peak_frac / 100 : -1);
             cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
             cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);

@@ -4,6 +4,15 @@
 #include <omp.h>
 
 static int n_threads_used;   /* 0 until set: then omp's default (all cores) */
+static int bf16_dot;         /* use Kernels.matmul_bf16_dpbf16 for bf16 weights */
+
+int ops_set_bf16_dot(int on) {
+    if (on && !kernels_get()->matmul_bf16_dpbf16) { bf16_dot = 0; return -1; }
+    bf16_dot = on;
+    return 0;
+}
+
+int ops_bf16_dot(void) { return bf16_dot; }
 
 void ops_set_threads(int n_threads) {
     if (n_threads > 0) omp_set_num_threads(n_threads);
@@ -27,6 +36,8 @@ void op_matmul(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_t
         int nr = rows - r0 < block ? rows - r0 : block;
         if (W->dtype == DTYPE_F32)
             k->matmul_f32(Y + r0, ldy, X, ldx, (const float *)W->data + (size_t)r0 * cols, n_tok, nr, cols);
+        else if (bf16_dot && k->matmul_bf16_dpbf16)
+            k->matmul_bf16_dpbf16(Y + r0, ldy, X, ldx, (const uint16_t *)W->data + (size_t)r0 * cols, n_tok, nr, cols);
         else
             k->matmul_bf16(Y + r0, ldy, X, ldx, (const uint16_t *)W->data + (size_t)r0 * cols, n_tok, nr, cols);
     }

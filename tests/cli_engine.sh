@@ -34,6 +34,14 @@ expect_ok "bf16 generate on demo-25m" $KVLAB generate -m "$DEMO" --dtype bf16 -p
 cp "$TMP/out" "$TMP/bf16_copy"
 expect_ok "bf16 generate, weights in place (--mmap)" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8 --print-ids --mmap
 check "--mmap gives the same tokens as the copied weights" cmp "$TMP/out" "$TMP/bf16_copy"
+if grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && [ "$(uname -m)" = x86_64 ]; then
+    expect_ok "bf16 generate with --bf16-dot (avx512_bf16)" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8 --print-ids --bf16-dot
+    check "--bf16-dot: same greedy tokens as exact bf16 on demo-25m" cmp "$TMP/out" "$TMP/bf16_copy"
+    expect_ok "bench --bf16-dot" $KVLAB bench -m "$S260" --prompt 32 --gen 8 --repeat 1 --threads 1 --dtype f32,bf16 --bf16-dot --no-machine
+    check "bench labels the bf16 rows bf16d, the f32 rows f32" bash -c "grep -qE '^bf16d +1 \|' '$TMP/out' && grep -qE '^f32 +1 \|' '$TMP/out'"
+fi
+expect_fail "--bf16-dot without --dtype bf16" "--bf16-dot: needs --dtype bf16" $KVLAB generate -m "$DEMO" -p "x" -n 2 --bf16-dot
+expect_fail "--bf16-dot on kernels without it" "--bf16-dot: the scalar kernels have no bf16 dot product" $KVLAB generate -m "$DEMO" --dtype bf16 --isa scalar -p "x" -n 2 --bf16-dot
 expect_ok "info --mmap" $KVLAB info -m "$DEMO" --dtype bf16 --mmap
 check "info says the weights are in place" grep -q "in place from the file, --mmap" "$TMP/out"
 expect_ok "info without --mmap" $KVLAB info -m "$DEMO" --dtype bf16
