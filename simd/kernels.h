@@ -59,7 +59,8 @@ typedef struct Kernels {
     /* Like matmul_bf16, but X is first rounded to bf16 (round-to-nearest-even)
      * and the products are summed by the hardware bf16 dot-product instruction
      * (x86 AVX512_BF16 vdpbf16ps: bf16 pairs, fp32 accumulation, denormal inputs
-     * and outputs flushed to zero). Never used by default: it changes numerics.
+     * and outputs flushed to zero). Never used by default (it changes numerics):
+     * --bf16-dot turns it on for every bf16 matmul (src/ops.c).
      * Error against matmul_bf16 on the same data: rounding each activation costs
      * at most 2^-8 relative, so |dy| <= 2^-8 * sum_c |W[r,c] X[t,c]| (plus the
      * usual fp32 summation term). Measured on uniform [-1,1] data

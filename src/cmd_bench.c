@@ -324,9 +324,7 @@ int cmd_bench(int argc, char **argv) {
     const int bf16_dot = o.bf16_dot;   /* applies to the bf16 configurations only */
     o.bf16_dot = 0;
     common_setup(&o);
-    if (bf16_dot && ops_set_bf16_dot(1) != 0)
-        die("--bf16-dot: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
-            kernels_get()->name);
+    if (bf16_dot) common_enable_bf16_dot();   /* dies if the kernels lack it */
     int all_threads = omp_get_num_procs();
     if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
 

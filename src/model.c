@@ -76,11 +76,11 @@ void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int ro
         return;
     }
     void *buf = big_alloc(n_bytes);
-    if (!buf) die("out of memory: %d x %d tensor in %s (%zu bytes; --mmap uses the file in place)",
+    if (!buf) die("out of memory: %d x %d tensor in %s (%zu bytes; with --mmap, tensors already in that dtype stay in the file)",
                   rows, cols, dtype_name(m->compute_dtype), n_bytes);
     model_own_big(m, buf, n_bytes);
     m->converted_bytes += n_bytes;
-    if (src_dtype == m->compute_dtype) {   /* a copy, in parallel (~3x one memcpy's rate) */
+    if (src_dtype == m->compute_dtype) {   /* a copy, 1 MiB pieces spread over the threads */
         const size_t chunk = (size_t)1 << 20;
         const long n_chunks = (long)((n_bytes + chunk - 1) / chunk);
         #pragma omp parallel for schedule(static)
