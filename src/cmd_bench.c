@@ -164,8 +164,10 @@ static double prefill_flops(const Model *m, int P) {
     return 2.0 * per_token_matmul * P + attention + 2.0 * c->vocab_size * c->dim;
 }
 
-static void percent_or_dash(char *buf, size_t size, double percent) {
-    if (isfinite(percent)) snprintf(buf, size, "%.1f%%", percent);
+/* `value` printed with `fmt` ("%.1f", "%.1f%%"), or "-" where there is no
+ * figure (NaN or <= 0: no machine measurement, --no-machine). */
+static void figure_or_dash(char *buf, size_t size, const char *fmt, double value) {
+    if (isfinite(value) && value > 0) snprintf(buf, size, fmt, value);
     else snprintf(buf, size, "-");
 }
 
@@ -383,14 +385,13 @@ int cmd_bench(int argc, char **argv) {
             BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed, policy_given ? &po : NULL);
             double peak_frac = lim[t].peak_gflops > 0 ? r.prefill_gflops / lim[t].peak_gflops * 100 : NAN;
             double bw_frac = bw_now > 0 ? r.decode_gbs / bw_now * 100 : NAN;
-            char peak_s[16], bw_s[16];   /* "-" without the machine's limits (--no-machine) */
-            percent_or_dash(peak_s, sizeof peak_s, peak_frac);
-            percent_or_dash(bw_s, sizeof bw_s, bw_frac);
-            char bw_now_s[16];
-            if (bw_now > 0) snprintf(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
-            else snprintf(bw_now_s, sizeof bw_now_s, "-");
+            char peak_s[16], bw_s[16], bw_now_s[16];
+            figure_or_dash(peak_s, sizeof peak_s, "%.1f%%", peak_frac);
+            figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
+            figure_or_dash(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
+            const int dot = ops_bf16_dot();   /* set above for the bf16 rows only */
             printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
-                   r.dtype == DTYPE_BF16 && ops_bf16_dot() ? "bf16d" : dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
+                   dot ? "bf16d" : dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
                    r.prefill_gflops, peak_s, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
                    r.weight_bytes / 1e6, r.decode_gbs, bw_s, bw_now_s);
             if (policy_given)
@@ -399,7 +400,7 @@ int cmd_bench(int argc, char **argv) {
                        r.apply_ms * r.decode_tps.median / 10);
             fflush(stdout);
             cJSON *rj = result_json(&r);
-            cJSON_AddBoolToObject(rj, "bf16_dot", r.dtype == DTYPE_BF16 && ops_bf16_dot());
+            cJSON_AddBoolToObject(rj, "bf16_dot", dot);
             cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim[t].peak_gflops > 0 ? peak_frac / 100 : -1);
             cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
             cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
