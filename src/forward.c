@@ -290,9 +290,8 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
         const LayerWeights *w = &m->w.layers[l];
         /* attention block */
         rmsnorm_rows(f->xb, f->x, w->attn_norm, n, dim, c->norm_eps);
-        op_matmul(f->q, q_dim, f->xb, dim, &w->wq, n);
-        op_matmul(f->k, kv_dim, f->xb, dim, &w->wk, n);
-        op_matmul(f->v, kv_dim, f->xb, dim, &w->wv, n);
+        const MatmulOut qkv[3] = {{f->q, q_dim, &w->wq}, {f->k, kv_dim, &w->wk}, {f->v, kv_dim, &w->wv}};
+        op_matmul_many(qkv, 3, f->xb, dim, n);     /* q, k, v = xb Wq, xb Wk, xb Wv */
         for (int t = 0; t < n; t++) {
             if (cache->shifted) {   /* keys stay pre-RoPE: attention() rotates them per slot */
                 rope_queries_shifted(f, cache, l, t);
@@ -308,8 +307,8 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
         add_rows(f->x, f->xb, (size_t)n * dim);
         /* feed-forward block (SwiGLU) */
         rmsnorm_rows(f->xb, f->x, w->ffn_norm, n, dim, c->norm_eps);
-        op_matmul(f->hb, c->hidden_dim, f->xb, dim, &w->w_gate, n);
-        op_matmul(f->hb2, c->hidden_dim, f->xb, dim, &w->w_up, n);
+        const MatmulOut gate_up[2] = {{f->hb, c->hidden_dim, &w->w_gate}, {f->hb2, c->hidden_dim, &w->w_up}};
+        op_matmul_many(gate_up, 2, f->xb, dim, n); /* hb, hb2 = xb Wgate, xb Wup */
         #pragma omp parallel for schedule(static) if (n > 8)
         for (int t = 0; t < n; t++)
             k->silu_mul(f->hb + (size_t)t * c->hidden_dim, f->hb2 + (size_t)t * c->hidden_dim, c->hidden_dim);

@@ -8,9 +8,16 @@
 
 /* Y[t, r] = W[r, :] . X[t, :]  for t < n_tok and every row r of W.
  * X is [n_tok, W->cols] (row stride ldx), Y is [n_tok, W->rows] (row stride ldy).
- * Rows are split across threads in contiguous blocks: each thread streams its
- * own part of W once per call. */
+ * Prefill: rows are split across threads in contiguous blocks, each thread
+ * streams its own part of W once per call. Decode: see op_matmul_many. */
 void op_matmul(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_tok);
+
+/* Several products of the same input at once: outs[i].Y = X . outs[i].W^T,
+ * e.g. q, k, v = x Wq, x Wk, x Wv. Same results as one op_matmul per output;
+ * in decode (n_tok <= 4) the rows of all of them are shared out among the
+ * threads in one parallel loop, so threads wait for each other once. */
+typedef struct MatmulOut { float *Y; int ldy; const Mat *W; } MatmulOut;
+void op_matmul_many(const MatmulOut *outs, int n_outs, const float *X, int ldx, int n_tok);
 
 /* bf16 weights x activations rounded to bf16, summed by the CPU's bf16 dot
  * instruction (Kernels.matmul_bf16_dpbf16, x86 AVX512_BF16): fewer
