@@ -2,7 +2,8 @@
  *
  * Machine limits (measured by kvlab itself, `--machine`):
  *   read bandwidth  = bytes / time of a streaming dot product over a buffer far
- *                     larger than the caches (1 GiB), all threads
+ *                     larger than the caches (1 GiB), all threads; the better
+ *                     of one stream per thread and several rows at a time
  *   peak FMA rate   = the FMA loop of simd/peak.h on every thread
  * Model figures, per dtype x thread count, median and spread over --repeat runs:
  *   prefill tok/s and GFLOP/s (2 flops per weight per token + attention)
@@ -37,6 +38,9 @@ static void help(void) {
            "  --json FILE         also write every figure as JSON (atomically)\n"
            "  --machine           only measure the machine: read bandwidth and peak FMA rate\n"
            "  --no-machine        skip the machine measurement (no fractions printed)\n"
+           "  --interleave        load every --dtype model first, then run the configurations'\n"
+           "                      repeats in turn (1st of each, 2nd of each, ...), so a drift of\n"
+           "                      the machine hits them alike; needs memory for all the models\n"
            "  --seed S            seed of the random prompt [1]\n"
            "  -m, --model PATH    model (HF directory, llama2.c .bin or .gguf)\n"
            "  --ctx N             context length [prompt + gen]\n"
@@ -44,8 +48,9 @@ static void help(void) {
            "  --bf16-dot          bf16 rows (labelled bf16d): activations rounded to bf16, summed by\n"
            "                      the CPU's bf16 dot instruction (avx512_bf16)\n"
            "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
-           "bandwidth measured again just before each configuration (column bw GB/s),\n"
-           "since on a shared machine the bandwidth left over drifts.\n"
+           "bandwidth measured again just before each configuration (with --interleave:\n"
+           "before each run, median; column bw GB/s), since on a shared machine the\n"
+           "bandwidth left over drifts.\n"
            "With a policy (options below), decode runs through it and the cost of deciding\n"
            "(scoring + selection) and of compaction per decode step is reported, also as a\n"
            "share of the decode step.\n");
@@ -54,7 +59,51 @@ static void help(void) {
 
 typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
 
-/* Read bandwidth: every thread dots its own slice of a buffer >> caches. */
+/* Read bandwidth: every thread reads its own slice of a buffer >> caches, in
+ * two ways, and the faster one is the machine's figure:
+ *   one stream  - a dot product of the slice with itself, front to back;
+ *   rows        - the slice as a [rows, 4096] fp32 matrix times a vector with
+ *                 the fp32 mat-vec kernel, which reads several rows at once.
+ * On some machines several streams per core get much more than one (measured
+ * on a 2-vCPU EPYC VM: ~65 vs ~45 GB/s at 2 threads), and decode reads
+ * weights the second way. */
+#define BW_COLS 4096
+static double read_rate_gbs(const float *buf, size_t n, int threads, int as_rows) {
+    const Kernels *k = kernels_get();
+    static float x[BW_COLS];
+    for (int i = 0; i < BW_COLS; i++) x[i] = 1e-3f * (float)(i & 255);
+    const size_t rows = n / BW_COLS;
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = now_seconds();
+        float total = 0;
+        #pragma omp parallel num_threads(threads) reduction(+:total)
+        {
+            int id = omp_get_thread_num(), nt = omp_get_num_threads();
+            size_t my_rows = rows / (size_t)nt;
+            const float *mine = buf + (size_t)id * my_rows * BW_COLS;
+            float y_mine[256];
+            for (size_t r = 0; r < my_rows; r += 256) {      /* 4 MiB per call */
+                int m = (int)(my_rows - r < 256 ? my_rows - r : 256);
+                const float *p = mine + r * BW_COLS;
+                if (as_rows) {
+                    k->matmul_f32(y_mine, 256, x, BW_COLS, p, 1, m, BW_COLS);
+                    total += y_mine[0];
+                } else {
+                    total += k->dot(p, p, m * BW_COLS);
+                }
+            }
+        }
+        double dt = now_seconds() - t0;
+        sink += total;
+        double gbs = (double)(rows / (size_t)threads) * (size_t)threads * BW_COLS * sizeof(float) / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    (void)sink;
+    return best;
+}
+
 static double measure_read_bandwidth(int threads) {
     size_t n = (size_t)1 << 28;   /* 2^28 floats = 1 GiB */
     /* huge pages, like the weights (model.c), so both are read the same way */
@@ -62,31 +111,11 @@ static double measure_read_bandwidth(int threads) {
     if (!buf) die("bench: cannot allocate 1 GiB for the bandwidth test");
     #pragma omp parallel for schedule(static) num_threads(threads)
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;   /* touch: fault pages in */
-    const Kernels *k = kernels_get();
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_seconds();
-        float total = 0;
-        #pragma omp parallel num_threads(threads) reduction(+:total)
-        {
-            int id = omp_get_thread_num(), nt = omp_get_num_threads();
-            size_t chunk = n / (size_t)nt, begin = chunk * (size_t)id;
-            size_t len = id == nt - 1 ? n - begin : chunk;
-            const int step = 1 << 20;   /* kernels take int lengths */
-            for (size_t off = 0; off < len; off += step) {
-                int m = (int)(len - off < (size_t)step ? len - off : (size_t)step);
-                total += k->dot(buf + begin + off, buf + begin + off, m);
-            }
-        }
-        double dt = now_seconds() - t0;
-        sink += total;
-        double gbs = (double)n * sizeof(float) / dt / 1e9;
-        if (gbs > best) best = gbs;
-    }
-    (void)sink;
+    double one_stream = read_rate_gbs(buf, n, threads, 0), as_rows = read_rate_gbs(buf, n, threads, 1);
+    if (getenv("KVLAB_BENCH_VERBOSE"))
+        fprintf(stderr, "  read, %d threads: one stream %.1f GB/s, rows %.1f GB/s\n", threads, one_stream, as_rows);
     big_free(buf, n * sizeof(float));
-    return best;
+    return one_stream > as_rows ? one_stream : as_rows;
 }
 
 static double measure_peak_gflops(int threads) {
@@ -120,19 +149,20 @@ static double measure_peak_gflops(int threads) {
 
 /* The machine's limits do not depend on --isa: measure them with the best
  * kernels this CPU has, then restore the chosen set. */
-static MachineLimits measure_limits(int threads, int with_peak) {
+static MachineLimits measure_limits(int threads, int with_peak, int announce) {
     MachineLimits m = { 0, 0, threads };
     char chosen[32], msg[256];
     snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
     kernels_select("auto", msg, sizeof msg);
-    fprintf(stderr, "measuring the machine's %s (%s kernels, %d threads)...\n",
-            with_peak ? "limits" : "read bandwidth", kernels_get()->name, threads);
+    if (announce)
+        fprintf(stderr, "measuring the machine's %s (%s kernels, %d threads)...\n",
+                with_peak ? "limits" : "read bandwidth", kernels_get()->name, threads);
     m.read_gbs = measure_read_bandwidth(threads);
     if (with_peak) m.peak_gflops = measure_peak_gflops(threads);
     kernels_select(chosen, msg, sizeof msg);
     return m;
 }
-static MachineLimits measure_machine(int threads) { return measure_limits(threads, 1); }
+static MachineLimits measure_machine(int threads) { return measure_limits(threads, 1, 1); }
 
 /* ---- model figures ------------------------------------------------------- */
 
@@ -192,64 +222,91 @@ typedef struct {
     double decide_ms, apply_ms;   /* per decode step, with a policy (else 0) */
 } BenchResult;
 
-static BenchResult bench_one(const Model *m, int threads, int P, int G, int repeat, uint64_t seed,
-                             const PolicyOpts *po) {
-    ops_set_threads(threads);
-    BenchResult r = { m->compute_dtype, threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
+/* One configuration (a loaded model x a thread count) being measured: the
+ * prompt, cache and forward state live across its runs, so runs of several
+ * configurations can be interleaved (--interleave). */
+typedef struct {
+    const Model *m;
+    int threads, P, G, repeat, runs_done;
+    int *prompt;
+    KVCache cache;
+    Forward *f;
+    Policy *pol;
+    double *pre, *dec, *bw;          /* per run: tok/s, tok/s, GB/s read just before */
+    double decide_s, apply_s;
+    long decode_steps;
+} BenchRun;
+
+static void bench_start(BenchRun *b, const Model *m, int threads, int P, int G, int repeat, uint64_t seed,
+                        const PolicyOpts *po) {
+    memset(b, 0, sizeof *b);
+    b->m = m; b->threads = threads; b->P = P; b->G = G; b->repeat = repeat;
     Err err;
-    int *prompt = xmalloc((size_t)P * sizeof(int));
+    b->prompt = xmalloc((size_t)P * sizeof(int));
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-    prompt[0] = m->cfg.bos_id;
+    b->prompt[0] = m->cfg.bos_id;
     for (int i = 1; i < P; i++) {
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-        prompt[i] = 3 + (int)(s % (uint64_t)(m->cfg.vocab_size - 3));
+        b->prompt[i] = 3 + (int)(s % (uint64_t)(m->cfg.vocab_size - 3));
     }
-    KVCache cache;
-    if (forward_cache_init(m, &cache, P + G + 1, &err) != 0) die("%s", err.msg);
-    Forward *f = forward_create(m, P);
-    Policy *pol = NULL;
-    if (po && !(pol = policy_create(po, &m->cfg, P + G + 1, &err))) die("%s", err.msg);
-    double *pre = xmalloc((size_t)repeat * sizeof(double)), *dec = xmalloc((size_t)repeat * sizeof(double));
-    double decide_s = 0, apply_s = 0;
-    long decode_steps = 0;
-    for (int rep = 0; rep < repeat + 1; rep++) {   /* run 0 warms up caches and page tables */
-        kvcache_reset(&cache);
-        double t0 = now_seconds();
-        /* policy_forward with p == NULL is plain forward() */
-        if (policy_forward(pol, f, &cache, prompt, P, NULL, &err) != 0) die("%s", err.msg);
-        double t1 = now_seconds();
-        if (pol) policy_timing_reset(pol);
-        int tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
-        for (int g = 0; g < G; g++) {
-            if (policy_forward(pol, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
-            tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
-        }
-        double t2 = now_seconds();
-        if (rep == 0) continue;
-        if (pol) {
-            PolicyTiming pt = policy_timing(pol);
-            decide_s += pt.decide_decode_s;
-            apply_s += pt.apply_s;
-            decode_steps += pt.decode_forwards;
-        }
-        pre[rep - 1] = P / (t1 - t0);
-        dec[rep - 1] = G / (t2 - t1);
-        fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
-                dtype_name(m->compute_dtype), threads, rep, repeat, pre[rep - 1], dec[rep - 1]);
+    if (forward_cache_init(m, &b->cache, P + G + 1, &err) != 0) die("%s", err.msg);
+    b->f = forward_create(m, P);
+    if (po && !(b->pol = policy_create(po, &m->cfg, P + G + 1, &err))) die("%s", err.msg);
+    b->pre = xmalloc((size_t)repeat * sizeof(double));
+    b->dec = xmalloc((size_t)repeat * sizeof(double));
+    b->bw = xcalloc((size_t)repeat, sizeof(double));
+}
+
+/* One run: prefill the prompt, then G greedy decode steps. warm_up: a run whose
+ * figures are dropped (it faults in caches and page tables). */
+static void bench_run(BenchRun *b, int warm_up, double bw_before) {
+    Err err;
+    ops_set_threads(b->threads);
+    kvcache_reset(&b->cache);
+    double t0 = now_seconds();
+    /* policy_forward with p == NULL is plain forward() */
+    if (policy_forward(b->pol, b->f, &b->cache, b->prompt, b->P, NULL, &err) != 0) die("%s", err.msg);
+    double t1 = now_seconds();
+    if (b->pol) policy_timing_reset(b->pol);
+    int tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
+    for (int g = 0; g < b->G; g++) {
+        if (policy_forward(b->pol, b->f, &b->cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+        tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
     }
-    fprintf(stderr, "\n");
-    r.prefill_tps = stat_of(pre, repeat);
-    r.decode_tps = stat_of(dec, repeat);
-    r.prefill_gflops = prefill_flops(m, P) / P * r.prefill_tps.median / 1e9;
+    double t2 = now_seconds();
+    if (warm_up) return;
+    if (b->pol) {
+        PolicyTiming pt = policy_timing(b->pol);
+        b->decide_s += pt.decide_decode_s;
+        b->apply_s += pt.apply_s;
+        b->decode_steps += pt.decode_forwards;
+    }
+    int r = b->runs_done++;
+    b->pre[r] = b->P / (t1 - t0);
+    b->dec[r] = b->G / (t2 - t1);
+    b->bw[r] = bw_before;
+    fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
+            dtype_name(b->m->compute_dtype), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
+}
+
+/* The figures of the runs done (medians), and free the state. *bw_median: the
+ * median of the bandwidths measured before the runs (0 if none were). */
+static BenchResult bench_finish(BenchRun *b, double *bw_median) {
+    const Model *m = b->m;
+    BenchResult r = { m->compute_dtype, b->threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
+    r.prefill_tps = stat_of(b->pre, b->runs_done);
+    r.decode_tps = stat_of(b->dec, b->runs_done);
+    *bw_median = stat_of(b->bw, b->runs_done).median;
+    r.prefill_gflops = prefill_flops(m, b->P) / b->P * r.prefill_tps.median / 1e9;
     r.decode_gbs = r.weight_bytes * r.decode_tps.median / 1e9;
-    if (decode_steps > 0) {
-        r.decide_ms = decide_s / decode_steps * 1e3;
-        r.apply_ms = apply_s / decode_steps * 1e3;
+    if (b->decode_steps > 0) {
+        r.decide_ms = b->decide_s / b->decode_steps * 1e3;
+        r.apply_ms = b->apply_s / b->decode_steps * 1e3;
     }
-    policy_free(pol);
-    free(pre); free(dec); free(prompt);
-    forward_free(f);
-    kvcache_free(&cache);
+    policy_free(b->pol);
+    free(b->pre); free(b->dec); free(b->bw); free(b->prompt);
+    forward_free(b->f);
+    kvcache_free(&b->cache);
     return r;
 }
 
@@ -285,11 +342,45 @@ static void write_json(const char *path, cJSON *root) {
     free(text);
 }
 
+static void load_bench_model(const CommonOpts *o, DType dtype, int P, int G, Model *m) {
+    CommonOpts od = *o;
+    od.dtype = dtype;
+    common_load_model(&od, m);
+    if (P + G + 1 > m->cfg.max_seq_len)
+        die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m->cfg.max_seq_len);
+}
+
+/* One row of the table (stdout) and of the JSON "runs". */
+static void report_row(const BenchResult *r, double bw_now, const MachineLimits *lim, int dot,
+                       const PolicyOpts *po, cJSON *runs) {
+    double peak_frac = lim->peak_gflops > 0 ? r->prefill_gflops / lim->peak_gflops * 100 : NAN;
+    double bw_frac = bw_now > 0 ? r->decode_gbs / bw_now * 100 : NAN;
+    char peak_s[16], bw_s[16], bw_now_s[16];
+    figure_or_dash(peak_s, sizeof peak_s, "%.1f%%", peak_frac);
+    figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
+    figure_or_dash(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
+    printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
+           dot ? "bf16d" : dtype_name(r->dtype), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
+           r->prefill_gflops, peak_s, r->decode_tps.median, r->decode_tps.min, r->decode_tps.max,
+           r->weight_bytes / 1e6, r->decode_gbs, bw_s, bw_now_s);
+    if (po)
+        printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
+               po->name, r->decide_ms, r->apply_ms, r->decide_ms * r->decode_tps.median / 10,
+               r->apply_ms * r->decode_tps.median / 10);
+    fflush(stdout);
+    cJSON *rj = result_json(r);
+    cJSON_AddBoolToObject(rj, "bf16_dot", dot);
+    cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim->peak_gflops > 0 ? peak_frac / 100 : -1);
+    cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
+    cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
+    cJSON_AddItemToArray(runs, rj);
+}
+
 int cmd_bench(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { help(); return 0; }
     CommonOpts o;
     common_defaults(&o);
-    int P = 512, G = 128, repeat = 5, machine_only = 0, no_machine = 0;
+    int P = 512, G = 128, repeat = 5, machine_only = 0, no_machine = 0, interleave = 0;
     int n_threads = 0, n_dtypes = 0;
     int *thread_list = NULL;
     DType dtypes[4];
@@ -318,6 +409,7 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--json")) json_path = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--machine")) machine_only = 1;
         else if (!strcmp(a, "--no-machine")) no_machine = 1;
+        else if (!strcmp(a, "--interleave")) interleave = 1;
         else if (!strcmp(a, "--seed")) seed = (uint64_t)cli_int(a, cli_value(argc, argv, &i), 0, 1L << 62);
         else if (!common_option(&o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", a);
     }
@@ -361,6 +453,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "prompt_tokens", P);
     cJSON_AddNumberToObject(root, "gen_tokens", G);
     cJSON_AddNumberToObject(root, "repeat", repeat);
+    cJSON_AddBoolToObject(root, "interleave", interleave);
     if (policy_given) {
         char *pj = policy_json(&po);
         cJSON *pobj = cJSON_Parse(pj);
@@ -369,45 +462,58 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s %8s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
            "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw", "bw GB/s");
-    for (int d = 0; d < n_dtypes; d++) {
-        CommonOpts od = o;
-        od.dtype = dtypes[d];
-        Model m;
-        common_load_model(&od, &m);
-        if (P + G + 1 > m.cfg.max_seq_len)
-            die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m.cfg.max_seq_len);
-        ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
-        for (int t = 0; t < n_threads; t++) {
-            /* On a shared machine (a VM) the bandwidth left to us drifts by tens of
-             * percent over minutes: measure it again right before each run and
-             * compare the decode rate with that (the bw GB/s column). */
-            double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0).read_gbs;
-            BenchResult r = bench_one(&m, thread_list[t], P, G, repeat, seed, policy_given ? &po : NULL);
-            double peak_frac = lim[t].peak_gflops > 0 ? r.prefill_gflops / lim[t].peak_gflops * 100 : NAN;
-            double bw_frac = bw_now > 0 ? r.decode_gbs / bw_now * 100 : NAN;
-            char peak_s[16], bw_s[16], bw_now_s[16];
-            figure_or_dash(peak_s, sizeof peak_s, "%.1f%%", peak_frac);
-            figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
-            figure_or_dash(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
-            const int dot = ops_bf16_dot();   /* set above for the bf16 rows only */
-            printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
-                   dot ? "bf16d" : dtype_name(r.dtype), r.threads, r.prefill_tps.median, r.prefill_tps.min, r.prefill_tps.max,
-                   r.prefill_gflops, peak_s, r.decode_tps.median, r.decode_tps.min, r.decode_tps.max,
-                   r.weight_bytes / 1e6, r.decode_gbs, bw_s, bw_now_s);
-            if (policy_given)
-                printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
-                       po.name, r.decide_ms, r.apply_ms, r.decide_ms * r.decode_tps.median / 10,
-                       r.apply_ms * r.decode_tps.median / 10);
-            fflush(stdout);
-            cJSON *rj = result_json(&r);
-            cJSON_AddBoolToObject(rj, "bf16_dot", dot);
-            cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim[t].peak_gflops > 0 ? peak_frac / 100 : -1);
-            cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
-            cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
-            cJSON_AddItemToArray(runs, rj);
+    /* configurations: dtype-major, then thread count */
+    const int n_configs = n_dtypes * n_threads;
+    Model *models = xcalloc((size_t)n_dtypes, sizeof *models);
+    BenchRun *runs_state = xcalloc((size_t)n_configs, sizeof *runs_state);
+    const PolicyOpts *pop = policy_given ? &po : NULL;
+    if (interleave)   /* all models at once (sequential mode loads each in turn) */
+        for (int d = 0; d < n_dtypes; d++) load_bench_model(&o, dtypes[d], P, G, &models[d]);
+    if (interleave) {
+        /* every configuration's runs in turn, so drift in the machine's
+         * bandwidth hits them all alike */
+        for (int c = 0; c < n_configs; c++) {
+            int d = c / n_threads, t = c % n_threads;
+            bench_start(&runs_state[c], &models[d], thread_list[t], P, G, repeat, seed, pop);
+            ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
+            bench_run(&runs_state[c], 1, 0);
         }
-        model_free(&m);
+        for (int rep = 0; rep < repeat; rep++)
+            for (int c = 0; c < n_configs; c++) {
+                int d = c / n_threads, t = c % n_threads;
+                double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 0).read_gbs;
+                ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
+                bench_run(&runs_state[c], 0, bw_now);
+            }
+        fprintf(stderr, "\n");
+        for (int c = 0; c < n_configs; c++) {
+            int d = c / n_threads, t = c % n_threads;
+            double bw_now;
+            BenchResult r = bench_finish(&runs_state[c], &bw_now);
+            report_row(&r, bw_now, &lim[t], bf16_dot && dtypes[d] == DTYPE_BF16, pop, runs);
+        }
+        for (int d = 0; d < n_dtypes; d++) model_free(&models[d]);
+    } else {
+        for (int d = 0; d < n_dtypes; d++) {
+            load_bench_model(&o, dtypes[d], P, G, &models[d]);
+            ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
+            for (int t = 0; t < n_threads; t++) {
+                /* On a shared machine (a VM) the bandwidth left to us drifts by tens
+                 * of percent over minutes: measure it again right before each
+                 * configuration and compare the decode rate with that (bw GB/s). */
+                double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 1).read_gbs, bw_median;
+                BenchRun *b = &runs_state[d * n_threads + t];
+                bench_start(b, &models[d], thread_list[t], P, G, repeat, seed, pop);
+                for (int rep = 0; rep < repeat + 1; rep++) bench_run(b, rep == 0, bw_now);
+                fprintf(stderr, "\n");
+                BenchResult r = bench_finish(b, &bw_median);
+                report_row(&r, bw_median, &lim[t], bf16_dot && dtypes[d] == DTYPE_BF16, pop, runs);
+            }
+            model_free(&models[d]);
+        }
     }
+    free(models);
+    free(runs_state);
     if (json_path) write_json(json_path, root);
     cJSON_Delete(root);
     free(thread_list);

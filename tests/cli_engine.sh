@@ -54,6 +54,13 @@ check "bench json has the figures" grep -q '"decode_tok_s_median"' "$TMP/b.json"
 expect_ok "bench with a policy" $KVLAB bench -m "$S260" --prompt 64 --gen 16 --repeat 2 --threads 1 --no-machine --policy l2 --budget 32 --schedule step
 check "bench reports the policy's decide cost" grep -qE "policy l2: decide [0-9.]+ ms \+ compaction [0-9.]+ ms per decode step" "$TMP/out"
 expect_fail "bench with an unknown policy" "--policy.*nosuch" $KVLAB bench -m "$S260" --no-machine --policy nosuch
+expect_ok "bench --interleave" $KVLAB bench -m "$S260" --prompt 16 --gen 4 --repeat 2 --threads 1,2 --dtype f32,bf16 --interleave --no-machine --json "$TMP/bi.json"
+check "bench --interleave: one row per configuration, in order" bash -c \
+    "grep -oE '^(f32|bf16) +[12] \|' '$TMP/out' | tr -s ' ' | tr '\n' ';' | grep -qx 'f32 1 |;f32 2 |;bf16 1 |;bf16 2 |;'"
+# the progress lines show the order the runs were done in: run 1 of every configuration, then run 2
+check "bench --interleave runs the configurations' repeats in turn" bash -c \
+    "tr '\r' '\n' <'$TMP/err' | grep -oE '(f32|bf16) [12] threads: run [12]/2' | tr '\n' ';' | grep -qx 'f32 1 threads: run 1/2;f32 2 threads: run 1/2;bf16 1 threads: run 1/2;bf16 2 threads: run 1/2;f32 1 threads: run 2/2;f32 2 threads: run 2/2;bf16 1 threads: run 2/2;bf16 2 threads: run 2/2;'"
+check "bench --interleave is recorded in the JSON" grep -qE '"interleave":[[:space:]]*true' "$TMP/bi.json"
 
 # ---- bad input: one line, names the file/option, exit != 0 -----------------------------
 expect_fail "missing model file" "nope.bin: no such file" $KVLAB info -m "$TMP/nope.bin"
