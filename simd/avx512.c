@@ -91,7 +91,7 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * evict the activations from the caches). Measured on 11008 x 4096 bf16 on
  * huge pages, 2 threads, as a fraction of the fp32 mat-vec's bytes/s in the
  * same run: 0.75 for skinny_block, 0.88-0.95 for this loop (0.77-0.85 for
- * 4096 x 11008, the down projection: its 44 KB x no longer stays in L1). Also
+ * 4096 x 11008, the down projection; probably its 44 KB x leaves L1). Also
  * tried, slower: a row-interleaved (panel) layout giving one stream per thread
  * (0.59), 8 rows x 2 lines (0.71), both column halves at once (0.67), column
  * blocks of 2-6K for wide rows (0.72). */
