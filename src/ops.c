@@ -4,12 +4,13 @@
 #include <omp.h>
 
 static int n_threads_used;   /* 0 until set: then omp's default (all cores) */
-static int bf16_dot;
+static int bf16_dot;          /* use Kernels.matmul_bf16_dpbf16 for bf16 weights */
+
 /* Decode splits its rows into chunks of this many (a multiple of 16, see
  * matmul_prefill): 128 rows of a 4096-wide bf16 matrix are 1 MiB, long enough
  * for the prefetchers, and a 4096-row matrix still gives 32 chunks to share. */
 #define DECODE_CHUNK_ROWS 128
-#define DECODE_MAX_TOKENS 4   /* up to this many tokens a matmul counts as decode */         /* use Kernels.matmul_bf16_dpbf16 for bf16 weights */
+#define DECODE_MAX_TOKENS 4   /* up to this many tokens a matmul counts as decode */
 
 int ops_set_bf16_dot(int on) {
     if (on && !kernels_get()->matmul_bf16_dpbf16) { bf16_dot = 0; return -1; }
@@ -42,14 +43,15 @@ static void matmul_rows(float *Y, int ldy, const float *X, int ldx, const Mat *W
  * slowed by a neighbour on the memory bus then takes fewer chunks instead of
  * keeping the others waiting at the end, and with several matrices sharing one
  * input (q/k/v, gate/up) there is one wait, not one per matrix. */
+static int decode_chunks(const Mat *W) { return (W->rows + DECODE_CHUNK_ROWS - 1) / DECODE_CHUNK_ROWS; }
+
 static void matmul_decode(const MatmulOut *outs, int n_outs, const float *X, int ldx, int n_tok, int n_threads) {
     int n_chunks = 0;
-    for (int i = 0; i < n_outs; i++) n_chunks += (outs[i].W->rows + DECODE_CHUNK_ROWS - 1) / DECODE_CHUNK_ROWS;
+    for (int i = 0; i < n_outs; i++) n_chunks += decode_chunks(outs[i].W);
     #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (int chunk = 0; chunk < n_chunks; chunk++) {
         int i = 0, c = chunk;                     /* which matrix, which chunk of it */
-        while (c >= (outs[i].W->rows + DECODE_CHUNK_ROWS - 1) / DECODE_CHUNK_ROWS)
-            c -= (outs[i++].W->rows + DECODE_CHUNK_ROWS - 1) / DECODE_CHUNK_ROWS;
+        while (c >= decode_chunks(outs[i].W)) c -= decode_chunks(outs[i++].W);
         const int r0 = c * DECODE_CHUNK_ROWS, rows = outs[i].W->rows;
         matmul_rows(outs[i].Y, outs[i].ldy, X, ldx, outs[i].W, n_tok, r0,
                     rows - r0 < DECODE_CHUNK_ROWS ? rows - r0 : DECODE_CHUNK_ROWS);
