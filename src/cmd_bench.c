@@ -64,8 +64,8 @@ typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
  *   one stream  - a dot product of the slice with itself, front to back;
  *   rows        - the slice as a [rows, 4096] fp32 matrix times a vector with
  *                 the fp32 mat-vec kernel, which reads several rows at once.
- * On some machines several streams per core get much more than one (measured
- * on a 2-vCPU EPYC VM: ~65 vs ~45 GB/s at 2 threads), and decode reads
+ * On some machines several streams per core get more than one (a 2-vCPU EPYC
+ * VM, 2 threads: rows 72-77 GB/s, one stream 67-74 GB/s), and decode reads
  * weights the second way. */
 #define BW_COLS 4096
 static double read_rate_gbs(const float *buf, size_t n, int threads, int as_rows) {
@@ -467,11 +467,10 @@ int cmd_bench(int argc, char **argv) {
     Model *models = xcalloc((size_t)n_dtypes, sizeof *models);
     BenchRun *runs_state = xcalloc((size_t)n_configs, sizeof *runs_state);
     const PolicyOpts *pop = policy_given ? &po : NULL;
-    if (interleave)   /* all models at once (sequential mode loads each in turn) */
-        for (int d = 0; d < n_dtypes; d++) load_bench_model(&o, dtypes[d], P, G, &models[d]);
     if (interleave) {
-        /* every configuration's runs in turn, so drift in the machine's
-         * bandwidth hits them all alike */
+        /* all models at once, then every configuration's runs in turn, so drift
+         * in the machine's bandwidth hits them all alike */
+        for (int d = 0; d < n_dtypes; d++) load_bench_model(&o, dtypes[d], P, G, &models[d]);
         for (int c = 0; c < n_configs; c++) {
             int d = c / n_threads, t = c % n_threads;
             bench_start(&runs_state[c], &models[d], thread_list[t], P, G, repeat, seed, pop);
