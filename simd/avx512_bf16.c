@@ -11,9 +11,11 @@
  * instead of 16.
  *
  * Blocking scheme: the same as avx512.c, with k taken two at a time.
- *  - Decode (n_tok <= 4, one token at a time): x is rounded to bf16 one chunk of
- *    2048 at a time into a stack buffer; four weight rows are streamed at once
- *    against it, and y accumulates over the chunks (no heap memory).
+ *  - Decode (n_tok <= 4, one token at a time): x is rounded to bf16 into a stack
+ *    buffer (32 KB: rows up to 16384 wide in one piece, wider ones in pieces of
+ *    that size, y accumulating over them); four weight rows are streamed at once
+ *    against it. (Pieces of 2048, as before, cut every row into 4 KB runs;
+ *    whole rows read 1-3 % faster on the 7B shape, 2 threads.)
  *  - Prefill (n_tok > 4): gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
  *    the k-pairs of each row together: panel[kp][r] is one 32-bit word holding
  *    (W[r][2kp], W[r][2kp+1]), so one zmm load gives 16 rows × one k-pair; packed
@@ -44,7 +46,7 @@ static inline __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
 
 /* ---------------------------------------------------------------------------
  * Decode. */
-#define CHUNK 2048
+#define CHUNK 16384
 
 static inline __attribute__((always_inline))
 void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n, int first, int R) {
@@ -54,11 +56,11 @@ void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n,
     for (; c + 64 <= n; c += 64) {
         __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
         for (int i = 0; i < R; i++) {
-            /* the same 2 lines of the next block of R rows, non-temporal (as in
-             * avx512.c gemv_bf16_block): 0.92 -> 0.95 of the fp32 mat-vec's bytes/s */
+            /* one line of the next block of R rows per row and step, non-temporal
+             * (as avx512.c gemv_f32_block); without it ~7 % slower, with both
+             * lines no faster (7B-shape decode sequence, 2 threads) */
             const uintptr_t ahead = (uintptr_t)(w + i * ldw + c) + (uintptr_t)R * (uintptr_t)ldw * 2u;
             _mm_prefetch((const char *)ahead, _MM_HINT_NTA);
-            _mm_prefetch((const char *)(ahead + 64), _MM_HINT_NTA);
             acc[i][0] = dpbf16(acc[i][0], _mm512_loadu_si512(w + i * ldw + c), x0);
             acc[i][1] = dpbf16(acc[i][1], _mm512_loadu_si512(w + i * ldw + c + 32), x1);
         }

@@ -347,7 +347,8 @@ static void test_dpbf16(const Kernels *K, enum Fill kind) {
     begin_checks();
     const Shape shapes[] = { { 1, 1, 1 }, { 1, 7, 33 }, { 1, 33, 4097 }, { 2, 5, 63 }, { 3, 17, 1000 },
                              { 13, 65, 127 }, { 25, 33, 4097 }, { 40, 70, 800 }, { 1030, 33, 17 },
-                             { 13, 300, 1000 }, { 4, 4, 0 }, { 7, 31, 2 } };
+                             { 13, 300, 1000 }, { 4, 4, 0 }, { 7, 31, 2 },
+                             { 2, 5, 16400 } };   /* decode rounds x in pieces of 16384 */
     double worst_rel = 0, sum_rel = 0, err2 = 0, norm2 = 0;
     long n_rel = 0;
     for (int si = 0; si < NELEM(shapes); si++) {
