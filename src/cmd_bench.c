@@ -32,7 +32,8 @@ static void help(void) {
            "  --prompt N          prompt tokens for the prefill figure [512]\n"
            "  --gen N             decode steps for the decode figure [128]\n"
            "  --threads LIST      thread counts to run, e.g. 1,2 [all cores]\n"
-           "  --dtype LIST        weight dtypes to run, e.g. f32,bf16 [f32]\n"
+           "  --dtype LIST        weight dtypes to run, e.g. f32,bf16,bf16d [f32]; bf16d: bf16\n"
+           "                      weights through the bf16 dot kernel (as --bf16-dot)\n"
            "  --isa NAME          kernel set (auto, scalar, avx2, avx512, neon) [auto]\n"
            "  --repeat N          runs per configuration; the median is reported [5]\n"
            "  --json FILE         also write every figure as JSON (atomically)\n"
@@ -45,7 +46,7 @@ static void help(void) {
            "  -m, --model PATH    model (HF directory, llama2.c .bin or .gguf)\n"
            "  --ctx N             context length [prompt + gen]\n"
            "  --mmap              weights in place from the mapped file, not copied to huge pages\n"
-           "  --bf16-dot          bf16 rows (labelled bf16d): activations rounded to bf16, summed by\n"
+           "  --bf16-dot          bf16 rows become bf16d: activations rounded to bf16, summed by\n"
            "                      the CPU's bf16 dot instruction (avx512_bf16)\n"
            "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
            "bandwidth measured again just before each configuration (with --interleave:\n"
@@ -214,8 +215,13 @@ static Stat stat_of(double *v, int n) {
     return s;
 }
 
+/* A configuration's label: the compute dtype, or bf16d for bf16 weights
+ * through the bf16 dot kernel. */
+static const char *config_name(DType dtype, int bf16_dot) { return bf16_dot ? "bf16d" : dtype_name(dtype); }
+
 typedef struct {
     DType dtype;
+    int bf16_dot;                 /* bf16 weights through the bf16 dot kernel (row label bf16d) */
     int threads;
     Stat prefill_tps, decode_tps;
     double prefill_gflops, decode_gbs, weight_bytes;
@@ -227,6 +233,7 @@ typedef struct {
  * configurations can be interleaved (--interleave). */
 typedef struct {
     const Model *m;
+    int bf16_dot;                    /* set for the runs of this configuration (ops_set_bf16_dot) */
     int threads, P, G, repeat, runs_done;
     int *prompt;
     KVCache cache;
@@ -237,10 +244,10 @@ typedef struct {
     long decode_steps;
 } BenchRun;
 
-static void bench_start(BenchRun *b, const Model *m, int threads, int P, int G, int repeat, uint64_t seed,
-                        const PolicyOpts *po) {
+static void bench_start(BenchRun *b, const Model *m, int bf16_dot, int threads, int P, int G, int repeat,
+                        uint64_t seed, const PolicyOpts *po) {
     memset(b, 0, sizeof *b);
-    b->m = m; b->threads = threads; b->P = P; b->G = G; b->repeat = repeat;
+    b->m = m; b->bf16_dot = bf16_dot; b->threads = threads; b->P = P; b->G = G; b->repeat = repeat;
     Err err;
     b->prompt = xmalloc((size_t)P * sizeof(int));
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -262,6 +269,7 @@ static void bench_start(BenchRun *b, const Model *m, int threads, int P, int G, 
 static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     Err err;
     ops_set_threads(b->threads);
+    ops_set_bf16_dot(b->bf16_dot);
     kvcache_reset(&b->cache);
     double t0 = now_seconds();
     /* policy_forward with p == NULL is plain forward() */
@@ -286,14 +294,14 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     b->dec[r] = b->G / (t2 - t1);
     b->bw[r] = bw_before;
     fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
-            dtype_name(b->m->compute_dtype), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
+            config_name(b->m->compute_dtype, b->bf16_dot), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
 }
 
 /* The figures of the runs done (medians), and free the state. *bw_median: the
  * median of the bandwidths measured before the runs (0 if none were). */
 static BenchResult bench_finish(BenchRun *b, double *bw_median) {
     const Model *m = b->m;
-    BenchResult r = { m->compute_dtype, b->threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
+    BenchResult r = { m->compute_dtype, b->bf16_dot, b->threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
     r.prefill_tps = stat_of(b->pre, b->runs_done);
     r.decode_tps = stat_of(b->dec, b->runs_done);
     *bw_median = stat_of(b->bw, b->runs_done).median;
@@ -351,8 +359,8 @@ static void load_bench_model(const CommonOpts *o, DType dtype, int P, int G, Mod
 }
 
 /* One row of the table (stdout) and of the JSON "runs". */
-static void report_row(const BenchResult *r, double bw_now, const MachineLimits *lim, int dot,
-                       const PolicyOpts *po, cJSON *runs) {
+static void report_row(const BenchResult *r, double bw_now, const MachineLimits *lim, const PolicyOpts *po,
+                       cJSON *runs) {
     double peak_frac = lim->peak_gflops > 0 ? r->prefill_gflops / lim->peak_gflops * 100 : NAN;
     double bw_frac = bw_now > 0 ? r->decode_gbs / bw_now * 100 : NAN;
     char peak_s[16], bw_s[16], bw_now_s[16];
@@ -360,7 +368,7 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
     figure_or_dash(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
     printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
-           dot ? "bf16d" : dtype_name(r->dtype), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
+           config_name(r->dtype, r->bf16_dot), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
            r->prefill_gflops, peak_s, r->decode_tps.median, r->decode_tps.min, r->decode_tps.max,
            r->weight_bytes / 1e6, r->decode_gbs, bw_s, bw_now_s);
     if (po)
@@ -369,7 +377,7 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
                r->apply_ms * r->decode_tps.median / 10);
     fflush(stdout);
     cJSON *rj = result_json(r);
-    cJSON_AddBoolToObject(rj, "bf16_dot", dot);
+    cJSON_AddBoolToObject(rj, "bf16_dot", r->bf16_dot);
     cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim->peak_gflops > 0 ? peak_frac / 100 : -1);
     cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
     cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
@@ -382,6 +390,7 @@ int cmd_bench(int argc, char **argv) {
     common_defaults(&o);
     int P = 512, G = 128, repeat = 5, machine_only = 0, no_machine = 0, interleave = 0;
     int n_threads = 0, n_dtypes = 0;
+    int dots[4] = {0};   /* per --dtype entry: bf16 weights through the bf16 dot kernel (bf16d) */
     int *thread_list = NULL;
     DType dtypes[4];
     const char *json_path = NULL;
@@ -402,9 +411,12 @@ int cmd_bench(int argc, char **argv) {
             snprintf(buf, sizeof buf, "%s", v);
             n_dtypes = 0;
             for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                if (n_dtypes == 4 || dtype_parse(tok, &dtypes[n_dtypes]) != 0 || dtypes[n_dtypes] == DTYPE_F16)
-                    die("--dtype: '%s' is not a list of compute dtypes (f32, bf16)", v);
-                n_dtypes++;
+                const int dot = !strcmp(tok, "bf16d");
+                DType dt = DTYPE_BF16;
+                if (n_dtypes == 4 || (!dot && (dtype_parse(tok, &dt) != 0 || dt == DTYPE_F16)))
+                    die("--dtype: '%s' is not a list of up to 4 compute dtypes (f32, bf16, bf16d)", v);
+                dtypes[n_dtypes] = dt;
+                dots[n_dtypes++] = dot;
             }
         } else if (!strcmp(a, "--json")) json_path = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--machine")) machine_only = 1;
@@ -415,10 +427,16 @@ int cmd_bench(int argc, char **argv) {
     }
     if (n_dtypes == 0) { dtypes[0] = o.dtype; n_dtypes = 1; }
     if (policy_given) policy_cli_finish(&po);
-    const int bf16_dot = o.bf16_dot;   /* applies to the bf16 configurations only */
+    int any_dot = 0;
+    for (int d = 0; d < n_dtypes; d++) {
+        if (o.bf16_dot && dtypes[d] == DTYPE_BF16) dots[d] = 1;   /* --bf16-dot: every bf16 entry */
+        any_dot |= dots[d];
+    }
     o.bf16_dot = 0;
     common_setup(&o);
-    if (bf16_dot) common_enable_bf16_dot();   /* dies if the kernels lack it */
+    if (any_dot && ops_set_bf16_dot(1) != 0)
+        die("--dtype bf16d / --bf16-dot: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
+            kernels_get()->name);
     int all_threads = omp_get_num_procs();
     if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
 
@@ -468,45 +486,50 @@ int cmd_bench(int argc, char **argv) {
     BenchRun *runs_state = xcalloc((size_t)n_configs, sizeof *runs_state);
     const PolicyOpts *pop = policy_given ? &po : NULL;
     if (interleave) {
-        /* all models at once, then every configuration's runs in turn, so drift
-         * in the machine's bandwidth hits them all alike */
-        for (int d = 0; d < n_dtypes; d++) load_bench_model(&o, dtypes[d], P, G, &models[d]);
+        /* all models at once (one per weight dtype: bf16 and bf16d share one),
+         * then every configuration's runs in turn, so drift in the machine's
+         * bandwidth hits them all alike */
+        int model_of[4];
+        for (int d = 0; d < n_dtypes; d++) {
+            model_of[d] = d;
+            for (int e = 0; e < d; e++)
+                if (dtypes[e] == dtypes[d]) { model_of[d] = model_of[e]; break; }
+            if (model_of[d] == d) load_bench_model(&o, dtypes[d], P, G, &models[d]);
+        }
         for (int c = 0; c < n_configs; c++) {
             int d = c / n_threads, t = c % n_threads;
-            bench_start(&runs_state[c], &models[d], thread_list[t], P, G, repeat, seed, pop);
-            ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
+            bench_start(&runs_state[c], &models[model_of[d]], dots[d], thread_list[t], P, G, repeat, seed, pop);
             bench_run(&runs_state[c], 1, 0);
         }
         for (int rep = 0; rep < repeat; rep++)
             for (int c = 0; c < n_configs; c++) {
-                int d = c / n_threads, t = c % n_threads;
+                int t = c % n_threads;
                 double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 0).read_gbs;
-                ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
                 bench_run(&runs_state[c], 0, bw_now);
             }
         fprintf(stderr, "\n");
         for (int c = 0; c < n_configs; c++) {
-            int d = c / n_threads, t = c % n_threads;
+            int t = c % n_threads;
             double bw_now;
             BenchResult r = bench_finish(&runs_state[c], &bw_now);
-            report_row(&r, bw_now, &lim[t], bf16_dot && dtypes[d] == DTYPE_BF16, pop, runs);
+            report_row(&r, bw_now, &lim[t], pop, runs);
         }
-        for (int d = 0; d < n_dtypes; d++) model_free(&models[d]);
+        for (int d = 0; d < n_dtypes; d++)
+            if (model_of[d] == d) model_free(&models[d]);
     } else {
         for (int d = 0; d < n_dtypes; d++) {
             load_bench_model(&o, dtypes[d], P, G, &models[d]);
-            ops_set_bf16_dot(bf16_dot && dtypes[d] == DTYPE_BF16);
             for (int t = 0; t < n_threads; t++) {
                 /* On a shared machine (a VM) the bandwidth left to us drifts by tens
                  * of percent over minutes: measure it again right before each
                  * configuration and compare the decode rate with that (bw GB/s). */
                 double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 1).read_gbs, bw_median;
                 BenchRun *b = &runs_state[d * n_threads + t];
-                bench_start(b, &models[d], thread_list[t], P, G, repeat, seed, pop);
+                bench_start(b, &models[d], dots[d], thread_list[t], P, G, repeat, seed, pop);
                 for (int rep = 0; rep < repeat + 1; rep++) bench_run(b, rep == 0, bw_now);
                 fprintf(stderr, "\n");
                 BenchResult r = bench_finish(b, &bw_median);
-                report_row(&r, bw_median, &lim[t], bf16_dot && dtypes[d] == DTYPE_BF16, pop, runs);
+                report_row(&r, bw_median, &lim[t], pop, runs);
             }
             model_free(&models[d]);
         }

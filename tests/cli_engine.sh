@@ -39,7 +39,15 @@ if grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && [ "$(uname -m)" = x86_64 ];
     check "--bf16-dot: same greedy tokens as exact bf16 on demo-25m" cmp "$TMP/out" "$TMP/bf16_copy"
     expect_ok "bench --bf16-dot" $KVLAB bench -m "$S260" --prompt 32 --gen 8 --repeat 1 --threads 1 --dtype f32,bf16 --bf16-dot --no-machine
     check "bench labels the bf16 rows bf16d, the f32 rows f32" bash -c "grep -qE '^bf16d +1 \|' '$TMP/out' && grep -qE '^f32 +1 \|' '$TMP/out'"
+    expect_ok "bench --interleave with bf16 and bf16d (one model for both)" $KVLAB bench -m "$S260" --prompt 16 --gen 4 --repeat 2 --threads 1 --dtype f32,bf16,bf16d --interleave --no-machine --json "$TMP/bd.json"
+    check "bench: rows f32, bf16, bf16d in order" bash -c \
+        "grep -oE '^(f32|bf16d?) +1 \|' '$TMP/out' | tr -s ' ' | tr '\n' ';' | grep -qx 'f32 1 |;bf16 1 |;bf16d 1 |;'"
+    check "bench: the progress lines name bf16d runs" bash -c "tr '\r' '\n' <'$TMP/err' | grep -q 'bf16d 1 threads: run 2/2'"
+    check "bench json: bf16_dot true only for the bf16d row" bash -c \
+        "grep -oE '\"bf16_dot\":[[:space:]]*(true|false)' '$TMP/bd.json' | tr -d ' \t' | tr '\n' ';' | grep -qx '\"bf16_dot\":false;\"bf16_dot\":false;\"bf16_dot\":true;'"
 fi
+expect_fail "bench --dtype bf16d on kernels without it" "--dtype bf16d / --bf16-dot: the scalar kernels have no bf16 dot product" $KVLAB bench -m "$S260" --dtype bf16d --isa scalar --no-machine
+expect_fail "bench --dtype with an unknown entry" "--dtype: 'f32,bf8' is not a list of up to 4 compute dtypes" $KVLAB bench -m "$S260" --dtype f32,bf8 --no-machine
 expect_fail "--bf16-dot without --dtype bf16" "--bf16-dot: needs --dtype bf16" $KVLAB generate -m "$DEMO" -p "x" -n 2 --bf16-dot
 expect_fail "--bf16-dot on kernels without it" "--bf16-dot: the scalar kernels have no bf16 dot product" $KVLAB generate -m "$DEMO" --dtype bf16 --isa scalar -p "x" -n 2 --bf16-dot
 expect_ok "info --mmap" $KVLAB info -m "$DEMO" --dtype bf16 --mmap
