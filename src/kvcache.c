@@ -17,16 +17,31 @@ int kvcache_init(KVCache *c, int n_layers, int n_kv_heads, int head_dim, int max
     return 0;
 }
 
-static void head_free(KVHead *h) {
-    free(h->keys);
-    free(h->values);
+/* Keys and values of one head: big_alloc, so arrays of 2 MiB and more (4096
+ * slots of head_dim 128) sit on transparent huge pages, as the weights do.
+ * Attention streams them every token; on 4 KiB pages the decode attention of
+ * the 7B shape read 47-53 GB/s (2 threads), on huge pages 65-72. A 2-layer
+ * 7B-shape model with a 4000-token prompt, bf16d, 2 threads: prefill 289-296
+ * -> 332-365 tok/s, decode 38.5-45.7 -> 42.1-46.8 tok/s. Shorter heads stay
+ * on malloc's memory (a huge page per small head would waste memory). */
+static size_t rows_bytes(int cap, int head_dim) { return (size_t)cap * (size_t)head_dim * sizeof(float); }
+
+static float *rows_alloc(int cap, int head_dim) {
+    float *p = big_alloc(rows_bytes(cap, head_dim));
+    if (!p) die("out of memory: kv cache head of %d slots (%zu bytes)", cap, rows_bytes(cap, head_dim));
+    return p;
+}
+
+static void head_free(KVHead *h, int head_dim) {
+    big_free(h->keys, rows_bytes(h->cap, head_dim));
+    big_free(h->values, rows_bytes(h->cap, head_dim));
     free(h->pos);
     memset(h, 0, sizeof *h);
 }
 
 void kvcache_free(KVCache *c) {
     if (!c->heads) return;
-    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) head_free(&c->heads[i]);
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) head_free(&c->heads[i], c->head_dim);
     free(c->heads);
     c->heads = NULL;
 }
@@ -45,10 +60,17 @@ int kvcache_set_shifted(KVCache *c, int shifted, Err *err) {
     return 0;
 }
 
+/* New arrays of `cap` slots holding the `len` slots in use (len <= cap). */
 static void head_resize(KVHead *h, int cap, int head_dim) {
-    size_t row = (size_t)head_dim * sizeof(float);
-    h->keys = xrealloc(h->keys, (size_t)cap * row);
-    h->values = xrealloc(h->values, (size_t)cap * row);
+    float *keys = rows_alloc(cap, head_dim), *values = rows_alloc(cap, head_dim);
+    if (h->len > 0) {
+        memcpy(keys, h->keys, rows_bytes(h->len, head_dim));
+        memcpy(values, h->values, rows_bytes(h->len, head_dim));
+    }
+    big_free(h->keys, rows_bytes(h->cap, head_dim));
+    big_free(h->values, rows_bytes(h->cap, head_dim));
+    h->keys = keys;
+    h->values = values;
     h->pos = xrealloc(h->pos, (size_t)cap * sizeof(int));
     h->cap = cap;
 }

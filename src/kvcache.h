@@ -10,7 +10,8 @@
  *
  * Slots [0, len) are in use, in the order tokens arrived (eviction compacts them,
  * keeping that order). Arrays grow by doubling up to `max_tokens` and shrink
- * again when an eviction leaves them mostly empty, so KV bytes in use are real. */
+ * again when an eviction leaves them mostly empty, so KV bytes in use are real.
+ * Arrays of 2 MiB and more are on transparent huge pages (big_alloc). */
 #ifndef KVLAB_KVCACHE_H
 #define KVLAB_KVCACHE_H
 

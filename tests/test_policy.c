@@ -264,6 +264,44 @@ static void test_kvcache(void) {
         kvcache_free(&b);
         policy_free(p);
     }
+    CASE("kvcache grows past 2 MiB per array (huge-page memory) and shrinks, keeping every slot") {
+        /* head_dim 128: 4096 slots are 2 MiB, where kvcache.c switches to big_alloc */
+        enum { HD = 128, N = 5000 };
+        KVCache c;
+        Err err;
+        CHECK(kvcache_init(&c, 1, 2, HD, 8192, &err) == 0, "%s", err.msg);
+        for (int t0 = 0; t0 < N; t0 += 1000) {      /* grows 64 -> 8192 in steps */
+            CHECK(kvcache_reserve(&c, 0, 1000, &err) == 0, "%s", err.msg);
+            for (int g = 0; g < 2; g++) {
+                KVHead *h = kvcache_head(&c, 0, g);
+                for (int t = t0; t < t0 + 1000; t++) {
+                    for (int i = 0; i < HD; i++) {
+                        h->keys[(size_t)t * HD + i] = (float)(t * 7 + i + g);
+                        h->values[(size_t)t * HD + i] = (float)(t * 3 - i - g);
+                    }
+                    h->pos[t] = t;
+                }
+                h->len += 1000;
+            }
+        }
+        const KVHead *h1 = kvcache_head(&c, 0, 1);
+        CHECK(h1->cap == 8192 && h1->len == N, "cap %d len %d", h1->cap, h1->len);
+        int bad = 0;
+        for (int t = 0; t < N && !bad; t++)
+            for (int i = 0; i < HD; i++)
+                if (h1->keys[(size_t)t * HD + i] != (float)(t * 7 + i + 1) || h1->values[(size_t)t * HD + i] != (float)(t * 3 - i - 1)) bad = 1;
+        CHECK(!bad, "contents changed while growing");
+        int keep[100];
+        for (int i = 0; i < 100; i++) keep[i] = i * 50;   /* keep 100 of 5000: shrinks */
+        kvcache_keep(&c, 0, 1, keep, 100);
+        CHECK(h1->cap < 8192 && h1->cap >= 100, "cap after shrinking %d", h1->cap);
+        bad = 0;
+        for (int j = 0; j < 100 && !bad; j++)
+            for (int i = 0; i < HD; i++)
+                if (h1->keys[(size_t)j * HD + i] != (float)(keep[j] * 7 + i + 1) || h1->pos[j] != keep[j]) bad = 1;
+        CHECK(!bad, "kept slots changed while shrinking");
+        kvcache_free(&c);
+    }
 }
 
 /* ---- score policies ------------------------------------------------------------ */
