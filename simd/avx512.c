@@ -8,8 +8,12 @@
  *    accumulators, 8 for one token, to hide the FMA latency); each x vector is
  *    loaded once per 4 rows, each weight vector once per 4 tokens. bf16 rows are
  *    widened exactly in registers (zero-extend 16→32 bits, shift left 16) and
- *    prefetched 2 KB ahead; for one token (decode) they have their own loop,
- *    gemv_bf16_block, which reads them at ~85-93% of the fp32 rate (11008 x 4096, 2 threads).
+ *    prefetched 2 KB ahead; for one token (decode) fp32 and bf16 rows have
+ *    their own loops, gemv_f32_block and gemv_bf16_block. The bf16 one needs 4
+ *    instructions per 64-byte line where fp32 needs 1 (an FMA with the load
+ *    folded in), so it keeps fewer lines in flight: it matches fp32's bytes/s
+ *    when the VM's bandwidth is low, and stays at 47-57 GB/s when fp32 reads
+ *    65-76 (2 threads). The bf16 dot kernel (avx512_bf16.c) is 1 per line.
  *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
