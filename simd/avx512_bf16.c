@@ -44,6 +44,16 @@ static inline __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
     return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 
+/* The same with b read from memory (64 bytes at p, any alignment) by the
+ * instruction itself. GCC 12 never folds a load into vdpbf16ps, and decode
+ * streams weights at a rate set by how many instructions each 64-byte line
+ * costs: this one line of assembly makes it 1 instead of 2, 7-9 % faster (7B
+ * decode matmuls, 2 threads, alternating token by token: 55-57 -> 59-61 GB/s). */
+static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m512i a, const uint16_t *p) {
+    __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const __m512i_u *)p));
+    return acc;
+}
+
 /* ---------------------------------------------------------------------------
  * Decode. */
 #define CHUNK 16384
@@ -61,8 +71,8 @@ void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n,
              * lines no faster (7B-shape decode sequence, 2 threads) */
             const uintptr_t ahead = (uintptr_t)(w + i * ldw + c) + (uintptr_t)R * (uintptr_t)ldw * 2u;
             _mm_prefetch((const char *)ahead, _MM_HINT_NTA);
-            acc[i][0] = dpbf16(acc[i][0], _mm512_loadu_si512(w + i * ldw + c), x0);
-            acc[i][1] = dpbf16(acc[i][1], _mm512_loadu_si512(w + i * ldw + c + 32), x1);
+            acc[i][0] = dpbf16_load(acc[i][0], x0, w + i * ldw + c);
+            acc[i][1] = dpbf16_load(acc[i][1], x1, w + i * ldw + c + 32);
         }
     }
     for (; c < n; c += 32) {
