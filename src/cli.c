@@ -99,13 +99,13 @@ void common_setup(const CommonOpts *o) {
     ops_set_threads(o->threads);
     if (o->bf16_dot && o->dtype != DTYPE_BF16)
         die("--bf16-dot: needs --dtype bf16 (it multiplies bf16 weights)");
-    if (o->bf16_dot) common_enable_bf16_dot();
+    if (o->bf16_dot) common_enable_bf16_dot("--bf16-dot");
 }
 
-void common_enable_bf16_dot(void) {
+void common_enable_bf16_dot(const char *option) {
     if (ops_set_bf16_dot(1) != 0)
-        die("--bf16-dot: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
-            kernels_get()->name);
+        die("%s: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
+            option, kernels_get()->name);
 }
 
 void common_load_model(const CommonOpts *o, Model *m) {

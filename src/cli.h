@@ -46,8 +46,9 @@ void common_defaults(CommonOpts *o);
 int  common_option(CommonOpts *o, int argc, char **argv, int *i);
 /* Apply --threads and --isa; then load the model (dies with a clear message). */
 void common_setup(const CommonOpts *o);
-/* Turn on --bf16-dot (ops_set_bf16_dot) or die naming the kernels that lack it. */
-void common_enable_bf16_dot(void);
+/* Turn on the bf16 dot kernel (ops_set_bf16_dot) or die naming `option` (the
+ * command-line spelling that asked for it) and the kernels that lack it. */
+void common_enable_bf16_dot(const char *option);
 void common_load_model(const CommonOpts *o, Model *m);
 /* Load the tokenizer from -t or next to the model; dies if there is none. */
 Tokenizer *common_load_tokenizer(const CommonOpts *o, const Model *m);

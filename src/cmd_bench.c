@@ -434,9 +434,7 @@ int cmd_bench(int argc, char **argv) {
     }
     o.bf16_dot = 0;
     common_setup(&o);
-    if (any_dot && ops_set_bf16_dot(1) != 0)
-        die("--dtype bf16d / --bf16-dot: the %s kernels have no bf16 dot product (needs avx512 on a CPU with avx512_bf16)",
-            kernels_get()->name);
+    if (any_dot) common_enable_bf16_dot("--dtype bf16d / --bf16-dot");
     int all_threads = omp_get_num_procs();
     if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
 

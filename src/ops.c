@@ -18,8 +18,6 @@ int ops_set_bf16_dot(int on) {
     return 0;
 }
 
-int ops_bf16_dot(void) { return bf16_dot; }
-
 void ops_set_threads(int n_threads) {
     if (n_threads > 0) omp_set_num_threads(n_threads);
     n_threads_used = n_threads > 0 ? n_threads : omp_get_max_threads();

@@ -25,7 +25,6 @@ void op_matmul_many(const MatmulOut *outs, int n_outs, const float *X, int ldx, 
  * rounding the activations (|dy| <= 2^-8 sum|w x|; see kernels.h). Off by
  * default. Returns -1 (and stays off) when the kernel table has no such kernel. */
 int  ops_set_bf16_dot(int on);
-int  ops_bf16_dot(void);
 
 /* Set / get the number of OpenMP threads used by every op (0 = all cores). */
 void ops_set_threads(int n_threads);
