@@ -28,6 +28,34 @@ expect_ok "generate stops at the context" $KVLAB generate -m "$S260" --ids 1,403
 check "stop reason is the context" grep -q "stop: context" "$TMP/err"
 check "9 tokens fill a 12-token context after 3" bash -c "[ \$(tr ',' '\n' < '$TMP/out' | grep -c .) -eq 9 ]"
 
+# -f FILE: the prompt is the file's text, exactly as -p would give it
+printf 'Once upon a time' >"$TMP/prompt.txt"
+expect_ok "generate -f FILE" $KVLAB generate -m "$S260" -f "$TMP/prompt.txt" -n 24
+check "-f FILE gives the text of -p with the same prompt" cmp -s "$TMP/out" "$TMP/greedy1"
+
+# --compare-full: the full cache's continuation and the policy's, each equal to a
+# plain run of that cache, then the agreement and the KV memory of each
+SINK=$SHARED/models/sink-26m
+expect_ok "generate full cache, tour prompt" $KVLAB generate -m "$SINK" -f docs/tour-prompt.txt -n 12 --print-ids
+tail -n 1 "$TMP/out" >"$TMP/full_ids"
+expect_ok "generate l2 50%, tour prompt" $KVLAB generate -m "$SINK" -f docs/tour-prompt.txt -n 12 --print-ids --policy l2 --compression-ratio 0.5
+tail -n 1 "$TMP/out" >"$TMP/l2_ids"
+expect_ok "generate --compare-full" $KVLAB generate -m "$SINK" -f docs/tour-prompt.txt -n 12 --print-ids --policy l2 --compression-ratio 0.5 --compare-full
+check "the full cache's continuation is the plain full-cache run's" bash -c "grep -A1 '^--- full cache' '$TMP/out' | tail -n 1 | cmp -s - '$TMP/full_ids'"
+check "the policy's continuation is the plain policy run's" bash -c "grep -A1 '^--- l2:' '$TMP/out' | tail -n 1 | cmp -s - '$TMP/l2_ids'"
+check "the full cache retrieves the tour's pass key" bash -c "$KVLAB tokenize -m '$SINK' --decode \$(cat '$TMP/full_ids') | grep -q 68217"
+# 403 prompt tokens; the full cache stops at EOS after 7 tokens (410 cached), l2 runs
+# all 12 (414 cached): layers 0,1 whole, the other 6 keep floor(414/2) = 207 per head
+check "the full cache holds 8 layers x 6 heads x 410 slots" grep -qF "(19680 slots, 410 tokens)" "$TMP/out"
+check "l2 at 50% with layers 0,1 whole holds 62.5% of a full cache" grep -qF "(12420 slots, 62.5% of a full cache of 414 tokens)" "$TMP/out"
+check "agreement line counts the identical leading tokens" bash -c "
+    a=\$(tr ',' ' ' <'$TMP/full_ids'); b=\$(tr ',' ' ' <'$TMP/l2_ids'); set -- \$a; n=\$#; k=0
+    read -ra B <<<\"\$b\"; for x in \$a; do [ \"\$x\" = \"\${B[\$k]:-}\" ] || break; k=\$((k+1)); done
+    grep -q \"the first \$k of \$n generated tokens are identical\" '$TMP/out'"
+expect_fail "--compare-full without a policy" "--compare-full: give a policy" $KVLAB generate -m "$S260" -p "Hi" -n 2 --compare-full
+expect_fail "generate -f and -p together" "give exactly one of -p PROMPT, -f FILE or --ids LIST" $KVLAB generate -m "$S260" -p "Hi" -f "$TMP/prompt.txt"
+expect_fail "generate -f a missing file" "nope.txt: cannot open" $KVLAB generate -m "$S260" -f "$TMP/nope.txt"
+
 expect_ok "logits to .npy" $KVLAB logits -m "$S260" --ids 1,403,407,261 -o "$TMP/l.npy"
 check "npy file has the magic and a [4, 512] shape" bash -c "head -c 6 '$TMP/l.npy' | grep -q NUMPY && head -c 128 '$TMP/l.npy' | grep -q \"(4, 512)\""
 expect_ok "bf16 generate on demo-25m" $KVLAB generate -m "$DEMO" --dtype bf16 -p "The river" -n 8 --print-ids
