@@ -1,6 +1,7 @@
 # kvlab — build, run, test.
 #   make          build ./kvlab
-#   make run      generate a continuation with the default model (MODEL=... to change)
+#   make run      the tour: one prompt with the full cache and with l2, then the
+#                 per-layer key-norm/attention/sink table (MODEL=... to change)
 #   make test     build and run the test suite
 #   make bench    benchmark (see README)
 # Missing Debian packages are installed with apt-get when run as root;
@@ -8,10 +9,23 @@
 
 CC      ?= gcc
 BUILD   ?= build
-MODEL   ?= ../shared/models/demo-25m
-PROMPT  ?= Once upon a time, in a small village by the sea,
-N       ?= 64
+# The default model has attention sinks with low-norm sink keys and retrieves a
+# passkey with the full cache: the one fixture on which the L2 paper's experiments
+# mean something (README, "What the L2 paper's findings look like here").
+MODEL   ?= ../shared/models/sink-26m
+POLICY  ?= l2
+RATIO   ?= 0.5
+N       ?= 16
 THREADS ?=
+# The tour's prompt (PROMPT="..." replaces the file) and the text correlate reads;
+# stories260k (TinyStories, 512-token context) gets a short story prompt and its own text.
+ifneq ($(findstring stories260k,$(MODEL)),)
+PROMPT      ?= Once upon a time, in a small village by the sea,
+TOUR_TEXT   ?= ../shared/data/tinystories-valid-head.txt
+else
+PROMPT_FILE ?= docs/tour-prompt.txt
+TOUR_TEXT   ?= ../shared/data/wikitext-2-raw-test.txt
+endif
 
 ARCH := $(shell $(CC) -dumpmachine 2>/dev/null | cut -d- -f1)
 
@@ -86,8 +100,23 @@ $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libkvlab.a | deps
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libkvlab.a $(LDFLAGS) $(LDLIBS)
 
 # ---- main job ---------------------------------------------------------------
+# The tour of what kvlab is for, in a few seconds: one prompt continued with the full
+# KV cache and with a compressing policy (texts, KV memory of each, agreement), then
+# per layer how key norms and attention go together and whether the model has sinks.
 run: kvlab
-	./kvlab generate -m $(MODEL) -p "$(PROMPT)" -n $(N) $(if $(THREADS),--threads $(THREADS))
+	@echo "== 1. One prompt, continued with the full KV cache and with $(POLICY) at $(RATIO) compression"
+	@echo "==    (l2 keeps the keys of lowest L2 norm; layers 0 and 1 stay whole)"
+	./kvlab generate -m $(MODEL) $(if $(PROMPT),-p "$(PROMPT)",-f $(PROMPT_FILE)) -n $(N) \
+	    --policy $(POLICY) --compression-ratio $(RATIO) --compare-full $(if $(THREADS),--threads $(THREADS))
+	@echo
+	@echo "== 2. Why low norms may matter: per layer, Spearman(key norm, attention), the L2 paper's"
+	@echo "==    ALR, the attention lost by evicting half, and the attention sink on the first token"
+	@rm -rf $(BUILD)/run/correlate
+	./kvlab correlate -m $(MODEL) -f $(TOUR_TEXT) --chunk 512 --chunks 2 -o $(BUILD)/run/correlate \
+	    $(if $(THREADS),--threads $(THREADS))
+	@echo
+	@echo "== Next: kvlab SUBCOMMAND --help; experiments/reproduce-l2.sh runs the paper's experiments;"
+	@echo "==       README.md shows their results on this model."
 
 # ---- benchmark -----------------------------------------------------------------
 # The default model, then Llama-2-7B-shaped random weights if the disk has room
