@@ -4,12 +4,14 @@ policy. Panels: perplexity relative to the full cache (ppl / ppl_full), passkey
 accuracy, needle score (whichever tasks the CSV has). Solid lines: every policy at
 the main skip-layer set (--skip, the paper's 0,1); dashed/dotted: l2 at the other
 skip sets; grey horizontal line: the full cache. One figure per model:
-OUT/accuracy_vs_ratio_MODEL.png/.pdf.
+OUT/NAME_MODEL.png/.pdf (NAME: --name, default accuracy_vs_ratio). With
+--skip none and a CSV of every policy at the same budget (reproduce-l2.sh's
+comparison) it is the equal-memory comparison of all policies.
 
 Input: the tidy CSV of `experiments/collect.py ROOT -o all.csv` (the overall rows:
 length = depth = "all" for passkey and needle).
 
-usage: accuracy_vs_ratio.py ALL_CSV [-o OUT_DIR] [--skip 0,1]
+usage: accuracy_vs_ratio.py ALL_CSV [-o OUT_DIR] [--skip 0,1] [--name NAME] [--title TEXT]
 Run with Debian's /usr/bin/python3 (python3-matplotlib, python3-numpy)."""
 import argparse
 import csv
@@ -21,7 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLOURS = {"l2": "tab:blue", "l2-high": "tab:red", "random": "tab:gray"}
+COLOURS = {"l2": "tab:blue", "l2-high": "tab:red", "random": "tab:gray", "window": "tab:orange",
+           "h2o": "tab:green", "snapkv": "tab:purple", "tova": "tab:brown", "lagkv": "tab:pink",
+           "pyramid": "tab:olive", "zigzag": "tab:cyan"}
 TASKS = [("ppl", "ppl", "perplexity / full-cache perplexity"),
          ("passkey", "accuracy", "passkey accuracy"),
          ("needle", "score", "needle score (word overlap)")]
@@ -52,7 +56,7 @@ def panel(ax, series, full, task, skip, label):
         ys = [pts[x] / full if task == "ppl" and full else pts[x] for x in xs]
         others = sorted({s for (_, s) in series if s != skip})
         ls = "-" if sk == skip else SKIP_STYLE[others.index(sk) % len(SKIP_STYLE)]
-        ax.plot([x * 100 for x in xs], ys, ls, marker="o", ms=3, color=COLOURS.get(policy, "tab:green"),
+        ax.plot([x * 100 for x in xs], ys, ls, marker="o", ms=3, color=COLOURS.get(policy, "black"),
                 label=f"{policy}, skip {sk}")
     if full is not None:
         ax.axhline(1.0 if task == "ppl" else full, color="black", lw=1, alpha=0.5, label="full cache")
@@ -66,6 +70,8 @@ def main():
     ap.add_argument("all_csv")
     ap.add_argument("-o", "--out", default="plots")
     ap.add_argument("--skip", default="0,1")
+    ap.add_argument("--name", default="accuracy_vs_ratio", help="file name stem [accuracy_vs_ratio]")
+    ap.add_argument("--title", default="quality vs KV-cache compression", help="figure title after the model name")
     a = ap.parse_args()
     with open(a.all_csv, newline="") as f:
         series, full = headline(list(csv.DictReader(f)))
@@ -82,9 +88,9 @@ def main():
             panel(ax, series[(model, task)], full.get((model, task)), task.split("@")[0], a.skip, label)
             ax.set_title(task)
         axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"{model}: quality vs KV-cache compression")
+        fig.suptitle(f"{model}: {a.title}")
         fig.tight_layout()
-        for p in common.save(fig, a.out, f"accuracy_vs_ratio_{model}"):
+        for p in common.save(fig, a.out, f"{a.name}_{model}"):
             print(p)
 
 
