@@ -63,6 +63,8 @@ $(BUILD)/obj/simd/avx512_%.o:  ISA_FLAGS := $(AVX512_FLAGS)
 
 # ---- Debian packages ---------------------------------------------------------
 DEB_BUILD_PKGS := gcc make libc6-dev libsleef-dev zlib1g-dev libcjson-dev
+# the tests also draw every figure of experiments/plots (Debian's numpy and matplotlib)
+DEB_TEST_PKGS  := python3-numpy python3-matplotlib
 define need_debs
 	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -77,11 +79,14 @@ define need_debs
 	fi
 endef
 
-.PHONY: all deps run test test-asan bench clean
+.PHONY: all deps test-deps run test test-asan bench clean
 all: $(KVLAB_BIN)
 
 deps:
 	$(call need_debs,$(DEB_BUILD_PKGS))
+
+test-deps:
+	$(call need_debs,$(DEB_TEST_PKGS))
 
 # ---- build -------------------------------------------------------------------
 $(BUILD)/obj/%.o: %.c | deps
@@ -132,7 +137,7 @@ EXTRA_TESTS :=
 -include simd/simd.mk
 -include tests/fuzz/fuzz.mk
 
-test: $(KVLAB_BIN) $(TEST_BIN) $(EXTRA_TESTS)
+test: test-deps $(KVLAB_BIN) $(TEST_BIN) $(EXTRA_TESTS)
 	@KVLAB=./$(KVLAB_BIN) bash tests/run.sh $(BUILD)/tests
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report

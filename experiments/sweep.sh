@@ -35,7 +35,8 @@ out, jobs, threads, kvlab, and the extra kvlab options of a task, for every mode
     args.ppl = -f ../shared/data/wikitext-2-raw-test.txt --chunk 1024 --chunks 1
     args.ppl.stories260k = -f ../shared/data/tinystories-valid-head.txt --chunk 512
     args.all = --schedule threshold:256        (every task)
-A model-specific line replaces the general one of that task. Per task, "ratios.TASK = ..."
+    args.all.sink-26m = --dtype bf16           (every task of one model)
+A model-specific line replaces the general one of that task (or of every task). Per task, "ratios.TASK = ..."
 and "skips.TASK = ..." replace the ratios and skip sets (e.g. skips.ppl@step = 0,1).
 
 example:
@@ -113,7 +114,7 @@ add_point() {   # model_name model_path task policy ratio skip
     local extra=${CFG[args.$task.$name]-${CFG[args.$task]-}}
     local cmd=("$kvlab" "${task%%@*}" -m "$path")
     # shellcheck disable=SC2206  # the args are words on purpose
-    cmd+=(${CFG[args.all]-} $extra --policy "$policy")
+    cmd+=(${CFG[args.all.$name]-${CFG[args.all]-}} $extra --policy "$policy")
     [ "$policy" = full ] || cmd+=(--compression-ratio "$ratio" --skip-layers "$skip")
     cmd+=(--threads "$threads" -o "$dir" --resume)
     local q; q=$(printf '%q ' "${cmd[@]}")

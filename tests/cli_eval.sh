@@ -164,6 +164,12 @@ check "sweep --dry-run: one command" test "$(grep -c 'random_r0.5_s0' "$TMP/out"
 expect_ok "sweep --slurm" "${SW[@]}" --slurm "$TMP/sw.sbatch" -j 4
 check "sweep --slurm: a job array of 1 task" grep -q -- "--array=1-1%4" "$TMP/sw.sbatch"
 check "sweep --slurm: commands file" test "$(wc -l <"$TMP/sw.sbatch.commands")" = 1
+# args.all.MODEL: options for every task of one model, before the task's own
+printf 'args.all.s = --dtype bf16\nargs.ppl = --chunk 64\n' >"$TMP/sw2.conf"
+expect_ok "sweep: args.all.MODEL" experiments/sweep.sh -c "$TMP/sw2.conf" --models "s=$M" --tasks ppl,passkey \
+    --policies full --out "$TMP/sw2" --kvlab "$KVLAB" --dry-run
+check "sweep: args.all.MODEL reaches every task of that model" \
+    test "$(grep -c -- "-m $M --dtype bf16 " "$TMP/out")" = 2 -a "$(grep -c -- "--dtype bf16 --chunk 64 --policy full" "$TMP/out")" = 1
 check "sweep: unknown task refused" bash -c "out=\$(experiments/sweep.sh -c /dev/null --models '$M' --tasks nope --kvlab '$KVLAB' 2>&1); [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'unknown task'"
 if [ -x "$PY" ]; then
     expect_ok "collect.py" "$PY" experiments/collect.py "$TMP/sw" -o "$TMP/all.csv" --positions "$TMP/pos.csv" --table
@@ -180,7 +186,12 @@ assert len(list(csv.DictReader(open('$TMP/pos.csv')))) == 4 * 63
         expect_ok "plots: ppl vs length" "$PY" experiments/plots/ppl_vs_length.py "$TMP/pos.csv" -o "$TMP/plots"
         expect_ok "plots: accuracy vs ratio" "$PY" experiments/plots/accuracy_vs_ratio.py "$TMP/all.csv" -o "$TMP/plots"
         expect_ok "plots: needle heat map" "$PY" experiments/plots/needle_heatmap.py "$TMP/all.csv" -o "$TMP/plots" --allow-empty
-        check "plots: PNG files" test "$(ls "$TMP"/plots/*.png | wc -l)" -ge 2
+        expect_ok "plots: passkey heat map" "$PY" experiments/plots/needle_heatmap.py "$TMP/all.csv" -o "$TMP/plots" --task passkey --skip 0
+        check "plots: passkey heat map files" test -s "$TMP/plots/passkey_heatmap_stories260K.png" -a -s "$TMP/plots/passkey_heatmap_stories260K.pdf"
+        expect_ok "plots: every policy compared (--name, --title)" "$PY" experiments/plots/accuracy_vs_ratio.py "$TMP/all.csv" \
+            -o "$TMP/plots" --skip 0 --name compare --title "every policy"
+        check "plots: compare figure" test -s "$TMP/plots/compare_stories260K.png" -a -s "$TMP/plots/compare_stories260K.pdf"
+        check "plots: PNG files" test "$(ls "$TMP"/plots/*.png | wc -l)" -ge 4
     fi
 fi
 finish

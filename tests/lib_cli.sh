@@ -8,7 +8,7 @@ KVLAB=${KVLAB:-./kvlab}
 SHARED=${KVLAB_SHARED:-../shared}
 TEST_NAME=$(basename "$0")
 PASSED=0; FAILED=0
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+TMP=$(mktemp -d); trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
 
 pass() { PASSED=$((PASSED + 1)); echo "ok    $1"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL  $1"; shift; [ $# -gt 0 ] && printf '    %s\n' "$@"; }
