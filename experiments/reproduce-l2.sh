@@ -145,22 +145,26 @@ if [ $plots_only = 0 ]; then
     mkdir -p "$out/bin" && cp "$root/kvlab" "$out/bin/kvlab.tmp" && mv "$out/bin/kvlab.tmp" "$out/bin/kvlab"
     for m in $models; do   # correlation: Fig. 1 (trace), Fig. 2 and rho per layer (correlate)
         name=${m%%=*}; path=${m#*=}
-        if [ "$name" = stories260k ]; then text=(-f "$tiny" --chunk 256 --chunks 8)
-        else text=(-f "$wiki" --chunk 1024 --chunks 4); fi
+        if [ "$name" = stories260k ]; then text=$tiny; chunk=256; chunks=8
+        else text=$wiki; chunk=1024; chunks=4; fi
         mkdir -p "$out/correlate" "$out/trace"
         if [ ! -f "$out/correlate/$name/meta.json" ]; then
             echo "correlate $name" >&2
-            "$kvlab" correlate -m "$path" "${text[@]}" -o "$out/correlate/$name" --threads "$jobs" \
+            "$kvlab" correlate -m "$path" -f "$text" --chunk $chunk --chunks $chunks -o "$out/correlate/$name" --threads "$jobs" \
                 >"$out/correlate/$name.txt" 2>"$out/correlate-$name.log" || { status=1; echo "FAILED correlate $name (see $out/correlate-$name.log)" >&2; }
         fi
         if [ ! -f "$out/trace/$name/meta.json" ]; then
             echo "trace $name" >&2
-            "$kvlab" trace -m "$path" -f "${text[1]}" --chunk 256 --chunks 1 --gen 1 --steps decode \
+            # the first generated query of 2 chunks, as correlate measures it: Fig. 1 per layer
+            "$kvlab" trace -m "$path" -f "$text" --chunk $((chunk / 2)) --chunks 2 --gen 1 --steps decode \
                 -o "$out/trace/$name" --threads "$jobs" 2>"$out/trace-$name.log" || { status=1; echo "FAILED trace $name" >&2; }
         fi
     done
-    "$here/sweep.sh" -c "$out/ablation.conf" || status=$?
+    # the paper's default skip set first, then the comparison, then the other skip sets:
+    # an interrupted run has the headline results first
+    "$here/sweep.sh" -c "$out/ablation.conf" --skips 0,1 || status=$?
     if [ -n "$compare_models" ]; then "$here/sweep.sh" -c "$out/compare.conf" || status=$?; fi
+    "$here/sweep.sh" -c "$out/ablation.conf" || status=$?
 fi
 
 "$py" "$here/collect.py" "$out/ablation" -o "$out/ablation.csv" --positions "$out/positions.csv" --table 2>"$out/table.txt" || status=$?

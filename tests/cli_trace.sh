@@ -135,7 +135,7 @@ fi
 if $PY -c 'import matplotlib, numpy' 2>/dev/null; then
     check "make plots RUN=\"trace correlate policy\" renders every figure" \
         make -s plots RUN="$T $C $PR" PLOTS_OUT="$tmp/plots"
-    for f in fig1_attention_vs_norm_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer policy_loss_probe; do
+    for f in fig1_attention_vs_norm_trace fig1_per_layer_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer policy_loss_probe; do
         png=$tmp/plots/$f.png pdf=$tmp/plots/$f.pdf
         if [ "$(head -c 8 "$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] &&
            [ "$(stat -c %s "$png" 2>/dev/null || echo 0)" -gt 20000 ] &&

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Render every plot that applies to the given kvlab run directories:
-  trace.npz   -> fig1_attention_vs_norm
+  trace.npz   -> fig1_attention_vs_norm (one layer/head), fig1_per_layer
   metrics.npz -> fig2_alr_heatmap, loss_vs_ratio, and rho_per_layer (all such
                  runs together: one line per run/model)
   policy.npz  -> policy_loss (kvlab correlate --policy ...)
@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fig1_attention_vs_norm  # noqa: E402
+import fig1_per_layer  # noqa: E402
 import fig2_alr_heatmap  # noqa: E402
 import loss_vs_ratio  # noqa: E402
 import policy_loss  # noqa: E402
@@ -34,6 +35,7 @@ def main():
         found = False
         if os.path.exists(os.path.join(run, "trace.npz")):
             paths += fig1_attention_vs_norm.plot(run, out, name="fig1_attention_vs_norm" + tag)
+            paths += fig1_per_layer.plot(run, out, name="fig1_per_layer" + tag)
             found = True
         if os.path.exists(os.path.join(run, "metrics.npz")):
             paths += fig2_alr_heatmap.plot(run, out, name="fig2_alr_heatmap" + tag)
