@@ -7,15 +7,16 @@
 #                trace: Fig. 1 (attention vs key norm), Fig. 2 (ALR heat map), Spearman rho
 #                per layer, the sink diagnostics per layer
 #   ablation     full, l2 (keep low key norms), l2-high and random (the paper's ablations)
-#                x compression 10, 30, 50, 70, 90 % x skip layers {0}, {0,1}, {0,1,2}, on
+#                x compression 10, 30, 50, 70, 90 % at skip layers {0,1} (the paper's),
+#                and 10, 50, 90 % at skip layers {0} and {0,1,2}, on
 #                  ppl       token by token, --schedule threshold:T, T = chunk/4 (the paper's
 #                            "max kv T" saw-tooth protocol)
 #                  ppl@step  --schedule step: the cache always holds (1 - ratio) of the
 #                            tokens seen, so the ratio is the real compression
 #                  passkey, needle  full prefill, compress once (--schedule prefill), skip {0,1}
 #   compare      every policy at equal memory (no skipped layers, the same budget per layer):
-#                l2 random window h2o snapkv tova lagkv pyramid zigzag on ppl@step, passkey,
-#                needle (sink-26m only unless --compare-all)
+#                l2 random window h2o snapkv tova lagkv pyramid zigzag on ppl@step and
+#                passkey (sink-26m only unless --compare-all)
 # then collects each part into one CSV and draws the paper's figures 3 and 4, the needle
 # heat maps and the equal-memory comparison. Finished points are skipped, so an
 # interrupted run continues where it stopped.
@@ -70,8 +71,8 @@ py=${PLOT_PYTHON:-/usr/bin/python3}
 t0=$SECONDS
 
 [ "$models_arg" = all ] && models_arg=sink-26m,demo-25m,stories260k
-ratios="0.1 0.3 0.5 0.7 0.9"; skips="0 0,1 0,1,2"
-if [ $quick = 1 ]; then models_arg=stories260k; ratios="0.5 0.9"; skips="0,1"; compare=0; fi
+ratios="0.1 0.3 0.5 0.7 0.9"; skips="0 0,1 0,1,2"; other_skip_ratios="0.1 0.5 0.9"
+if [ $quick = 1 ]; then models_arg=stories260k; ratios="0.5 0.9"; other_skip_ratios=$ratios; skips="0,1"; compare=0; fi
 declare -A PATHS=([sink-26m]=$shared/models/sink-26m [demo-25m]=$shared/models/demo-25m
                   [stories260k]=$shared/models/stories260k/stories260K.bin)
 models=""; compare_models=""
@@ -127,7 +128,7 @@ EOF
 cat >"$out/compare.conf" <<EOF
 # written by experiments/reproduce-l2.sh: every policy at equal memory (no skipped layers)
 models   = $compare_models
-tasks    = ppl@step passkey needle
+tasks    = ppl@step passkey
 policies = full l2 random window h2o snapkv tova lagkv pyramid zigzag
 ratios   = $ratios
 skips    = none
@@ -160,11 +161,11 @@ if [ $plots_only = 0 ]; then
                 -o "$out/trace/$name" --threads "$jobs" 2>"$out/trace-$name.log" || { status=1; echo "FAILED trace $name" >&2; }
         fi
     done
-    # the paper's default skip set first, then the comparison, then the other skip sets:
-    # an interrupted run has the headline results first
+    # the paper's default skip set first, then the comparison, then the other skip sets
+    # (at 10, 50 and 90 %): an interrupted run has the headline results first
     "$here/sweep.sh" -c "$out/ablation.conf" --skips 0,1 || status=$?
     if [ -n "$compare_models" ]; then "$here/sweep.sh" -c "$out/compare.conf" || status=$?; fi
-    "$here/sweep.sh" -c "$out/ablation.conf" || status=$?
+    "$here/sweep.sh" -c "$out/ablation.conf" --ratios "$other_skip_ratios" || status=$?
 fi
 
 "$py" "$here/collect.py" "$out/ablation" -o "$out/ablation.csv" --positions "$out/positions.csv" --table 2>"$out/table.txt" || status=$?
