@@ -62,7 +62,7 @@ static void help(void) {
            "head) for every layer x head, then one row per layer with head and kv_head empty:\n"
            "sink_first_token_attn (mean over heads), sink_head_share (share of heads with\n"
            "first_token_attn > 0.3), sink_key_norm_ratio (mean over KV heads); their std is the\n"
-           "spread over those heads (nan for the share), n the number of heads.\n"
+           "spread over those heads (nan for the share), n their number (KV heads for the ratio).\n"
            "metrics.npz: ratios [9]; <metric>_mean, <metric>_std (f64), <metric>_n (i64), each\n"
            "[layers, heads] for scalars and [layers, heads, 9] for loss_* / overlap_*;\n"
            "sink_first_token_attn, sink_head_share, sink_key_norm_ratio [layers].\n\n");
