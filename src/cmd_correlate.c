@@ -22,6 +22,11 @@ static void help(void) {
            "ALR/n; the attention mass lost when evicting 10%%..90%% of the tokens by keeping the\n"
            "lowest norms (L2), the highest norms, at random, or the highest attention (oracle);\n"
            "and each kept set's overlap with the oracle's. Mean and std over queries and chunks.\n"
+           "Attention sinks, per layer: the mean attention on the first token, the share of\n"
+           "heads putting more than 0.3 on it (Gu et al., arXiv 2410.10781: Sink_1^0.3, per\n"
+           "layer, averaged over the measured queries) and the first token's key norm over the\n"
+           "median key norm (per KV head, then the mean). A model without any such head gets\n"
+           "a warning: the L2 paper's low-norm mechanism rests on the sink.\n"
            "Streaming: only the current attention rows are held, never a map.\n\n"
            "  -f, --file FILE      text file: K sequences of N tokens, each BOS + the next N-1 tokens\n"
            "      --chunk N        tokens per sequence, BOS included [1024]\n"
@@ -52,9 +57,15 @@ static void help(void) {
            "ratio empty for scalar metrics). Metrics: spearman, pearson, alr, alr_per_n,\n"
            "loss_{lownorm,highnorm,random,oracle} (attention mass evicted at compression ratio\n"
            "`ratio` = fraction removed, keep = max(1, floor(n(1-ratio)))), overlap_{lownorm,highnorm,\n"
-           "random} (|kept & oracle kept| / keep).\n"
+           "random} (|kept & oracle kept| / keep), then first_token_attn (attention on the first\n"
+           "token) and first_key_norm_ratio (its key norm / the median key norm of the head's KV\n"
+           "head) for every layer x head, then one row per layer with head and kv_head empty:\n"
+           "sink_first_token_attn (mean over heads), sink_head_share (share of heads with\n"
+           "first_token_attn > 0.3), sink_key_norm_ratio (mean over KV heads); their std is the\n"
+           "spread over those heads (nan for the share), n their number (KV heads for the ratio).\n"
            "metrics.npz: ratios [9]; <metric>_mean, <metric>_std (f64), <metric>_n (i64), each\n"
-           "[layers, heads] for scalars and [layers, heads, 9] for loss_* / overlap_*.\n\n");
+           "[layers, heads] for scalars and [layers, heads, 9] for loss_* / overlap_*;\n"
+           "sink_first_token_attn, sink_head_share, sink_key_norm_ratio [layers].\n\n");
     policy_print_help(stdout);
 }
 
@@ -94,9 +105,11 @@ static void parse_args(CorrOpts *o, int argc, char **argv) {
 }
 
 /* Per layer: the mean over heads of the per-head mean ρ, and the spread of
- * those head means (the quick look; the CSV has everything). */
+ * those head means, and the sink diagnostics (the quick look; the CSV has
+ * everything). */
 static void print_summary(const Correlator *c, const Config *cfg, FILE *out) {
-    fprintf(out, "layer  spearman(mean over heads, min..max)   pearson   ALR/n   loss@50%% lownorm / oracle / random\n");
+    fprintf(out, "layer  spearman(mean over heads, min..max)   pearson   ALR/n   loss@50%% lownorm / oracle / random"
+                 "   attn on first token   heads > 0.3   first key norm / median\n");
     for (int l = 0; l < cfg->n_layers; l++) {
         double rho = 0, lo = 1e9, hi = -1e9, r = 0, alr = 0, ll = 0, lo_ = 0, lr = 0;
         for (int h = 0; h < cfg->n_heads; h++) {
@@ -110,9 +123,27 @@ static void print_summary(const Correlator *c, const Config *cfg, FILE *out) {
             lr += metrics_acc_mean(a, SLOT_LOSS + EVICT_RANDOM * METRICS_N_RATIOS + 4);
         }
         int H = cfg->n_heads;
-        fprintf(out, "%5d  %+.3f (%+.3f..%+.3f)                %+.3f    %.4f  %.3f / %.3f / %.3f\n", l, rho / H, lo, hi,
-                r / H, alr / H, ll / H, lo_ / H, lr / H);
+        LayerSink ls = correlator_layer_sink(c, l);
+        fprintf(out, "%5d  %+.3f (%+.3f..%+.3f)                %+.3f    %.4f  %.3f / %.3f / %.3f"
+                     "                  %.3f         %2d/%-2d         %.3f\n", l, rho / H, lo, hi,
+                r / H, alr / H, ll / H, lo_ / H, lr / H, ls.first_token_attn, ls.sink_heads, H, ls.key_norm_ratio);
     }
+}
+
+/* One line on stderr when no head of any layer is an attention sink. */
+static void warn_without_sink(const Correlator *c, const Config *cfg) {
+    double top = -1;
+    int top_l = 0, top_h = 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        if (correlator_layer_sink(c, l).sink_heads > 0) return;
+        for (int h = 0; h < cfg->n_heads; h++) {
+            double a = metrics_acc_mean(correlator_acc(c, l, h), SLOT_FIRST_ATTN);
+            if (a > top) { top = a; top_l = l; top_h = h; }
+        }
+    }
+    fprintf(stderr, "kvlab: correlate: warning: no attention sink: no head puts more than %.1f of its attention on "
+            "the first token (at most %.3f: layer %d head %d); the L2 paper's low-norm mechanism needs one\n",
+            SINK_THRESHOLD, top, top_l, top_h);
 }
 
 static void add_knobs(cJSON *knobs, const CorrOpts *o, int n_seqs, int seq_len) {
@@ -153,7 +184,7 @@ static void write_outputs(const Correlator *c, const CorrOpts *o, const Model *m
     CorrelatorTiming t = correlator_timing(c);
     add_timing(meta, &t);
     runmeta_add_output(meta, "metrics.csv", "layer,head,kv_head,metric,ratio,mean,std,n");
-    runmeta_add_output(meta, "metrics.npz", "ratios; <metric>_mean/_std/_n [layers, heads(, 9)]");
+    runmeta_add_output(meta, "metrics.npz", "ratios; <metric>_mean/_std/_n [layers, heads(, 9)]; sink_* [layers]");
     if (runmeta_write(meta, o->out, t_start, &err) != 0) die("%s", err.msg);
 }
 
@@ -253,6 +284,7 @@ int cmd_correlate(int argc, char **argv) {
     write_outputs(c, &o, &m, argc, argv, n_seqs, seq_len, t_start);
     CorrelatorTiming t = correlator_timing(c);
     print_summary(c, &m.cfg, stderr);
+    warn_without_sink(c, &m.cfg);
     double steps_n = t.decode_steps > 0 ? (double)t.decode_steps : 1;
     double metric_decode = o.query == QUERY_LAST_PREFILL ? 0 : t.metric_seconds;   /* collected after decode steps */
     double fwd_ms = (t.decode_seconds - metric_decode) / steps_n * 1e3, met_ms = metric_decode / steps_n * 1e3;

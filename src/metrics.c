@@ -201,6 +201,13 @@ void normstats_set(NormStats *ns, const float *norm, int n, RowScratch *s) {
     normstats_derive(ns);
 }
 
+double normstats_median(const NormStats *ns) {
+    int n = ns->n;
+    if (n < 1) return NAN;
+    const int *asc = ns->by_norm_asc;
+    return n % 2 ? ns->norm[asc[n / 2]] : 0.5 * ((double)ns->norm[asc[n / 2 - 1]] + ns->norm[asc[n / 2]]);
+}
+
 /* Decode appends one key per step: insert the new slots into the sorted order
  * (binary search + shift, O(n)) instead of sorting again. A new slot goes after
  * every equal norm, as the stable sort would put it (it has the highest slot). */
@@ -333,6 +340,30 @@ void metrics_row(const NormStats *ns, const float *attn, uint64_t random_key,
     row_correlations(ns, attn, s->avg_rank, out);
     row_alr_and_losses(ns, attn, s->by_attn_asc, s->random_order, evict, out);
     row_overlaps(ns, s->attn_rank, s->random_rank, evict, s->hist, out);
+    /* the sink: slot 0 holds the first token (no cache a row is taken from evicts) */
+    double median = normstats_median(ns);
+    out->first_token_attn = n > 0 ? attn[0] : NAN;
+    out->first_key_norm_ratio = n > 0 && median > 0 ? ns->norm[0] / median : NAN;
+}
+
+/* ---- sink diagnostics ---------------------------------------------------------------- */
+
+LayerSink sink_layer(const double *head_first_attn, int n_heads,
+                     const double *kv_key_norm_ratio, int n_kv_heads) {
+    LayerSink ls = { 0, 0, 0, 0 };
+    int heads = 0, kv = 0;
+    for (int h = 0; h < n_heads; h++) {
+        if (isnan(head_first_attn[h])) continue;
+        heads++;
+        ls.first_token_attn += head_first_attn[h];
+        ls.sink_heads += head_first_attn[h] > SINK_THRESHOLD;
+    }
+    for (int g = 0; g < n_kv_heads; g++)
+        if (!isnan(kv_key_norm_ratio[g])) { kv++; ls.key_norm_ratio += kv_key_norm_ratio[g]; }
+    ls.first_token_attn = heads ? ls.first_token_attn / heads : NAN;
+    ls.sink_head_share = heads ? (double)ls.sink_heads / heads : NAN;
+    ls.key_norm_ratio = kv ? ls.key_norm_ratio / kv : NAN;
+    return ls;
 }
 
 /* ---- accumulators ------------------------------------------------------------------- */
@@ -341,6 +372,10 @@ void metrics_slot_describe(int slot, char *name, int name_size, double *ratio) {
     static const char *scalars[] = { "spearman", "pearson", "alr", "alr_per_n" };
     *ratio = -1;
     if (slot < SLOT_LOSS) { snprintf(name, (size_t)name_size, "%s", scalars[slot]); return; }
+    if (slot >= SLOT_FIRST_ATTN) {
+        snprintf(name, (size_t)name_size, "%s", slot == SLOT_FIRST_ATTN ? "first_token_attn" : "first_key_norm_ratio");
+        return;
+    }
     int base = slot < SLOT_OVERLAP ? SLOT_LOSS : SLOT_OVERLAP;
     int order = (slot - base) / METRICS_N_RATIOS, r = (slot - base) % METRICS_N_RATIOS;
     snprintf(name, (size_t)name_size, "%s_%s", base == SLOT_LOSS ? "loss" : "overlap", evict_order_name(order));
@@ -353,6 +388,8 @@ double metrics_slot_value(const RowMetrics *m, int slot) {
     case SLOT_PEARSON: return m->pearson;
     case SLOT_ALR: return m->alr;
     case SLOT_ALR_N: return m->alr_per_n;
+    case SLOT_FIRST_ATTN: return m->first_token_attn;
+    case SLOT_FIRST_KEY_RATIO: return m->first_key_norm_ratio;
     default: break;
     }
     int base = slot < SLOT_OVERLAP ? SLOT_LOSS : SLOT_OVERLAP;
@@ -459,6 +496,23 @@ const MetricsAcc *correlator_acc(const Correlator *c, int layer, int head) {
 }
 CorrelatorTiming correlator_timing(const Correlator *c) { return c->time; }
 
+/* What sink_layer takes: each head's mean first-token attention attn[H] and
+ * each KV head's mean key-norm ratio ratio[KV]. */
+static void layer_sink_inputs(const Correlator *c, int layer, double *attn, double *ratio) {
+    for (int h = 0; h < c->H; h++) attn[h] = metrics_acc_mean(correlator_acc(c, layer, h), SLOT_FIRST_ATTN);
+    /* the query heads of a group see the same keys: the group's first head stands for it */
+    for (int g = 0; g < c->KV; g++)
+        ratio[g] = metrics_acc_mean(correlator_acc(c, layer, g * c->group), SLOT_FIRST_KEY_RATIO);
+}
+
+LayerSink correlator_layer_sink(const Correlator *c, int layer) {
+    double *attn = xmalloc((size_t)c->H * sizeof(double)), *ratio = xmalloc((size_t)c->KV * sizeof(double));
+    layer_sink_inputs(c, layer, attn, ratio);
+    LayerSink ls = sink_layer(attn, c->H, ratio, c->KV);
+    free(attn); free(ratio);
+    return ls;
+}
+
 /* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call, computed
  * exactly as the l2 policy does (policy_l2.c), so "keep-lowest-norm" here
  * ranks the tokens as that policy would. The cache of a correlator run only
@@ -550,22 +604,55 @@ int correlator_run(Correlator *c, Forward *f, KVCache *cache, const int *ids, in
 
 /* ---- output --------------------------------------------------------------------------- */
 
-int correlator_write_csv(const Correlator *c, const char *path, Err *err) {
-    AtomicFile af;
-    if (atomic_open(&af, path, err) != 0) return -1;
-    fprintf(af.f, "layer,head,kv_head,metric,ratio,mean,std,n\n");
+/* The rows of slots [from, to) of every (layer, head). */
+static void csv_head_rows(const Correlator *c, FILE *f, int from, int to) {
     for (int l = 0; l < c->L; l++)
         for (int h = 0; h < c->H; h++) {
             const MetricsAcc *a = correlator_acc(c, l, h);
-            for (int s = 0; s < SLOT_N; s++) {
+            for (int s = from; s < to; s++) {
                 char name[64], ratio_s[16] = "";
                 double ratio;
                 metrics_slot_describe(s, name, sizeof name, &ratio);
                 if (ratio >= 0) snprintf(ratio_s, sizeof ratio_s, "%.1f", ratio);
-                fprintf(af.f, "%d,%d,%d,%s,%s,%.9g,%.9g,%lld\n", l, h, h / c->group, name, ratio_s,
+                fprintf(f, "%d,%d,%d,%s,%s,%.9g,%.9g,%lld\n", l, h, h / c->group, name, ratio_s,
                         metrics_acc_mean(a, s), metrics_acc_std(a, s), (long long)a->n[s]);
             }
         }
+}
+
+/* Sample std of the values of v[0..n) that are not NaN (NaN when fewer than 2). */
+static double spread(const double *v, int n) {
+    double mean = 0, ss = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) if (!isnan(v[i])) { mean += v[i]; k++; }
+    if (k < 2) return NAN;
+    mean /= k;
+    for (int i = 0; i < n; i++) if (!isnan(v[i])) ss += (v[i] - mean) * (v[i] - mean);
+    return sqrt(ss / (k - 1));
+}
+
+/* The per-layer sink rows; the std is the spread of the head (KV-head) means
+ * the layer value averages. */
+static void csv_layer_sink_rows(const Correlator *c, FILE *f) {
+    double *attn = xmalloc((size_t)c->H * sizeof(double)), *ratio = xmalloc((size_t)c->KV * sizeof(double));
+    for (int l = 0; l < c->L; l++) {
+        layer_sink_inputs(c, l, attn, ratio);
+        LayerSink ls = sink_layer(attn, c->H, ratio, c->KV);
+        fprintf(f, "%d,,,sink_first_token_attn,,%.9g,%.9g,%d\n", l, ls.first_token_attn, spread(attn, c->H), c->H);
+        fprintf(f, "%d,,,sink_head_share,,%.9g,nan,%d\n", l, ls.sink_head_share, c->H);
+        fprintf(f, "%d,,,sink_key_norm_ratio,,%.9g,%.9g,%d\n", l, ls.key_norm_ratio, spread(ratio, c->KV), c->KV);
+    }
+    free(attn); free(ratio);
+}
+
+int correlator_write_csv(const Correlator *c, const char *path, Err *err) {
+    AtomicFile af;
+    if (atomic_open(&af, path, err) != 0) return -1;
+    fprintf(af.f, "layer,head,kv_head,metric,ratio,mean,std,n\n");
+    /* the sink rows come after the others, which stay as they were */
+    csv_head_rows(c, af.f, 0, SLOT_FIRST_ATTN);
+    csv_head_rows(c, af.f, SLOT_FIRST_ATTN, SLOT_N);
+    csv_layer_sink_rows(c, af.f);
     return atomic_commit(&af, err);
 }
 
@@ -604,8 +691,21 @@ int correlator_write_npz(const Correlator *c, const char *path, Err *err) {
     int64_t nr = METRICS_N_RATIOS;
     int rc = npz_add(w, "ratios", NPY_F64, 1, &nr, ratios, err);
     for (int s = 0; rc == 0 && s < SLOT_LOSS; s++) rc = npz_add_metric(w, c, s, 1, err);
-    for (int s = SLOT_LOSS; rc == 0 && s < SLOT_N; s += METRICS_N_RATIOS)
+    for (int s = SLOT_LOSS; rc == 0 && s < SLOT_FIRST_ATTN; s += METRICS_N_RATIOS)
         rc = npz_add_metric(w, c, s, METRICS_N_RATIOS, err);
+    for (int s = SLOT_FIRST_ATTN; rc == 0 && s < SLOT_N; s++) rc = npz_add_metric(w, c, s, 1, err);
+    /* per layer: the sink diagnostics */
+    double *attn = xmalloc((size_t)c->L * sizeof(double)), *share = xmalloc((size_t)c->L * sizeof(double));
+    double *ratio = xmalloc((size_t)c->L * sizeof(double));
+    for (int l = 0; l < c->L; l++) {
+        LayerSink ls = correlator_layer_sink(c, l);
+        attn[l] = ls.first_token_attn; share[l] = ls.sink_head_share; ratio[l] = ls.key_norm_ratio;
+    }
+    int64_t nl = c->L;
+    if (rc == 0) rc = npz_add(w, "sink_first_token_attn", NPY_F64, 1, &nl, attn, err);
+    if (rc == 0) rc = npz_add(w, "sink_head_share", NPY_F64, 1, &nl, share, err);
+    if (rc == 0) rc = npz_add(w, "sink_key_norm_ratio", NPY_F64, 1, &nl, ratio, err);
+    free(attn); free(share); free(ratio);
     if (rc != 0) { npz_abort(w); return -1; }
     return npz_close(w, err);
 }

@@ -55,6 +55,9 @@ typedef struct {
     double alr, alr_per_n;        /* Eqs. 5–7 */
     double loss[EVICT_N][METRICS_N_RATIOS];      /* attention mass on evicted tokens */
     double overlap[EVICT_N][METRICS_N_RATIOS];   /* |kept ∩ oracle kept| / keep (oracle: 1) */
+    /* the attention sink (see "sink diagnostics" below); slot 0 is the first token */
+    double first_token_attn;      /* attn[0] */
+    double first_key_norm_ratio;  /* ‖k_0‖ / the median of the n key norms */
 } RowMetrics;
 
 /* The norm side of a row: everything that does not depend on the query. */
@@ -72,6 +75,8 @@ typedef struct {
 } NormStats;
 
 void normstats_init(NormStats *ns);
+/* The median of the prepared norms (the mean of the two middle ones for even n). */
+double normstats_median(const NormStats *ns);
 void normstats_free(NormStats *ns);
 
 /* Per-thread scratch for the sorts and metrics_row (grows as needed). */
@@ -118,9 +123,12 @@ enum {
     SLOT_SPEARMAN = 0, SLOT_PEARSON, SLOT_ALR, SLOT_ALR_N,
     SLOT_LOSS = 4,                                            /* + order*9 + ratio */
     SLOT_OVERLAP = SLOT_LOSS + EVICT_N * METRICS_N_RATIOS,    /* + order*9 + ratio (orders 0..2) */
-    SLOT_N = SLOT_OVERLAP + EVICT_ORACLE * METRICS_N_RATIOS
+    SLOT_FIRST_ATTN = SLOT_OVERLAP + EVICT_ORACLE * METRICS_N_RATIOS,
+    SLOT_FIRST_KEY_RATIO,
+    SLOT_N
 };
-/* name ("spearman", "loss_lownorm", "overlap_random", ...) and ratio (0.1..0.9, or -1). */
+/* name ("spearman", "loss_lownorm", "overlap_random", "first_token_attn", ...) and
+ * ratio (0.1..0.9, or -1). */
 void metrics_slot_describe(int slot, char *name, int name_size, double *ratio);
 double metrics_slot_value(const RowMetrics *m, int slot);
 
@@ -135,6 +143,36 @@ void metrics_acc_add(MetricsAcc *a, const RowMetrics *m);     /* skips NaN value
 void metrics_acc_add_value(MetricsAcc *a, int slot, double x);
 double metrics_acc_mean(const MetricsAcc *a, int slot);       /* NaN when n = 0 */
 double metrics_acc_std(const MetricsAcc *a, int slot);        /* sample std (n − 1); NaN when n < 2 */
+
+/* ---- sink diagnostics -------------------------------------------------------
+ *
+ * An attention sink is a token (here: the first, BOS) that most queries pay a
+ * large share of their attention to whatever it holds. Per layer, from the
+ * per-head means of the row metrics first_token_attn and first_key_norm_ratio:
+ *   first_token_attn   the mean over the heads of each head's mean attention on
+ *                      the first token
+ *   sink_head_share    the share of heads whose mean attention on the first
+ *                      token exceeds SINK_THRESHOLD: Gu et al., "When Attention
+ *                      Sink Emerges in Language Models: An Empirical View"
+ *                      (arXiv 2410.10781), Sink_1^eps with eps = 0.3, taken per
+ *                      layer instead of over all layers. They average a head's
+ *                      attention on token k over every query i >= k of T = 64
+ *                      token inputs; here the average is over the queries
+ *                      correlate measures (by default the first generated one).
+ *   key_norm_ratio     the mean over the KV heads of ‖k_first‖ / median ‖k‖
+ *                      (each KV head's mean over queries): below 1 when the
+ *                      sink's key is short, the L2 paper's (arXiv 2406.11430)
+ *                      explanation of why low-norm keys draw attention. */
+#define SINK_THRESHOLD 0.3
+typedef struct {
+    double first_token_attn, sink_head_share, key_norm_ratio;
+    int sink_heads;               /* heads above SINK_THRESHOLD */
+} LayerSink;
+/* head_first_attn[n_heads]: each head's mean attention on the first token;
+ * kv_key_norm_ratio[n_kv_heads]: each KV head's mean ‖k_first‖ / median ‖k‖.
+ * NaN entries (nothing measured) are left out of the means and the share. */
+LayerSink sink_layer(const double *head_first_attn, int n_heads,
+                     const double *kv_key_norm_ratio, int n_kv_heads);
 
 /* ---- 3. the correlator: streaming metrics over a model run ----------------- */
 
@@ -166,10 +204,17 @@ typedef struct {
     int64_t prefill_tokens, decode_steps, rows;    /* rows = attention rows measured */
 } CorrelatorTiming;
 CorrelatorTiming correlator_timing(const Correlator *c);
+/* The sink diagnostics of one layer from the accumulated per-head means. */
+LayerSink correlator_layer_sink(const Correlator *c, int layer);
 
-/* metrics.csv: layer,head,kv_head,metric,ratio,mean,std,n (ratio empty for scalars). */
+/* metrics.csv: layer,head,kv_head,metric,ratio,mean,std,n (ratio empty for scalars):
+ * every (layer, head) with the slots before SLOT_FIRST_ATTN, then every (layer,
+ * head) with the sink slots, then per layer (head, kv_head empty) sink_first_token_attn,
+ * sink_head_share, sink_key_norm_ratio (std over the heads / KV heads averaged,
+ * nan for the share; n = how many). */
 int correlator_write_csv(const Correlator *c, const char *path, Err *err);
-/* metrics.npz: <metric>_mean / _std / _n as [L, H] (scalars) or [L, H, 9] (curves), ratios [9]. */
+/* metrics.npz: <metric>_mean / _std / _n as [L, H] (scalars) or [L, H, 9] (curves), ratios [9];
+ * sink_first_token_attn, sink_head_share, sink_key_norm_ratio [L]. */
 int correlator_write_npz(const Correlator *c, const char *path, Err *err);
 
 /* ---- 4. a policy against the full cache (methods.md §5, "attention loss of a policy") --

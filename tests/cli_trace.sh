@@ -43,11 +43,35 @@ check "trace --policy l2 --compression-ratio 0.5 --steps decode" \
 # ---- correlate -------------------------------------------------------------------------
 C=$tmp/corr
 check "correlate -f --chunk 128 --chunks 4 (first-gen)" \
-    "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 128 --chunks 4 -o "$C"
+    bash -c "'$KVLAB' correlate -m '$MODEL' -f '$TEXT' --chunk 128 --chunks 4 -o '$C' 2>'$tmp/corr_err'"
 rows=$(($(wc -l <"$C/metrics.csv" 2>/dev/null || echo 0) - 1))
-if [ "$rows" -eq $((5 * 8 * 67)) ] && head -n 1 "$C/metrics.csv" | grep -qx 'layer,head,kv_head,metric,ratio,mean,std,n'; then
-    ok "metrics.csv: header + one row per layer x head x metric (2680)"
-else fail "metrics.csv: header + one row per layer x head x metric (2680)" "$rows rows"; fi
+if [ "$rows" -eq $((5 * 8 * 69 + 5 * 3)) ] && head -n 1 "$C/metrics.csv" | grep -qx 'layer,head,kv_head,metric,ratio,mean,std,n'; then
+    ok "metrics.csv: header + one row per layer x head x metric (2760) + 3 sink rows per layer"
+else fail "metrics.csv: header + one row per layer x head x metric (2760) + 3 sink rows per layer" "$rows rows"; fi
+# stories260K puts < 0.01 of its attention on the first token: no sink head, one warning line
+if [ "$(grep -c 'warning: no attention sink' "$tmp/corr_err")" = 1 ] && grep -q 'heads > 0.3' "$tmp/corr_err"; then
+    ok "stories260K: the table has the sink columns, one 'no attention sink' warning"
+else fail "stories260K: the table has the sink columns, one 'no attention sink' warning" "$(tail -n 3 "$tmp/corr_err")"; fi
+
+# sink-26m has attention sinks in layers 1-6 (../shared/README.md); 2 x 512 tokens measure
+# (layer: first-token attention, heads > 0.3): 0: .002 0/6; 1-6: .17-.47, 1-5 of 6;
+# first key norm / median: 1.57 in layer 0, .36-.75 in layers 1-4
+SINK=$SHARED/models/sink-26m
+CS=$tmp/corr_sink
+check "correlate sink-26m (2 x 512 tokens of wikitext-2)" \
+    bash -c "'$KVLAB' correlate -m '$SINK' -f '$SHARED/data/wikitext-2-raw-test.txt' --chunk 512 --chunks 2 -o '$CS' 2>'$tmp/sink_err'"
+! grep -q 'no attention sink' "$tmp/sink_err" && ok "sink-26m: no 'no attention sink' warning" ||
+    fail "sink-26m: no 'no attention sink' warning" "$(tail -n 2 "$tmp/sink_err")"
+check "sink-26m metrics.csv: layer 0 no sink; layers 1-6 first-token attention .15-.5, >= 1 sink head each, >= 12 in all; key norm ratio < .8 in layers 1-4, > 1 in layer 0" \
+    awk -F, '$2 == "" && $4 == "sink_first_token_attn" { a[$1] = $6 }
+             $2 == "" && $4 == "sink_head_share" { s[$1] = $6 * $8 }
+             $2 == "" && $4 == "sink_key_norm_ratio" { r[$1] = $6 }
+             END {
+                 bad = !(a[0] < 0.05 && s[0] == 0 && r[0] > 1)
+                 for (l = 1; l <= 6; l++) { bad += !(a[l] >= 0.15 && a[l] <= 0.5 && s[l] >= 1); heads += s[l] }
+                 for (l = 1; l <= 4; l++) bad += !(r[l] < 0.8)
+                 exit bad || heads < 12
+             }' "$CS/metrics.csv"
 check "correlate --query all-decode --gen 8" \
     "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 96 --chunks 2 --query all-decode --gen 8 -o "$tmp/corr_dec"
 check "correlate --query last-prefill --ids" \
@@ -126,6 +150,11 @@ for name in ("lownorm", "highnorm", "random"):
     assert np.all(z["loss_" + name + "_mean"] >= o - 1e-9), name   # nothing beats the oracle
 assert np.all(np.diff(o, axis=-1) >= -1e-12)                      # more eviction, more loss
 assert np.all(z["alr_mean"] >= -1e-9)
+assert z["sink_head_share"].shape == (5,) and np.all(z["sink_head_share"] == 0)     # no sink in stories260K
+fa = z["first_token_attn_mean"]
+assert fa.shape == (5, 8) and np.all((fa >= 0) & (fa <= 1))
+assert np.allclose(z["sink_first_token_attn"], fa.mean(axis=1))
+assert np.allclose(z["sink_key_norm_ratio"], z["first_key_norm_ratio_mean"][:, ::2].mean(axis=1))   # 4 KV heads of 2
 EOF
 else
     echo "skip  numpy checks: $PY has no numpy (apt-get install python3-numpy)"
@@ -134,8 +163,8 @@ fi
 # ---- plots ------------------------------------------------------------------------------
 if $PY -c 'import matplotlib, numpy' 2>/dev/null; then
     check "make plots RUN=\"trace correlate policy\" renders every figure" \
-        make -s plots RUN="$T $C $PR" PLOTS_OUT="$tmp/plots"
-    for f in fig1_attention_vs_norm_trace fig1_per_layer_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer policy_loss_probe; do
+        make -s plots RUN="$T $C $CS $PR" PLOTS_OUT="$tmp/plots"
+    for f in fig1_attention_vs_norm_trace fig1_per_layer_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer sink_diagnostics policy_loss_probe; do
         png=$tmp/plots/$f.png pdf=$tmp/plots/$f.pdf
         if [ "$(head -c 8 "$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] &&
            [ "$(stat -c %s "$png" 2>/dev/null || echo 0)" -gt 20000 ] &&

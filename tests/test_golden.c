@@ -1,5 +1,7 @@
-/* test_golden.c — kvlab against Hugging Face transformers (fp32 compute) on the
- * reference outputs in ../shared/golden, with every kernel set this CPU has.
+/* test_golden.c — kvlab against the reference outputs in ../shared/golden, with
+ * every kernel set this CPU has: Hugging Face transformers (fp32 compute) for
+ * stories260K and demo-25m, an independent float64 forward for sink-26m (there
+ * the whole difference is kvlab's fp32 rounding).
  *
  * Tolerances:
  *   logits        max |diff| <= 1e-4  (fp32; HF sums in another order, the
@@ -247,7 +249,7 @@ static void check_bf16_rounded_model(void) {
 
 int main(void) {
     /* KVLAB_GOLDEN_QUICK=1 (set for the arm64 build run under qemu, ~50x slower):
-     * the stories260K cases only; demo-25m is covered by the native run. */
+     * the stories260K cases only; demo-25m and sink-26m are covered by the native run. */
     int quick = getenv("KVLAB_GOLDEN_QUICK") != NULL;
     const Kernels *tables[8];
     int n_tables = kernels_available(tables, 8);
@@ -261,6 +263,8 @@ int main(void) {
         if (quick) continue;
         check_golden("demo-25m wikitext", "models/demo-25m", DTYPE_F32, "golden/golden_demo_wikitext.npz", 0);
         check_golden("demo-25m wikitext", "models/demo-25m", DTYPE_BF16, "golden/golden_demo_wikitext.npz", 0);
+        check_golden("sink-26m wikitext", "models/sink-26m", DTYPE_F32, "golden/golden_sink26m_wikitext.npz", 0);
+        check_golden("sink-26m wikitext", "models/sink-26m", DTYPE_BF16, "golden/golden_sink26m_wikitext.npz", 0);
         check_bf16_equals_f32();
         check_bf16_rounded_model();
     }

@@ -341,6 +341,44 @@ static void test_hand_cases(void) {
     }
 }
 
+/* ---- sink diagnostics ---------------------------------------------------------------- */
+
+static void test_sink_hand_cases(void) {
+    CASE("sink row metrics: attention on slot 0, its key norm over the median (odd and even n)") {
+        /* norms sorted: .5 1 2 3 4 -> median 2, first .5 -> .25 */
+        float norm5[5] = { 0.5f, 2, 4, 1, 3 }, a5[5] = { 0.45f, 0.05f, 0.2f, 0.1f, 0.2f };
+        RowMetrics m = row_metrics(norm5, a5, 5);
+        CHECK_CLOSE(m.first_token_attn, 0.45, 1e-7, "first-token attention");
+        CHECK_CLOSE(m.first_key_norm_ratio, 0.25, 1e-12, "key norm / median, n = 5");
+        /* sorted 1 2 4 6 -> median (2 + 4) / 2 = 3, first 1 -> 1/3 */
+        float norm4[4] = { 1, 4, 2, 6 }, a4[4] = { 0.1f, 0.2f, 0.3f, 0.4f };
+        m = row_metrics(norm4, a4, 4);
+        CHECK_CLOSE(m.first_token_attn, 0.1, 1e-7, "first-token attention");
+        CHECK_CLOSE(m.first_key_norm_ratio, 1.0 / 3.0, 1e-12, "key norm / median, n = 4");
+        CHECK_CLOSE(metrics_slot_value(&m, SLOT_FIRST_KEY_RATIO), 1.0 / 3.0, 1e-12, "slot value");
+        char name[64];
+        double ratio;
+        metrics_slot_describe(SLOT_FIRST_ATTN, name, sizeof name, &ratio);
+        CHECK(!strcmp(name, "first_token_attn") && ratio < 0, "%s", name);
+        metrics_slot_describe(SLOT_FIRST_KEY_RATIO, name, sizeof name, &ratio);
+        CHECK(!strcmp(name, "first_key_norm_ratio") && ratio < 0, "%s", name);
+    }
+    CASE("sink_layer: mean over heads, share strictly above 0.3 (Gu et al.'s Sink_1^0.3), NaN heads left out") {
+        double attn[6] = { 0.5, 0.31, 0.3, 0.1, NAN, 0.29 }, ratio[3] = { 0.5, 1.5, NAN };
+        LayerSink ls = sink_layer(attn, 6, ratio, 3);
+        CHECK_CLOSE(ls.first_token_attn, (0.5 + 0.31 + 0.3 + 0.1 + 0.29) / 5, 1e-12, "mean of the 5 measured heads");
+        CHECK(ls.sink_heads == 2, "sink heads %d (0.3 itself is not above)", ls.sink_heads);
+        CHECK_CLOSE(ls.sink_head_share, 2.0 / 5, 1e-12, "share");
+        CHECK_CLOSE(ls.key_norm_ratio, 1.0, 1e-12, "mean over the 2 measured KV heads");
+        double none[2] = { 0.01, 0.2 }, one[1] = { 2.0 };
+        ls = sink_layer(none, 2, one, 1);
+        CHECK(ls.sink_heads == 0 && ls.sink_head_share == 0, "no sink head: %d", ls.sink_heads);
+        double nan2[2] = { NAN, NAN };
+        ls = sink_layer(nan2, 2, nan2, 2);
+        CHECK(isnan(ls.first_token_attn) && isnan(ls.sink_head_share) && isnan(ls.key_norm_ratio), "nothing measured -> NaN");
+    }
+}
+
 /* ---- golden maps -------------------------------------------------------------------- */
 
 typedef struct { int L, H, KV, T; float *attn, *knorm; int64_t *ids; } Golden;
@@ -465,6 +503,69 @@ static void test_correlator_last_prefill(void) {
         CHECK(worst_rho <= 5e-3, "spearman %.3g", worst_rho);
         CHECK(worst_oracle <= 1e-4, "oracle loss %.3g", worst_oracle);
         CHECK(unexplained == 0, "%d rows differ in ALR / norm-ordered loss without a near-tie of norms", unexplained);
+        free(ids);
+        correlator_free(c);
+        forward_free(f);
+        kvcache_free(&cache);
+        model_free(&m);
+        golden_free(&g);
+    }
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The per-layer sink diagnostics of the correlator (last prompt row of the
+ * sink-26m golden prompt) against the same numbers taken straight from the
+ * float64 reference's attention maps and key norms. */
+static void test_correlator_sink(void) {
+    CASE("sink diagnostics of sink-26m (last prefill row) = the float64 reference's maps and norms") {
+        Golden g = golden_load("golden/golden_sink26m_wikitext.npz");
+        char path[4096];
+        Model m;
+        Err err;
+        if (model_load(&m, shared_path(path, sizeof path, "models/sink-26m"), DTYPE_F32, &err) != 0) {
+            fprintf(stderr, "%s\n", err.msg); exit(1);
+        }
+        KVCache cache;
+        forward_cache_init(&m, &cache, g.T, &err);
+        Forward *f = forward_create(&m, 64);
+        Correlator *c = correlator_create(&m.cfg, g.T, 1);
+        int *ids = ids_int(&g);
+        CHECK(correlator_run(c, f, &cache, ids, g.T, QUERY_LAST_PREFILL, 0, 0, NULL, &err) == 0, "%s", err.msg);
+        float *sorted = malloc(g.T * sizeof(float));
+        double worst_attn = 0, worst_ratio = 0;
+        int layers_with_sinks = 0;
+        for (int l = 0; l < g.L; l++) {
+            double attn = 0, ratio = 0;
+            int sinks = 0;
+            for (int h = 0; h < g.H; h++) {
+                double a0 = golden_row(&g, l, h, g.T - 1)[0];
+                attn += a0;
+                sinks += a0 > SINK_THRESHOLD;
+            }
+            for (int kv = 0; kv < g.KV; kv++) {
+                memcpy(sorted, golden_norms(&g, l, kv), g.T * sizeof(float));
+                qsort(sorted, g.T, sizeof(float), cmp_float);
+                double median = g.T % 2 ? sorted[g.T / 2] : 0.5 * (sorted[g.T / 2 - 1] + sorted[g.T / 2]);
+                ratio += golden_norms(&g, l, kv)[0] / median;
+            }
+            LayerSink ls = correlator_layer_sink(c, l);
+            worst_attn = fmax(worst_attn, fabs(ls.first_token_attn - attn / g.H));
+            worst_ratio = fmax(worst_ratio, fabs(ls.key_norm_ratio - ratio / g.KV));
+            CHECK(ls.sink_heads == sinks, "layer %d: %d sink heads, the reference %d", l, ls.sink_heads, sinks);
+            CHECK_CLOSE(ls.sink_head_share, (double)sinks / g.H, 1e-12, "share");
+            layers_with_sinks += sinks > 0;
+            printf("      layer %d: first-token attention %.3f, %d/%d heads > 0.3, first key norm / median %.3f\n",
+                   l, ls.first_token_attn, ls.sink_heads, g.H, ls.key_norm_ratio);
+        }
+        printf("      worst |diff|: attention %.2e, key norm ratio %.2e\n", worst_attn, worst_ratio);
+        CHECK(worst_attn <= 1e-5, "first-token attention differs by %.3g", worst_attn);
+        CHECK(worst_ratio <= 1e-5, "key norm ratio differs by %.3g", worst_ratio);
+        CHECK(layers_with_sinks >= 4, "sink-26m has sink heads in only %d layers", layers_with_sinks);
+        free(sorted);
         free(ids);
         correlator_free(c);
         forward_free(f);
@@ -655,7 +756,7 @@ static void test_guards_and_outputs(void) {
         CHECK(tracer_create(&m.cfg, &plan, need, &err) == NULL && strstr(err.msg, "--steps"), "no query: %s", err.msg);
         model_free(&m);
     }
-    CASE("metrics.csv / metrics.npz: one row per layer x head x metric, numpy-shaped arrays") {
+    CASE("metrics.csv / metrics.npz: one row per layer x head x metric + 3 sink rows per layer, numpy-shaped arrays") {
         Model m = load_stories();
         Err err;
         Correlator *c = correlator_create(&m.cfg, 8, 1);
@@ -665,16 +766,26 @@ static void test_guards_and_outputs(void) {
         CHECK(correlator_write_csv(c, csv, &err) == 0, "%s", err.msg);
         CHECK(correlator_write_npz(c, npz, &err) == 0, "%s", err.msg);
         FILE *fp = fopen(csv, "r");
-        char line[512];
-        int lines = 0;
+        char line[512], first_sink[512] = "", last[512] = "";
+        int lines = 0, per_head = m.cfg.n_layers * m.cfg.n_heads;
         CHECK(fp && fgets(line, sizeof line, fp) && !strcmp(line, "layer,head,kv_head,metric,ratio,mean,std,n\n"), "header");
-        while (fp && fgets(line, sizeof line, fp)) lines++;
+        while (fp && fgets(line, sizeof line, fp)) {
+            lines++;
+            if (lines == per_head * SLOT_FIRST_ATTN + 1) snprintf(first_sink, sizeof first_sink, "%s", line);
+            snprintf(last, sizeof last, "%s", line);
+        }
         if (fp) fclose(fp);
-        CHECK(lines == m.cfg.n_layers * m.cfg.n_heads * SLOT_N, "%d rows", lines);
+        CHECK(lines == per_head * SLOT_N + 3 * m.cfg.n_layers, "%d rows", lines);
+        /* the rows that were there before the sink diagnostics come first, unchanged */
+        CHECK(!strncmp(first_sink, "0,0,0,first_token_attn,,", 24), "first sink row: %s", first_sink);
+        CHECK(!strncmp(last, "4,,,sink_key_norm_ratio,,", 25), "last row: %s", last);
         NpyArray a = load_member(npz, "loss_oracle_mean"), b = load_member(npz, "spearman_n");
+        NpyArray sh = load_member(npz, "sink_head_share"), fa = load_member(npz, "first_token_attn_mean");
         CHECK(a.ndim == 3 && a.shape[0] == 5 && a.shape[1] == 8 && a.shape[2] == 9, "loss_oracle_mean shape");
         CHECK(b.ndim == 2 && b.type == NPY_I64, "spearman_n");
-        npy_free(&a); npy_free(&b);
+        CHECK(sh.ndim == 1 && sh.shape[0] == 5 && sh.type == NPY_F64, "sink_head_share shape");
+        CHECK(fa.ndim == 2 && fa.shape[0] == 5 && fa.shape[1] == 8, "first_token_attn_mean shape");
+        npy_free(&a); npy_free(&b); npy_free(&sh); npy_free(&fa);
         remove_tmp("metrics.csv");
         remove_tmp("metrics.npz");
         correlator_free(c);
@@ -799,10 +910,12 @@ static void test_policy_probe(void) {
 int main(void) {
     make_tmpdir();
     test_hand_cases();
+    test_sink_hand_cases();
     test_golden_maps("golden/golden_stories260K_text.npz");
     test_golden_maps("golden/golden_stories260K_random.npz");
     test_golden_maps("golden/golden_demo_wikitext.npz");
     test_correlator_last_prefill();
+    test_correlator_sink();
     test_trace_roundtrip();
     test_trace_subset_and_first_gen();
     test_guards_and_outputs();

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """Render every plot that applies to the given kvlab run directories:
   trace.npz   -> fig1_attention_vs_norm (one layer/head), fig1_per_layer
-  metrics.npz -> fig2_alr_heatmap, loss_vs_ratio, and rho_per_layer (all such
-                 runs together: one line per run/model)
+  metrics.npz -> fig2_alr_heatmap, loss_vs_ratio, and rho_per_layer and
+                 sink_diagnostics (all such runs together: one line per run/model;
+                 sink_diagnostics leaves out runs of kvlab builds before the sink
+                 metrics)
   policy.npz  -> policy_loss (kvlab correlate --policy ...)
 PNG and PDF go to OUT_DIR (default: FIRST_RUN/plots); the paths are printed.
 
@@ -18,6 +20,7 @@ import fig2_alr_heatmap  # noqa: E402
 import loss_vs_ratio  # noqa: E402
 import policy_loss  # noqa: E402
 import rho_per_layer  # noqa: E402
+import sink_diagnostics  # noqa: E402
 
 
 def main():
@@ -49,6 +52,9 @@ def main():
             sys.exit(f"{run}: no trace.npz, metrics.npz or policy.npz (not a kvlab trace/correlate run)")
     if correlate_runs:
         paths += rho_per_layer.plot(correlate_runs, out)
+        sink_runs = [r for r in correlate_runs if sink_diagnostics.has_sink_metrics(r)]
+        if sink_runs:
+            paths += sink_diagnostics.plot(sink_runs, out)
     for p in paths:
         print(p)
 
