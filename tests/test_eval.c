@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "eval.h"
-#include "npy.h"
-#include "ops.h"
-#include "progress.h"
-#include "runlog.h"
+#include "lab/eval.h"
+#include "formats/npy.h"
+#include "engine/ops.h"
+#include "lab/progress.h"
+#include "lab/runlog.h"
 
 static char tmpdir[256];
 

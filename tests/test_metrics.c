@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "forward.h"
-#include "metrics.h"
-#include "npy.h"
-#include "policy.h"
-#include "tokenizer.h"
-#include "trace.h"
+#include "engine/forward.h"
+#include "lab/metrics.h"
+#include "formats/npy.h"
+#include "policy/policy.h"
+#include "model/tokenizer.h"
+#include "lab/trace.h"
 
 /* ---- independent reference implementations -------------------------------------- */
 

@@ -6,12 +6,12 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "forward.h"
-#include "kvcache.h"
-#include "numcheck.h"
-#include "ops.h"
-#include "policy.h"
-#include "synth.h"
+#include "engine/forward.h"
+#include "engine/kvcache.h"
+#include "engine/numcheck.h"
+#include "engine/ops.h"
+#include "policy/policy.h"
+#include "model/synth.h"
 
 static char dir[256];
 

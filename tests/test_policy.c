@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 /* ---- a hand-made cache ------------------------------------------------------ */
 
