@@ -22,6 +22,7 @@
 #include "check.h"
 #include "engine/forward.h"
 #include "formats/gguf.h"
+#include "model/convert.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 

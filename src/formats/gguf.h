@@ -28,8 +28,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "model/model.h"
-#include "model/tokenizer.h"
 #include "base/util.h"
 
 #define GGUF_MAGIC "GGUF"
@@ -142,26 +140,5 @@ int gguf_add_tensor(GgufWriter *w, const char *name, uint32_t ggml_type, uint32_
 int gguf_write_header(GgufWriter *w, FILE *f, const char *path, Err *err);
 int gguf_write_data(GgufWriter *w, const void *bytes, size_t n, Err *err);
 int gguf_finish(GgufWriter *w, Err *err);
-
-/* ---- whole models ---- */
-
-/* The tokenizer embedded in a GGUF file (tokenizer.ggml.*, model "llama");
- * tokenizer_load() calls this for files that start with "GGUF". loader_gguf.c */
-Tokenizer *gguf_tokenizer_load(const char *path, Err *err);
-
-typedef struct {
-    DType dtype;              /* matrices on disk: f32, bf16 or f16 (norms are f32 in GGUF) */
-    const char *name;         /* general.name (NULL: derived from the output name) */
-    uint32_t alignment;       /* 0: 32 */
-    int force;                /* replace an existing output */
-} ConvertOpts;
-
-/* Write m (+ its tokenizer, required for GGUF) as a GGUF file / an HF
- * safetensors directory, atomically. tok_file: the tokenizer's file, copied
- * into the directory when it is a tokenizer.model / .bin (NULL: the vocabulary
- * is written as a SentencePiece tokenizer.model). cmd_convert.c */
-int convert_write_gguf(const Model *m, const Tokenizer *tok, const char *path, const ConvertOpts *o, Err *err);
-int convert_write_hf(const Model *m, const Tokenizer *tok, const char *tok_file, const char *dir,
-                     const ConvertOpts *o, Err *err);
 
 #endif

@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "model/model.h"
+#include "base/dtype.h"
 #include "base/util.h"
 
 #define ST_MAX_DIMS 8

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "formats/gguf.h"
+#include "model/loaders.h"
 #include "model/model.h"
 
 /* ---- metadata ------------------------------------------------------------------ */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/loaders.h"
 #include "model/model.h"
 
 #define LLAMA2C_V1_MAGIC 0x616b3432u   /* "ak42": the later versions 1/2 */

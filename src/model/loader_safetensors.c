@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/loaders.h"
 #include "model/model.h"
 #include "formats/safetensors.h"
 

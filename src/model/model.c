@@ -1,28 +1,8 @@
-/* model.c — weights in memory, dtype conversion at bind time, format dispatch. */
+/* model.c — weights in memory, dtype conversion at bind time (the format dispatch is load.c). */
 #include "model/model.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-
-const char *dtype_name(DType dt) {
-    switch (dt) {
-    case DTYPE_F32: return "f32";
-    case DTYPE_BF16: return "bf16";
-    case DTYPE_F16: return "f16";
-    }
-    return "?";
-}
-
-size_t dtype_size(DType dt) { return dt == DTYPE_F32 ? 4 : 2; }
-
-int dtype_parse(const char *s, DType *out) {
-    if (!strcasecmp(s, "f32") || !strcasecmp(s, "fp32") || !strcasecmp(s, "float32")) *out = DTYPE_F32;
-    else if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) *out = DTYPE_BF16;
-    else if (!strcasecmp(s, "f16") || !strcasecmp(s, "fp16") || !strcasecmp(s, "float16")) *out = DTYPE_F16;
-    else return -1;
-    return 0;
-}
 
 void model_own(Model *m, void *p) {
     if (m->n_allocs == m->cap_allocs) {
@@ -156,42 +136,6 @@ int config_validate(const Config *c, const char *what, Err *err) {
 
 size_t model_kv_bytes_per_token(const Config *c) {
     return 2u * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim * sizeof(float);
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-int model_load(Model *m, const char *path, DType compute_dtype, Err *err) {
-    return model_load_weights(m, path, compute_dtype, WEIGHTS_COPY, err);
-}
-
-int model_load_weights(Model *m, const char *path, DType compute_dtype, int weights, Err *err) {
-    memset(m, 0, sizeof *m);
-    m->weights_in_place = weights == WEIGHTS_IN_PLACE;
-    if (compute_dtype != DTYPE_F32 && compute_dtype != DTYPE_BF16)
-        return err_set(err, "--dtype %s: compute dtype must be f32 or bf16", dtype_name(compute_dtype));
-    m->compute_dtype = compute_dtype;
-    snprintf(m->path, sizeof m->path, "%s", path);
-    if (!path_exists(path)) return err_set(err, "%s: no such file or directory", path);
-    int rc;
-    if (path_is_dir(path)) {
-        rc = load_safetensors_dir(m, path, err);
-    } else if (ends_with(path, ".safetensors") || ends_with(path, ".json")) {
-        char dir[4096];
-        path_dirname(dir, sizeof dir, path);
-        rc = load_safetensors_dir(m, dir, err);
-    } else if (ends_with(path, ".gguf")) {
-        rc = load_gguf(m, path, err);
-    } else if (ends_with(path, ".pth")) {
-        rc = err_set(err, "%s: Meta .pth checkpoints are not supported; convert to Hugging Face safetensors first (transformers' convert_llama_weights_to_hf.py)", path);
-    } else {
-        rc = load_llama2c(m, path, err);
-    }
-    if (rc != 0) { model_free(m); return -1; }
-    model_finish(m);
-    return 0;
 }
 
 void model_free(Model *m) {

@@ -13,13 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/dtype.h"
 #include "base/util.h"
-
-typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1, DTYPE_F16 = 2 } DType;
-
-const char *dtype_name(DType dt);             /* "f32", "bf16", "f16" */
-size_t dtype_size(DType dt);
-int dtype_parse(const char *s, DType *out);    /* "f32"/"fp32"/"F32", "bf16"/"BF16", "f16"/"fp16"/"F16" */
 
 typedef struct {
     DType dtype;          /* DTYPE_F32 or DTYPE_BF16 (compute dtypes) */
@@ -96,7 +91,8 @@ enum { WEIGHTS_COPY = 0, WEIGHTS_IN_PLACE = 1 };
 
 /* Load a checkpoint: a directory (HF safetensors: config.json + model*.safetensors),
  * a .safetensors file inside such a directory, a llama2.c .bin, or a .gguf.
- * compute_dtype is DTYPE_F32 or DTYPE_BF16. */
+ * compute_dtype is DTYPE_F32 or DTYPE_BF16. (load.c: the format dispatch, above
+ * the loaders of loaders.h.) */
 int  model_load(Model *m, const char *path, DType compute_dtype, Err *err);
 /* Same, choosing where the weights live (WEIGHTS_COPY or WEIGHTS_IN_PLACE). */
 int  model_load_weights(Model *m, const char *path, DType compute_dtype, int weights, Err *err);
@@ -109,7 +105,7 @@ int config_validate(const Config *c, const char *what, Err *err);
 /* Bytes of KV cache per token (fp32 keys and values, all layers). */
 size_t model_kv_bytes_per_token(const Config *c);
 
-/* ---- for loaders (src/loader_*.c) ---- */
+/* ---- for loaders (model/loader_*.c, declared in loaders.h) ---- */
 
 /* Point `dst` at a [rows, cols] tensor stored in `src_dtype` at `src`: an owned
  * copy in m->compute_dtype (converted when the dtypes differ), or `src` itself
@@ -127,12 +123,5 @@ const FileMap *model_map_file(Model *m, const char *path, Err *err);
  * allocate the layer array first with model_alloc_layers. */
 void model_alloc_layers(Model *m);
 void model_finish(Model *m);
-
-/* Loaders, one per format (model_load picks by path). */
-int load_llama2c(Model *m, const char *path, Err *err);
-int load_safetensors_dir(Model *m, const char *dir, Err *err);
-/* GGUF v2/v3 (F32/F16/BF16); the embedded vocabulary is used through
- * tokenizer_path = the .gguf itself (tokenizer_load reads it). */
-int load_gguf(Model *m, const char *path, Err *err);
 
 #endif

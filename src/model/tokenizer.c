@@ -45,8 +45,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formats/gguf.h"   /* gguf_tokenizer_load: the vocabulary inside a GGUF model */
-
 enum {   /* ModelProto.SentencePiece.Type */
     PIECE_NORMAL = 1, PIECE_UNKNOWN = 2, PIECE_CONTROL = 3,
     PIECE_USER_DEFINED = 4, PIECE_UNUSED = 5, PIECE_BYTE = 6,
@@ -738,21 +736,10 @@ void tokenizer_get_vocab(const Tokenizer *t, TokenizerVocab *out) {
     out->byte_fallback = t->byte_fallback;
 }
 
-/* True if the file starts with the GGUF magic (read 4 bytes, not the whole
- * file: a GGUF model may be many GB). */
-static bool is_gguf_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    char magic[4];
-    bool yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    if (f) fclose(f);
-    return yes;
-}
-
 /* ------------------------------------------------------------------------- */
 /* Public: load / free / properties                                          */
 
-Tokenizer *tokenizer_load(const char *path, Err *err) {
-    if (is_gguf_file(path)) return gguf_tokenizer_load(path, err);
+Tokenizer *tokenizer_load_file(const char *path, Err *err) {
     char *data;
     size_t size;
     if (read_file(path, &data, &size, err)) return NULL;

@@ -16,8 +16,11 @@
 typedef struct Tokenizer Tokenizer;   /* opaque */
 
 /* Load either format (detected from the content, not the name), or the
- * vocabulary embedded in a GGUF model file (it starts with "GGUF"). */
+ * vocabulary embedded in a GGUF model file (it starts with "GGUF").
+ * load.c: it sends a GGUF to loaders.h's gguf_tokenizer_load. */
 Tokenizer *tokenizer_load(const char *path, Err *err);
+/* A tokenizer.model or tokenizer.bin only (what tokenizer_load does for them). */
+Tokenizer *tokenizer_load_file(const char *path, Err *err);
 void tokenizer_free(Tokenizer *t);
 
 /* A vocabulary in memory: piece i is pieces[i][0..lens[i]) in SentencePiece
