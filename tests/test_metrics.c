@@ -17,6 +17,7 @@
 #include "formats/npy.h"
 #include "policy/policy.h"
 #include "model/tokenizer.h"
+#include "lab/runmeta.h"
 #include "lab/trace.h"
 
 /* ---- independent reference implementations -------------------------------------- */

@@ -1,20 +1,12 @@
-/* cli.h — command-line parsing shared by every subcommand.
- * Every bad value is refused with a one-line message naming the option. */
+/* cli.h — command-line parsing shared by every subcommand: the options of
+ * every model-using command (the argv helpers cli_int, cli_value, ... are
+ * base/args.h). Every bad value is refused with a one-line message naming the option. */
 #ifndef KVLAB_CLI_H
 #define KVLAB_CLI_H
 
+#include "base/args.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
-
-/* Strict number parsing: the whole string must be a number within [min, max],
- * otherwise die("--OPT: 'VALUE' is not ..."). */
-long   cli_int(const char *opt, const char *value, long min, long max);
-double cli_float(const char *opt, const char *value, double min, double max);
-/* "1,2,3" -> malloc'ed array; count in *n. Each element checked like cli_int. */
-int   *cli_int_list(const char *opt, const char *value, long min, long max, int *n);
-
-/* The value after an option, or die("OPT needs a value"). */
-const char *cli_value(int argc, char **argv, int *i);
 
 /* Options every model-using command understands. */
 typedef struct {
@@ -54,12 +46,8 @@ void common_load_model(const CommonOpts *o, Model *m);
 Tokenizer *common_load_tokenizer(const CommonOpts *o, const Model *m);
 /* The context length to use: --ctx if given (not above the model's), else the model's. */
 int common_ctx(const CommonOpts *o, const Model *m);
-
-/* Parse "--ids 1,2,3" ids against a vocabulary size. */
-int *cli_ids(const char *opt, const char *value, int vocab_size, int *n);
-
-/* True if argv has -h or --help. */
-int cli_wants_help(int argc, char **argv);
+/* The three above: the model, its tokenizer and the context (dies on error). */
+void common_load(const CommonOpts *o, Model *m, Tokenizer **tok, int *ctx);
 
 
 

@@ -12,6 +12,8 @@
 #include "engine/forward.h"
 #include "lab/metrics.h"
 #include "policy/policy.h"
+#include "cli/trace_input.h"
+#include "lab/runmeta.h"
 #include "lab/trace.h"
 
 static void help(void) {

@@ -10,6 +10,8 @@
 #include "engine/forward.h"
 #include "engine/numcheck.h"
 #include "policy/policy.h"
+#include "cli/trace_input.h"
+#include "lab/runmeta.h"
 #include "lab/trace.h"
 
 static void help(void) {

@@ -8,7 +8,6 @@
 
 #include <stdint.h>
 
-#include "cli/cli.h"
 #include "engine/forward.h"
 #include "engine/kvcache.h"
 #include "engine/numcheck.h"
@@ -109,10 +108,9 @@ int eval_greedy(Policy *p, Forward *f, KVCache *c, int vocab, int eos_id, int ma
 /* Mean slots per (layer, KV head) in the cache now. */
 double eval_kv_per_head(const KVCache *c);
 
-/* The options the three commands share: -o, --resume, the common model
- * options (cli.h) and the policy options (policy.h). */
+/* The options the three commands share: -o, --resume and the policy options
+ * (policy.h); the model options are the command's (cli/cli.h CommonOpts). */
 typedef struct {
-    CommonOpts co;
     PolicyOpts po;
     const char *out_dir;
     int resume;
@@ -148,9 +146,8 @@ typedef struct {
     NumGuard *guard;          /* NaN/Inf in the logits stops the run, naming the layer and tensor */
 } EvalEngine;
 
-/* The model, tokenizer and context of the common options (dies on error). */
-void eval_engine_load(EvalEngine *e, const EvalOpts *o);
-/* Then the cache (ctx), a forward of `batch` tokens a pass and the policy. */
+/* With e->m, e->tok and e->ctx loaded (cli.h common_load): the cache (ctx),
+ * a forward of `batch` tokens a pass and the policy. */
 void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch);
 void eval_engine_free(EvalEngine *e);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/args.h"
 #include "lab/progress.h"
 #include "lab/runlog.h"
 #include "engine/sampler.h"
@@ -61,7 +62,6 @@ double eval_kv_per_head(const KVCache *c) {
 
 void eval_opts_defaults(EvalOpts *o) {
     memset(o, 0, sizeof *o);
-    common_defaults(&o->co);
     policy_defaults(&o->po);
 }
 
@@ -69,7 +69,7 @@ int eval_option(EvalOpts *o, int argc, char **argv, int *i) {
     const char *a = argv[*i];
     if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out_dir = cli_value(argc, argv, i);
     else if (!strcmp(a, "--resume")) o->resume = 1;
-    else return common_option(&o->co, argc, argv, i) || policy_option(&o->po, argc, argv, i);
+    else return policy_option(&o->po, argc, argv, i);
     return 1;
 }
 
@@ -109,12 +109,6 @@ int eval_write_text(const char *dir, const char *name, const char *text, Err *er
 }
 
 /* ---- passkey and needle ------------------------------------------------------------ */
-
-void eval_engine_load(EvalEngine *e, const EvalOpts *o) {
-    common_load_model(&o->co, &e->m);
-    e->tok = common_load_tokenizer(&o->co, &e->m);
-    e->ctx = common_ctx(&o->co, &e->m);
-}
 
 void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch) {
     Err err;

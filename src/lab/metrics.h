@@ -31,6 +31,7 @@
 
 #include "engine/forward.h"
 #include "engine/kvcache.h"
+#include "lab/progress.h"
 #include "model/model.h"
 
 #define METRICS_N_RATIOS 9                 /* 10 %, 20 %, ..., 90 % */
@@ -145,9 +146,6 @@ typedef enum {
 } QueryMode;
 const char *query_mode_name(QueryMode q);
 int query_mode_parse(const char *s, QueryMode *out);     /* 0 or -1 */
-
-/* Called after each forward() of a sequence, for progress lines. */
-typedef struct { void *ctx; void (*step)(void *ctx, int n_tokens); } StepHook;
 
 typedef struct Correlator Correlator;
 

@@ -83,3 +83,6 @@ void progress_line_end(ProgressLine *p) {
             p->resumed ? " after resuming" : "");
     fflush(stderr);
 }
+
+static void progress_step(void *ctx, int n) { progress_line_add(ctx, n); }
+StepHook progress_hook(ProgressLine *p) { StepHook h = { p, progress_step }; return h; }

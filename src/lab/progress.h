@@ -9,7 +9,7 @@
  * stderr is a file or a pipe, one line every `KVLAB_PROGRESS_SECONDS` seconds
  * (default 5) and nothing at all for runs shorter than that, so logs stay
  * short. progress_line_end prints one closing line (elapsed time, rate).
- * (trace.h's progress_hook feeds one from the forward steps of trace / correlate.) */
+ * progress_hook feeds one from the forward steps of trace / correlate. */
 #ifndef KVLAB_PROGRESS_H
 #define KVLAB_PROGRESS_H
 
@@ -35,5 +35,10 @@ void progress_line_end(ProgressLine *p);
 
 /* The line as it would be printed now (for tests); returns buf. */
 const char *progress_line_format(const ProgressLine *p, double now, char *buf, int size);
+
+/* Called after each forward() of a sequence, for progress lines. */
+typedef struct { void *ctx; void (*step)(void *ctx, int n_tokens); } StepHook;
+/* A StepHook that adds each step's tokens to a progress line. */
+StepHook progress_hook(ProgressLine *p);
 
 #endif

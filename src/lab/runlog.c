@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lab/trace.h"
+#include "lab/runmeta.h"
 
 /* One parsed CSV line: the raw text (for byte-exact final files) and its
  * unquoted fields (in `buf`). */

@@ -80,7 +80,7 @@ int runlog_write_details(const RunLog *r, const char *name, Err *err);
 double runlog_compute_seconds(const RunLog *r);   /* Σ unit seconds, every session */
 const char *runlog_dir(const RunLog *r);
 
-/* meta.json: runmeta_new (trace.h: command line, argv, model with size and
+/* meta.json: runmeta_new (runmeta.h: command line, argv, model with size and
  * mtime, git describe, ISA, threads, host) plus the CPU model, the policy's
  * every knob and a copy of config.json. The caller adds outputs / numbers. */
 struct cJSON *runlog_meta_new(const char *command, int argc, char **argv, const Model *m,

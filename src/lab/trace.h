@@ -1,7 +1,6 @@
 /* trace.h — record selected attention rows next to the key/value norms and
- * positions of the tokens they look at, with bounded memory; plus the small
- * run-directory helpers `kvlab trace` and `kvlab correlate` share (the input
- * options and text chunks, a progress hook, meta.json).
+ * positions of the tokens they look at, with bounded memory. (The run-directory
+ * helpers `kvlab trace` shares with the other commands are lab/runmeta.h.)
  *
  * What a trace holds (written as trace.npz by tracer_write_npz), with
  * S sequences (chunks), NL selected layers, NH selected query heads, Q recorded
@@ -33,7 +32,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cli/cli.h"
 #include "engine/forward.h"
 #include "lab/metrics.h"
 #include "model/model.h"
@@ -78,54 +76,5 @@ void tracer_set_policy(Tracer *t, struct Policy *p);
 struct NumGuard;
 void tracer_set_guard(Tracer *t, struct NumGuard *g);
 int tracer_write_npz(const Tracer *t, const char *path, Err *err);
-
-/* ---- run-directory helpers ------------------------------------------------------ */
-
-/* Text -> n_chunks sequences of `chunk` tokens, each [BOS] + the next chunk-1
- * tokens of the file (consecutive, non-overlapping). Only whole chunks are
- * returned: *n_got may be smaller than asked (never 0: that is an error). */
-int *text_chunks(const Tokenizer *tok, const char *path, int chunk, int n_chunks, int *n_got, Err *err);
-
-/* "1G", "512M", "64k", "1000" -> bytes (K = 1024). -1 on a bad value. */
-int64_t parse_bytes(const char *s);
-/* Human size: "1.5 GiB". */
-const char *format_bytes(double bytes, char *buf, size_t size);
-
-/* A StepHook that adds each step's tokens to a progress line (progress.h). */
-StepHook progress_hook(ProgressLine *p);
-
-/* The input of `kvlab trace` and `kvlab correlate`: one prompt (-p TEXT or
- * --ids LIST) or -f FILE cut into `chunks` sequences of `chunk` tokens. */
-typedef struct {
-    const char *text, *ids_str, *file;
-    int chunk, chunks;
-} TraceInput;
-/* If argv[*i] is -p/--prompt, --ids, -f/--file, --chunk or --chunks, consume it and return 1. */
-int trace_input_option(TraceInput *in, int argc, char **argv, int *i);
-/* Load the model, its tokenizer (*tok NULL for --ids) and the context, then the
- * sequences, all of the same length: returns *n_seqs x *seq_len ids. Dies on
- * error; a short file is a warning starting with `command`. check_chunk: refuse
- * a --chunk longer than the context. */
-int *trace_input_load(const TraceInput *in, const char *command, const CommonOpts *co, int check_chunk,
-                      Model *m, Tokenizer **tok, int *ctx, int *n_seqs, int *seq_len);
-struct cJSON;
-/* knobs "input" (file, prompt or ids), "file", "prompt". */
-void trace_input_knobs(struct cJSON *knobs, const TraceInput *in);
-
-/* meta.json: the run's command line, model (path, format, size, mtime, shape),
- * git describe of kvlab, ISA, threads, start time; the caller adds "knobs" and
- * "outputs" (cJSON objects: see cJSON.h) and then writes it LAST, so a run
- * directory without meta.json is unfinished. */
-struct cJSON;
-struct cJSON *runmeta_new(const char *command, int argc, char **argv, const Model *m);
-struct cJSON *runmeta_knobs(struct cJSON *meta);       /* the "knobs" object */
-void runmeta_add_output(struct cJSON *meta, const char *file, const char *what);
-/* meta's "policy": policy_json of the options. */
-void runmeta_add_policy(struct cJSON *meta, const PolicyOpts *po);
-/* Adds wall_seconds (now − t_start), writes RUN_DIR/meta.json atomically, frees meta. */
-int runmeta_write(struct cJSON *meta, const char *run_dir, double t_start, Err *err);
-
-/* mkdir -p */
-int make_dirs(const char *path, Err *err);
 
 #endif

@@ -10,7 +10,7 @@
 
 #include <omp.h>
 
-#include "cli/cli.h"
+#include "base/args.h"
 
 /* ---- the registry: one X(...) line per policy ------------------------------ */
 
