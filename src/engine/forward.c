@@ -29,7 +29,7 @@ struct Forward {
     /* attention scores, one row per thread */
     float *scores;
     int scores_cap, scores_threads;
-    /* positions `shifted` (spec §0): cos/sin of every position 0..pos_cap-1
+    /* positions `shifted` (../shared/spec/methods.md §0): cos/sin of every position 0..pos_cap-1
      * [pos_cap, hd/2], and the keys of the current layer rotated to their slot
      * index [KV, krot_cap, hd] */
     float *pos_cos, *pos_sin;

@@ -31,7 +31,7 @@ typedef struct {
     int n_layers, n_kv_heads, head_dim;
     int max_tokens;     /* the most one (layer, head) may ever hold: the context length */
     int next_pos;       /* position the next token gets (= tokens seen so far) */
-    /* Spec §0 "positions". 0 = true: keys carry the RoPE of their original
+    /* ../shared/spec/methods.md §0 "positions". 0 = true: keys carry the RoPE of their original
      * position, a new token gets position next_pos. 1 = shifted (StreamingLLM):
      * keys are stored pre-RoPE and the forward pass rotates slot i to position i
      * at attention time; a new token's query gets position = the head's length.

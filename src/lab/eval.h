@@ -25,7 +25,7 @@ EvalRng eval_rng(uint64_t seed, uint64_t stream, uint64_t unit);
 uint64_t eval_next(EvalRng *r);
 double eval_uniform(EvalRng *r);                     /* [0, 1), 53 bits */
 
-/* ---- perplexity (§6): one token per forward, the policy after each step ---------------- */
+/* ---- perplexity (../shared/spec/methods.md §6): one token per forward, the policy after each step ---- */
 
 typedef struct {
     double nll, nll_ref;      /* -log p(target) under the policy's / the full cache's logits */
@@ -54,7 +54,7 @@ typedef struct {
 int ppl_run_sequence(PplRunner *r, const int *ids, int n, PplToken *out,
                      void (*tick)(void *ctx), void *tick_ctx, Err *err);
 
-/* ---- passkey (§6, the Landmark-attention prompt) ---------------------------------------- */
+/* ---- passkey (../shared/spec/methods.md §6, the Landmark-attention prompt) --------------- */
 
 #define PASSKEY_TASK "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there."
 #define PASSKEY_GARBAGE "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -73,12 +73,12 @@ char *passkey_prompt(int n_garbage, int n_prefix, const char *key);
 int passkey_fit(const Tokenizer *tok, int tokens, double depth, const char *key, int *n_tokens, Err *err);
 /* The first run of decimal digits in text, into out ("" if none). */
 void passkey_first_integer(const char *text, char *out, int size);
-/* Correct iff the first integer of the answer equals the key (§6). */
+/* Correct iff the first integer of the answer equals the key (../shared/spec/methods.md §6). */
 int passkey_correct(const char *answer, const char *key);
 /* Length of the longest common substring of a and b. */
 int longest_common_substring(const char *a, const char *b);
 
-/* ---- needle in a haystack (§6, Kamradt + the L2 paper's scoring) -------------------------- */
+/* ---- needle in a haystack (../shared/spec/methods.md §6, Kamradt + the L2 paper's scoring) ---- */
 
 #define NEEDLE_TEXT "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 #define NEEDLE_QUESTION "What is the best thing to do in San Francisco?"
@@ -120,7 +120,7 @@ void eval_opts_defaults(EvalOpts *o);
 int  eval_option(EvalOpts *o, int argc, char **argv, int *i);
 /* -o is required; resolve the policy (dies with one line on a bad option).
  * passkey/needle pass default_schedule = SCHED_PREFILL: the L2 paper's
- * protocol (§1) unless --schedule was given. */
+ * protocol (../shared/spec/methods.md §1) unless --schedule was given. */
 void eval_opts_finish(EvalOpts *o, const char *command, Schedule default_schedule);
 
 struct cJSON;

@@ -1,6 +1,6 @@
 /* eval_needle.c — the evaluation behind `kvlab needle` (cli/cmd_needle.c):
- * needle in a haystack with a compressed KV cache (../shared/spec/methods.md
- * §6: Kamradt's needle, the L2 paper's prompt and word-overlap score).
+ * needle in a haystack with a compressed KV cache 
+ * (../shared/spec/methods.md §6: Kamradt's needle, the L2 paper's prompt and word-overlap score).
  *
  * For a length L (tokens) and a depth d (percent): the haystack's first
  * tokens, cut to L - buffer - |needle| (Kamradt's final_context_length_buffer,
@@ -9,7 +9,7 @@
  * text and wrapped in the L2 paper's prompt:
  *   "This is a very long story book: <book> {context} </book>.\n Based on the
  *    content of the book, Question: {question}\nAnswer:"
- * Protocol (§1): full prefill, the first answer token from the full cache,
+ * Protocol (../shared/spec/methods.md §1): full prefill, the first answer token from the full cache,
  * compress once (`--schedule prefill`, the default here), then greedy decoding
  * of --max-new tokens (50, as the L2 code). Score = |words(answer) ∩
  * words(needle)| / |words(needle)|, lower-cased word sets.

@@ -8,7 +8,7 @@
  * characters) is the largest whose tokenized prompt, BOS included, fits
  * (passkey_fit: measured with the model's tokenizer, bisection). The depth is
  * n_prefix / n_garbage: a fixed percentage, or uniform (`random`, the spec's
- * protocol). Protocol of the paper (§1): full prefill, the first answer token
+ * protocol). Protocol of the paper (../shared/spec/methods.md §1): full prefill, the first answer token
  * from the full cache, the cache compressed once (`--schedule prefill`, the
  * default here), greedy decoding of at most --max-new tokens without further
  * eviction. Correct iff the first integer of the answer equals the key;

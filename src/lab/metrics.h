@@ -1,4 +1,4 @@
-/* metrics.h — does the key norm predict attention? (methods.md §5; L2 paper,
+/* metrics.h — does the key norm predict attention? (../shared/spec/methods.md §5; L2 paper,
  * arXiv 2406.11430, §3 and Eqs. 5–7)
  *
  * Three layers, each usable alone:
@@ -170,7 +170,7 @@ int correlator_write_csv(const Correlator *c, const char *path, Err *err);
 /* metrics.npz: <metric>_mean / _std / _n as [L, H] (scalars) or [L, H, 9] (curves), ratios [9]. */
 int correlator_write_npz(const Correlator *c, const char *path, Err *err);
 
-/* ---- 4. a policy against the full cache (methods.md §5, "attention loss of a policy") --
+/* ---- 4. a policy against the full cache (../shared/spec/methods.md §5, "attention loss of a policy") --
 
  * Two caches fed the same tokens (the full cache's greedy continuation): the
  * full one, and one a Policy (policy.h) evicts from. At every decode step the

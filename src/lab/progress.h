@@ -1,4 +1,4 @@
-/* progress.h — a progress line on stderr for the evaluations (issue 6):
+/* progress.h — a progress line on stderr for the evaluations:
  *
  *   "ppl: 3/8 chunks, 1840/4088 tok (45%), 96.3 tok/s, ETA 23s"
  *

@@ -1,6 +1,6 @@
 /* runlog.h — the run directory of an evaluation: results appended per
  * finished unit, resumable after a kill, final files written atomically
- * (issue 6; ../shared/spec/formats.md "Outputs").
+ * (../shared/spec/formats.md "Outputs").
  *
  *   RUN_DIR/config.json       what defines the results: the evaluation's knobs,
  *                             the policy (policy_json), the seed, the identity

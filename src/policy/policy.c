@@ -1,5 +1,5 @@
 /* policy.c — the policy framework (see policy.h): the registry, the common
- * knobs of spec §0 and their parser, the schedule, and applying a policy's
+ * knobs of ../shared/spec/methods.md §0 and their parser, the schedule, and applying a policy's
  * selection to the cache together with the per-slot statistics. */
 #include "policy/policy.h"
 
@@ -246,7 +246,7 @@ int policy_resolve(PolicyOpts *o, Err *err) {
         const char *v = policy_opts_param(&given, q->key);
         policy_opts_set_param(o, q->key, v ? v : q->def);
     }
-    /* the policy's own defaults first, then the common ones (spec §0) */
+    /* the policy's own defaults first, then the common ones (../shared/spec/methods.md §0) */
     if (d->defaults && d->defaults(o, err) != 0) return -1;
     if (o->schedule == SCHED_DEFAULT) o->schedule = SCHED_STEP;
     if (o->sinks < 0) o->sinks = 0;

@@ -11,7 +11,7 @@
  *   budgets  how many tokens may each layer keep? Default: the same for every
  *            layer. pyramid and zigzag share a total out unevenly.
  *
- * This module adds what every policy shares (§0): the budget, the schedule, the
+ * This module adds what every policy shares (../shared/spec/methods.md §0): the budget, the schedule, the
  * skipped layers, the protected sinks / recent tokens, the positions mode and
  * the granularity; one command-line syntax for all of them; and the code that
  * applies a selection to the cache (kvcache_keep) together with the per-slot
@@ -38,7 +38,7 @@
 #include "model/model.h"
 #include "base/util.h"
 
-/* ---- the knobs (spec §0) ------------------------------------------------- */
+/* ---- the knobs (../shared/spec/methods.md §0) ------------------------------------------------- */
 
 typedef enum { BUDGET_NONE = 0, BUDGET_TOKENS, BUDGET_COMPRESSION, BUDGET_KEEP } BudgetKind;
 typedef enum { ROUND_AUTO = 0, ROUND_FLOOR, ROUND_CEIL } Rounding;
@@ -108,7 +108,7 @@ void policy_print_help(FILE *out);
  * e.g. {"policy":"l2","params":{},"budget":{"kind":"compression_ratio",...},...}. */
 char *policy_json(const PolicyOpts *o);
 
-/* Spec §0 budget: tokens kept out of n for a ratio budget (rounded as asked;
+/* ../shared/spec/methods.md §0, budget: tokens kept out of n for a ratio budget (rounded as asked;
  * the product is taken with a 1e-9 tolerance so 0.7*10 keeps 7, not 8), the
  * absolute budget, or INT_MAX when there is none. Never below 1. */
 int  policy_budget_of(const PolicyOpts *o, int n);
@@ -176,7 +176,7 @@ typedef struct {
 typedef struct PolicyDef {
     const char *name;
     const char *rule;          /* one line: the rule, for --help */
-    const char *spec;          /* "§1" */
+    const char *spec;          /* its section of ../shared/spec/methods.md, e.g. "§1" */
     const PolicyParam *params; /* terminated by {0} */
     unsigned flags;            /* POLICY_NEEDS_* | POLICY_OWN_BUDGET | ... */
     /* Fill the common knobs this policy defaults differently (only unset ones,

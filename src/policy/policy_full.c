@@ -1,5 +1,5 @@
 /* policy_full.c — `full`: no eviction. The reference every metric compares
- * against (spec §4.7). It still runs through the framework, so a run with
+ * against (../shared/spec/methods.md §4.7). It still runs through the framework, so a run with
  * `--policy full --positions shifted` exercises the shifted positions alone. */
 #include "policy/policy.h"
 

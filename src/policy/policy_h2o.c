@@ -1,4 +1,4 @@
-/* policy_h2o.c — `h2o` (Heavy-Hitter Oracle, spec §4.2).
+/* policy_h2o.c — `h2o` (Heavy-Hitter Oracle, ../shared/spec/methods.md §4.2).
  *
  *   hh(p) = Σ over every query seen so far (prompt rows and each decode step)
  *           of its attention probability on p, averaged over the query heads

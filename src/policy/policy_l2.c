@@ -1,4 +1,5 @@
-/* policy_l2.c — `l2` and `l2-high` (spec §1; arXiv 2406.11430).
+/* policy_l2.c — `l2` and `l2-high` (../shared/spec/methods.md §1;
+ * arXiv 2406.11430).
  *
  *   l2:      score(p) = −‖k_{l,g,p}‖₂ over the head_dim channels of the cached
  *            key: keep the LOWEST norms (the paper's method: low-norm keys
@@ -39,7 +40,7 @@ static const float *score_high(Policy *p, const KVCache *c, int layer, int g, fl
     return norm_scores(p, c, layer, g, 1.0f);
 }
 
-/* The paper's defaults (§1): layers 0 and 1 are never compressed. */
+/* The paper's defaults (../shared/spec/methods.md §1): layers 0 and 1 are never compressed. */
 static int l2_defaults(PolicyOpts *o, Err *err) {
     (void)err;
     if (!o->skip_given) {

@@ -1,4 +1,4 @@
-/* policy_lagkv.c — `lagkv` (spec §2; arXiv 2504.04704 and the official code
+/* policy_lagkv.c — `lagkv` (../shared/spec/methods.md §2; arXiv 2504.04704 and the official code
  * AI-Lab-China-Merchants-Bank/LagKV, lag_kv.py), per layer and KV head:
  *
  *   cache = [ S sinks | compressed region | uncompressed region ]

@@ -1,5 +1,5 @@
-/* policy_pyramid.c — `pyramid` (PyramidKV budgets with the SnapKV score, spec
- * §4.5): lower layers keep more. With average capacity C, window w, β = 20 and
+/* policy_pyramid.c — `pyramid` (PyramidKV budgets with the SnapKV score,
+ * ../shared/spec/methods.md §4.5): lower layers keep more. With average capacity C, window w, β = 20 and
  * N compressed layers (index i = 0 for the lowest):
  *
  *   min = (C − w)/β,  max = 2(C − w) − min,  step = (max − min)/(N − 1)

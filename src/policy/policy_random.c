@@ -1,4 +1,4 @@
-/* policy_random.c — `random` (spec §1 ablation): a uniform random score per
+/* policy_random.c — `random` (../shared/spec/methods.md §1 ablation): a uniform random score per
  * (layer, KV head, token), seeded. The score is a hash of (seed, layer, head,
  * original position), so a token keeps the same score at every decision and a
  * run is reproducible from its seed alone. Skips layers 0,1 like l2, so the

@@ -1,4 +1,4 @@
-/* policy_snapkv.c — `snapkv` (spec §4.3), and the SnapKV score that pyramid
+/* policy_snapkv.c — `snapkv` (../shared/spec/methods.md §4.3), and the SnapKV score that pyramid
  * and zigzag borrow.
  *
  *   s(p) = Σ over the last w queries (the observation window, default 32) of

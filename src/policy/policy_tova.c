@@ -1,4 +1,4 @@
-/* policy_tova.c — `tova` (Token Omission Via Attention, spec §4.4): keep the
+/* policy_tova.c — `tova` (Token Omission Via Attention, ../shared/spec/methods.md §4.4): keep the
  * tokens with the highest attention from the LAST query, averaged over all the
  * heads of the layer, one token set for the whole layer (granularity layer:
  * the framework averages this per-KV-head score over the layer's KV heads;

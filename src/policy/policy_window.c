@@ -1,11 +1,11 @@
-/* policy_window.c — `window` (StreamingLLM, spec §4.1): keep the first S
+/* policy_window.c — `window` (StreamingLLM, ../shared/spec/methods.md §4.1): keep the first S
  * tokens (the attention sinks, --protect-sinks, default 4) and the most recent
  * budget − S; evict everything between.
  *
  * Written as a score: a token's score is its original position, so the
  * default selection (sinks protected, then the best scores) keeps exactly the
  * newest ones. The original runs it after every step (the default schedule)
- * with `--positions shifted`; kvlab keeps `true` as the common default (§0). */
+ * with `--positions shifted`; kvlab keeps `true` as the common default (../shared/spec/methods.md §0). */
 #include "policy/policy.h"
 
 static const float *score_position(Policy *p, const KVCache *c, int layer, int g, float *score) {

@@ -1,5 +1,5 @@
-/* policy_zigzag.c — `zigzag`: per-layer budgets from layer uncertainty (spec
- * §3, ZigZagKV, arXiv 2412.09036).
+/* policy_zigzag.c — `zigzag`: per-layer budgets from layer uncertainty
+ * (../shared/spec/methods.md §3, ZigZagKV, arXiv 2412.09036).
  *
  * A RECONSTRUCTION: only the paper's abstract was reachable; this is the rule
  * of a public re-implementation, as the spec states it.
