@@ -22,13 +22,13 @@
  * permutation ("HF models permute some of the tensors, so we need to undo
  * that": LlamaModel.permute). So a llama GGUF stores q/k like Meta/llama2.c,
  * NOT like HF, and we load it with rope_pairing_halves = 0, as stored.
- * (cmd_convert.c permutes when converting between GGUF and HF.)
+ * (convert.c permutes when converting between GGUF and HF.)
  *
  * The embedded tokenizer (tokenizer.ggml.model "llama": SentencePiece) is
  * tokenizer.ggml.tokens (strings, "▁" for spaces), .scores (f32), .token_type
  * (SentencePiece types 1..6), .bos/eos/unknown_token_id, .add_space_prefix.
  * The model records the .gguf itself as its tokenizer_path; tokenizer_load()
- * recognises the magic and comes back here (gguf_tokenizer_load). */
+ * (load.c) recognises the magic and comes back here (gguf_tokenizer_load). */
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
