@@ -38,7 +38,9 @@ for file in src/*/*.[ch] simd/*.[ch]; do
         if [ ! -f "$path" ]; then problems+=("includes \"$inc\": no such file $path"); continue; fi
         [ "$dep" = "$own" ] && continue
         dep_rank=$(rank "$dep")
-        if [ "$dep_rank" -ge "$own_rank" ]; then
+        if [ "$dep_rank" -lt 0 ]; then
+            problems+=("includes \"$inc\": $dep/ is not a layer")
+        elif [ "$dep_rank" -ge "$own_rank" ]; then
             problems+=("includes \"$inc\": $dep/ is not below $own/")
         fi
     done < <(grep -E '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$file")
