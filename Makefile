@@ -31,7 +31,7 @@ ARCH := $(shell $(CC) -dumpmachine 2>/dev/null | cut -d- -f1)
 
 OPT      ?= -O3 -g
 SAN      ?=
-CFLAGS   := $(OPT) $(SAN) -std=c11 -Wall -Wextra -fopenmp -D_GNU_SOURCE -Isrc -Isimd -MMD -MP
+CFLAGS   := $(OPT) $(SAN) -std=c11 -Wall -Wextra -fopenmp -D_GNU_SOURCE -Isrc -I. -MMD -MP
 LDFLAGS  := -fopenmp $(SAN)
 LDLIBS   := -lsleef -lcjson -lz -lm
 
@@ -39,7 +39,7 @@ LDLIBS   := -lsleef -lcjson -lz -lm
 KVLAB_BIN := $(if $(filter build,$(BUILD)),kvlab,$(BUILD)/kvlab)
 
 # ---- sources ---------------------------------------------------------------
-ENGINE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+ENGINE_SRC := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
 SIMD_SRC   := simd/scalar.c simd/dispatch.c simd/peak.c
 ifeq ($(ARCH),x86_64)
 SIMD_SRC   += $(wildcard simd/x86_*.c simd/avx2*.c simd/avx512*.c)
@@ -97,7 +97,7 @@ $(BUILD)/libkvlab.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(KVLAB_BIN): $(BUILD)/obj/src/main.o $(BUILD)/libkvlab.a
+$(KVLAB_BIN): $(BUILD)/obj/src/cli/main.o $(BUILD)/libkvlab.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libkvlab.a | deps

@@ -3,8 +3,9 @@
 # On x86-64, `make test` also cross-compiles the kernel tests for aarch64 into
 # $(ARM_BUILD)/ and tests/run.sh runs them under qemu-aarch64, so the NEON kernels
 # are tested for real on every run. Missing Debian packages (cross compiler, qemu,
-# arm64 libraries) are installed when make runs as root; otherwise the exact
-# commands are printed and make stops. `make KVLAB_NO_ARM64=1 test` skips it.
+# arm64 libraries) are installed when make runs as root — which first adds arm64
+# to dpkg's foreign architectures, and says so; otherwise the exact commands are
+# printed and make stops. `make KVLAB_NO_ARM64=1 test` skips it.
 #
 #   make arm64-tests     build $(ARM_BUILD)/tests/* only
 #   make clean-arm64     remove $(ARM_BUILD)/
@@ -45,8 +46,12 @@ define need_arm64_debs
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
+	    if ! dpkg --print-foreign-architectures | grep -qx arm64; then \
+	      echo "adding dpkg architecture arm64 for the NEON cross toolchain: dpkg --add-architecture arm64"; \
+	      echo "(make KVLAB_NO_ARM64=1 test skips the arm64 tests; dpkg --remove-architecture arm64 undoes it)"; \
+	      dpkg --add-architecture arm64 || exit 1; \
+	    fi; \
 	    echo "installing Debian packages for the arm64 cross build:$$missing"; \
-	    { dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64; } && \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      -o DPkg::Lock::Timeout=300 $$missing >/dev/null || exit 1; \
 	  else \

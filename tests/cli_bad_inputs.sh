@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cli_bad_inputs.sh — the bad-input catalogue (issue 7): models, tokenizers,
+# cli_bad_inputs.sh — the bad-input catalogue: models, tokenizers,
 # prompts, numeric options and output paths that kvlab must refuse with exit
 # status != 0, ONE line on stderr "kvlab: ..." naming the file or option and the
 # problem, and no output file (nor a leftover temporary) where it would have

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cli_eval.sh — `kvlab ppl`, `kvlab passkey`, `kvlab needle` end to end on stories260k
-# (issue 6): outputs checked, determinism, kill + --resume giving the same final files
+# (../shared/spec/methods.md §6): outputs checked, determinism, kill + --resume giving the same final files
 # as an uninterrupted run (the KVLAB_EVAL_STOP_AFTER hook, a torn last line, a real
 # SIGKILL), refusals with one-line errors; experiments/sweep.sh, collect.py and the plots.
 #

@@ -7,7 +7,7 @@ DEMO=$SHARED/models/demo-25m
 GEN="$KVLAB generate -m $S260 -p Once --print-ids --threads 1"
 
 # ---- good runs -----------------------------------------------------------------
-expect_ok "the issue's example: l2, ratio 0.5, skip 0,1, step" \
+expect_ok "the l2 paper's setting: l2, ratio 0.5, skip 0,1, step" \
     $KVLAB generate -m "$S260" -p "Once upon a time" -n 64 --policy l2 --compression-ratio 0.5 --skip-layers 0,1 --schedule step
 check "stderr reports KV bytes in use" grep -qE "^kv: [0-9.]+ MiB in use" "$TMP/err"
 check "stderr reports evictions and decide time per decode step" grep -qE "policy l2: [1-9][0-9]* evicted, decide [0-9.]+ ms/decode step" "$TMP/err"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cli_valgrind.sh — valgrind memcheck on whole runs (issue 7): no invalid read
+# cli_valgrind.sh — valgrind memcheck on whole runs: no invalid read
 # or write, no use of uninitialised memory, no leak, on a generate run of
 # stories260k (one thread: libgomp's pool threads are never joined, which
 # memcheck reports as "possibly lost"), with and without an eviction policy,

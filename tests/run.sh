@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every test program in $1 (default build/tests) and every tests/cli_*.sh,
-# add up their RESULT lines and print "N passed, N failed".
+# Run the source checks tests/check_*.sh, every test program in $1 (default
+# build/tests) and every tests/cli_*.sh, add up their RESULT lines and print
+# "N passed, N failed".
 set -u
 dir=${1:-build/tests}
 passed=0; failed=0; broken=()
@@ -20,6 +21,10 @@ run_one() {   # name, command...
     if [ "$f" != 0 ]; then broken+=("$name"); sed 's/^/    /' "$log" | grep -v '^    ok ' | tail -n 40; fi
     rm -f "$log"
 }
+for s in tests/check_*.sh; do
+    [ -f "$s" ] || continue
+    run_one "$(basename "$s")" bash "$s"
+done
 for t in "$dir"/test_*; do
     [ -x "$t" ] || continue
     run_one "$(basename "$t")" "$t"

@@ -1,4 +1,4 @@
-/* test_eval.c — the evaluations' parts (issue 6): the perplexity protocol
+/* test_eval.c — the evaluations' parts: the perplexity protocol
  * against the Hugging Face golden NLL, the reference run, the passkey prompt
  * builder and answer parser, the needle insertion and score, the run log
  * (append, resume, torn last line, refusals), the seeded streams and the
@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "eval.h"
-#include "npy.h"
-#include "ops.h"
-#include "progress.h"
-#include "runlog.h"
+#include "lab/eval.h"
+#include "formats/npy.h"
+#include "engine/ops.h"
+#include "lab/progress.h"
+#include "lab/runlog.h"
 
 static char tmpdir[256];
 
@@ -34,7 +34,7 @@ static Tokenizer *stories_tokenizer(void) {
 
 /* ---- perplexity ------------------------------------------------------------------------- */
 
-/* §6 with the full cache = plain teacher forcing: exp(mean NLL) equals the
+/* ../shared/spec/methods.md §6 with the full cache = plain teacher forcing: exp(mean NLL) equals the
  * golden's exp(mean nll) (HF transformers, fp32) to 1e-4 relative. */
 static void golden_ppl(const char *model_rel, const char *npz_rel) {
     char npz[512];

@@ -20,10 +20,11 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "forward.h"
-#include "gguf.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "engine/forward.h"
+#include "formats/gguf.h"
+#include "model/convert.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 #define N_IDS 12
 

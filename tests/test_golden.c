@@ -18,10 +18,10 @@
 #include <string.h>
 
 #include "check.h"
-#include "forward.h"
-#include "kernels.h"
-#include "npy.h"
-#include "ops.h"
+#include "engine/forward.h"
+#include "simd/kernels.h"
+#include "formats/npy.h"
+#include "engine/ops.h"
 
 typedef struct {
     int n_layers, n_heads, T;

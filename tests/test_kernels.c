@@ -22,7 +22,7 @@
  * past the end crashes the test; with -fsanitize=address the misaligned heap
  * buffers are also checked by ASan. */
 #include "check.h"
-#include "kernels.h"
+#include "simd/kernels.h"
 
 #include <float.h>
 #include <stdarg.h>

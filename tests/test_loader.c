@@ -15,10 +15,10 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "forward.h"
-#include "model.h"
-#include "safetensors.h"
-#include "synth.h"
+#include "engine/forward.h"
+#include "model/model.h"
+#include "formats/safetensors.h"
+#include "model/synth.h"
 
 #define SMALL_SHAPE "dim=64,layers=2,heads=4,kv_heads=2,ffn=96,vocab=300"
 #define N_IDS 24

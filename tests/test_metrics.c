@@ -1,5 +1,5 @@
 /* test_metrics.c — the correlation / eviction metrics (src/metrics.c) against
- * straightforward O(n²) formulas written here from methods.md §5, on hand-made
+ * straightforward O(n²) formulas written here from ../shared/spec/methods.md §5, on hand-made
  * rows and on the golden attention maps and key norms of ../shared/golden; the
  * correlator and the tracer end to end on stories260K.
  *
@@ -12,12 +12,13 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "forward.h"
-#include "metrics.h"
-#include "npy.h"
-#include "policy.h"
-#include "tokenizer.h"
-#include "trace.h"
+#include "engine/forward.h"
+#include "lab/metrics.h"
+#include "formats/npy.h"
+#include "policy/policy.h"
+#include "model/tokenizer.h"
+#include "lab/runmeta.h"
+#include "lab/trace.h"
 
 /* ---- independent reference implementations -------------------------------------- */
 

@@ -2,7 +2,7 @@
  * trips for every dtype, numpy cross-checks both ways (when Debian's
  * /usr/bin/python3 has numpy), and bad input that must fail cleanly. */
 #include "check.h"
-#include "npy.h"
+#include "formats/npy.h"
 
 #include <dirent.h>
 #include <stdint.h>

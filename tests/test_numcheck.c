@@ -6,12 +6,12 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "forward.h"
-#include "kvcache.h"
-#include "numcheck.h"
-#include "ops.h"
-#include "policy.h"
-#include "synth.h"
+#include "engine/forward.h"
+#include "engine/kvcache.h"
+#include "engine/numcheck.h"
+#include "engine/ops.h"
+#include "policy/policy.h"
+#include "model/synth.h"
 
 static char dir[256];
 
@@ -129,7 +129,8 @@ static void test_limits(void) {
 
 /* ---- LagKV: a constant channel ------------------------------------------------------- */
 
-/* The score of §2 for P = Z[0..L) against Z[L..2L), in double (as the spec reads). */
+/* The score of ../shared/spec/methods.md §2 for P = Z[0..L) against Z[L..2L),
+ * in double (as the spec reads). */
 static void lag_ref(const float *Z, int L, int d, double *score) {
     double sig[16], mx_s = -INFINITY, sum = 0;
     for (int t = 0; t < L; t++) {

@@ -8,8 +8,8 @@
  * tolerance) with a plain double-precision sum, so a row that was skipped or
  * written to the wrong place cannot pass. */
 #include "check.h"
-#include "ops.h"
-#include "util.h"
+#include "engine/ops.h"
+#include "base/util.h"
 
 #include <stdint.h>
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 /* ---- a hand-made cache ------------------------------------------------------ */
 
@@ -717,7 +717,7 @@ static void key_lag(int layer, int g, int t, float *key, int hd, void *ctx) {
     }
 }
 
-/* An independent reference for one partition's score: straight from §2. */
+/* An independent reference for one partition's score: straight from ../shared/spec/methods.md §2. */
 static void lag_reference(const float *K, const float *V, int L, int d, double *score) {
     for (int t = 0; t < L; t++) score[t] = 0;
     for (int z = 0; z < 2; z++) {
@@ -744,7 +744,7 @@ static void lag_reference(const float *K, const float *V, int L, int d, double *
     }
 }
 
-static int lag_len(int n, int S, int L, int r) {   /* spec §2, n >= S + 2L */
+static int lag_len(int n, int S, int L, int r) {   /* ../shared/spec/methods.md §2, n >= S + 2L */
     return S + r * ((n - S) / L - 1) + L + (n - S) % L;
 }
 

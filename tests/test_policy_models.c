@@ -23,8 +23,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "ops.h"
-#include "policy.h"
+#include "engine/ops.h"
+#include "policy/policy.h"
 
 typedef struct {
     const char *label;

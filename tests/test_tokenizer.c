@@ -8,7 +8,7 @@
  * streaming piece API, the flags of a small hand-written model, bad files, and
  * the speed on wikitext-2. */
 #include "check.h"
-#include "tokenizer.h"
+#include "model/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>

@@ -25,7 +25,7 @@ FUZZ_TARGETS  ?= safetensors st_index config llama2c gguf tok_model tok_bin poli
 FUZZ_DEBS     := clang libclang-rt-dev libomp-dev
 
 FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
-                -std=c11 -Wall -Wextra -fopenmp -D_GNU_SOURCE -Isrc -Isimd -MMD -MP
+                -std=c11 -Wall -Wextra -fopenmp -D_GNU_SOURCE -Isrc -I. -MMD -MP
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(ENGINE_SRC) $(SIMD_SRC))
 FUZZ_BIN     := $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
 

@@ -3,7 +3,7 @@
  * model (metadata keys, tensor types and shapes) and as a tokenizer (the
  * embedded vocabulary), each used when it loads. */
 #include "fuzz_util.h"
-#include "gguf.h"
+#include "formats/gguf.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     GgufFile g;

@@ -1,7 +1,7 @@
 /* fuzz_npz.c — .npz archives (zip directory, ZIP64 records, deflate) and .npy
  * headers (the Python dict literal, dtype, shape, sizes), from memory. */
 #include "fuzz_util.h"
-#include "npy.h"
+#include "formats/npy.h"
 
 static void npz_fuzz_use(NpyArray *a) {
     free(npy_to_f32(a));

@@ -7,7 +7,7 @@
  * Input: 8 bytes of knobs (each mapped into the range the command line
  * accepts), then the spec string. */
 #include "fuzz_util.h"
-#include "policy.h"
+#include "policy/policy.h"
 
 #define POL_CTX 48
 

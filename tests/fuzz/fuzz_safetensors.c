@@ -4,7 +4,7 @@
  * (the loader's tensor lookup, shape checks, dtype conversion, and a forward
  * pass when the weights bind). */
 #include "fuzz_util.h"
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     StFile sf;

@@ -22,13 +22,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "forward.h"
-#include "model.h"
-#include "numcheck.h"
-#include "ops.h"
-#include "synth.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "engine/forward.h"
+#include "model/model.h"
+#include "engine/numcheck.h"
+#include "engine/ops.h"
+#include "model/synth.h"
+#include "model/tokenizer.h"
+#include "base/util.h"
 
 /* The tiny checkpoint's shape: everything small, GQA, so a forward pass costs
  * microseconds. */

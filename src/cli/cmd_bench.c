@@ -1,0 +1,542 @@
+/* cmd_bench.c — `kvlab bench`: how fast, against what this machine can do.
+ *
+ * Machine limits (measured by kvlab itself, `--machine`):
+ *   read bandwidth  = bytes / time of a streaming dot product over a buffer far
+ *                     larger than the caches (1 GiB), all threads; the better
+ *                     of one stream per thread and several rows at a time
+ *   peak FMA rate   = the FMA loop of simd/peak.h on every thread
+ * Model figures, per dtype x thread count, median and spread over --repeat runs:
+ *   prefill tok/s and GFLOP/s (2 flops per weight per token + attention)
+ *   decode tok/s, weight bytes read per token, and GB/s = bytes/token x tok/s,
+ *   also as a fraction of the read bandwidth measured again just before the run
+ * A decode token must read every weight matrix once, so decode speed is bounded
+ * by bandwidth / bytes-per-token; prefill reuses each weight for many tokens and
+ * is bounded by the FMA rate. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "engine/forward.h"
+#include "simd/kernels.h"
+#include "engine/ops.h"
+#include "simd/peak.h"
+#include "policy/policy.h"
+#include "engine/sampler.h"
+
+static void help(void) {
+    printf("usage: kvlab bench -m MODEL [options]     or     kvlab bench --machine\n\n"
+           "  --prompt N          prompt tokens for the prefill figure [512]\n"
+           "  --gen N             decode steps for the decode figure [128]\n"
+           "  --threads LIST      thread counts to run, e.g. 1,2 [all cores]\n"
+           "  --dtype LIST        weight dtypes to run, e.g. f32,bf16,bf16d [f32]; bf16d: bf16\n"
+           "                      weights through the bf16 dot kernel (as --bf16-dot)\n"
+           "  --isa NAME          kernel set (auto, scalar, avx2, avx512, neon) [auto]\n"
+           "  --repeat N          runs per configuration; the median is reported [5]\n"
+           "  --json FILE         also write every figure as JSON (atomically)\n"
+           "  --machine           only measure the machine: read bandwidth and peak FMA rate\n"
+           "  --no-machine        skip the machine measurement (no fractions printed)\n"
+           "  --interleave        load every --dtype model first, then run the configurations'\n"
+           "                      repeats in turn (1st of each, 2nd of each, ...), so a drift of\n"
+           "                      the machine hits them alike; needs memory for all the models\n"
+           "  --seed S            seed of the random prompt [1]\n"
+           "  -m, --model PATH    model (HF directory, llama2.c .bin or .gguf)\n"
+           "  --ctx N             context length [prompt + gen]\n"
+           "  --mmap              weights in place from the mapped file, not copied to huge pages\n"
+           "  --bf16-dot          bf16 rows become bf16d: activations rounded to bf16, summed by\n"
+           "                      the CPU's bf16 dot instruction (avx512_bf16)\n"
+           "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
+           "bandwidth measured again just before each configuration (with --interleave:\n"
+           "before each run, median; column bw GB/s), since on a shared machine the\n"
+           "bandwidth left over drifts.\n"
+           "With a policy (options below), decode runs through it and the cost of deciding\n"
+           "(scoring + selection) and of compaction per decode step is reported, also as a\n"
+           "share of the decode step.\n");
+    printf(POLICY_OPTS_HELP);
+}
+
+typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
+
+/* Read bandwidth: every thread reads its own slice of a buffer >> caches, in
+ * two ways, and the faster one is the machine's figure:
+ *   one stream  - a dot product of the slice with itself, front to back;
+ *   rows        - the slice as a [rows, 4096] fp32 matrix times a vector with
+ *                 the fp32 mat-vec kernel, which reads several rows at once.
+ * On some machines several streams per core get more than one (a 2-vCPU EPYC
+ * VM, 2 threads: rows 72-77 GB/s, one stream 67-74 GB/s), and decode reads
+ * weights the second way. */
+#define BW_COLS 4096
+static double read_rate_gbs(const float *buf, size_t n, int threads, int as_rows) {
+    const Kernels *k = kernels_get();
+    static float x[BW_COLS];
+    for (int i = 0; i < BW_COLS; i++) x[i] = 1e-3f * (float)(i & 255);
+    const size_t rows = n / BW_COLS;
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = now_seconds();
+        float total = 0;
+        #pragma omp parallel num_threads(threads) reduction(+:total)
+        {
+            int id = omp_get_thread_num(), nt = omp_get_num_threads();
+            size_t my_rows = rows / (size_t)nt;
+            const float *mine = buf + (size_t)id * my_rows * BW_COLS;
+            float y_mine[256];
+            for (size_t r = 0; r < my_rows; r += 256) {      /* 4 MiB per call */
+                int m = (int)(my_rows - r < 256 ? my_rows - r : 256);
+                const float *p = mine + r * BW_COLS;
+                if (as_rows) {
+                    k->matmul_f32(y_mine, 256, x, BW_COLS, p, 1, m, BW_COLS);
+                    total += y_mine[0];
+                } else {
+                    total += k->dot(p, p, m * BW_COLS);
+                }
+            }
+        }
+        double dt = now_seconds() - t0;
+        sink += total;
+        double gbs = (double)(rows / (size_t)threads) * (size_t)threads * BW_COLS * sizeof(float) / dt / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    (void)sink;
+    return best;
+}
+
+static double measure_read_bandwidth(int threads) {
+    size_t n = (size_t)1 << 28;   /* 2^28 floats = 1 GiB */
+    /* huge pages, like the weights (model.c), so both are read the same way */
+    float *buf = big_alloc(n * sizeof(float));
+    if (!buf) die("bench: cannot allocate 1 GiB for the bandwidth test");
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;   /* touch: fault pages in */
+    double one_stream = read_rate_gbs(buf, n, threads, 0), as_rows = read_rate_gbs(buf, n, threads, 1);
+    if (getenv("KVLAB_BENCH_VERBOSE"))
+        fprintf(stderr, "  read, %d threads: one stream %.1f GB/s, rows %.1f GB/s\n", threads, one_stream, as_rows);
+    big_free(buf, n * sizeof(float));
+    return one_stream > as_rows ? one_stream : as_rows;
+}
+
+static double measure_peak_gflops(int threads) {
+    const char *isa = kernels_get()->name;
+    long iters = 1000;
+    double seconds = 0;
+    volatile float sink = 0;
+    /* grow the loop until it runs ~0.2 s, then take the best of 3 */
+    for (;;) {
+        double t0 = now_seconds();
+        sink += peak_fma_run(isa, iters);
+        seconds = now_seconds() - t0;
+        if (seconds > 0.05) break;
+        iters *= 4;
+    }
+    iters = (long)(iters * (0.2 / seconds)) + 1;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_seconds();
+        float total = 0;
+        #pragma omp parallel num_threads(threads) reduction(+:total)
+        total += peak_fma_run(isa, iters);
+        double dt = now_seconds() - t0;
+        sink += total;
+        double gflops = peak_fma_flops(isa, iters) * threads / dt / 1e9;
+        if (gflops > best) best = gflops;
+    }
+    (void)sink;
+    return best;
+}
+
+/* The machine's limits do not depend on --isa: measure them with the best
+ * kernels this CPU has, then restore the chosen set. */
+static MachineLimits measure_limits(int threads, int with_peak, int announce) {
+    MachineLimits m = { 0, 0, threads };
+    char chosen[32], msg[256];
+    snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
+    kernels_select("auto", msg, sizeof msg);
+    if (announce)
+        fprintf(stderr, "measuring the machine's %s (%s kernels, %d threads)...\n",
+                with_peak ? "limits" : "read bandwidth", kernels_get()->name, threads);
+    m.read_gbs = measure_read_bandwidth(threads);
+    if (with_peak) m.peak_gflops = measure_peak_gflops(threads);
+    kernels_select(chosen, msg, sizeof msg);
+    return m;
+}
+static MachineLimits measure_machine(int threads) { return measure_limits(threads, 1, 1); }
+
+/* ---- model figures ------------------------------------------------------- */
+
+static size_t mat_bytes(const Mat *a) { return (size_t)a->rows * a->cols * dtype_size(a->dtype); }
+
+/* Weight bytes one decode step reads: every matrix once (the embedding only one row). */
+static size_t decode_weight_bytes(const Model *m) {
+    size_t b = mat_bytes(&m->w.classifier) + (size_t)m->cfg.dim * dtype_size(m->compute_dtype);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        b += mat_bytes(&w->wq) + mat_bytes(&w->wk) + mat_bytes(&w->wv) + mat_bytes(&w->wo) +
+             mat_bytes(&w->w_gate) + mat_bytes(&w->w_up) + mat_bytes(&w->w_down);
+    }
+    return b;
+}
+
+/* Flops of a prefill of P tokens that outputs the last token's logits. */
+static double prefill_flops(const Model *m, int P) {
+    const Config *c = &m->cfg;
+    double per_token_matmul = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        per_token_matmul += (double)w->wq.rows * w->wq.cols + (double)w->wk.rows * w->wk.cols +
+                            (double)w->wv.rows * w->wv.cols + (double)w->wo.rows * w->wo.cols +
+                            (double)w->w_gate.rows * w->w_gate.cols + (double)w->w_up.rows * w->w_up.cols +
+                            (double)w->w_down.rows * w->w_down.cols;
+    }
+    double attention = 2.0 * 2.0 * c->n_layers * c->n_heads * c->head_dim * ((double)P * (P + 1) / 2);
+    return 2.0 * per_token_matmul * P + attention + 2.0 * c->vocab_size * c->dim;
+}
+
+/* `value` printed with `fmt` ("%.1f", "%.1f%%"), or "-" where there is no
+ * figure (NaN or <= 0: no machine measurement, --no-machine). */
+static void figure_or_dash(char *buf, size_t size, const char *fmt, double value) {
+    if (isfinite(value) && value > 0) snprintf(buf, size, fmt, value);
+    else snprintf(buf, size, "-");
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct { double median, min, max; } Stat;
+
+static Stat stat_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    Stat s = { n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]), v[0], v[n - 1] };
+    return s;
+}
+
+/* A configuration's label: the compute dtype, or bf16d for bf16 weights
+ * through the bf16 dot kernel. */
+static const char *config_name(DType dtype, int bf16_dot) { return bf16_dot ? "bf16d" : dtype_name(dtype); }
+
+typedef struct {
+    DType dtype;
+    int bf16_dot;                 /* bf16 weights through the bf16 dot kernel (row label bf16d) */
+    int threads;
+    Stat prefill_tps, decode_tps;
+    double prefill_gflops, decode_gbs, weight_bytes;
+    double decide_ms, apply_ms;   /* per decode step, with a policy (else 0) */
+} BenchResult;
+
+/* One configuration (a loaded model x a thread count) being measured: the
+ * prompt, cache and forward state live across its runs, so runs of several
+ * configurations can be interleaved (--interleave). */
+typedef struct {
+    const Model *m;
+    int bf16_dot;                    /* set for the runs of this configuration (ops_set_bf16_dot) */
+    int threads, P, G, repeat, runs_done;
+    int *prompt;
+    KVCache cache;
+    Forward *f;
+    Policy *pol;
+    double *pre, *dec, *bw;          /* per run: tok/s, tok/s, GB/s read just before */
+    double decide_s, apply_s;
+    long decode_steps;
+} BenchRun;
+
+static void bench_start(BenchRun *b, const Model *m, int bf16_dot, int threads, int P, int G, int repeat,
+                        uint64_t seed, const PolicyOpts *po) {
+    memset(b, 0, sizeof *b);
+    b->m = m; b->bf16_dot = bf16_dot; b->threads = threads; b->P = P; b->G = G; b->repeat = repeat;
+    Err err;
+    b->prompt = xmalloc((size_t)P * sizeof(int));
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    b->prompt[0] = m->cfg.bos_id;
+    for (int i = 1; i < P; i++) {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+        b->prompt[i] = 3 + (int)(s % (uint64_t)(m->cfg.vocab_size - 3));
+    }
+    if (forward_cache_init(m, &b->cache, P + G + 1, &err) != 0) die("%s", err.msg);
+    b->f = forward_create(m, P);
+    if (po && !(b->pol = policy_create(po, &m->cfg, P + G + 1, &err))) die("%s", err.msg);
+    b->pre = xmalloc((size_t)repeat * sizeof(double));
+    b->dec = xmalloc((size_t)repeat * sizeof(double));
+    b->bw = xcalloc((size_t)repeat, sizeof(double));
+}
+
+/* One run: prefill the prompt, then G greedy decode steps. warm_up: a run whose
+ * figures are dropped (it faults in caches and page tables). */
+static void bench_run(BenchRun *b, int warm_up, double bw_before) {
+    Err err;
+    ops_set_threads(b->threads);
+    ops_set_bf16_dot(b->bf16_dot);
+    kvcache_reset(&b->cache);
+    double t0 = now_seconds();
+    /* policy_forward with p == NULL is plain forward() */
+    if (policy_forward(b->pol, b->f, &b->cache, b->prompt, b->P, NULL, &err) != 0) die("%s", err.msg);
+    double t1 = now_seconds();
+    if (b->pol) policy_timing_reset(b->pol);
+    int tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
+    for (int g = 0; g < b->G; g++) {
+        if (policy_forward(b->pol, b->f, &b->cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+        tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
+    }
+    double t2 = now_seconds();
+    if (warm_up) return;
+    if (b->pol) {
+        PolicyTiming pt = policy_timing(b->pol);
+        b->decide_s += pt.decide_decode_s;
+        b->apply_s += pt.apply_s;
+        b->decode_steps += pt.decode_forwards;
+    }
+    int r = b->runs_done++;
+    b->pre[r] = b->P / (t1 - t0);
+    b->dec[r] = b->G / (t2 - t1);
+    b->bw[r] = bw_before;
+    fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
+            config_name(b->m->compute_dtype, b->bf16_dot), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
+}
+
+/* The figures of the runs done (medians), and free the state. *bw_median: the
+ * median of the bandwidths measured before the runs (0 if none were). */
+static BenchResult bench_finish(BenchRun *b, double *bw_median) {
+    const Model *m = b->m;
+    BenchResult r = { m->compute_dtype, b->bf16_dot, b->threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
+    r.prefill_tps = stat_of(b->pre, b->runs_done);
+    r.decode_tps = stat_of(b->dec, b->runs_done);
+    *bw_median = stat_of(b->bw, b->runs_done).median;
+    r.prefill_gflops = prefill_flops(m, b->P) / b->P * r.prefill_tps.median / 1e9;
+    r.decode_gbs = r.weight_bytes * r.decode_tps.median / 1e9;
+    if (b->decode_steps > 0) {
+        r.decide_ms = b->decide_s / b->decode_steps * 1e3;
+        r.apply_ms = b->apply_s / b->decode_steps * 1e3;
+    }
+    policy_free(b->pol);
+    free(b->pre); free(b->dec); free(b->bw); free(b->prompt);
+    forward_free(b->f);
+    kvcache_free(&b->cache);
+    return r;
+}
+
+static cJSON *result_json(const BenchResult *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "dtype", dtype_name(r->dtype));
+    cJSON_AddNumberToObject(o, "threads", r->threads);
+    cJSON_AddNumberToObject(o, "prefill_tok_s_median", r->prefill_tps.median);
+    cJSON_AddNumberToObject(o, "prefill_tok_s_min", r->prefill_tps.min);
+    cJSON_AddNumberToObject(o, "prefill_tok_s_max", r->prefill_tps.max);
+    cJSON_AddNumberToObject(o, "prefill_gflop_s", r->prefill_gflops);
+    cJSON_AddNumberToObject(o, "decode_tok_s_median", r->decode_tps.median);
+    cJSON_AddNumberToObject(o, "decode_tok_s_min", r->decode_tps.min);
+    cJSON_AddNumberToObject(o, "decode_tok_s_max", r->decode_tps.max);
+    cJSON_AddNumberToObject(o, "decode_weight_bytes_per_token", r->weight_bytes);
+    cJSON_AddNumberToObject(o, "decode_gb_s", r->decode_gbs);
+    if (r->decide_ms > 0 || r->apply_ms > 0) {
+        cJSON_AddNumberToObject(o, "policy_decide_ms_per_step", r->decide_ms);
+        cJSON_AddNumberToObject(o, "policy_apply_ms_per_step", r->apply_ms);
+        cJSON_AddNumberToObject(o, "policy_decide_frac_of_step", r->decide_ms * r->decode_tps.median / 1e3);
+    }
+    return o;
+}
+
+static void write_json(const char *path, cJSON *root) {
+    Err err;
+    AtomicFile af;
+    char *text = cJSON_Print(root);
+    if (atomic_open(&af, path, &err) != 0) die("--json %s", err.msg);
+    fputs(text, af.f);
+    fputc('\n', af.f);
+    if (atomic_commit(&af, &err) != 0) die("--json %s", err.msg);
+    free(text);
+}
+
+static void load_bench_model(const CommonOpts *o, DType dtype, int P, int G, Model *m) {
+    CommonOpts od = *o;
+    od.dtype = dtype;
+    common_load_model(&od, m);
+    if (P + G + 1 > m->cfg.max_seq_len)
+        die("bench: --prompt %d + --gen %d exceeds the model's context (%d)", P, G, m->cfg.max_seq_len);
+}
+
+/* One row of the table (stdout) and of the JSON "runs". */
+static void report_row(const BenchResult *r, double bw_now, const MachineLimits *lim, const PolicyOpts *po,
+                       cJSON *runs) {
+    double peak_frac = lim->peak_gflops > 0 ? r->prefill_gflops / lim->peak_gflops * 100 : NAN;
+    double bw_frac = bw_now > 0 ? r->decode_gbs / bw_now * 100 : NAN;
+    char peak_s[16], bw_s[16], bw_now_s[16];
+    figure_or_dash(peak_s, sizeof peak_s, "%.1f%%", peak_frac);
+    figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
+    figure_or_dash(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
+    printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
+           config_name(r->dtype, r->bf16_dot), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
+           r->prefill_gflops, peak_s, r->decode_tps.median, r->decode_tps.min, r->decode_tps.max,
+           r->weight_bytes / 1e6, r->decode_gbs, bw_s, bw_now_s);
+    if (po)
+        printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
+               po->name, r->decide_ms, r->apply_ms, r->decide_ms * r->decode_tps.median / 10,
+               r->apply_ms * r->decode_tps.median / 10);
+    fflush(stdout);
+    cJSON *rj = result_json(r);
+    cJSON_AddBoolToObject(rj, "bf16_dot", r->bf16_dot);
+    cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim->peak_gflops > 0 ? peak_frac / 100 : -1);
+    cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
+    cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
+    cJSON_AddItemToArray(runs, rj);
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) { help(); return 0; }
+    CommonOpts o;
+    common_defaults(&o);
+    int P = 512, G = 128, repeat = 5, machine_only = 0, no_machine = 0, interleave = 0;
+    int n_threads = 0, n_dtypes = 0;
+    int dots[4] = {0};   /* per --dtype entry: bf16 weights through the bf16 dot kernel (bf16d) */
+    int *thread_list = NULL;
+    DType dtypes[4];
+    const char *json_path = NULL;
+    uint64_t seed = 1;
+    PolicyOpts po;
+    policy_defaults(&po);
+    int policy_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (policy_option(&po, argc, argv, &i)) { policy_given = 1; continue; }
+        if (!strcmp(a, "--prompt")) P = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(a, "--gen")) G = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(a, "--repeat")) repeat = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(a, "--threads")) thread_list = cli_int_list(a, cli_value(argc, argv, &i), 1, 1024, &n_threads);
+        else if (!strcmp(a, "--dtype")) {
+            const char *v = cli_value(argc, argv, &i);
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", v);
+            n_dtypes = 0;
+            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+                const int dot = !strcmp(tok, "bf16d");
+                DType dt = DTYPE_BF16;
+                if (n_dtypes == 4 || (!dot && (dtype_parse(tok, &dt) != 0 || dt == DTYPE_F16)))
+                    die("--dtype: '%s' is not a list of up to 4 compute dtypes (f32, bf16, bf16d)", v);
+                dtypes[n_dtypes] = dt;
+                dots[n_dtypes++] = dot;
+            }
+        } else if (!strcmp(a, "--json")) json_path = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--machine")) machine_only = 1;
+        else if (!strcmp(a, "--no-machine")) no_machine = 1;
+        else if (!strcmp(a, "--interleave")) interleave = 1;
+        else if (!strcmp(a, "--seed")) seed = (uint64_t)cli_int(a, cli_value(argc, argv, &i), 0, 1L << 62);
+        else if (!common_option(&o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", a);
+    }
+    if (n_dtypes == 0) { dtypes[0] = o.dtype; n_dtypes = 1; }
+    if (policy_given) policy_cli_finish(&po);
+    int any_dot = 0;
+    for (int d = 0; d < n_dtypes; d++) {
+        if (o.bf16_dot && dtypes[d] == DTYPE_BF16) dots[d] = 1;   /* --bf16-dot: every bf16 entry */
+        any_dot |= dots[d];
+    }
+    o.bf16_dot = 0;
+    common_setup(&o);
+    if (any_dot) common_enable_bf16_dot("--dtype bf16d / --bf16-dot");
+    int all_threads = omp_get_num_procs();
+    if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "isa", kernels_get()->name);
+    /* the machine's limits for each thread count, so 1-thread figures are
+     * compared with what one thread can do */
+    MachineLimits *lim = xcalloc((size_t)n_threads, sizeof *lim);
+    if (!no_machine || machine_only) {
+        cJSON *mj = cJSON_AddArrayToObject(root, "machine");
+        for (int t = 0; t < n_threads; t++) {
+            lim[t] = measure_machine(thread_list[t]);
+            printf("machine: %d thread(s): read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s (%s kernels)\n",
+                   thread_list[t], lim[t].read_gbs, lim[t].peak_gflops, kernels_detected());
+            cJSON *one = cJSON_CreateObject();
+            cJSON_AddNumberToObject(one, "threads", thread_list[t]);
+            cJSON_AddNumberToObject(one, "read_gb_s", lim[t].read_gbs);
+            cJSON_AddNumberToObject(one, "peak_gflop_s", lim[t].peak_gflops);
+            cJSON_AddItemToArray(mj, one);
+        }
+    }
+    if (machine_only) {
+        if (json_path) write_json(json_path, root);
+        cJSON_Delete(root);
+        free(thread_list);
+        free(lim);
+        return 0;
+    }
+    if (!o.model_path) die("bench: -m MODEL is required (or --machine)");
+    cJSON *runs = cJSON_AddArrayToObject(root, "runs");
+    cJSON_AddStringToObject(root, "model", o.model_path);
+    cJSON_AddNumberToObject(root, "prompt_tokens", P);
+    cJSON_AddNumberToObject(root, "gen_tokens", G);
+    cJSON_AddNumberToObject(root, "repeat", repeat);
+    cJSON_AddBoolToObject(root, "interleave", interleave);
+    if (policy_given) {
+        char *pj = policy_json(&po);
+        cJSON *pobj = cJSON_Parse(pj);
+        cJSON_AddItemToObject(root, "policy", pobj ? pobj : cJSON_CreateString(pj));
+        free(pj);
+    }
+    printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s %8s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
+           "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw", "bw GB/s");
+    /* configurations: dtype-major, then thread count */
+    const int n_configs = n_dtypes * n_threads;
+    Model *models = xcalloc((size_t)n_dtypes, sizeof *models);
+    BenchRun *runs_state = xcalloc((size_t)n_configs, sizeof *runs_state);
+    const PolicyOpts *pop = policy_given ? &po : NULL;
+    if (interleave) {
+        /* all models at once (one per weight dtype: bf16 and bf16d share one),
+         * then every configuration's runs in turn, so drift in the machine's
+         * bandwidth hits them all alike */
+        int model_of[4];
+        for (int d = 0; d < n_dtypes; d++) {
+            model_of[d] = d;
+            for (int e = 0; e < d; e++)
+                if (dtypes[e] == dtypes[d]) { model_of[d] = model_of[e]; break; }
+            if (model_of[d] == d) load_bench_model(&o, dtypes[d], P, G, &models[d]);
+        }
+        for (int c = 0; c < n_configs; c++) {
+            int d = c / n_threads, t = c % n_threads;
+            bench_start(&runs_state[c], &models[model_of[d]], dots[d], thread_list[t], P, G, repeat, seed, pop);
+            bench_run(&runs_state[c], 1, 0);
+        }
+        for (int rep = 0; rep < repeat; rep++)
+            for (int c = 0; c < n_configs; c++) {
+                int t = c % n_threads;
+                double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 0).read_gbs;
+                bench_run(&runs_state[c], 0, bw_now);
+            }
+        fprintf(stderr, "\n");
+        for (int c = 0; c < n_configs; c++) {
+            int t = c % n_threads;
+            double bw_now;
+            BenchResult r = bench_finish(&runs_state[c], &bw_now);
+            report_row(&r, bw_now, &lim[t], pop, runs);
+        }
+        for (int d = 0; d < n_dtypes; d++)
+            if (model_of[d] == d) model_free(&models[d]);
+    } else {
+        for (int d = 0; d < n_dtypes; d++) {
+            load_bench_model(&o, dtypes[d], P, G, &models[d]);
+            for (int t = 0; t < n_threads; t++) {
+                /* On a shared machine (a VM) the bandwidth left to us drifts by tens
+                 * of percent over minutes: measure it again right before each
+                 * configuration and compare the decode rate with that (bw GB/s). */
+                double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 1).read_gbs, bw_median;
+                BenchRun *b = &runs_state[d * n_threads + t];
+                bench_start(b, &models[d], dots[d], thread_list[t], P, G, repeat, seed, pop);
+                for (int rep = 0; rep < repeat + 1; rep++) bench_run(b, rep == 0, bw_now);
+                fprintf(stderr, "\n");
+                BenchResult r = bench_finish(b, &bw_median);
+                report_row(&r, bw_median, &lim[t], pop, runs);
+            }
+            model_free(&models[d]);
+        }
+    }
+    free(models);
+    free(runs_state);
+    if (json_path) write_json(json_path, root);
+    cJSON_Delete(root);
+    free(thread_list);
+    free(lim);
+    return 0;
+}

@@ -1,0 +1,258 @@
+/* cmd_passkey.c — `kvlab passkey`: options, run directory, summaries; the
+ * evaluation itself and its protocol are lab/eval_passkey.c. */
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "lab/eval.h"
+#include "lab/runlog.h"
+#include "engine/sampler.h"
+#include "lab/runmeta.h"
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+typedef struct {
+    EvalOpts e;
+    CommonOpts co;
+    int *lengths, n_lengths;
+    int *depths, n_depths;      /* percent; n_depths = 0: random (the spec's protocol) */
+    int trials, digits, max_new, batch;
+    unsigned long long seed;
+} PasskeyOpts;
+
+static void help(void) {
+    printf("usage: kvlab passkey -m MODEL -o RUN_DIR [--lengths L,...] [--depths D,...|random] [--trials N]\n"
+           "                     [--seed S] [--digits 5|64] [policy options] [--resume]\n\n"
+           "Passkey retrieval (methods.md §6, the Landmark-attention prompt of the L2 paper), with the\n"
+           "policy's eviction applied once after the prompt (--schedule prefill unless given: full prefill,\n"
+           "first answer token from the full cache, then compress; the paper's protocol).\n\n"
+           "  --lengths LIST      prompt lengths in tokens, BOS included; the garbage text is sized with the\n"
+           "                      tokenizer to fit [ctx/4, ctx/2, ctx - max-new]\n"
+           "  --depths LIST       key depths in percent of the garbage, or 'random' (uniform per trial) [random]\n"
+           "  --trials N          trials per (length, depth): a new key each [10]\n"
+           "  --seed S            keys and random depths come from it [1]\n"
+           "  --digits 5|64       5: key uniform in [1, 50000); 64: a 64-digit key (exact = substring,\n"
+           "                      partial = longest common substring / 64) [5]\n"
+           "  --max-new N         tokens decoded greedily [10 for 5 digits, 80 for 64]\n"
+           "  --batch N           tokens per prefill pass [512]\n"
+           "  -o, --output DIR    run directory; --resume continues an interrupted run there\n"
+           COMMON_OPTS_HELP
+           "\n"
+           POLICY_OPTS_HELP
+           "\n");
+    policy_print_help(stdout);
+    printf("\nRUN_DIR: results.csv (one row per trial: key, depth, prompt tokens, kv kept, answer, correct,\n"
+           "partial), summary.csv (accuracy per length x depth, per length, per depth, overall), summary.json,\n"
+           "config.json, meta.json (written last), log/.\n"
+           "example: kvlab passkey -m ../shared/models/demo-25m --lengths 512,1024 --depths 0,50,100 --trials 5 \\\n"
+           "           --policy l2 --compression-ratio 0.9 -o runs/passkey-l2\n");
+}
+
+static void parse(PasskeyOpts *o, int argc, char **argv) {
+    eval_opts_defaults(&o->e);
+    common_defaults(&o->co);
+    o->trials = 10;
+    o->digits = 5;
+    o->max_new = 0;
+    o->batch = 512;
+    o->seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--lengths")) { free(o->lengths); o->lengths = cli_int_list(a, cli_value(argc, argv, &i), 8, 1 << 22, &o->n_lengths); }
+        else if (!strcmp(a, "--depths")) {
+            const char *v = cli_value(argc, argv, &i);
+            free(o->depths);
+            o->depths = NULL;
+            o->n_depths = 0;
+            if (strcmp(v, "random") != 0) o->depths = cli_int_list(a, v, 0, 100, &o->n_depths);
+        }
+        else if (!strcmp(a, "--trials")) o->trials = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(a, "--seed")) o->seed = (unsigned long long)cli_int(a, cli_value(argc, argv, &i), 0, (1L << 62));
+        else if (!strcmp(a, "--digits")) {
+            o->digits = (int)cli_int(a, cli_value(argc, argv, &i), 5, 64);
+            if (o->digits != 5 && o->digits != 64) die("--digits: %d is not 5 or 64", o->digits);
+        }
+        else if (!strcmp(a, "--max-new")) o->max_new = (int)cli_int(a, cli_value(argc, argv, &i), 1, 4096);
+        else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
+        else if (!common_option(&o->co, argc, argv, &i) && !eval_option(&o->e, argc, argv, &i))
+            die("passkey: unknown option '%s' (kvlab passkey --help)", a);
+    }
+    if (!o->max_new) o->max_new = o->digits == 5 ? 10 : 80;
+    eval_opts_finish(&o->e, "passkey", SCHED_PREFILL);
+}
+
+/* Default lengths from the context; every length must leave room for the answer. */
+static void check_lengths(PasskeyOpts *o, int ctx) {
+    if (!o->lengths) {
+        o->n_lengths = 3;
+        o->lengths = xmalloc(3 * sizeof(int));
+        o->lengths[0] = ctx / 4;
+        o->lengths[1] = ctx / 2;
+        o->lengths[2] = ctx - o->max_new;
+    }
+    for (int i = 0; i < o->n_lengths; i++)
+        if (o->lengths[i] + o->max_new > ctx)
+            die("--lengths %d: with %d answer tokens (--max-new) longer than the context (%d; --ctx)",
+                o->lengths[i], o->max_new, ctx);
+}
+
+/* Before anything runs: every length must hold the prompt without garbage
+ * (checked with the longest key of --digits). */
+static void check_fit(const PasskeyOpts *o, const Tokenizer *tok) {
+    char key[80];
+    memset(key, '9', (size_t)o->digits);
+    key[o->digits] = '\0';
+    for (int i = 0; i < o->n_lengths; i++) {
+        Err err = { "" };
+        int n_tok = 0;
+        if (passkey_fit(tok, o->lengths[i], 0.0, key, &n_tok, &err) < 0) {
+            if (err.msg[0]) die("%s", err.msg);
+            die("--lengths %d: shorter than the passkey prompt without garbage (%d tokens with this tokenizer)",
+                o->lengths[i], n_tok);
+        }
+    }
+}
+
+static long n_units(const PasskeyOpts *o) { return (long)o->n_lengths * (o->n_depths ? o->n_depths : 1) * o->trials; }
+
+static char *config_json(const PasskeyOpts *o, const EvalEngine *s) {
+    cJSON *c = eval_config_new("passkey", &o->e, &s->m, o->co.tokenizer_path ? o->co.tokenizer_path : s->m.tokenizer_path, s->ctx);
+    cJSON *k = eval_config_knobs(c);
+    cJSON_AddItemToObject(k, "lengths", cJSON_CreateIntArray(o->lengths, o->n_lengths));
+    if (o->n_depths) cJSON_AddItemToObject(k, "depths", cJSON_CreateIntArray(o->depths, o->n_depths));
+    else cJSON_AddStringToObject(k, "depths", "random");
+    cJSON_AddNumberToObject(k, "trials", o->trials);
+    cJSON_AddNumberToObject(k, "seed", (double)o->seed);
+    cJSON_AddNumberToObject(k, "digits", o->digits);
+    cJSON_AddNumberToObject(k, "max_new", o->max_new);
+    char *text = cJSON_PrintUnformatted(c);
+    cJSON_Delete(c);
+    return text;
+}
+
+#define PK_COLUMNS "length,depth,trial,key,n_garbage,n_prefix,depth_actual,prompt_tokens,kv_tokens,answer,correct,partial"
+
+/* One trial: build, prefill (+ eviction), greedy answer, score; the row. */
+static void run_trial(const void *opts, void *state, long unit, StrBuf *row) {
+    const PasskeyOpts *o = opts;
+    EvalEngine *s = state;
+    Err err;
+    int per_len = (o->n_depths ? o->n_depths : 1) * o->trials;
+    int length = o->lengths[unit / per_len], di = (int)(unit % per_len) / o->trials, trial = (int)(unit % o->trials);
+    EvalRng rng = eval_rng(o->seed, 0x7061737367ULL /* "passk" */, (uint64_t)unit);
+    char key[80];
+    passkey_make_key(&rng, o->digits, key, sizeof key);
+    double depth = o->n_depths ? o->depths[di] / 100.0 : eval_uniform(&rng);
+    int n_tok = 0;
+    err.msg[0] = '\0';
+    int n_garbage = passkey_fit(s->tok, length, depth, key, &n_tok, &err);
+    if (n_garbage < 0) {
+        if (err.msg[0]) die("%s", err.msg);
+        die("--lengths %d: shorter than the prompt without garbage (%d tokens)", length, n_tok);
+    }
+    int n_prefix = (int)floor(depth * n_garbage);
+    char *text = passkey_prompt(n_garbage, n_prefix, key);
+    int *ids = xmalloc(((size_t)n_tok + 1) * sizeof(int));
+    tokenizer_encode(s->tok, text, 1, ids, n_tok, &err);
+    double kv;
+    char *answer = eval_answer(s, ids, n_tok, o->max_new, &kv);
+    int correct = o->digits == 5 ? passkey_correct(answer, key) : strstr(answer, key) != NULL;
+    double partial = (double)longest_common_substring(answer, key) / (double)strlen(key);
+    char *q = csv_quote(answer);
+    if (o->n_depths) sb_printf(row, "%d,%d", length, o->depths[di]);
+    else sb_printf(row, "%d,", length);
+    sb_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
+              n_garbage ? 100.0 * n_prefix / n_garbage : 0.0, n_tok, kv, q, correct, partial);
+    free(q); free(answer); free(ids); free(text);
+}
+
+/* ---- summary: accuracy per (length, depth), per length, per depth, overall ------------- */
+
+typedef struct { double correct, partial; long n; } Acc;
+
+/* The summary's depth group of a trial: the fixed depth, or the decile of a random one. */
+static int depth_group(const PasskeyOpts *o, const RunLog *log, long u) {
+    if (o->n_depths) return (int)runlog_number(log, u, "depth");
+    int d = (int)(runlog_number(log, u, "depth_actual") / 10.0) * 10;
+    return d > 90 ? 90 : d;
+}
+
+static void acc_row(StrBuf *b, const char *len, const char *depth, const Acc *a) {
+    if (a->n) sb_printf(b, "%s,%s,%ld,%.6g,%.6g\n", len, depth, a->n, a->correct / a->n, a->partial / a->n);
+}
+
+static char *summary_csv(const PasskeyOpts *o, const RunLog *log, Acc *overall) {
+    int nd = o->n_depths ? o->n_depths : 10;    /* random depths: deciles of the actual depth */
+    Acc *cell = xcalloc((size_t)o->n_lengths * nd, sizeof(Acc)), *by_len = xcalloc((size_t)o->n_lengths, sizeof(Acc));
+    Acc *by_depth = xcalloc((size_t)nd, sizeof(Acc)), all = { 0 };
+    long per_len = n_units(o) / o->n_lengths;
+    for (long u = 0; u < n_units(o); u++) {
+        if (!runlog_done(log, u)) continue;
+        int li = (int)(u / per_len), g = depth_group(o, log, u);
+        int di = o->n_depths ? (int)(u % per_len) / o->trials : g / 10;
+        double c = runlog_number(log, u, "correct"), p = runlog_number(log, u, "partial");
+        Acc *targets[4] = { &cell[li * nd + di], &by_len[li], &by_depth[di], &all };
+        for (int t = 0; t < 4; t++) { targets[t]->correct += c; targets[t]->partial += p; targets[t]->n++; }
+    }
+    StrBuf b = { 0 };
+    char ls[32], ds[32];
+    sb_printf(&b, "length,depth,trials,accuracy,partial\n");
+    for (int li = 0; li < o->n_lengths; li++)
+        for (int di = 0; di < nd; di++) {
+            snprintf(ls, sizeof ls, "%d", o->lengths[li]);
+            snprintf(ds, sizeof ds, "%d", o->n_depths ? o->depths[di] : di * 10);
+            acc_row(&b, ls, ds, &cell[li * nd + di]);
+        }
+    for (int li = 0; li < o->n_lengths; li++) { snprintf(ls, sizeof ls, "%d", o->lengths[li]); acc_row(&b, ls, "all", &by_len[li]); }
+    for (int di = 0; di < nd; di++) { snprintf(ds, sizeof ds, "%d", o->n_depths ? o->depths[di] : di * 10); acc_row(&b, "all", ds, &by_depth[di]); }
+    acc_row(&b, "all", "all", &all);
+    *overall = all;
+    free(cell); free(by_len); free(by_depth);
+    return b.s;
+}
+
+static void write_outputs(const PasskeyOpts *o, RunLog *log, cJSON *meta, double t_start) {
+    Err err;
+    Acc all;
+    char *csv = summary_csv(o, log, &all);
+    cJSON *sum = cJSON_CreateObject();
+    cJSON_AddNumberToObject(sum, "trials", (double)all.n);
+    cJSON_AddNumberToObject(sum, "accuracy", all.correct / all.n);
+    cJSON_AddNumberToObject(sum, "partial", all.partial / all.n);
+    eval_write_summaries(log, csv, sum);
+    fprintf(stderr, "passkey: accuracy %.3f (%ld trials), partial %.3f\n", all.correct / all.n, all.n, all.partial / all.n);
+    cJSON_AddItemToObject(meta, "summary", sum);
+    runmeta_add_output(meta, "results.csv", "one row per trial");
+    runmeta_add_output(meta, "summary.csv", "accuracy per length x depth ('all' = aggregated)");
+    if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
+    free(csv);
+}
+
+int cmd_passkey(int argc, char **argv) {
+    if (cli_wants_help(argc, argv)) { help(); return 0; }
+    double t_start = now_seconds();
+    PasskeyOpts o;
+    memset(&o, 0, sizeof o);
+    parse(&o, argc, argv);
+    EvalEngine s;
+    memset(&s, 0, sizeof s);
+    common_load(&o.co, &s.m, &s.tok, &s.ctx);
+    check_lengths(&o, s.ctx);
+    check_fit(&o, s.tok);
+    eval_engine_start(&s, &o.e, o.batch);
+    char *config = config_json(&o, &s);
+    cJSON *meta;
+    RunLog *log = eval_log_open("passkey", &o.e, &s, config, PK_COLUMNS, n_units(&o), argc, argv, &meta);
+    eval_run_units(log, "passkey", "trials", n_units(&o), run_trial, &o, &s);
+    write_outputs(&o, log, meta, t_start);
+    runlog_close(log);
+    free(config);
+    eval_engine_free(&s);
+    free(o.lengths);
+    free(o.depths);
+    return 0;
+}

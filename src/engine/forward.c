@@ -1,0 +1,350 @@
+/* forward.c — the Llama-2 forward pass (see forward.h for the math). Reads top
+ * to bottom like the model: embed, then per layer attention and FFN blocks,
+ * then the classifier. All heavy arithmetic goes through ops.h / kernels.h. */
+#include "engine/forward.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/ops.h"
+
+struct Forward {
+    const Model *m;
+    int max_batch;
+    /* activations for a block of up to max_batch tokens */
+    float *x;        /* [B, dim]    the residual stream */
+    float *xb;       /* [B, dim]    normalised input of a block / block output */
+    float *q;        /* [B, H*hd] */
+    float *k;        /* [B, KV*hd] */
+    float *v;        /* [B, KV*hd] */
+    float *att;      /* [B, H*hd]   attention output, all heads */
+    float *hb;       /* [B, hidden] gate, then silu(gate)*up */
+    float *hb2;      /* [B, hidden] up */
+    float *rope_cos; /* [B, hd/2] */
+    float *rope_sin; /* [B, hd/2] */
+    float *inv_freq; /* [hd/2]     theta^(-2i/hd) */
+    float *logits_last;   /* [vocab] */
+    /* attention scores, one row per thread */
+    float *scores;
+    int scores_cap, scores_threads;
+    /* positions `shifted` (../shared/spec/methods.md §0): cos/sin of every position 0..pos_cap-1
+     * [pos_cap, hd/2], and the keys of the current layer rotated to their slot
+     * index [KV, krot_cap, hd] */
+    float *pos_cos, *pos_sin;
+    int pos_cap;
+    float *krot;
+    int krot_cap;
+    AttentionObserver observer;
+    int has_observer;
+    LayerHook layer_hook;     /* numerical guard (numcheck.h); NULL: none */
+    void *layer_hook_ctx;
+};
+
+static float *alloc_floats(size_t n) {
+    float *p = aligned_alloc64(n * sizeof(float));
+    if (!p) die("out of memory allocating %zu floats for activations", n);
+    memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+Forward *forward_create(const Model *m, int max_batch) {
+    const Config *c = &m->cfg;
+    Forward *f = xcalloc(1, sizeof *f);
+    f->m = m;
+    f->max_batch = max_batch > 0 ? max_batch : 1;
+    size_t B = (size_t)f->max_batch;
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    f->x = alloc_floats(B * c->dim);
+    f->xb = alloc_floats(B * (c->dim > (int)q_dim ? (size_t)c->dim : q_dim));
+    f->q = alloc_floats(B * q_dim);
+    f->k = alloc_floats(B * kv_dim);
+    f->v = alloc_floats(B * kv_dim);
+    f->att = alloc_floats(B * q_dim);
+    f->hb = alloc_floats(B * c->hidden_dim);
+    f->hb2 = alloc_floats(B * c->hidden_dim);
+    f->rope_cos = alloc_floats(B * (c->head_dim / 2));
+    f->rope_sin = alloc_floats(B * (c->head_dim / 2));
+    f->inv_freq = alloc_floats((size_t)c->head_dim / 2);
+    /* As Hugging Face computes it, in fp32: inv_freq[i] = 1 / theta^(2i/hd). */
+    for (int i = 0; i < c->head_dim / 2; i++)
+        f->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    f->logits_last = alloc_floats((size_t)c->vocab_size);
+    return f;
+}
+
+void forward_free(Forward *f) {
+    if (!f) return;
+    free(f->x); free(f->xb); free(f->q); free(f->k); free(f->v); free(f->att);
+    free(f->hb); free(f->hb2); free(f->rope_cos); free(f->rope_sin); free(f->inv_freq);
+    free(f->logits_last); free(f->scores);
+    free(f->pos_cos); free(f->pos_sin); free(f->krot);
+    free(f);
+}
+
+int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err) {
+    const Config *c = &m->cfg;
+    return kvcache_init(cache, c->n_layers, c->n_kv_heads, c->head_dim, max_tokens, err);
+}
+
+void forward_set_observer(Forward *f, const AttentionObserver *obs) {
+    f->has_observer = obs != NULL && obs->attention != NULL;
+    if (f->has_observer) f->observer = *obs;
+}
+
+int forward_get_observer(const Forward *f, AttentionObserver *out) {
+    if (f->has_observer) *out = f->observer;
+    return f->has_observer;
+}
+
+const float *forward_last_logits(const Forward *f) { return f->logits_last; }
+
+void forward_set_layer_hook(Forward *f, LayerHook fn, void *ctx) {
+    f->layer_hook = fn;
+    f->layer_hook_ctx = ctx;
+}
+
+/* ---- the pieces of a layer ---------------------------------------------- */
+
+static void embed(Forward *f, const int *tokens, int n) {
+    const Config *c = &f->m->cfg;
+    const Mat *E = &f->m->w.token_embedding;
+    for (int t = 0; t < n; t++) {
+        float *out = f->x + (size_t)t * c->dim;
+        size_t row = (size_t)tokens[t] * c->dim;
+        if (E->dtype == DTYPE_F32) memcpy(out, (const float *)E->data + row, (size_t)c->dim * sizeof(float));
+        else for (int i = 0; i < c->dim; i++) out[i] = bf16_to_f32(((const uint16_t *)E->data)[row + i]);
+    }
+}
+
+/* cos/sin of pos * inv_freq[i], i < hd/2. The angle is formed in fp32 as
+ * Hugging Face does, then cos/sin are taken in double. */
+static void rope_row(const Forward *f, int pos, float *cos_out, float *sin_out) {
+    for (int i = 0; i < f->m->cfg.head_dim / 2; i++) {
+        float angle = (float)pos * f->inv_freq[i];
+        cos_out[i] = (float)cos((double)angle);
+        sin_out[i] = (float)sin((double)angle);
+    }
+}
+
+/* The angles of each token of the block (positions pos0..pos0+n-1). */
+static void rope_angles(Forward *f, int pos0, int n) {
+    int half = f->m->cfg.head_dim / 2;
+    for (int t = 0; t < n; t++)
+        rope_row(f, pos0 + t, f->rope_cos + (size_t)t * half, f->rope_sin + (size_t)t * half);
+}
+
+/* Positions `shifted` re-rotates cached keys to their slot index at every step:
+ * a table of every position's angles [n_pos, hd/2] (the same numbers
+ * rope_row gives, so both modes agree bit for bit while nothing is evicted). */
+static void ensure_pos_table(Forward *f, int n_pos) {
+    if (n_pos <= f->pos_cap) return;
+    int half = f->m->cfg.head_dim / 2, cap = f->pos_cap ? f->pos_cap : 256;
+    while (cap < n_pos) cap *= 2;
+    float *c = alloc_floats((size_t)cap * half), *sn = alloc_floats((size_t)cap * half);
+    for (int p = 0; p < cap; p++) rope_row(f, p, c + (size_t)p * half, sn + (size_t)p * half);
+    free(f->pos_cos); free(f->pos_sin);
+    f->pos_cos = c; f->pos_sin = sn; f->pos_cap = cap;
+}
+
+static void ensure_krot(Forward *f, int n_slots) {
+    if (n_slots <= f->krot_cap) return;
+    int cap = f->krot_cap ? f->krot_cap : 256;
+    while (cap < n_slots) cap *= 2;
+    free(f->krot);
+    f->krot = alloc_floats((size_t)f->m->cfg.n_kv_heads * cap * f->m->cfg.head_dim);
+    f->krot_cap = cap;
+}
+
+/* Positions `shifted`: rotate the query of token t of the block, head h, to
+ * position len_g + t, where len_g is the length of its KV head before the
+ * block: the query sits right after the cache, whatever was evicted. */
+static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, int t) {
+    const Config *c = &f->m->cfg;
+    const Kernels *k = kernels_get();
+    int half = c->head_dim / 2, group = c->n_heads / c->n_kv_heads;
+    for (int h = 0; h < c->n_heads; h++) {
+        size_t p = (size_t)kvcache_head(cache, layer, h / group)->len + t;
+        k->rope(f->q + ((size_t)t * c->n_heads + h) * c->head_dim, 1, c->head_dim,
+                f->pos_cos + p * half, f->pos_sin + p * half, c->rope_pairing_halves);
+    }
+}
+
+/* Positions `shifted`: krot[g] = the pre-RoPE keys of KV head g (the block's
+ * included), slot i rotated to position i.   krot: [KV, krot_cap, hd] */
+static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer, int n) {
+    const Config *c = &f->m->cfg;
+    const Kernels *k = kernels_get();
+    int hd = c->head_dim, half = hd / 2;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        const KVHead *kv = kvcache_head(cache, layer, g);
+        float *dst = f->krot + (size_t)g * f->krot_cap * hd;
+        int n_slots = kv->len + n;
+        #pragma omp parallel for schedule(static) if (n_slots > 256)
+        for (int i = 0; i < n_slots; i++) {
+            memcpy(dst + (size_t)i * hd, kv->keys + (size_t)i * hd, (size_t)hd * sizeof(float));
+            k->rope(dst + (size_t)i * hd, 1, hd, f->pos_cos + (size_t)i * half, f->pos_sin + (size_t)i * half,
+                    c->rope_pairing_halves);
+        }
+    }
+}
+
+static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int dim, float eps) {
+    const Kernels *k = kernels_get();
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int t = 0; t < n; t++) k->rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+}
+
+static void add_rows(float *x, const float *y, size_t count) {
+    for (size_t i = 0; i < count; i++) x[i] += y[i];
+}
+
+/* Append the block's keys and values to every KV head of `layer`. */
+static void cache_append(Forward *f, KVCache *cache, int layer, int pos0, int n) {
+    int hd = f->m->cfg.head_dim, KV = f->m->cfg.n_kv_heads;
+    for (int g = 0; g < KV; g++) {
+        KVHead *h = kvcache_head(cache, layer, g);
+        for (int t = 0; t < n; t++) {
+            size_t slot = (size_t)h->len + t;
+            memcpy(h->keys + slot * hd, f->k + ((size_t)t * KV + g) * hd, (size_t)hd * sizeof(float));
+            memcpy(h->values + slot * hd, f->v + ((size_t)t * KV + g) * hd, (size_t)hd * sizeof(float));
+            h->pos[slot] = pos0 + t;
+        }
+    }
+}
+
+/* One attention row: query t of the block, head h, over the n_keys slots it
+ * may see; writes the head's output into f->att. */
+static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, int t, int h) {
+    const Config *c = &f->m->cfg;
+    const Kernels *k = kernels_get();
+    int H = c->n_heads, hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
+    const KVHead *kv = kvcache_head(cache, layer, g);
+    const float *keys = cache->shifted ? f->krot + (size_t)g * f->krot_cap * hd : kv->keys;
+    int n_keys = kv->len + t + 1;
+    float *scores = f->scores + (size_t)omp_get_thread_num() * f->scores_cap;
+    const float *q = f->q + ((size_t)t * H + h) * hd;
+    k->attn_scores(scores, q, keys, n_keys, hd, 1.0f / sqrtf((float)hd));
+    k->softmax(scores, n_keys);
+    if (f->has_observer)
+        f->observer.attention(f->observer.ctx, layer, h, pos0 + t, scores, kv->pos, n_keys);
+    k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
+}
+
+/* Causal attention of the block's queries over the cache. Query t of the block
+ * sees every slot that was cached before the block plus the block's first t+1
+ * tokens (its own key included). The heads' lengths are advanced afterwards.
+ * Without an observer every (query, head) row is its own task; with one, each
+ * head is one task that runs its queries in order, so an observer may
+ * accumulate per head without locks and always in the same order (forward.h). */
+static void attention(Forward *f, KVCache *cache, int layer, int pos0, int n) {
+    const Config *c = &f->m->cfg;
+    int H = c->n_heads;
+    if (cache->shifted) rotate_cached_keys(f, cache, layer, n);
+    if (!f->has_observer) {
+        #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
+        for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, pos0, th / H, th % H);
+    } else {
+        #pragma omp parallel for schedule(dynamic, 1) if (H > 1)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < n; t++) attend_row(f, cache, layer, pos0, t, h);
+    }
+    for (int g = 0; g < c->n_kv_heads; g++) kvcache_head(cache, layer, g)->len += n;
+}
+
+static void ensure_scores(Forward *f, int n_keys) {
+    int threads = omp_get_max_threads();
+    if (n_keys <= f->scores_cap && threads <= f->scores_threads) return;
+    free(f->scores);
+    f->scores_cap = n_keys > f->scores_cap ? n_keys : f->scores_cap;
+    f->scores_threads = threads;
+    f->scores = alloc_floats((size_t)f->scores_cap * threads);
+}
+
+/* ---- one pass over a block of at most max_batch tokens -------------------- */
+
+static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, float *logits_all, Err *err) {
+    const Model *m = f->m;
+    const Config *c = &m->cfg;
+    const Kernels *k = kernels_get();
+    int dim = c->dim, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    int q_dim = H * hd, kv_dim = KV * hd;
+    int pos0 = cache->next_pos;
+
+    for (int l = 0; l < c->n_layers; l++)
+        if (kvcache_reserve(cache, l, n, err) != 0) return -1;
+    int longest = 0;
+    for (int i = 0; i < c->n_layers * KV; i++)
+        if (cache->heads[i].len > longest) longest = cache->heads[i].len;
+    ensure_scores(f, longest + n);
+    if (cache->shifted) {
+        ensure_pos_table(f, longest + n);
+        ensure_krot(f, longest + n);
+    }
+
+    embed(f, tokens, n);
+    rope_angles(f, pos0, n);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layers[l];
+        /* attention block */
+        rmsnorm_rows(f->xb, f->x, w->attn_norm, n, dim, c->norm_eps);
+        const MatmulOut qkv[3] = {{f->q, q_dim, &w->wq}, {f->k, kv_dim, &w->wk}, {f->v, kv_dim, &w->wv}};
+        op_matmul_many(qkv, 3, f->xb, dim, n);     /* q, k, v = xb Wq, xb Wk, xb Wv */
+        for (int t = 0; t < n; t++) {
+            if (cache->shifted) {   /* keys stay pre-RoPE: attention() rotates them per slot */
+                rope_queries_shifted(f, cache, l, t);
+                continue;
+            }
+            const float *cs = f->rope_cos + (size_t)t * (hd / 2), *sn = f->rope_sin + (size_t)t * (hd / 2);
+            k->rope(f->q + (size_t)t * q_dim, H, hd, cs, sn, c->rope_pairing_halves);
+            k->rope(f->k + (size_t)t * kv_dim, KV, hd, cs, sn, c->rope_pairing_halves);
+        }
+        cache_append(f, cache, l, pos0, n);
+        attention(f, cache, l, pos0, n);
+        op_matmul(f->xb, dim, f->att, q_dim, &w->wo, n);
+        add_rows(f->x, f->xb, (size_t)n * dim);
+        /* feed-forward block (SwiGLU) */
+        rmsnorm_rows(f->xb, f->x, w->ffn_norm, n, dim, c->norm_eps);
+        const MatmulOut gate_up[2] = {{f->hb, c->hidden_dim, &w->w_gate}, {f->hb2, c->hidden_dim, &w->w_up}};
+        op_matmul_many(gate_up, 2, f->xb, dim, n); /* hb, hb2 = xb Wgate, xb Wup */
+        #pragma omp parallel for schedule(static) if (n > 8)
+        for (int t = 0; t < n; t++)
+            k->silu_mul(f->hb + (size_t)t * c->hidden_dim, f->hb2 + (size_t)t * c->hidden_dim, c->hidden_dim);
+        op_matmul(f->xb, dim, f->hb, c->hidden_dim, &w->w_down, n);
+        add_rows(f->x, f->xb, (size_t)n * dim);
+        if (f->layer_hook) f->layer_hook(f->layer_hook_ctx, l, f->x, n, dim);
+    }
+    cache->next_pos += n;
+
+    /* classifier: every row if asked, else only the last */
+    if (logits_all) {
+        rmsnorm_rows(f->xb, f->x, m->w.final_norm, n, dim, c->norm_eps);
+        op_matmul(logits_all, c->vocab_size, f->xb, dim, &m->w.classifier, n);
+        memcpy(f->logits_last, logits_all + (size_t)(n - 1) * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
+    } else {
+        k->rmsnorm(f->xb, f->x + (size_t)(n - 1) * dim, m->w.final_norm, dim, c->norm_eps);
+        op_matmul(f->logits_last, c->vocab_size, f->xb, dim, &m->w.classifier, 1);
+    }
+    return 0;
+}
+
+int forward(Forward *f, KVCache *cache, const int *tokens, int n, float *logits_all, Err *err) {
+    const Config *c = &f->m->cfg;
+    if (n <= 0) return err_set(err, "forward: no tokens to run");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return err_set(err, "token id %d at index %d is outside the vocabulary (0..%d)", tokens[i], i, c->vocab_size - 1);
+    /* refuse up front, so a failure never leaves half a sequence in the cache */
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++)
+        if ((long)cache->heads[i].len + n > cache->max_tokens)
+            return err_set(err, "%d tokens do not fit in the context: the cache holds %d of at most %d tokens (--ctx)",
+                           n, cache->heads[i].len, cache->max_tokens);
+    for (int off = 0; off < n; off += f->max_batch) {
+        int nb = n - off < f->max_batch ? n - off : f->max_batch;
+        float *rows = logits_all ? logits_all + (size_t)off * c->vocab_size : NULL;
+        if (forward_block(f, cache, tokens + off, nb, rows, err) != 0) return -1;
+    }
+    return 0;
+}

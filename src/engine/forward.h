@@ -1,0 +1,69 @@
+/* forward.h — the Llama-2 forward pass over a KV cache.
+ *
+ * forward() runs a block of n tokens at once (prefill: matrix-matrix products,
+ * one weight read per block of tokens; decode: n = 1) at positions
+ * cache->next_pos .. next_pos+n-1, appends their keys/values to the cache and
+ * produces next-token logits.
+ *
+ *   x = embed(tokens)                                   [n, dim]
+ *   for each layer:
+ *     xb = rmsnorm(x) ; q,k,v = xb Wq^T, xb Wk^T, xb Wv^T  [n, H*hd], [n, KV*hd]
+ *     rope(q, k) ; cache <- k, v      (positions `shifted`, kvcache.h: keys are
+ *                                       cached pre-RoPE, rotated to their slot index
+ *                                       here; q to position = the head's length)
+ *     per query head h (KV head g = h / (H/KV)):
+ *       a = softmax(q_h . K_g^T / sqrt(hd)) over visible slots ; o_h = a V_g
+ *     x += o Wo^T
+ *     xb = rmsnorm(x) ; x += (silu(xb Wgate^T) * (xb Wup^T)) Wdown^T
+ *   logits = rmsnorm(x) Wcls^T                          [n, vocab]
+ */
+#ifndef KVLAB_FORWARD_H
+#define KVLAB_FORWARD_H
+
+#include "engine/kvcache.h"
+#include "model/model.h"
+
+/* Sees every attention distribution as it is computed (for tracing, metrics and
+ * attention-based eviction scores). probs[j] is the attention of the query on
+ * cache slot j, whose original position is key_pos[j].
+ * Threads: calls for different heads come from several threads at once, but
+ * all calls for one (layer, head) come from one thread, in increasing query
+ * order. So a callee may accumulate into per-(layer, head) memory without
+ * locks, and its sums do not depend on the thread schedule. */
+typedef struct {
+    void *ctx;
+    void (*attention)(void *ctx, int layer, int head, int query_pos,
+                      const float *probs, const int *key_pos, int n_keys);
+} AttentionObserver;
+
+typedef struct Forward Forward;
+
+/* max_batch: the most tokens one forward() call processes in one pass (longer
+ * inputs are split into passes of this size). */
+Forward *forward_create(const Model *m, int max_batch);
+void forward_free(Forward *f);
+
+/* A KV cache sized for this model (max_tokens = context length to allow). */
+int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err);
+
+/* NULL to stop observing. Without an observer the attention rows are spread
+ * over threads per (query, head); with one, per head (see above). */
+void forward_set_observer(Forward *f, const AttentionObserver *obs);
+/* The observer installed now (returns 0 and leaves *out alone if none). */
+int forward_get_observer(const Forward *f, AttentionObserver *out);
+
+/* Called after every layer with the block's residual stream x [n, dim], e.g.
+ * by the numerical guard (numcheck.h) to find the first layer that produced a
+ * NaN/Inf. NULL fn removes it. */
+typedef void (*LayerHook)(void *ctx, int layer, const float *x, int n, int dim);
+void forward_set_layer_hook(Forward *f, LayerHook fn, void *ctx);
+
+/* Run tokens[0..n) (n >= 1). If logits_all is non-NULL it receives n x vocab
+ * logits (row t = the prediction after token t); the last row is always
+ * available from forward_last_logits(). Errors: token id out of range, the
+ * context would overflow. */
+int forward(Forward *f, KVCache *cache, const int *tokens, int n, float *logits_all, Err *err);
+
+const float *forward_last_logits(const Forward *f);
+
+#endif

@@ -1,0 +1,73 @@
+/* kvcache.h — the key/value cache, one slot list per (layer, KV head).
+ *
+ * Each (layer, KV head) owns its own arrays, so an eviction policy can keep a
+ * different set of tokens per head and a different count per layer:
+ *
+ *   keys   [cap][head_dim]   positions `true`: RoPE applied at the token's original
+ *                            position; `shifted`: stored before RoPE (see below)
+ *   values [cap][head_dim]
+ *   pos    [cap]             the token's ORIGINAL position in the sequence
+ *
+ * Slots [0, len) are in use, in the order tokens arrived (eviction compacts them,
+ * keeping that order). Arrays grow by doubling up to `max_tokens` and shrink
+ * again when an eviction leaves them mostly empty, so KV bytes in use are real.
+ * Arrays of 2 MiB and more are on transparent huge pages (big_alloc). */
+#ifndef KVLAB_KVCACHE_H
+#define KVLAB_KVCACHE_H
+
+#include <stddef.h>
+
+#include "base/util.h"
+
+typedef struct {
+    float *keys;
+    float *values;
+    int *pos;
+    int len;     /* slots in use */
+    int cap;     /* slots allocated */
+} KVHead;
+
+typedef struct {
+    int n_layers, n_kv_heads, head_dim;
+    int max_tokens;     /* the most one (layer, head) may ever hold: the context length */
+    int next_pos;       /* position the next token gets (= tokens seen so far) */
+    /* ../shared/spec/methods.md §0 "positions". 0 = true: keys carry the RoPE of their original
+     * position, a new token gets position next_pos. 1 = shifted (StreamingLLM):
+     * keys are stored pre-RoPE and the forward pass rotates slot i to position i
+     * at attention time; a new token's query gets position = the head's length.
+     * Set before the first token (kvcache_set_shifted); both modes give the same
+     * logits while nothing has been evicted. */
+    int shifted;
+    KVHead *heads;      /* [n_layers * n_kv_heads] */
+} KVCache;
+
+int  kvcache_init(KVCache *c, int n_layers, int n_kv_heads, int head_dim, int max_tokens, Err *err);
+void kvcache_free(KVCache *c);
+void kvcache_reset(KVCache *c);      /* empty every head; next_pos = 0 */
+/* Choose the positions mode (0 true, 1 shifted); only on an empty cache. */
+int  kvcache_set_shifted(KVCache *c, int shifted, Err *err);
+
+static inline KVHead *kvcache_head(const KVCache *c, int layer, int kv_head) {
+    return &c->heads[(size_t)layer * c->n_kv_heads + kv_head];
+}
+
+/* Make room for `extra` more slots in every head of `layer` (grows the arrays).
+ * Returns -1 if a head would exceed max_tokens. */
+int kvcache_reserve(KVCache *c, int layer, int extra, Err *err);
+
+/* Keep only the slots listed in keep[0..n_keep) (strictly ascending slot
+ * indices) of one head, compacting them to the front in that order (runs of
+ * consecutive kept slots move with one memmove); releases memory when the head
+ * becomes much smaller than its allocation. */
+void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep);
+/* The same, given the n slots to remove instead (strictly ascending): cheaper
+ * when a decode step evicts a few tokens of a long head. */
+void kvcache_evict(KVCache *c, int layer, int kv_head, const int *slots, int n);
+
+/* Bytes of keys+values+positions allocated / in use, over all heads. */
+size_t kvcache_bytes_allocated(const KVCache *c);
+size_t kvcache_bytes_used(const KVCache *c);
+/* Slots in use over all heads (bytes_used / bytes per slot). */
+long   kvcache_slots_used(const KVCache *c);
+
+#endif

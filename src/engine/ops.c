@@ -1,0 +1,86 @@
+/* ops.c — see ops.h. */
+#include "engine/ops.h"
+
+#include <omp.h>
+
+static int n_threads_used;   /* 0 until set: then omp's default (all cores) */
+static int bf16_dot;          /* use Kernels.matmul_bf16_dpbf16 for bf16 weights */
+
+/* Decode splits its rows into chunks of this many (a multiple of 16, see
+ * matmul_prefill): 128 rows of a 4096-wide bf16 matrix are 1 MiB, long enough
+ * for the prefetchers, and a 4096-row matrix still gives 32 chunks to share. */
+#define DECODE_CHUNK_ROWS 128
+#define DECODE_MAX_TOKENS 4   /* up to this many tokens a matmul counts as decode */
+
+int ops_set_bf16_dot(int on) {
+    if (on && !kernels_get()->matmul_bf16_dpbf16) { bf16_dot = 0; return -1; }
+    bf16_dot = on;
+    return 0;
+}
+
+void ops_set_threads(int n_threads) {
+    if (n_threads > 0) omp_set_num_threads(n_threads);
+    n_threads_used = n_threads > 0 ? n_threads : omp_get_max_threads();
+}
+
+int ops_threads(void) { return n_threads_used > 0 ? n_threads_used : omp_get_max_threads(); }
+
+static void matmul_rows(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_tok, int r0, int nr) {
+    const Kernels *k = kernels_get();
+    const size_t first = (size_t)r0 * (size_t)W->cols;
+    if (W->dtype == DTYPE_F32)
+        k->matmul_f32(Y + r0, ldy, X, ldx, (const float *)W->data + first, n_tok, nr, W->cols);
+    else if (bf16_dot && k->matmul_bf16_dpbf16)
+        k->matmul_bf16_dpbf16(Y + r0, ldy, X, ldx, (const uint16_t *)W->data + first, n_tok, nr, W->cols);
+    else
+        k->matmul_bf16(Y + r0, ldy, X, ldx, (const uint16_t *)W->data + first, n_tok, nr, W->cols);
+}
+
+/* Decode (a few tokens): memory-bound, so the rows of all the matrices are cut
+ * into chunks that threads take as they finish (dynamic schedule). A thread
+ * slowed by a neighbour on the memory bus then takes fewer chunks instead of
+ * keeping the others waiting at the end, and with several matrices sharing one
+ * input (q/k/v, gate/up) there is one wait, not one per matrix. */
+static int decode_chunks(const Mat *W) { return (W->rows + DECODE_CHUNK_ROWS - 1) / DECODE_CHUNK_ROWS; }
+
+static void matmul_decode(const MatmulOut *outs, int n_outs, const float *X, int ldx, int n_tok, int n_threads) {
+    int n_chunks = 0;
+    for (int i = 0; i < n_outs; i++) n_chunks += decode_chunks(outs[i].W);
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+    for (int chunk = 0; chunk < n_chunks; chunk++) {
+        int i = 0, c = chunk;                     /* which matrix, which chunk of it */
+        while (c >= decode_chunks(outs[i].W)) c -= decode_chunks(outs[i++].W);
+        const int r0 = c * DECODE_CHUNK_ROWS, rows = outs[i].W->rows;
+        matmul_rows(outs[i].Y, outs[i].ldy, X, ldx, outs[i].W, n_tok, r0,
+                    rows - r0 < DECODE_CHUNK_ROWS ? rows - r0 : DECODE_CHUNK_ROWS);
+    }
+}
+
+/* Prefill: one contiguous block of rows per thread, a multiple of 16 rows so
+ * vector kernels that do several rows at a time never split a group (each
+ * thread packs and streams its own block once). */
+static void matmul_prefill(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_tok, int n_threads) {
+    const int rows = W->rows;
+    int block = (rows + n_threads - 1) / n_threads;
+    block = (block + 15) / 16 * 16;
+    int n_blocks = (rows + block - 1) / block;
+    #pragma omp parallel for schedule(static) num_threads(n_threads) if (n_blocks > 1)
+    for (int b = 0; b < n_blocks; b++) {
+        int r0 = b * block;
+        matmul_rows(Y, ldy, X, ldx, W, n_tok, r0, rows - r0 < block ? rows - r0 : block);
+    }
+}
+
+void op_matmul_many(const MatmulOut *outs, int n_outs, const float *X, int ldx, int n_tok) {
+    const int n_threads = ops_threads();
+    if (n_tok <= DECODE_MAX_TOKENS && n_threads > 1) {
+        matmul_decode(outs, n_outs, X, ldx, n_tok, n_threads);
+        return;
+    }
+    for (int i = 0; i < n_outs; i++) matmul_prefill(outs[i].Y, outs[i].ldy, X, ldx, outs[i].W, n_tok, n_threads);
+}
+
+void op_matmul(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_tok) {
+    const MatmulOut out = {Y, ldy, W};
+    op_matmul_many(&out, 1, X, ldx, n_tok);
+}

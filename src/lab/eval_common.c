@@ -1,0 +1,185 @@
+/* eval_common.c — what `kvlab ppl`, `kvlab passkey` and `kvlab needle` share
+ * (eval.h): the seeded streams, greedy decoding after a compressed prefill,
+ * the shared options and config.json's common part. */
+#include "lab/eval.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/args.h"
+#include "lab/progress.h"
+#include "lab/runlog.h"
+#include "engine/sampler.h"
+
+/* ---- randomness -------------------------------------------------------------------- */
+
+uint64_t eval_mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+EvalRng eval_rng(uint64_t seed, uint64_t stream, uint64_t unit) {
+    EvalRng r = { eval_mix(eval_mix(eval_mix(seed) ^ stream) ^ unit) };
+    return r;
+}
+
+uint64_t eval_next(EvalRng *r) {
+    r->s += 0x9e3779b97f4a7c15ULL;      /* splitmix64: the state is a counter */
+    uint64_t x = r->s;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+double eval_uniform(EvalRng *r) { return (double)(eval_next(r) >> 11) * 0x1.0p-53; }
+
+/* ---- decoding ---------------------------------------------------------------------- */
+
+int eval_greedy(Policy *p, Forward *f, KVCache *c, int vocab, int eos_id, int max_new, int ctx, int *out, Err *err) {
+    int n = 0;
+    while (n < max_new) {
+        const float *logits = forward_last_logits(f);
+        int next = argmax(logits, vocab);
+        if (next == eos_id) break;
+        out[n++] = next;
+        if (n == max_new || c->next_pos >= ctx) break;
+        if (policy_forward(p, f, c, &next, 1, NULL, err) != 0) return -1;
+    }
+    return n;
+}
+
+double eval_kv_per_head(const KVCache *c) {
+    long heads = (long)c->n_layers * c->n_kv_heads;
+    return heads ? (double)kvcache_slots_used(c) / (double)heads : 0.0;
+}
+
+/* ---- options ----------------------------------------------------------------------- */
+
+void eval_opts_defaults(EvalOpts *o) {
+    memset(o, 0, sizeof *o);
+    policy_defaults(&o->po);
+}
+
+int eval_option(EvalOpts *o, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out_dir = cli_value(argc, argv, i);
+    else if (!strcmp(a, "--resume")) o->resume = 1;
+    else return policy_option(&o->po, argc, argv, i);
+    return 1;
+}
+
+void eval_opts_finish(EvalOpts *o, const char *command, Schedule default_schedule) {
+    if (!o->out_dir) die("%s: -o RUN_DIR is required (kvlab %s --help)", command, command);
+    if (o->po.schedule == SCHED_DEFAULT && default_schedule != SCHED_DEFAULT) o->po.schedule = default_schedule;
+    policy_cli_finish(&o->po);
+}
+
+/* ---- config.json ------------------------------------------------------------------- */
+
+cJSON *eval_config_new(const char *command, const EvalOpts *o, const Model *m, const char *tokenizer_path, int ctx) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "command", command);
+    cJSON *model = runlog_file_identity(m->path);
+    cJSON_ReplaceItemInObject(model, "bytes", cJSON_CreateNumber((double)m->file_bytes));
+    cJSON_AddStringToObject(model, "compute_dtype", dtype_name(m->compute_dtype));
+    cJSON_AddItemToObject(c, "model", model);
+    cJSON_AddItemToObject(c, "tokenizer", runlog_file_identity(tokenizer_path));
+    cJSON_AddNumberToObject(c, "ctx", ctx);
+    char *pj = policy_json(&o->po);
+    cJSON_AddItemToObject(c, "policy", cJSON_Parse(pj));
+    free(pj);
+    cJSON_AddItemToObject(c, "knobs", cJSON_CreateObject());
+    return c;
+}
+
+cJSON *eval_config_knobs(cJSON *config) { return cJSON_GetObjectItem(config, "knobs"); }
+
+int eval_write_text(const char *dir, const char *name, const char *text, Err *err) {
+    char path[4200];
+    path_join(path, sizeof path, dir, name);
+    AtomicFile af;
+    if (atomic_open(&af, path, err) != 0) return -1;
+    fputs(text, af.f);
+    return atomic_commit(&af, err);
+}
+
+/* ---- passkey and needle ------------------------------------------------------------ */
+
+void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch) {
+    Err err;
+    if (forward_cache_init(&e->m, &e->cache, e->ctx, &err) != 0) die("%s", err.msg);
+    e->f = forward_create(&e->m, batch);
+    e->guard = numguard_attach(e->f, &e->m);
+    if (!(e->policy = policy_create(&o->po, &e->m.cfg, e->ctx, &err))) die("%s", err.msg);
+}
+
+void eval_engine_free(EvalEngine *e) {
+    policy_free(e->policy);
+    numguard_free(e->guard);
+    forward_free(e->f);
+    kvcache_free(&e->cache);
+    tokenizer_free(e->tok);
+    model_free(&e->m);
+}
+
+char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv) {
+    Err err;
+    int *ans = xmalloc((size_t)max_new * sizeof(int));
+    kvcache_reset(&e->cache);
+    if (policy_forward(e->policy, e->f, &e->cache, ids, n, NULL, &err) != 0) die("%s", err.msg);
+    if (numguard_check(e->guard, forward_last_logits(e->f), 1, &err) != 0) die("%s", err.msg);
+    *kv = eval_kv_per_head(&e->cache);
+    int n_ans = eval_greedy(e->policy, e->f, &e->cache, e->m.cfg.vocab_size, e->m.cfg.eos_id, max_new, e->ctx, ans, &err);
+    if (n_ans < 0) die("%s", err.msg);
+    /* the last answer token's logits: a NaN appearing during decoding shows here */
+    if (numguard_check(e->guard, forward_last_logits(e->f), 1, &err) != 0) die("%s", err.msg);
+    char *answer = tokenizer_decode(e->tok, ans, n_ans, &err);
+    if (!answer) die("%s", err.msg);
+    free(ans);
+    return answer;
+}
+
+RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *e, const char *config,
+                      const char *columns, long n_units, int argc, char **argv, cJSON **meta) {
+    Err err;
+    RunLogSpec spec = { o->out_dir, config, columns, NULL, n_units, o->resume };
+    RunLog *log = runlog_open(&spec, &err);
+    if (!log) die("%s", err.msg);
+    *meta = runlog_meta_new(command, argc, argv, &e->m, &o->po, config);
+    return log;
+}
+
+void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
+                    EvalUnitFn run, const void *opts, void *state) {
+    Err err;
+    ProgressLine pl;
+    progress_line_start(&pl, command, unit_name, n_units, runlog_count(log));
+    for (long u = 0; u < n_units; u++) {
+        if (runlog_done(log, u)) continue;
+        double t0 = now_seconds();
+        StrBuf row = { 0 };
+        run(opts, state, u, &row);
+        if (runlog_append(log, u, row.s, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
+        sb_free(&row);
+        progress_line_add(&pl, 1);
+    }
+    progress_line_end(&pl);
+}
+
+void eval_write_summaries(RunLog *log, const char *csv, const cJSON *summary) {
+    Err err;
+    char *json = cJSON_Print(summary);
+    StrBuf j = { 0 };
+    sb_printf(&j, "%s\n", json);
+    const char *dir = runlog_dir(log);
+    if (runlog_write_results(log, "results.csv", &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0 ||
+        eval_write_text(dir, "summary.json", j.s, &err) != 0)
+        die("%s", err.msg);
+    sb_free(&j);
+    free(json);
+}

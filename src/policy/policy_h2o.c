@@ -1,0 +1,51 @@
+/* policy_h2o.c — `h2o` (Heavy-Hitter Oracle, ../shared/spec/methods.md §4.2).
+ *
+ *   hh(p) = Σ over every query seen so far (prompt rows and each decode step)
+ *           of its attention probability on p, averaged over the query heads
+ *           of the KV head's group.
+ *   norm=mean divides by the number of queries that could see p (kvpress):
+ *           every query from p's own position on, i.e. next_pos − pos(p).
+ * Keep the most recent W tokens plus the highest hh among the rest; the
+ * accumulated scores of kept tokens carry over (p->acc is compacted with the
+ * cache). Runs after every step (default schedule). W = recent=, by default
+ * half the budget (the paper's equal heavy-hitter / recent split). */
+#include <string.h>
+
+#include "policy/policy.h"
+
+static const float *score_h2o(Policy *p, const KVCache *c, int layer, int g, float *score) {
+    const KVHead *h = kvcache_head(c, layer, g);
+    policy_group_mean(p, p->acc, layer, g, h->len, score);
+    if (!strcmp(policy_param_str_or(p, "norm", "sum"), "mean"))
+        for (int j = 0; j < h->len; j++) score[j] /= (float)(c->next_pos - h->pos[j]);
+    return score;
+}
+
+static int select_h2o(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
+    const KVHead *h = kvcache_head(c, layer, g);
+    if (h->len <= budget) {
+        for (int j = 0; j < h->len; j++) keep[j] = j;
+        return h->len;
+    }
+    const char *r = policy_param_str(p, "recent");
+    int recent = strcmp(r, "auto") ? (int)policy_param(p, "recent") : budget / 2;
+    if (recent < p->o.recent) recent = p->o.recent;
+    const float *score = score_h2o(p, c, layer, g, policy_scratch(p)->score);
+    return policy_select_top(p, h->pos, h->len, score, budget, p->o.sinks, recent, keep);
+}
+
+static const PolicyParam params[] = {
+    { "recent", "auto", "int", 0, 1 << 22, "most recent tokens always kept (auto: half the budget)" },
+    { "norm", "sum", "sum|mean", 0, 0, "sum: H2O's sum; mean: divided by the queries that saw the token (kvpress)" },
+    {0},
+};
+
+const PolicyDef policy_h2o = {
+    .name = "h2o",
+    .rule = "keep the recent W and the highest accumulated attention (every query so far)",
+    .spec = "§4.2",
+    .params = params,
+    .flags = POLICY_NEEDS_ACC,
+    .score = score_h2o,
+    .select = select_h2o,
+};
