@@ -16,6 +16,7 @@
 #include "lab/metrics.h"
 #include "formats/npy.h"
 #include "policy/policy.h"
+#include "base/splitmix64.h"
 #include "model/tokenizer.h"
 #include "lab/trace.h"
 
@@ -150,7 +151,7 @@ static RowMetrics row_metrics(const float *norm, const float *a, int n) {
 
 static uint64_t rng_state = 12345;
 static double rnd(void) {
-    rng_state = metrics_mix(rng_state, 1);
+    rng_state = splitmix64_at(rng_state, 1);
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 

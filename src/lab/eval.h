@@ -16,9 +16,8 @@
 #include "lab/runlog.h"
 #include "model/tokenizer.h"
 
-/* ---- seeded randomness: one independent stream per unit ------------------------------ */
+/* ---- seeded randomness: one independent splitmix64 stream per unit ------------------- */
 
-uint64_t eval_mix(uint64_t x);                       /* splitmix64 finaliser */
 typedef struct { uint64_t s; } EvalRng;
 /* The stream of unit `unit` of a run with seed `seed`: independent of which
  * units ran before, so a resumed run draws exactly what a full run draws. */

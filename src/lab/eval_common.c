@@ -12,30 +12,18 @@
 #include "lab/progress.h"
 #include "lab/runlog.h"
 #include "engine/sampler.h"
+#include "base/splitmix64.h"
 
 /* ---- randomness -------------------------------------------------------------------- */
 
-uint64_t eval_mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 EvalRng eval_rng(uint64_t seed, uint64_t stream, uint64_t unit) {
-    EvalRng r = { eval_mix(eval_mix(eval_mix(seed) ^ stream) ^ unit) };
+    EvalRng r = { splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ unit) };
     return r;
 }
 
-uint64_t eval_next(EvalRng *r) {
-    r->s += 0x9e3779b97f4a7c15ULL;      /* splitmix64: the state is a counter */
-    uint64_t x = r->s;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
+uint64_t eval_next(EvalRng *r) { return splitmix64_next(&r->s); }
 
-double eval_uniform(EvalRng *r) { return (double)(eval_next(r) >> 11) * 0x1.0p-53; }
+double eval_uniform(EvalRng *r) { return splitmix64_unit(&r->s); }
 
 /* ---- decoding ---------------------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 #include "formats/npy.h"
 #include "policy/policy.h"
 #include "engine/sampler.h"
+#include "base/splitmix64.h"
 
 int metrics_ratio_pct(int i) { return 10 * (i + 1); }
 
@@ -132,18 +133,11 @@ double pearson_f64(const double *x, const double *y, int n) {
     return pearson_from_sums(sxy, sxx, syy);
 }
 
-uint64_t metrics_mix(uint64_t a, uint64_t b) {
-    uint64_t z = a + 0x9e3779b97f4a7c15ull * (b + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Fisher–Yates: for i = n-1..1 swap perm[i] with perm[j], j uniform in [0, i].
  * j = the high 32 bits of (32 random bits) x (i+1) (Lemire's multiply-shift:
  * no division; bias <= (i+1)/2^32). */
 void random_permutation(int *perm, int n, uint64_t key) {
-    uint64_t state = metrics_mix(key, 0);
+    uint64_t state = splitmix64(key);
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;   /* 64-bit LCG (Knuth) */
@@ -491,8 +485,8 @@ static int correlator_collect(Correlator *c, const KVCache *cache, int seq_index
     for (int lh = 0; lh < LH; lh++) {
         int layer = lh / c->H, head = lh % c->H, lg = layer * c->KV + head / c->group;
         if (c->row_n[lh] != c->ns[lg].n) { bad = lh; continue; }
-        uint64_t key = metrics_mix(metrics_mix(metrics_mix(c->seed, (uint64_t)seq_index), (uint64_t)lg),
-                                   (uint64_t)query_pos);
+        uint64_t key = splitmix64_at(splitmix64_at(splitmix64_at(c->seed, (uint64_t)seq_index), (uint64_t)lg),
+                                     (uint64_t)query_pos);
         RowMetrics m;
         metrics_row(&c->ns[lg], c->rows + (size_t)lh * c->max_keys, key, &c->scratch[omp_get_thread_num()], &m);
         metrics_acc_add(&c->acc[lh], &m);

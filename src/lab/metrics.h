@@ -109,7 +109,6 @@ double pearson_f32(const float *x, const float *y, int n);
 double pearson_f64(const double *x, const double *y, int n);
 /* A reproducible random permutation of 0..n-1 (Fisher–Yates driven by splitmix64(key)). */
 void random_permutation(int *perm, int n, uint64_t key);
-uint64_t metrics_mix(uint64_t a, uint64_t b);   /* combine seeds (splitmix64 finaliser) */
 
 /* ---- 2. accumulators ------------------------------------------------------ */
 

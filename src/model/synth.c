@@ -17,28 +17,24 @@
 
 #include "model/outdir.h"
 #include "formats/safetensors.h"
+#include "base/splitmix64.h"
 
 #define CHUNK_ELEMS ((size_t)1 << 20)          /* generate/convert/write 1M values at a time */
 #define PROGRESS_MIN_BYTES (256ull << 20)      /* smaller outputs are quick: no progress lines */
 
 /* ---- values ------------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t z) {           /* splitmix64's finaliser */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t tensor_key(uint64_t seed, const char *name) {
     uint64_t h = 0xcbf29ce484222325ull;        /* FNV-1a of the name */
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
-    return mix64(h ^ mix64(seed + 0x9e3779b97f4a7c15ull));
+    return splitmix64_mix(h ^ splitmix64(seed));
 }
 
-/* Unit-variance noise: the sum of four uniform 16-bit draws (Irwin-Hall), centred.
+/* Unit-variance noise from output i of the tensor's splitmix64 stream: the sum
+ * of its four 16-bit quarters, uniform draws (Irwin-Hall), centred.
  * Gaussian-like, bounded (|z| < 3.5), integer-exact, so identical everywhere. */
 static float noise(uint64_t key, uint64_t i) {
-    uint64_t h = mix64(key + (i + 1) * 0x9e3779b97f4a7c15ull);
+    uint64_t h = splitmix64_at(key, i);
     int32_t s = (int32_t)(h & 0xffff) + (int32_t)((h >> 16) & 0xffff) +
                 (int32_t)((h >> 32) & 0xffff) + (int32_t)(h >> 48);
     return (float)(s - 131070);                /* variance 65536^2/3: scaled by the caller */

@@ -1,0 +1,33 @@
+/* test_base.c — the small shared pieces of src/base/ that every layer uses:
+ * splitmix64 (every seeded choice in kvlab; a changed output would change
+ * every random policy, passkey key and synthetic checkpoint). */
+#include <stdint.h>
+
+#include "check.h"
+#include "base/splitmix64.h"
+
+static void splitmix64_cases(void) {
+    CASE("splitmix64: the reference stream from state 0 (Vigna's splitmix64.c)") {
+        uint64_t s = 0;
+        const uint64_t want[3] = { 0xe220a8397b1dcdafull, 0x6e789e6aa1b965f4ull, 0x06c45d188009454full };
+        for (int k = 0; k < 3; k++) {
+            uint64_t x = splitmix64_next(&s);
+            CHECK(x == want[k], "output %d: %016llx", k, (unsigned long long)x);
+        }
+        CHECK(s == 3 * SPLITMIX64_GAMMA, "the state is a counter");
+    }
+    CASE("splitmix64: random access and the hash are the same stream") {
+        uint64_t s = 12345, ok = 1;
+        for (uint64_t k = 0; k < 100; k++) ok &= splitmix64_next(&s) == splitmix64_at(12345, k);
+        CHECK(ok, "splitmix64_at(seed, k) == the k-th output of the stream");
+        CHECK(splitmix64(77) == splitmix64_at(77, 0), "splitmix64(x) == splitmix64_at(x, 0)");
+        s = 0;
+        double u = splitmix64_unit(&s);
+        CHECK(u == (double)(0xe220a8397b1dcdafull >> 11) * 0x1.0p-53 && u >= 0 && u < 1, "unit: top 53 bits, %.17g", u);
+    }
+}
+
+int main(void) {
+    splitmix64_cases();
+    return check_summary();
+}
