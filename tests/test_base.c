@@ -1,9 +1,11 @@
 /* test_base.c — the small shared pieces of src/base/ that every layer uses:
  * splitmix64 (every seeded choice in kvlab; a changed output would change
- * every random policy, passkey key and synthetic checkpoint). */
+ * every random policy, passkey key and synthetic checkpoint) and the growable
+ * buffer. */
 #include <stdint.h>
 
 #include "check.h"
+#include "base/buf.h"
 #include "base/splitmix64.h"
 
 static void splitmix64_cases(void) {
@@ -27,7 +29,25 @@ static void splitmix64_cases(void) {
     }
 }
 
+static void buf_cases(void) {
+    CASE("buf: appends and printf grow it; always NUL-terminated, even when empty") {
+        Buf b = { 0 };
+        buf_append(&b, NULL, 0);
+        CHECK(b.data && b.len == 0 && b.data[0] == '\0', "an empty append allocates an empty string");
+        for (int i = 0; i < 1000; i++) buf_printf(&b, "%d,", i % 10);
+        buf_append(&b, "end", 3);
+        CHECK(b.len == 2003 && b.cap > b.len && b.data[b.len] == '\0', "len %zu cap %zu", b.len, b.cap);
+        CHECK(!strncmp(b.data, "0,1,2,", 6) && !strcmp(b.data + 1990, "5,6,7,8,9,end"), "contents in order");
+        b.len = 0;
+        buf_append(&b, "\0x", 2);
+        CHECK(b.len == 2 && b.data[0] == '\0' && b.data[1] == 'x' && b.data[2] == '\0', "bytes, NUL included, after a reset");
+        buf_free(&b);
+        CHECK(!b.data && !b.len && !b.cap, "freed back to {0}");
+    }
+}
+
 int main(void) {
     splitmix64_cases();
+    buf_cases();
     return check_summary();
 }

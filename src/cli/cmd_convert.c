@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/buf.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "formats/gguf.h"
@@ -320,32 +321,21 @@ static int write_safetensors(const Model *m, DType dt, const char *dir, Err *err
 
 /* -- a SentencePiece tokenizer.model (protobuf) from a vocabulary -- */
 
-typedef struct { uint8_t *p; size_t len, cap; } Buf;
-
-static void buf_put(Buf *b, const void *src, size_t n) {
-    if (b->len + n > b->cap) {
-        b->cap = b->cap ? b->cap : 4096;
-        while (b->cap < b->len + n) b->cap *= 2;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
 static void pb_varint(Buf *b, uint64_t v) {
     uint8_t x[10];
     int k = 0;
     do { x[k] = (uint8_t)(v & 0x7F); v >>= 7; if (v) x[k] |= 0x80; k++; } while (v);
-    buf_put(b, x, (size_t)k);
+    buf_append(b, x, (size_t)k);
 }
 static void pb_tag(Buf *b, int field, int wire) { pb_varint(b, (uint64_t)field << 3 | (uint64_t)wire); }
 static void pb_int(Buf *b, int field, int64_t v) { pb_tag(b, field, 0); pb_varint(b, (uint64_t)v); }
-static void pb_bytes(Buf *b, int field, const void *s, size_t n) { pb_tag(b, field, 2); pb_varint(b, n); buf_put(b, s, n); }
+static void pb_bytes(Buf *b, int field, const void *s, size_t n) { pb_tag(b, field, 2); pb_varint(b, n); buf_append(b, s, n); }
 static void pb_float(Buf *b, int field, float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     uint8_t x[4] = { (uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24) };
     pb_tag(b, field, 5);
-    buf_put(b, x, 4);
+    buf_append(b, x, 4);
 }
 
 /* ModelProto: 1 pieces {1 piece, 2 score, 3 type}; 2 trainer_spec {3 model_type
@@ -359,7 +349,7 @@ static void model_proto(const TokenizerVocab *v, Buf *out) {
         pb_bytes(&sub, 1, v->pieces[i], (size_t)v->lens[i]);
         pb_float(&sub, 2, v->scores[i]);
         pb_int(&sub, 3, v->types[i]);
-        pb_bytes(out, 1, sub.p, sub.len);
+        pb_bytes(out, 1, sub.data, sub.len);
     }
     sub.len = 0;
     pb_int(&sub, 3, 2);
@@ -370,14 +360,14 @@ static void model_proto(const TokenizerVocab *v, Buf *out) {
     pb_int(&sub, 43, -1);
     if (v->bos_id >= 0) pb_bytes(&sub, 46, v->pieces[v->bos_id], (size_t)v->lens[v->bos_id]);
     if (v->eos_id >= 0) pb_bytes(&sub, 47, v->pieces[v->eos_id], (size_t)v->lens[v->eos_id]);
-    pb_bytes(out, 2, sub.p, sub.len);
+    pb_bytes(out, 2, sub.data, sub.len);
     sub.len = 0;
     pb_bytes(&sub, 1, "identity", 8);
     pb_int(&sub, 3, v->add_dummy_prefix);
     pb_int(&sub, 4, v->remove_extra_whitespaces);
     pb_int(&sub, 5, 1);
-    pb_bytes(out, 3, sub.p, sub.len);
-    free(sub.p);
+    pb_bytes(out, 3, sub.data, sub.len);
+    buf_free(&sub);
 }
 
 static int write_bytes(const char *path, const void *p, size_t n, Err *err) {
@@ -414,8 +404,8 @@ static int write_tokenizer(const Tokenizer *tok, const char *tok_file, const cha
     Buf b = {0};
     model_proto(&v, &b);
     path_join(dst, sizeof dst, dir, "tokenizer.model");
-    int rc = write_bytes(dst, b.p, b.len, err);
-    free(b.p);
+    int rc = write_bytes(dst, b.data, b.len, err);
+    buf_free(&b);
     return rc;
 }
 

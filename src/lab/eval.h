@@ -164,7 +164,7 @@ RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *
 
 /* Every unit not yet in the log: run(opts, state, unit, row) fills its row,
  * appended to the log; a progress line counts `unit_name`s. */
-typedef void (*EvalUnitFn)(const void *opts, void *state, long unit, StrBuf *row);
+typedef void (*EvalUnitFn)(const void *opts, void *state, long unit, Buf *row);
 void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
                     EvalUnitFn run, const void *opts, void *state);
 

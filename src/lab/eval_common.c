@@ -156,10 +156,10 @@ void eval_run_units(RunLog *log, const char *command, const char *unit_name, lon
     for (long u = 0; u < n_units; u++) {
         if (runlog_done(log, u)) continue;
         double t0 = now_seconds();
-        StrBuf row = { 0 };
+        Buf row = { 0 };
         run(opts, state, u, &row);
-        if (runlog_append(log, u, row.s, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
-        sb_free(&row);
+        if (runlog_append(log, u, row.data, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
+        buf_free(&row);
         progress_line_add(&pl, 1);
     }
     progress_line_end(&pl);
@@ -168,12 +168,12 @@ void eval_run_units(RunLog *log, const char *command, const char *unit_name, lon
 void eval_write_summaries(RunLog *log, const char *csv, const cJSON *summary) {
     Err err;
     char *json = cJSON_Print(summary);
-    StrBuf j = { 0 };
-    sb_printf(&j, "%s\n", json);
+    Buf j = { 0 };
+    buf_printf(&j, "%s\n", json);
     const char *dir = runlog_dir(log);
     if (runlog_write_results(log, "results.csv", &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0 ||
-        eval_write_text(dir, "summary.json", j.s, &err) != 0)
+        eval_write_text(dir, "summary.json", j.data, &err) != 0)
         die("%s", err.msg);
-    sb_free(&j);
+    buf_free(&j);
     free(json);
 }

@@ -235,15 +235,15 @@ static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int d
     *n_context = needle_insert(s->e.tok, s->hay, s->n_hay, s->needle, s->n_needle, length - o->buffer, depth, ctx_ids, needle_at);
     char *context = tokenizer_decode(s->e.tok, ctx_ids, *n_context, &err);
     if (!context) die("%s", err.msg);
-    StrBuf b = { 0 };
-    sb_printf(&b, NEEDLE_PROMPT_HEAD "%s" NEEDLE_PROMPT_TAIL, context, NEEDLE_QUESTION);
-    *n = tokenizer_encode(s->e.tok, b.s, 1, NULL, 0, &err);
+    Buf b = { 0 };
+    buf_printf(&b, NEEDLE_PROMPT_HEAD "%s" NEEDLE_PROMPT_TAIL, context, NEEDLE_QUESTION);
+    *n = tokenizer_encode(s->e.tok, b.data, 1, NULL, 0, &err);
     int *ids = xmalloc(((size_t)*n + 1) * sizeof(int));
-    tokenizer_encode(s->e.tok, b.s, 1, ids, *n, &err);
+    tokenizer_encode(s->e.tok, b.data, 1, ids, *n, &err);
     if (*n + o->max_new > s->e.ctx)
         die("--lengths %d: the prompt has %d tokens; with %d answer tokens (--max-new) longer than the context (%d; --buffer, --ctx)",
             length, *n, o->max_new, s->e.ctx);
-    sb_free(&b);
+    buf_free(&b);
     free(context);
     free(ctx_ids);
     return ids;
@@ -251,7 +251,7 @@ static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int d
 
 #define ND_COLUMNS "length,depth,prompt_tokens,context_tokens,needle_at,depth_actual,kv_tokens,answer,score"
 
-static void run_cell(const void *opts, void *state, long unit, StrBuf *row) {
+static void run_cell(const void *opts, void *state, long unit, Buf *row) {
     const NeedleOpts *o = opts;
     NdState *s = state;
     int length = o->lengths[unit / o->n_depths], depth = o->depths[unit % o->n_depths];
@@ -261,24 +261,24 @@ static void run_cell(const void *opts, void *state, long unit, StrBuf *row) {
     char *answer = eval_answer(&s->e, ids, n, o->max_new, &kv);
     char *q = csv_quote(answer);
     int n_hay = n_context - s->n_needle;
-    sb_printf(row, "%d,%d,%d,%d,%d,%.4f,%.2f,%s,%.6g", length, depth, n, n_context, at,
+    buf_printf(row, "%d,%d,%d,%d,%d,%.4f,%.2f,%s,%.6g", length, depth, n, n_context, at,
               n_hay ? 100.0 * at / n_hay : 0.0, kv, q, needle_score(answer, NEEDLE_TEXT));
     free(q); free(answer); free(ids);
 }
 
 /* ---- summary ------------------------------------------------------------------------------ */
 
-static void mean_row(StrBuf *b, const char *len, const char *depth, double sum, long n) {
-    if (n) sb_printf(b, "%s,%s,%ld,%.6g\n", len, depth, n, sum / n);
+static void mean_row(Buf *b, const char *len, const char *depth, double sum, long n) {
+    if (n) buf_printf(b, "%s,%s,%ld,%.6g\n", len, depth, n, sum / n);
 }
 
 static char *summary_csv(const NeedleOpts *o, const RunLog *log, double *mean) {
     int nl = o->n_lengths, nd = o->n_depths;
     double *by_len = xcalloc((size_t)nl, sizeof(double)), *by_depth = xcalloc((size_t)nd, sizeof(double)), all = 0;
     long *n_len = xcalloc((size_t)nl, sizeof(long)), *n_depth = xcalloc((size_t)nd, sizeof(long)), n_all = 0;
-    StrBuf b = { 0 };
+    Buf b = { 0 };
     char ls[32], ds[32];
-    sb_printf(&b, "length,depth,cells,score\n");
+    buf_printf(&b, "length,depth,cells,score\n");
     for (long u = 0; u < n_units(o); u++) {
         if (!runlog_done(log, u)) continue;
         int li = (int)(u / nd), di = (int)(u % nd);
@@ -293,7 +293,7 @@ static char *summary_csv(const NeedleOpts *o, const RunLog *log, double *mean) {
     mean_row(&b, "all", "all", all, n_all);
     *mean = n_all ? all / n_all : NAN;
     free(by_len); free(by_depth); free(n_len); free(n_depth);
-    return b.s;
+    return b.data;
 }
 
 static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double t_start) {

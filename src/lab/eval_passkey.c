@@ -50,12 +50,12 @@ char *passkey_garbage(int n) {
 
 char *passkey_prompt(int n_garbage, int n_prefix, const char *key) {
     char *prefix = passkey_garbage(n_prefix), *suffix = passkey_garbage(n_garbage - n_prefix);
-    StrBuf b = { 0 };
-    sb_printf(&b, "%s\n%s\nThe pass key is %s. Remember it. %s is the pass key.\n%s\n%s",
+    Buf b = { 0 };
+    buf_printf(&b, "%s\n%s\nThe pass key is %s. Remember it. %s is the pass key.\n%s\n%s",
               PASSKEY_TASK, prefix, key, key, suffix, PASSKEY_QUESTION);
     free(prefix);
     free(suffix);
-    return b.s;
+    return b.data;
 }
 
 static int prompt_tokens(const Tokenizer *tok, int n_garbage, double depth, const char *key, Err *err) {
@@ -245,7 +245,7 @@ static char *config_json(const PasskeyOpts *o, const EvalEngine *s) {
 #define PK_COLUMNS "length,depth,trial,key,n_garbage,n_prefix,depth_actual,prompt_tokens,kv_tokens,answer,correct,partial"
 
 /* One trial: build, prefill (+ eviction), greedy answer, score; the row. */
-static void run_trial(const void *opts, void *state, long unit, StrBuf *row) {
+static void run_trial(const void *opts, void *state, long unit, Buf *row) {
     const PasskeyOpts *o = opts;
     EvalEngine *s = state;
     Err err;
@@ -271,9 +271,9 @@ static void run_trial(const void *opts, void *state, long unit, StrBuf *row) {
     int correct = o->digits == 5 ? passkey_correct(answer, key) : strstr(answer, key) != NULL;
     double partial = (double)longest_common_substring(answer, key) / (double)strlen(key);
     char *q = csv_quote(answer);
-    if (o->n_depths) sb_printf(row, "%d,%d", length, o->depths[di]);
-    else sb_printf(row, "%d,", length);
-    sb_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
+    if (o->n_depths) buf_printf(row, "%d,%d", length, o->depths[di]);
+    else buf_printf(row, "%d,", length);
+    buf_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
               n_garbage ? 100.0 * n_prefix / n_garbage : 0.0, n_tok, kv, q, correct, partial);
     free(q); free(answer); free(ids); free(text);
 }
@@ -289,8 +289,8 @@ static int depth_group(const PasskeyOpts *o, const RunLog *log, long u) {
     return d > 90 ? 90 : d;
 }
 
-static void acc_row(StrBuf *b, const char *len, const char *depth, const Acc *a) {
-    if (a->n) sb_printf(b, "%s,%s,%ld,%.6g,%.6g\n", len, depth, a->n, a->correct / a->n, a->partial / a->n);
+static void acc_row(Buf *b, const char *len, const char *depth, const Acc *a) {
+    if (a->n) buf_printf(b, "%s,%s,%ld,%.6g,%.6g\n", len, depth, a->n, a->correct / a->n, a->partial / a->n);
 }
 
 static char *summary_csv(const PasskeyOpts *o, const RunLog *log, Acc *overall) {
@@ -306,9 +306,9 @@ static char *summary_csv(const PasskeyOpts *o, const RunLog *log, Acc *overall) 
         Acc *targets[4] = { &cell[li * nd + di], &by_len[li], &by_depth[di], &all };
         for (int t = 0; t < 4; t++) { targets[t]->correct += c; targets[t]->partial += p; targets[t]->n++; }
     }
-    StrBuf b = { 0 };
+    Buf b = { 0 };
     char ls[32], ds[32];
-    sb_printf(&b, "length,depth,trials,accuracy,partial\n");
+    buf_printf(&b, "length,depth,trials,accuracy,partial\n");
     for (int li = 0; li < o->n_lengths; li++)
         for (int di = 0; di < nd; di++) {
             snprintf(ls, sizeof ls, "%d", o->lengths[li]);
@@ -320,7 +320,7 @@ static char *summary_csv(const PasskeyOpts *o, const RunLog *log, Acc *overall) 
     acc_row(&b, "all", "all", &all);
     *overall = all;
     free(cell); free(by_len); free(by_depth);
-    return b.s;
+    return b.data;
 }
 
 static void write_outputs(const PasskeyOpts *o, RunLog *log, cJSON *meta, double t_start) {

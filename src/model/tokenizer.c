@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "formats/gguf.h"   /* gguf_tokenizer_load: the vocabulary inside a GGUF model */
 
 enum {   /* ModelProto.SentencePiece.Type */
@@ -154,21 +155,6 @@ static const char *printable(const char *s, size_t len, char out[64]) {
     }
     out[o] = '\0';
     return out;
-}
-
-/* A growable byte buffer. */
-typedef struct { char *data; size_t len, cap; } Buf;
-
-static void buf_append(Buf *b, const void *src, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, src, n);
-    b->len += n;
-    b->data[b->len] = '\0';
 }
 
 /* ------------------------------------------------------------------------- */
