@@ -1,11 +1,12 @@
 /* test_base.c — the small shared pieces of src/base/ that every layer uses:
  * splitmix64 (every seeded choice in kvlab; a changed output would change
- * every random policy, passkey key and synthetic checkpoint) and the growable
- * buffer. */
+ * every random policy, passkey key and synthetic checkpoint), the growable
+ * buffer and the running mean / standard deviation. */
 #include <stdint.h>
 
 #include "check.h"
 #include "base/buf.h"
+#include "base/runstat.h"
 #include "base/splitmix64.h"
 
 static void splitmix64_cases(void) {
@@ -46,8 +47,26 @@ static void buf_cases(void) {
     }
 }
 
+static void runstat_cases(void) {
+    CASE("runstat: Welford's mean and sample std equal the two-pass formulas; NaN is skipped") {
+        RunStat s = { 0 };
+        CHECK(isnan(runstat_mean(&s)) && isnan(runstat_std(&s)), "empty: NaN");
+        double x[5] = { 1e9 + 1, 1e9 + 4, 1e9 + 7, 1e9 + 13, 1e9 + 25 }, sum = 0, ss = 0;
+        for (int i = 0; i < 5; i++) { runstat_add(&s, x[i]); runstat_add(&s, NAN); sum += x[i]; }
+        double mean = sum / 5;
+        for (int i = 0; i < 5; i++) ss += (x[i] - mean) * (x[i] - mean);
+        CHECK(s.n == 5, "n %lld", (long long)s.n);
+        CHECK_CLOSE(runstat_mean(&s), mean, 1e-6, "mean");
+        CHECK_CLOSE(runstat_std(&s), sqrt(ss / 4), 1e-6, "std");
+        RunStat one = { 0 };
+        runstat_add(&one, 3.0);
+        CHECK(runstat_mean(&one) == 3.0 && isnan(runstat_std(&one)), "one value: its mean, no std");
+    }
+}
+
 int main(void) {
     splitmix64_cases();
     buf_cases();
+    runstat_cases();
     return check_summary();
 }
