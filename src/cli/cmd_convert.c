@@ -44,6 +44,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "formats/gguf.h"
+#include "model/llama_tensors.h"
 #include "model/outdir.h"
 #include "formats/safetensors.h"
 
@@ -54,47 +55,30 @@ typedef struct {
     const Mat *mat;           /* NULL: a norm vector */
     const float *vec;
     int n;                    /* vector length */
-    int qk_heads;             /* > 0: wq / wk, whose rows are permuted between layouts */
+    int rotated;              /* wq / wk, whose rows are permuted between layouts */
 } OutTensor;
 
-static OutTensor *out_tensor(OutTensor *t, int *k, const char *gguf, const char *hf) {
+static void out_tensor(const Model *m, LlamaTensor id, int layer, OutTensor *t, int *k) {
     OutTensor *o = &t[(*k)++];
-    memset(o, 0, sizeof *o);
-    snprintf(o->gguf, sizeof o->gguf, "%s", gguf);
-    snprintf(o->hf, sizeof o->hf, "%s", hf);
-    return o;
+    int cols;
+    llama_tensor_name(id, NAMING_GGUF, layer, o->gguf, sizeof o->gguf);
+    llama_tensor_name(id, NAMING_HF, layer, o->hf, sizeof o->hf);
+    o->mat = llama_tensor_mat(&m->w, id, layer);
+    o->vec = llama_tensor_vec(&m->w, id, layer);
+    if (o->vec) llama_tensor_shape(&m->cfg, id, &o->n, &cols);
+    o->rotated = llama_tensor_is_rotated(id);
 }
 
-static void layer_tensors(const Model *m, int l, OutTensor *t, int *k) {
-    const LayerWeights *w = &m->w.layers[l];
-    static const char *gg[9] = { "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                                 "ffn_norm", "ffn_gate", "ffn_up", "ffn_down" };
-    static const char *hf[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                 "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj",
-                                 "mlp.up_proj", "mlp.down_proj" };
-    const Mat *mats[9] = { NULL, &w->wq, &w->wk, &w->wv, &w->wo, NULL, &w->w_gate, &w->w_up, &w->w_down };
-    for (int i = 0; i < 9; i++) {
-        char a[64], b[96];
-        snprintf(a, sizeof a, "blk.%d.%s.weight", l, gg[i]);
-        snprintf(b, sizeof b, "model.layers.%d.%s.weight", l, hf[i]);
-        OutTensor *o = out_tensor(t, k, a, b);
-        o->mat = mats[i];
-        if (i == 0 || i == 5) { o->vec = i == 0 ? w->attn_norm : w->ffn_norm; o->n = m->cfg.dim; }
-        if (i == 1) o->qk_heads = m->cfg.n_heads;
-        if (i == 2) o->qk_heads = m->cfg.n_kv_heads;
-    }
-}
-
-/* All tensors, in the order written (llama.cpp's order does not matter to it). */
+/* All tensors, in the order written (llama.cpp's order does not matter to it):
+ * the per-model ones, then layer by layer. */
 static OutTensor *tensor_list(const Model *m, int *n) {
-    OutTensor *t = xcalloc((size_t)(3 + 9 * m->cfg.n_layers), sizeof *t);
+    OutTensor *t = xcalloc((size_t)(3 + LT_PER_LAYER * m->cfg.n_layers), sizeof *t);
     int k = 0;
-    out_tensor(t, &k, "token_embd.weight", "model.embed_tokens.weight")->mat = &m->w.token_embedding;
-    OutTensor *norm = out_tensor(t, &k, "output_norm.weight", "model.norm.weight");
-    norm->vec = m->w.final_norm;
-    norm->n = m->cfg.dim;
-    if (!m->cfg.tied_embeddings) out_tensor(t, &k, "output.weight", "lm_head.weight")->mat = &m->w.classifier;
-    for (int l = 0; l < m->cfg.n_layers; l++) layer_tensors(m, l, t, &k);
+    out_tensor(m, LT_EMBED, -1, t, &k);
+    out_tensor(m, LT_FINAL_NORM, -1, t, &k);
+    if (!m->cfg.tied_embeddings) out_tensor(m, LT_CLASSIFIER, -1, t, &k);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int id = 0; id < LT_PER_LAYER; id++) out_tensor(m, (LlamaTensor)id, l, t, &k);
     *n = k;
     return t;
 }
@@ -144,7 +128,7 @@ static int emit_tensor(const OutTensor *t, DType dt, const Config *c, int dst_ha
     void *buf = xmalloc((size_t)a->cols * 4);
     int rc = 0;
     for (int r = 0; r < a->rows && rc == 0; r++) {
-        int src = t->qk_heads ? source_row(r, c->head_dim, c->rope_pairing_halves, dst_halves) : r;
+        int src = t->rotated ? source_row(r, c->head_dim, c->rope_pairing_halves, dst_halves) : r;
         convert_row(a, NULL, (size_t)src * (size_t)a->cols, a->cols, dt, buf);
         rc = fn(ctx, buf, (size_t)a->cols * dtype_size(dt), err);
     }
