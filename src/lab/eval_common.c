@@ -11,6 +11,7 @@
 
 #include "lab/progress.h"
 #include "lab/runlog.h"
+#include "lab/trace.h"
 #include "engine/sampler.h"
 #include "base/splitmix64.h"
 
@@ -176,4 +177,72 @@ void eval_write_summaries(RunLog *log, const char *csv, const cJSON *summary) {
         die("%s", err.msg);
     buf_free(&j);
     free(json);
+}
+
+void eval_finish_meta(RunLog *log, cJSON *meta, cJSON *summary, const char *results_what, const char *summary_what,
+                      double t_start) {
+    Err err;
+    cJSON_AddItemToObject(meta, "summary", summary);
+    runmeta_add_output(meta, "results.csv", results_what);
+    runmeta_add_output(meta, "summary.csv", summary_what);
+    if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
+}
+
+/* ---- the length x depth grid -------------------------------------------------------- */
+
+void grid_init(Grid *g, const int *lengths, int n_lengths, const int *depths, int n_depths, int n_values) {
+    memset(g, 0, sizeof *g);
+    g->lengths = lengths;
+    g->depths = depths;
+    g->n_lengths = n_lengths;
+    g->n_depths = n_depths;
+    g->n_values = n_values;
+    g->cell = xcalloc((size_t)n_lengths * (size_t)n_depths, sizeof *g->cell);
+    g->by_length = xcalloc((size_t)n_lengths, sizeof *g->by_length);
+    g->by_depth = xcalloc((size_t)n_depths, sizeof *g->by_depth);
+}
+
+void grid_add(Grid *g, int length_index, int depth_index, const double *values) {
+    GridMean *targets[4] = { &g->cell[length_index * g->n_depths + depth_index], &g->by_length[length_index],
+                             &g->by_depth[depth_index], &g->all };
+    for (int t = 0; t < 4; t++) {
+        for (int v = 0; v < g->n_values; v++) targets[t]->sum[v] += values[v];
+        targets[t]->n++;
+    }
+}
+
+static void mean_row(Buf *b, const char *length, const char *depth, const GridMean *m, int n_values) {
+    if (!m->n) return;
+    buf_printf(b, "%s,%s,%ld", length, depth, m->n);
+    for (int v = 0; v < n_values; v++) buf_printf(b, ",%.6g", m->sum[v] / m->n);
+    buf_printf(b, "\n");
+}
+
+char *grid_csv(const Grid *g, const char *header) {
+    Buf b = { 0 };
+    char ls[32], ds[32];
+    buf_printf(&b, "%s\n", header);
+    for (int li = 0; li < g->n_lengths; li++)
+        for (int di = 0; di < g->n_depths; di++) {
+            snprintf(ls, sizeof ls, "%d", g->lengths[li]);
+            snprintf(ds, sizeof ds, "%d", g->depths[di]);
+            mean_row(&b, ls, ds, &g->cell[li * g->n_depths + di], g->n_values);
+        }
+    for (int li = 0; li < g->n_lengths; li++) {
+        snprintf(ls, sizeof ls, "%d", g->lengths[li]);
+        mean_row(&b, ls, "all", &g->by_length[li], g->n_values);
+    }
+    for (int di = 0; di < g->n_depths; di++) {
+        snprintf(ds, sizeof ds, "%d", g->depths[di]);
+        mean_row(&b, "all", ds, &g->by_depth[di], g->n_values);
+    }
+    mean_row(&b, "all", "all", &g->all, g->n_values);
+    return b.data;
+}
+
+void grid_free(Grid *g) {
+    free(g->cell);
+    free(g->by_length);
+    free(g->by_depth);
+    memset(g, 0, sizeof *g);
 }

@@ -268,36 +268,22 @@ static void run_cell(const void *opts, void *state, long unit, Buf *row) {
 
 /* ---- summary ------------------------------------------------------------------------------ */
 
-static void mean_row(Buf *b, const char *len, const char *depth, double sum, long n) {
-    if (n) buf_printf(b, "%s,%s,%ld,%.6g\n", len, depth, n, sum / n);
-}
-
+/* The mean score per length x depth, per length, per depth and overall. */
 static char *summary_csv(const NeedleOpts *o, const RunLog *log, double *mean) {
-    int nl = o->n_lengths, nd = o->n_depths;
-    double *by_len = xcalloc((size_t)nl, sizeof(double)), *by_depth = xcalloc((size_t)nd, sizeof(double)), all = 0;
-    long *n_len = xcalloc((size_t)nl, sizeof(long)), *n_depth = xcalloc((size_t)nd, sizeof(long)), n_all = 0;
-    Buf b = { 0 };
-    char ls[32], ds[32];
-    buf_printf(&b, "length,depth,cells,score\n");
+    Grid g;
+    grid_init(&g, o->lengths, o->n_lengths, o->depths, o->n_depths, 1);
     for (long u = 0; u < n_units(o); u++) {
         if (!runlog_done(log, u)) continue;
-        int li = (int)(u / nd), di = (int)(u % nd);
-        double v = runlog_number(log, u, "score");
-        snprintf(ls, sizeof ls, "%d", o->lengths[li]);
-        snprintf(ds, sizeof ds, "%d", o->depths[di]);
-        mean_row(&b, ls, ds, v, 1);
-        by_len[li] += v; n_len[li]++; by_depth[di] += v; n_depth[di]++; all += v; n_all++;
+        double score = runlog_number(log, u, "score");
+        grid_add(&g, (int)(u / o->n_depths), (int)(u % o->n_depths), &score);
     }
-    for (int li = 0; li < nl; li++) { snprintf(ls, sizeof ls, "%d", o->lengths[li]); mean_row(&b, ls, "all", by_len[li], n_len[li]); }
-    for (int di = 0; di < nd; di++) { snprintf(ds, sizeof ds, "%d", o->depths[di]); mean_row(&b, "all", ds, by_depth[di], n_depth[di]); }
-    mean_row(&b, "all", "all", all, n_all);
-    *mean = n_all ? all / n_all : NAN;
-    free(by_len); free(by_depth); free(n_len); free(n_depth);
-    return b.data;
+    char *csv = grid_csv(&g, "length,depth,cells,score");
+    *mean = g.all.n ? g.all.sum[0] / g.all.n : NAN;
+    grid_free(&g);
+    return csv;
 }
 
 static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double t_start) {
-    Err err;
     double mean;
     char *csv = summary_csv(o, log, &mean);
     cJSON *sum = cJSON_CreateObject();
@@ -305,10 +291,8 @@ static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double 
     cJSON_AddNumberToObject(sum, "score", mean);
     eval_write_summaries(log, csv, sum);
     fprintf(stderr, "needle: mean score %.3f over %ld cells\n", mean, n_units(o));
-    cJSON_AddItemToObject(meta, "summary", sum);
-    runmeta_add_output(meta, "results.csv", "one row per (length, depth) cell");
-    runmeta_add_output(meta, "summary.csv", "score per length x depth ('all' = aggregated)");
-    if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
+    eval_finish_meta(log, meta, sum, "one row per (length, depth) cell", "score per length x depth ('all' = aggregated)",
+                     t_start);
     free(csv);
 }
 
