@@ -310,6 +310,26 @@ static void progress_cases(void) {
     CHECK(!strcmp(buf, "ppl: 4/10 chunks, 600/1000 tok (60%), 100.0 tok/s, ETA 4s"), "%s", buf);
 }
 
+static void grid_summary(void) {
+    int lengths[2] = { 512, 1024 }, depths[3] = { 0, 50, 100 };
+    Grid g;
+    grid_init(&g, lengths, 2, depths, 3, 2);
+    double a[2] = { 1, 0.5 }, b[2] = { 0, 0.25 }, c[2] = { 1, 1 };
+    grid_add(&g, 0, 0, a);
+    grid_add(&g, 0, 0, b);
+    grid_add(&g, 1, 2, c);   /* (512, 50), (512, 100), (1024, 0), (1024, 50): no units */
+    char *csv = grid_csv(&g, "length,depth,trials,accuracy,partial");
+    const char *want = "length,depth,trials,accuracy,partial\n"
+                       "512,0,2,0.5,0.375\n1024,100,1,1,1\n"
+                       "512,all,2,0.5,0.375\n1024,all,1,1,1\n"
+                       "all,0,2,0.5,0.375\nall,100,1,1,1\n"
+                       "all,all,3,0.666667,0.583333\n";
+    CHECK(!strcmp(csv, want), "summary.csv:\n%s", csv);
+    CHECK(g.all.n == 3 && g.all.sum[0] == 2.0 && g.all.sum[1] == 1.75, "totals");
+    free(csv);
+    grid_free(&g);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kvlab-test-eval-%d", (int)getpid());
     mkdir(tmpdir, 0777);
@@ -324,6 +344,7 @@ int main(void) {
     CASE("passkey: lengths in tokens honoured by sizing the garbage") passkey_fit_cases();
     CASE("needle: word-overlap score") needle_scores();
     CASE("needle: insertion with sentence back-off") needle_insertion();
+    CASE("passkey/needle summary: means per cell, length, depth and overall; empty cells left out") grid_summary();
     CASE("runlog: append, torn last line, resume, refusals, final files") runlog_cases();
     CASE("progress: rate and ETA count only this session's work") progress_cases();
     char cmd[400];

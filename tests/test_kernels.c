@@ -23,6 +23,7 @@
  * buffers are also checked by ASan. */
 #include "check.h"
 #include "simd/kernels.h"
+#include "base/splitmix64.h"
 
 #include <float.h>
 #include <stdarg.h>
@@ -38,13 +39,8 @@ static const int SIZES[] = { 0, 1, 3, 7, 15, 16, 17, 31, 33, 63, 64, 65, 127, 10
 /* ---- random numbers (splitmix64, fixed seeds) ------------------------------ */
 static uint64_t rng_state;
 static void rng_seed(uint64_t s) { rng_state = s * 0x9E3779B97F4A7C15ull + 12345; }
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double rng_unit(void) { return (double)(rng_next() >> 11) * 0x1p-53; }     /* [0, 1) */
+static uint64_t rng_next(void) { return splitmix64_next(&rng_state); }
+static double rng_unit(void) { return splitmix64_unit(&rng_state); }     /* [0, 1) */
 static float rng_range(float lo, float hi) { return lo + (hi - lo) * (float)rng_unit(); }
 static int rng_int(int lo, int hi) { return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1)); }
 

@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "engine/forward.h"
+#include "model/llama_tensors.h"
 #include "model/model.h"
 #include "formats/safetensors.h"
 #include "model/synth.h"
@@ -660,9 +661,46 @@ static void test_fuzz(void) {
     }
 }
 
+/* The one tensor table: names in the three namings, shapes from a GQA config,
+ * and the Weights field each id stands for. */
+static void test_tensor_table(void) {
+    CASE("tensor table: names, shapes (GQA) and the Weights fields") {
+        Config c = { .dim = 64, .hidden_dim = 96, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16, .vocab_size = 40 };
+        char name[96];
+        int rows, cols;
+        llama_tensor_name(LT_WK, NAMING_HF, 1, name, sizeof name);
+        CHECK(!strcmp(name, "model.layers.1.self_attn.k_proj.weight"), "%s", name);
+        llama_tensor_name(LT_WO, NAMING_GGUF, 0, name, sizeof name);
+        CHECK(!strcmp(name, "blk.0.attn_output.weight"), "%s", name);
+        llama_tensor_name(LT_GATE, NAMING_LLAMA2C, 3, name, sizeof name);
+        CHECK(!strcmp(name, "w1[3]"), "%s", name);
+        llama_tensor_name(LT_CLASSIFIER, NAMING_GGUF, -1, name, sizeof name);
+        CHECK(!strcmp(name, "output.weight"), "%s", name);
+        llama_tensor_shape(&c, LT_WK, &rows, &cols);
+        CHECK(rows == 32 && cols == 64, "wk [%d, %d]", rows, cols);
+        llama_tensor_shape(&c, LT_WO, &rows, &cols);
+        CHECK(rows == 64 && cols == 64, "wo [%d, %d]", rows, cols);
+        llama_tensor_shape(&c, LT_DOWN, &rows, &cols);
+        CHECK(rows == 64 && cols == 96, "w_down [%d, %d]", rows, cols);
+        llama_tensor_shape(&c, LT_FFN_NORM, &rows, &cols);
+        CHECK(rows == 64 && cols == 0, "ffn_norm [%d] (a vector)", rows);
+        CHECK(llama_tensor_is_rotated(LT_WQ) && llama_tensor_is_rotated(LT_WK) && !llama_tensor_is_rotated(LT_WV),
+              "q and k rows are RoPE-rotated, v's are not");
+        LayerWeights layers[2] = { 0 };
+        float norm = 1.0f;
+        layers[1].ffn_norm = &norm;
+        Weights w = { .layers = layers };
+        CHECK(llama_tensor_mat(&w, LT_UP, 1) == &layers[1].w_up && llama_tensor_vec(&w, LT_UP, 1) == NULL, "w_up");
+        CHECK(llama_tensor_vec(&w, LT_FFN_NORM, 1) == &norm && llama_tensor_mat(&w, LT_FFN_NORM, 1) == NULL, "ffn_norm");
+        CHECK(llama_tensor_mat(&w, LT_EMBED, -1) == &w.token_embedding && llama_tensor_mat(&w, LT_CLASSIFIER, -1) == &w.classifier,
+              "embedding and classifier");
+    }
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/kvlab_test_loader.XXXXXX");
     if (!mkdtemp(root)) { perror("mkdtemp"); return 1; }
+    test_tensor_table();
     test_values();
     test_shards_and_logits();
     test_heads();

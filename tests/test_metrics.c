@@ -16,6 +16,7 @@
 #include "lab/metrics.h"
 #include "formats/npy.h"
 #include "policy/policy.h"
+#include "base/splitmix64.h"
 #include "model/tokenizer.h"
 #include "lab/runmeta.h"
 #include "lab/trace.h"
@@ -151,7 +152,7 @@ static RowMetrics row_metrics(const float *norm, const float *a, int n) {
 
 static uint64_t rng_state = 12345;
 static double rnd(void) {
-    rng_state = metrics_mix(rng_state, 1);
+    rng_state = splitmix64_at(rng_state, 1);
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 
@@ -322,7 +323,7 @@ static void test_hand_cases(void) {
         metrics_acc_add_value(&acc, SLOT_ALR, NAN);
         double mean = sum / 200;
         for (int i = 0; i < 200; i++) ss += (x[i] - mean) * (x[i] - mean);
-        CHECK(acc.n[SLOT_ALR] == 200, "n %lld", (long long)acc.n[SLOT_ALR]);
+        CHECK(acc.slot[SLOT_ALR].n == 200, "n %lld", (long long)acc.slot[SLOT_ALR].n);
         CHECK_CLOSE(metrics_acc_mean(&acc, SLOT_ALR), mean, 1e-9, "mean");
         CHECK_CLOSE(metrics_acc_std(&acc, SLOT_ALR), sqrt(ss / 199), 1e-9, "std");
         CHECK(isnan(metrics_acc_mean(&acc, SLOT_PEARSON)) && isnan(metrics_acc_std(&acc, SLOT_PEARSON)), "empty -> NaN");
@@ -473,7 +474,7 @@ static void test_correlator_last_prefill(void) {
             for (int h = 0; h < g.H; h++) {
                 const MetricsAcc *a = correlator_acc(c, l, h);
                 const float *row = golden_row(&g, l, h, g.T - 1), *norm = golden_norms(&g, l, h / (g.H / g.KV));
-                CHECK(a->n[SLOT_PEARSON] == 1, "layer %d head %d: %lld rows", l, h, (long long)a->n[SLOT_PEARSON]);
+                CHECK(a->slot[SLOT_PEARSON].n == 1, "layer %d head %d: %lld rows", l, h, (long long)a->slot[SLOT_PEARSON].n);
                 double d = fabs(metrics_acc_mean(a, SLOT_PEARSON) - direct_pearson_f(norm, row, g.T));
                 if (!(d <= worst_r)) worst_r = d;
                 d = fabs(metrics_acc_mean(a, SLOT_SPEARMAN) - direct_spearman(norm, row, g.T));

@@ -384,159 +384,184 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     cJSON_AddItemToArray(runs, rj);
 }
 
+/* ---- the command ------------------------------------------------------------ */
+
+typedef struct {
+    CommonOpts o;
+    int P, G, repeat, machine_only, no_machine, interleave;
+    int n_dtypes, n_threads;
+    DType dtypes[4];
+    int dots[4];                  /* per --dtype entry: bf16 weights through the bf16 dot kernel (bf16d) */
+    int *thread_list;
+    const char *json_path;
+    uint64_t seed;
+    PolicyOpts po;
+    const PolicyOpts *policy;     /* &po when a policy option was given, else NULL */
+} BenchArgs;
+
+static void parse_dtypes(BenchArgs *a, const char *v) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", v);
+    a->n_dtypes = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        const int dot = !strcmp(tok, "bf16d");
+        DType dt = DTYPE_BF16;
+        if (a->n_dtypes == 4 || (!dot && (dtype_parse(tok, &dt) != 0 || dt == DTYPE_F16)))
+            die("--dtype: '%s' is not a list of up to 4 compute dtypes (f32, bf16, bf16d)", v);
+        a->dtypes[a->n_dtypes] = dt;
+        a->dots[a->n_dtypes++] = dot;
+    }
+}
+
+/* The options, then what follows from them: the default dtype and thread
+ * count, the policy resolved, --bf16-dot spread over the bf16 entries, and
+ * the kernels set up (common_setup). */
+static void parse_args(int argc, char **argv, BenchArgs *a) {
+    memset(a, 0, sizeof *a);
+    common_defaults(&a->o);
+    a->P = 512; a->G = 128; a->repeat = 5; a->seed = 1;
+    policy_defaults(&a->po);
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (policy_option(&a->po, argc, argv, &i)) { a->policy = &a->po; continue; }
+        if (!strcmp(s, "--prompt")) a->P = (int)cli_int(s, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(s, "--gen")) a->G = (int)cli_int(s, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (!strcmp(s, "--repeat")) a->repeat = (int)cli_int(s, cli_value(argc, argv, &i), 1, 1000);
+        else if (!strcmp(s, "--threads")) a->thread_list = cli_int_list(s, cli_value(argc, argv, &i), 1, 1024, &a->n_threads);
+        else if (!strcmp(s, "--dtype")) parse_dtypes(a, cli_value(argc, argv, &i));
+        else if (!strcmp(s, "--json")) a->json_path = cli_value(argc, argv, &i);
+        else if (!strcmp(s, "--machine")) a->machine_only = 1;
+        else if (!strcmp(s, "--no-machine")) a->no_machine = 1;
+        else if (!strcmp(s, "--interleave")) a->interleave = 1;
+        else if (!strcmp(s, "--seed")) a->seed = (uint64_t)cli_int(s, cli_value(argc, argv, &i), 0, 1L << 62);
+        else if (!common_option(&a->o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", s);
+    }
+    if (a->n_dtypes == 0) { a->dtypes[0] = a->o.dtype; a->n_dtypes = 1; }
+    if (a->policy) policy_cli_finish(&a->po);
+    int any_dot = 0;
+    for (int d = 0; d < a->n_dtypes; d++) {
+        if (a->o.bf16_dot && a->dtypes[d] == DTYPE_BF16) a->dots[d] = 1;   /* --bf16-dot: every bf16 entry */
+        any_dot |= a->dots[d];
+    }
+    a->o.bf16_dot = 0;
+    common_setup(&a->o);
+    if (any_dot) common_enable_bf16_dot("--dtype bf16d / --bf16-dot");
+    if (!a->thread_list) {
+        a->thread_list = xmalloc(sizeof(int));
+        a->thread_list[0] = a->o.threads ? a->o.threads : omp_get_num_procs();
+        a->n_threads = 1;
+    }
+}
+
+/* The machine's limits for each thread count (so 1-thread figures are compared
+ * with what one thread can do), printed and added to root's "machine"; all
+ * zero with --no-machine. */
+static MachineLimits *measure_machine_all(const BenchArgs *a, cJSON *root) {
+    MachineLimits *lim = xcalloc((size_t)a->n_threads, sizeof *lim);
+    if (a->no_machine && !a->machine_only) return lim;
+    cJSON *mj = cJSON_AddArrayToObject(root, "machine");
+    for (int t = 0; t < a->n_threads; t++) {
+        lim[t] = measure_machine(a->thread_list[t]);
+        printf("machine: %d thread(s): read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s (%s kernels)\n",
+               a->thread_list[t], lim[t].read_gbs, lim[t].peak_gflops, kernels_detected());
+        cJSON *one = cJSON_CreateObject();
+        cJSON_AddNumberToObject(one, "threads", a->thread_list[t]);
+        cJSON_AddNumberToObject(one, "read_gb_s", lim[t].read_gbs);
+        cJSON_AddNumberToObject(one, "peak_gflop_s", lim[t].peak_gflops);
+        cJSON_AddItemToArray(mj, one);
+    }
+    return lim;
+}
+
+/* Every model loaded at once (one per weight dtype: bf16 and bf16d share one),
+ * then the configurations' runs in turn (1st of each, 2nd of each, ...), so a
+ * drift in the machine's bandwidth hits them all alike. Configurations are
+ * dtype-major, then thread count: c = d * n_threads + t. */
+static void run_interleaved(const BenchArgs *a, const MachineLimits *lim, cJSON *runs) {
+    const int n_configs = a->n_dtypes * a->n_threads;
+    Model *models = xcalloc((size_t)a->n_dtypes, sizeof *models);
+    BenchRun *state = xcalloc((size_t)n_configs, sizeof *state);
+    int model_of[4];
+    for (int d = 0; d < a->n_dtypes; d++) {
+        model_of[d] = d;
+        for (int e = 0; e < d; e++)
+            if (a->dtypes[e] == a->dtypes[d]) { model_of[d] = model_of[e]; break; }
+        if (model_of[d] == d) load_bench_model(&a->o, a->dtypes[d], a->P, a->G, &models[d]);
+    }
+    for (int c = 0; c < n_configs; c++) {
+        int d = c / a->n_threads, t = c % a->n_threads;
+        bench_start(&state[c], &models[model_of[d]], a->dots[d], a->thread_list[t], a->P, a->G, a->repeat, a->seed, a->policy);
+        bench_run(&state[c], 1, 0);
+    }
+    for (int rep = 0; rep < a->repeat; rep++)
+        for (int c = 0; c < n_configs; c++) {
+            int t = c % a->n_threads;
+            double bw_now = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
+            bench_run(&state[c], 0, bw_now);
+        }
+    fprintf(stderr, "\n");
+    for (int c = 0; c < n_configs; c++) {
+        int t = c % a->n_threads;
+        double bw_now;
+        BenchResult r = bench_finish(&state[c], &bw_now);
+        report_row(&r, bw_now, &lim[t], a->policy, runs);
+    }
+    for (int d = 0; d < a->n_dtypes; d++)
+        if (model_of[d] == d) model_free(&models[d]);
+    free(models);
+    free(state);
+}
+
+/* One model at a time, each configuration's runs back to back. */
+static void run_sequential(const BenchArgs *a, const MachineLimits *lim, cJSON *runs) {
+    for (int d = 0; d < a->n_dtypes; d++) {
+        Model m;
+        load_bench_model(&a->o, a->dtypes[d], a->P, a->G, &m);
+        for (int t = 0; t < a->n_threads; t++) {
+            /* On a shared machine (a VM) the bandwidth left to us drifts by tens
+             * of percent over minutes: measure it again right before each
+             * configuration and compare the decode rate with that (bw GB/s). */
+            double bw_now = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 1).read_gbs, bw_median;
+            BenchRun b;
+            bench_start(&b, &m, a->dots[d], a->thread_list[t], a->P, a->G, a->repeat, a->seed, a->policy);
+            for (int rep = 0; rep < a->repeat + 1; rep++) bench_run(&b, rep == 0, bw_now);
+            fprintf(stderr, "\n");
+            BenchResult r = bench_finish(&b, &bw_median);
+            report_row(&r, bw_median, &lim[t], a->policy, runs);
+        }
+        model_free(&m);
+    }
+}
+
 int cmd_bench(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { help(); return 0; }
-    CommonOpts o;
-    common_defaults(&o);
-    int P = 512, G = 128, repeat = 5, machine_only = 0, no_machine = 0, interleave = 0;
-    int n_threads = 0, n_dtypes = 0;
-    int dots[4] = {0};   /* per --dtype entry: bf16 weights through the bf16 dot kernel (bf16d) */
-    int *thread_list = NULL;
-    DType dtypes[4];
-    const char *json_path = NULL;
-    uint64_t seed = 1;
-    PolicyOpts po;
-    policy_defaults(&po);
-    int policy_given = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (policy_option(&po, argc, argv, &i)) { policy_given = 1; continue; }
-        if (!strcmp(a, "--prompt")) P = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(a, "--gen")) G = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 20);
-        else if (!strcmp(a, "--repeat")) repeat = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1000);
-        else if (!strcmp(a, "--threads")) thread_list = cli_int_list(a, cli_value(argc, argv, &i), 1, 1024, &n_threads);
-        else if (!strcmp(a, "--dtype")) {
-            const char *v = cli_value(argc, argv, &i);
-            char buf[64];
-            snprintf(buf, sizeof buf, "%s", v);
-            n_dtypes = 0;
-            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                const int dot = !strcmp(tok, "bf16d");
-                DType dt = DTYPE_BF16;
-                if (n_dtypes == 4 || (!dot && (dtype_parse(tok, &dt) != 0 || dt == DTYPE_F16)))
-                    die("--dtype: '%s' is not a list of up to 4 compute dtypes (f32, bf16, bf16d)", v);
-                dtypes[n_dtypes] = dt;
-                dots[n_dtypes++] = dot;
-            }
-        } else if (!strcmp(a, "--json")) json_path = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "--machine")) machine_only = 1;
-        else if (!strcmp(a, "--no-machine")) no_machine = 1;
-        else if (!strcmp(a, "--interleave")) interleave = 1;
-        else if (!strcmp(a, "--seed")) seed = (uint64_t)cli_int(a, cli_value(argc, argv, &i), 0, 1L << 62);
-        else if (!common_option(&o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", a);
-    }
-    if (n_dtypes == 0) { dtypes[0] = o.dtype; n_dtypes = 1; }
-    if (policy_given) policy_cli_finish(&po);
-    int any_dot = 0;
-    for (int d = 0; d < n_dtypes; d++) {
-        if (o.bf16_dot && dtypes[d] == DTYPE_BF16) dots[d] = 1;   /* --bf16-dot: every bf16 entry */
-        any_dot |= dots[d];
-    }
-    o.bf16_dot = 0;
-    common_setup(&o);
-    if (any_dot) common_enable_bf16_dot("--dtype bf16d / --bf16-dot");
-    int all_threads = omp_get_num_procs();
-    if (!thread_list) { thread_list = xmalloc(sizeof(int)); thread_list[0] = o.threads ? o.threads : all_threads; n_threads = 1; }
-
+    BenchArgs a;
+    parse_args(argc, argv, &a);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "isa", kernels_get()->name);
-    /* the machine's limits for each thread count, so 1-thread figures are
-     * compared with what one thread can do */
-    MachineLimits *lim = xcalloc((size_t)n_threads, sizeof *lim);
-    if (!no_machine || machine_only) {
-        cJSON *mj = cJSON_AddArrayToObject(root, "machine");
-        for (int t = 0; t < n_threads; t++) {
-            lim[t] = measure_machine(thread_list[t]);
-            printf("machine: %d thread(s): read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s (%s kernels)\n",
-                   thread_list[t], lim[t].read_gbs, lim[t].peak_gflops, kernels_detected());
-            cJSON *one = cJSON_CreateObject();
-            cJSON_AddNumberToObject(one, "threads", thread_list[t]);
-            cJSON_AddNumberToObject(one, "read_gb_s", lim[t].read_gbs);
-            cJSON_AddNumberToObject(one, "peak_gflop_s", lim[t].peak_gflops);
-            cJSON_AddItemToArray(mj, one);
+    MachineLimits *lim = measure_machine_all(&a, root);
+    if (!a.machine_only) {
+        if (!a.o.model_path) die("bench: -m MODEL is required (or --machine)");
+        cJSON *runs = cJSON_AddArrayToObject(root, "runs");
+        cJSON_AddStringToObject(root, "model", a.o.model_path);
+        cJSON_AddNumberToObject(root, "prompt_tokens", a.P);
+        cJSON_AddNumberToObject(root, "gen_tokens", a.G);
+        cJSON_AddNumberToObject(root, "repeat", a.repeat);
+        cJSON_AddBoolToObject(root, "interleave", a.interleave);
+        if (a.policy) {
+            char *pj = policy_json(a.policy);
+            cJSON *pobj = cJSON_Parse(pj);
+            cJSON_AddItemToObject(root, "policy", pobj ? pobj : cJSON_CreateString(pj));
+            free(pj);
         }
+        printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s %8s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
+               "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw", "bw GB/s");
+        if (a.interleave) run_interleaved(&a, lim, runs);
+        else run_sequential(&a, lim, runs);
     }
-    if (machine_only) {
-        if (json_path) write_json(json_path, root);
-        cJSON_Delete(root);
-        free(thread_list);
-        free(lim);
-        return 0;
-    }
-    if (!o.model_path) die("bench: -m MODEL is required (or --machine)");
-    cJSON *runs = cJSON_AddArrayToObject(root, "runs");
-    cJSON_AddStringToObject(root, "model", o.model_path);
-    cJSON_AddNumberToObject(root, "prompt_tokens", P);
-    cJSON_AddNumberToObject(root, "gen_tokens", G);
-    cJSON_AddNumberToObject(root, "repeat", repeat);
-    cJSON_AddBoolToObject(root, "interleave", interleave);
-    if (policy_given) {
-        char *pj = policy_json(&po);
-        cJSON *pobj = cJSON_Parse(pj);
-        cJSON_AddItemToObject(root, "policy", pobj ? pobj : cJSON_CreateString(pj));
-        free(pj);
-    }
-    printf("%-5s %3s | %10s %17s %8s %6s | %9s %17s %8s %8s %6s %8s\n", "dtype", "thr", "prefill", "(min..max) tok/s",
-           "GFLOP/s", "%peak", "decode", "(min..max) tok/s", "MB/tok", "GB/s", "%bw", "bw GB/s");
-    /* configurations: dtype-major, then thread count */
-    const int n_configs = n_dtypes * n_threads;
-    Model *models = xcalloc((size_t)n_dtypes, sizeof *models);
-    BenchRun *runs_state = xcalloc((size_t)n_configs, sizeof *runs_state);
-    const PolicyOpts *pop = policy_given ? &po : NULL;
-    if (interleave) {
-        /* all models at once (one per weight dtype: bf16 and bf16d share one),
-         * then every configuration's runs in turn, so drift in the machine's
-         * bandwidth hits them all alike */
-        int model_of[4];
-        for (int d = 0; d < n_dtypes; d++) {
-            model_of[d] = d;
-            for (int e = 0; e < d; e++)
-                if (dtypes[e] == dtypes[d]) { model_of[d] = model_of[e]; break; }
-            if (model_of[d] == d) load_bench_model(&o, dtypes[d], P, G, &models[d]);
-        }
-        for (int c = 0; c < n_configs; c++) {
-            int d = c / n_threads, t = c % n_threads;
-            bench_start(&runs_state[c], &models[model_of[d]], dots[d], thread_list[t], P, G, repeat, seed, pop);
-            bench_run(&runs_state[c], 1, 0);
-        }
-        for (int rep = 0; rep < repeat; rep++)
-            for (int c = 0; c < n_configs; c++) {
-                int t = c % n_threads;
-                double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 0).read_gbs;
-                bench_run(&runs_state[c], 0, bw_now);
-            }
-        fprintf(stderr, "\n");
-        for (int c = 0; c < n_configs; c++) {
-            int t = c % n_threads;
-            double bw_now;
-            BenchResult r = bench_finish(&runs_state[c], &bw_now);
-            report_row(&r, bw_now, &lim[t], pop, runs);
-        }
-        for (int d = 0; d < n_dtypes; d++)
-            if (model_of[d] == d) model_free(&models[d]);
-    } else {
-        for (int d = 0; d < n_dtypes; d++) {
-            load_bench_model(&o, dtypes[d], P, G, &models[d]);
-            for (int t = 0; t < n_threads; t++) {
-                /* On a shared machine (a VM) the bandwidth left to us drifts by tens
-                 * of percent over minutes: measure it again right before each
-                 * configuration and compare the decode rate with that (bw GB/s). */
-                double bw_now = no_machine ? 0 : measure_limits(thread_list[t], 0, 1).read_gbs, bw_median;
-                BenchRun *b = &runs_state[d * n_threads + t];
-                bench_start(b, &models[d], dots[d], thread_list[t], P, G, repeat, seed, pop);
-                for (int rep = 0; rep < repeat + 1; rep++) bench_run(b, rep == 0, bw_now);
-                fprintf(stderr, "\n");
-                BenchResult r = bench_finish(b, &bw_median);
-                report_row(&r, bw_median, &lim[t], pop, runs);
-            }
-            model_free(&models[d]);
-        }
-    }
-    free(models);
-    free(runs_state);
-    if (json_path) write_json(json_path, root);
+    if (a.json_path) write_json(a.json_path, root);
     cJSON_Delete(root);
-    free(thread_list);
+    free(a.thread_list);
     free(lim);
     return 0;
 }

@@ -160,15 +160,15 @@ static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int d
     *n_context = needle_insert(s->e.tok, s->hay, s->n_hay, s->needle, s->n_needle, length - o->buffer, depth, ctx_ids, needle_at);
     char *context = tokenizer_decode(s->e.tok, ctx_ids, *n_context, &err);
     if (!context) die("%s", err.msg);
-    StrBuf b = { 0 };
-    sb_printf(&b, NEEDLE_PROMPT_HEAD "%s" NEEDLE_PROMPT_TAIL, context, NEEDLE_QUESTION);
-    *n = tokenizer_encode(s->e.tok, b.s, 1, NULL, 0, &err);
+    Buf b = { 0 };
+    buf_printf(&b, NEEDLE_PROMPT_HEAD "%s" NEEDLE_PROMPT_TAIL, context, NEEDLE_QUESTION);
+    *n = tokenizer_encode(s->e.tok, b.data, 1, NULL, 0, &err);
     int *ids = xmalloc(((size_t)*n + 1) * sizeof(int));
-    tokenizer_encode(s->e.tok, b.s, 1, ids, *n, &err);
+    tokenizer_encode(s->e.tok, b.data, 1, ids, *n, &err);
     if (*n + o->max_new > s->e.ctx)
         die("--lengths %d: the prompt has %d tokens; with %d answer tokens (--max-new) longer than the context (%d; --buffer, --ctx)",
             length, *n, o->max_new, s->e.ctx);
-    sb_free(&b);
+    buf_free(&b);
     free(context);
     free(ctx_ids);
     return ids;
@@ -176,7 +176,7 @@ static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int d
 
 #define ND_COLUMNS "length,depth,prompt_tokens,context_tokens,needle_at,depth_actual,kv_tokens,answer,score"
 
-static void run_cell(const void *opts, void *state, long unit, StrBuf *row) {
+static void run_cell(const void *opts, void *state, long unit, Buf *row) {
     const NeedleOpts *o = opts;
     NdState *s = state;
     int length = o->lengths[unit / o->n_depths], depth = o->depths[unit % o->n_depths];
@@ -186,43 +186,29 @@ static void run_cell(const void *opts, void *state, long unit, StrBuf *row) {
     char *answer = eval_answer(&s->e, ids, n, o->max_new, &kv);
     char *q = csv_quote(answer);
     int n_hay = n_context - s->n_needle;
-    sb_printf(row, "%d,%d,%d,%d,%d,%.4f,%.2f,%s,%.6g", length, depth, n, n_context, at,
+    buf_printf(row, "%d,%d,%d,%d,%d,%.4f,%.2f,%s,%.6g", length, depth, n, n_context, at,
               n_hay ? 100.0 * at / n_hay : 0.0, kv, q, needle_score(answer, NEEDLE_TEXT));
     free(q); free(answer); free(ids);
 }
 
 /* ---- summary ------------------------------------------------------------------------------ */
 
-static void mean_row(StrBuf *b, const char *len, const char *depth, double sum, long n) {
-    if (n) sb_printf(b, "%s,%s,%ld,%.6g\n", len, depth, n, sum / n);
-}
-
+/* The mean score per length x depth, per length, per depth and overall. */
 static char *summary_csv(const NeedleOpts *o, const RunLog *log, double *mean) {
-    int nl = o->n_lengths, nd = o->n_depths;
-    double *by_len = xcalloc((size_t)nl, sizeof(double)), *by_depth = xcalloc((size_t)nd, sizeof(double)), all = 0;
-    long *n_len = xcalloc((size_t)nl, sizeof(long)), *n_depth = xcalloc((size_t)nd, sizeof(long)), n_all = 0;
-    StrBuf b = { 0 };
-    char ls[32], ds[32];
-    sb_printf(&b, "length,depth,cells,score\n");
+    Grid g;
+    grid_init(&g, o->lengths, o->n_lengths, o->depths, o->n_depths, 1);
     for (long u = 0; u < n_units(o); u++) {
         if (!runlog_done(log, u)) continue;
-        int li = (int)(u / nd), di = (int)(u % nd);
-        double v = runlog_number(log, u, "score");
-        snprintf(ls, sizeof ls, "%d", o->lengths[li]);
-        snprintf(ds, sizeof ds, "%d", o->depths[di]);
-        mean_row(&b, ls, ds, v, 1);
-        by_len[li] += v; n_len[li]++; by_depth[di] += v; n_depth[di]++; all += v; n_all++;
+        double score = runlog_number(log, u, "score");
+        grid_add(&g, (int)(u / o->n_depths), (int)(u % o->n_depths), &score);
     }
-    for (int li = 0; li < nl; li++) { snprintf(ls, sizeof ls, "%d", o->lengths[li]); mean_row(&b, ls, "all", by_len[li], n_len[li]); }
-    for (int di = 0; di < nd; di++) { snprintf(ds, sizeof ds, "%d", o->depths[di]); mean_row(&b, "all", ds, by_depth[di], n_depth[di]); }
-    mean_row(&b, "all", "all", all, n_all);
-    *mean = n_all ? all / n_all : NAN;
-    free(by_len); free(by_depth); free(n_len); free(n_depth);
-    return b.s;
+    char *csv = grid_csv(&g, "length,depth,cells,score");
+    *mean = g.all.n ? g.all.sum[0] / g.all.n : NAN;
+    grid_free(&g);
+    return csv;
 }
 
 static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double t_start) {
-    Err err;
     double mean;
     char *csv = summary_csv(o, log, &mean);
     cJSON *sum = cJSON_CreateObject();
@@ -230,10 +216,8 @@ static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double 
     cJSON_AddNumberToObject(sum, "score", mean);
     eval_write_summaries(log, csv, sum);
     fprintf(stderr, "needle: mean score %.3f over %ld cells\n", mean, n_units(o));
-    cJSON_AddItemToObject(meta, "summary", sum);
-    runmeta_add_output(meta, "results.csv", "one row per (length, depth) cell");
-    runmeta_add_output(meta, "summary.csv", "score per length x depth ('all' = aggregated)");
-    if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
+    eval_finish_meta(log, meta, sum, "one row per (length, depth) cell", "score per length x depth ('all' = aggregated)",
+                     t_start);
     free(csv);
 }
 

@@ -137,7 +137,7 @@ static char *config_json(const PasskeyOpts *o, const EvalEngine *s) {
 #define PK_COLUMNS "length,depth,trial,key,n_garbage,n_prefix,depth_actual,prompt_tokens,kv_tokens,answer,correct,partial"
 
 /* One trial: build, prefill (+ eviction), greedy answer, score; the row. */
-static void run_trial(const void *opts, void *state, long unit, StrBuf *row) {
+static void run_trial(const void *opts, void *state, long unit, Buf *row) {
     const PasskeyOpts *o = opts;
     EvalEngine *s = state;
     Err err;
@@ -163,72 +163,51 @@ static void run_trial(const void *opts, void *state, long unit, StrBuf *row) {
     int correct = o->digits == 5 ? passkey_correct(answer, key) : strstr(answer, key) != NULL;
     double partial = (double)longest_common_substring(answer, key) / (double)strlen(key);
     char *q = csv_quote(answer);
-    if (o->n_depths) sb_printf(row, "%d,%d", length, o->depths[di]);
-    else sb_printf(row, "%d,", length);
-    sb_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
+    if (o->n_depths) buf_printf(row, "%d,%d", length, o->depths[di]);
+    else buf_printf(row, "%d,", length);
+    buf_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
               n_garbage ? 100.0 * n_prefix / n_garbage : 0.0, n_tok, kv, q, correct, partial);
     free(q); free(answer); free(ids); free(text);
 }
 
 /* ---- summary: accuracy per (length, depth), per length, per depth, overall ------------- */
 
-typedef struct { double correct, partial; long n; } Acc;
-
-/* The summary's depth group of a trial: the fixed depth, or the decile of a random one. */
-static int depth_group(const PasskeyOpts *o, const RunLog *log, long u) {
-    if (o->n_depths) return (int)runlog_number(log, u, "depth");
-    int d = (int)(runlog_number(log, u, "depth_actual") / 10.0) * 10;
-    return d > 90 ? 90 : d;
+/* The summary's depth column of a trial with a random depth: its decile (0..9). */
+static int depth_decile(const RunLog *log, long u) {
+    int d = (int)(runlog_number(log, u, "depth_actual") / 10.0);
+    return d > 9 ? 9 : d;
 }
 
-static void acc_row(StrBuf *b, const char *len, const char *depth, const Acc *a) {
-    if (a->n) sb_printf(b, "%s,%s,%ld,%.6g,%.6g\n", len, depth, a->n, a->correct / a->n, a->partial / a->n);
-}
-
-static char *summary_csv(const PasskeyOpts *o, const RunLog *log, Acc *overall) {
-    int nd = o->n_depths ? o->n_depths : 10;    /* random depths: deciles of the actual depth */
-    Acc *cell = xcalloc((size_t)o->n_lengths * nd, sizeof(Acc)), *by_len = xcalloc((size_t)o->n_lengths, sizeof(Acc));
-    Acc *by_depth = xcalloc((size_t)nd, sizeof(Acc)), all = { 0 };
+/* Accuracy and partial score per length x depth, per length, per depth and
+ * overall (*all: the sums over every trial done). */
+static char *summary_csv(const PasskeyOpts *o, const RunLog *log, GridMean *all) {
+    static const int deciles[10] = { 0, 10, 20, 30, 40, 50, 60, 70, 80, 90 };   /* random depths */
+    Grid g;
+    grid_init(&g, o->lengths, o->n_lengths, o->n_depths ? o->depths : deciles, o->n_depths ? o->n_depths : 10, 2);
     long per_len = n_units(o) / o->n_lengths;
     for (long u = 0; u < n_units(o); u++) {
         if (!runlog_done(log, u)) continue;
-        int li = (int)(u / per_len), g = depth_group(o, log, u);
-        int di = o->n_depths ? (int)(u % per_len) / o->trials : g / 10;
-        double c = runlog_number(log, u, "correct"), p = runlog_number(log, u, "partial");
-        Acc *targets[4] = { &cell[li * nd + di], &by_len[li], &by_depth[di], &all };
-        for (int t = 0; t < 4; t++) { targets[t]->correct += c; targets[t]->partial += p; targets[t]->n++; }
+        int li = (int)(u / per_len), di = o->n_depths ? (int)(u % per_len) / o->trials : depth_decile(log, u);
+        double v[2] = { runlog_number(log, u, "correct"), runlog_number(log, u, "partial") };
+        grid_add(&g, li, di, v);
     }
-    StrBuf b = { 0 };
-    char ls[32], ds[32];
-    sb_printf(&b, "length,depth,trials,accuracy,partial\n");
-    for (int li = 0; li < o->n_lengths; li++)
-        for (int di = 0; di < nd; di++) {
-            snprintf(ls, sizeof ls, "%d", o->lengths[li]);
-            snprintf(ds, sizeof ds, "%d", o->n_depths ? o->depths[di] : di * 10);
-            acc_row(&b, ls, ds, &cell[li * nd + di]);
-        }
-    for (int li = 0; li < o->n_lengths; li++) { snprintf(ls, sizeof ls, "%d", o->lengths[li]); acc_row(&b, ls, "all", &by_len[li]); }
-    for (int di = 0; di < nd; di++) { snprintf(ds, sizeof ds, "%d", o->n_depths ? o->depths[di] : di * 10); acc_row(&b, "all", ds, &by_depth[di]); }
-    acc_row(&b, "all", "all", &all);
-    *overall = all;
-    free(cell); free(by_len); free(by_depth);
-    return b.s;
+    char *csv = grid_csv(&g, "length,depth,trials,accuracy,partial");
+    *all = g.all;
+    grid_free(&g);
+    return csv;
 }
 
 static void write_outputs(const PasskeyOpts *o, RunLog *log, cJSON *meta, double t_start) {
-    Err err;
-    Acc all;
+    GridMean all;
     char *csv = summary_csv(o, log, &all);
+    double accuracy = all.sum[0] / all.n, partial = all.sum[1] / all.n;
     cJSON *sum = cJSON_CreateObject();
     cJSON_AddNumberToObject(sum, "trials", (double)all.n);
-    cJSON_AddNumberToObject(sum, "accuracy", all.correct / all.n);
-    cJSON_AddNumberToObject(sum, "partial", all.partial / all.n);
+    cJSON_AddNumberToObject(sum, "accuracy", accuracy);
+    cJSON_AddNumberToObject(sum, "partial", partial);
     eval_write_summaries(log, csv, sum);
-    fprintf(stderr, "passkey: accuracy %.3f (%ld trials), partial %.3f\n", all.correct / all.n, all.n, all.partial / all.n);
-    cJSON_AddItemToObject(meta, "summary", sum);
-    runmeta_add_output(meta, "results.csv", "one row per trial");
-    runmeta_add_output(meta, "summary.csv", "accuracy per length x depth ('all' = aggregated)");
-    if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
+    fprintf(stderr, "passkey: accuracy %.3f (%ld trials), partial %.3f\n", accuracy, all.n, partial);
+    eval_finish_meta(log, meta, sum, "one row per trial", "accuracy per length x depth ('all' = aggregated)", t_start);
     free(csv);
 }
 

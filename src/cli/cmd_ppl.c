@@ -75,35 +75,35 @@ static void parse(PplOpts *o, int argc, char **argv) {
 #define PPL_DETAIL_COLUMNS "pos,target,nll,nll_ref,kl,correct,agree,kv"
 
 /* "" for a missing reference value, so pandas reads NaN. */
-static void put_num(StrBuf *b, const char *sep, double v) {
-    if (isnan(v)) sb_printf(b, "%s", sep);
-    else sb_printf(b, "%s%.10g", sep, v);
+static void put_num(Buf *b, const char *sep, double v) {
+    if (isnan(v)) buf_printf(b, "%s", sep);
+    else buf_printf(b, "%s%.10g", sep, v);
 }
 
 /* One chunk's row and per-token rows. */
-static void chunk_rows(const PplToken *t, int n, const int *ids, long first_token, StrBuf *row, StrBuf *det) {
+static void chunk_rows(const PplToken *t, int n, const int *ids, long first_token, Buf *row, Buf *det) {
     double nll = 0, nll_ref = 0, kl = 0, kv = 0, frac = 0;
     long correct = 0, correct_ref = 0, agree = 0;
     for (int i = 0; i < n; i++) {
         nll += t[i].nll; nll_ref += t[i].nll_ref; kl += t[i].kl;
         correct += t[i].correct; correct_ref += t[i].correct_ref; agree += t[i].agree;
         kv += t[i].kv; frac += t[i].kv / (i + 1);
-        sb_printf(det, "%d,%d,%.10g", i + 1, ids[i + 1], t[i].nll);
+        buf_printf(det, "%d,%d,%.10g", i + 1, ids[i + 1], t[i].nll);
         put_num(det, ",", t[i].nll_ref);
         put_num(det, ",", t[i].kl);
-        sb_printf(det, ",%d", t[i].correct);
-        if (t[i].agree < 0) sb_printf(det, ",");
-        else sb_printf(det, ",%d", t[i].agree);
-        sb_printf(det, ",%.6g\n", t[i].kv);
+        buf_printf(det, ",%d", t[i].correct);
+        if (t[i].agree < 0) buf_printf(det, ",");
+        else buf_printf(det, ",%d", t[i].agree);
+        buf_printf(det, ",%.6g\n", t[i].kv);
     }
     int has_ref = !isnan(nll_ref);
-    sb_printf(row, "%ld,%d,%.10g,%.10g,%.10g", first_token, n, nll / n, exp(nll / n), (double)correct / n);
+    buf_printf(row, "%ld,%d,%.10g,%.10g,%.10g", first_token, n, nll / n, exp(nll / n), (double)correct / n);
     put_num(row, ",", has_ref ? nll_ref / n : NAN);
     put_num(row, ",", has_ref ? exp(nll_ref / n) : NAN);
     put_num(row, ",", has_ref ? (double)correct_ref / n : NAN);
     put_num(row, ",", has_ref ? kl / n : NAN);
     put_num(row, ",", has_ref ? (double)agree / n : NAN);
-    sb_printf(row, ",%.6g,%.6g,%.6g", kv / n, t[n - 1].kv, frac / n);
+    buf_printf(row, ",%.6g,%.6g,%.6g", kv / n, t[n - 1].kv, frac / n);
 }
 
 static void tick(void *ctx) { progress_line_add(ctx, 1); }
@@ -166,11 +166,11 @@ static void run_chunks(const PplOpts *o, PplState *s, RunLog *log) {
         const int *ids = s->chunks + (size_t)c * o->chunk;
         double t0 = now_seconds();
         if (ppl_run_sequence(&r, ids, o->chunk, tokens, tick, &pl, &err) != 0) die("%s", err.msg);
-        StrBuf row = { 0 }, det = { 0 };
+        Buf row = { 0 }, det = { 0 };
         chunk_rows(tokens, o->chunk - 1, ids, (long)c * (o->chunk - 1), &row, &det);
-        if (runlog_append(log, c, row.s, det.s, now_seconds() - t0, &err) != 0) die("%s", err.msg);
-        sb_free(&row);
-        sb_free(&det);
+        if (runlog_append(log, c, row.data, det.data, now_seconds() - t0, &err) != 0) die("%s", err.msg);
+        buf_free(&row);
+        buf_free(&det);
         progress_line_group_add(&pl, 1);
     }
     progress_line_end(&pl);
@@ -217,19 +217,19 @@ static void sum_positions(const RunLog *log, int n_chunks, int n_pos, Sums *pos,
 }
 
 static char *positions_csv(const Sums *pos, int n_pos) {
-    StrBuf b = { 0 };
+    Buf b = { 0 };
     Sums cum = { 0 };
-    sb_printf(&b, "pos,chunks,nll,cum_nll,cum_ppl,nll_ref,cum_nll_ref,cum_ppl_ref,kl,top1_agree,accuracy,kv\n");
+    buf_printf(&b, "pos,chunks,nll,cum_nll,cum_ppl,nll_ref,cum_nll_ref,cum_ppl_ref,kl,top1_agree,accuracy,kv\n");
     for (int i = 0; i < n_pos; i++) {
         const Sums *p = &pos[i];
         cum.nll += p->nll; cum.nll_ref += p->nll_ref; cum.n += p->n; cum.n_ref += p->n_ref;
-        sb_printf(&b, "%d,%ld,%.8g,%.8g,%.8g", i + 1, p->n, p->nll / p->n, cum.nll / cum.n, exp(cum.nll / cum.n));
-        if (p->n_ref) sb_printf(&b, ",%.8g,%.8g,%.8g,%.8g,%.6g", p->nll_ref / p->n_ref, cum.nll_ref / cum.n_ref,
+        buf_printf(&b, "%d,%ld,%.8g,%.8g,%.8g", i + 1, p->n, p->nll / p->n, cum.nll / cum.n, exp(cum.nll / cum.n));
+        if (p->n_ref) buf_printf(&b, ",%.8g,%.8g,%.8g,%.8g,%.6g", p->nll_ref / p->n_ref, cum.nll_ref / cum.n_ref,
                                 exp(cum.nll_ref / cum.n_ref), p->kl / p->n_ref, p->agree / p->n_ref);
-        else sb_printf(&b, ",,,,,");
-        sb_printf(&b, ",%.6g,%.6g\n", p->correct / p->n, p->kv / p->n);
+        else buf_printf(&b, ",,,,,");
+        buf_printf(&b, ",%.6g,%.6g\n", p->correct / p->n, p->kv / p->n);
     }
-    return b.s;
+    return b.data;
 }
 
 static void add_num(cJSON *o, const char *k, double v) {
@@ -260,18 +260,18 @@ static cJSON *summary_object(const RunLog *log, int n_chunks, const Sums *a) {
 
 /* The same object as one CSV row (keys = header; null = empty). */
 static char *object_csv(const cJSON *o) {
-    StrBuf b = { 0 };
+    Buf b = { 0 };
     const cJSON *it;
     int i = 0;
-    cJSON_ArrayForEach(it, o) sb_printf(&b, "%s%s", i++ ? "," : "", it->string);
-    sb_printf(&b, "\n");
+    cJSON_ArrayForEach(it, o) buf_printf(&b, "%s%s", i++ ? "," : "", it->string);
+    buf_printf(&b, "\n");
     i = 0;
     cJSON_ArrayForEach(it, o) {
-        if (cJSON_IsNumber(it)) sb_printf(&b, "%s%.10g", i++ ? "," : "", it->valuedouble);
-        else sb_printf(&b, "%s", i++ ? "," : "");
+        if (cJSON_IsNumber(it)) buf_printf(&b, "%s%.10g", i++ ? "," : "", it->valuedouble);
+        else buf_printf(&b, "%s", i++ ? "," : "");
     }
-    sb_printf(&b, "\n");
-    return b.s;
+    buf_printf(&b, "\n");
+    return b.data;
 }
 
 static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSON *meta, double t_start) {
@@ -286,9 +286,9 @@ static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSO
     if (runlog_write_results(log, "results.csv", &err) != 0 || runlog_write_details(log, "tokens.csv", &err) != 0 ||
         eval_write_text(dir, "positions.csv", positions, &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0)
         die("%s", err.msg);
-    StrBuf j = { 0 };
-    sb_printf(&j, "%s\n", json);
-    if (eval_write_text(dir, "summary.json", j.s, &err) != 0) die("%s", err.msg);
+    Buf j = { 0 };
+    buf_printf(&j, "%s\n", json);
+    if (eval_write_text(dir, "summary.json", j.data, &err) != 0) die("%s", err.msg);
     fprintf(stderr, "ppl %.4f (full cache %.4f), accuracy %.4f, KL %.4g, top-1 agreement %.4f, kv %.1f tokens/head\n",
             exp(all.nll / all.n), all.n_ref ? exp(all.nll_ref / all.n_ref) : NAN, all.correct / all.n,
             all.n_ref ? all.kl / all.n_ref : NAN, all.n_ref ? all.agree / all.n_ref : NAN, all.kv / all.n);
@@ -298,7 +298,7 @@ static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSO
     runmeta_add_output(meta, "positions.csv", "per position over chunks: mean and cumulative NLL / perplexity");
     runmeta_add_output(meta, "summary.csv", "overall, one row");
     if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
-    sb_free(&j);
+    buf_free(&j);
     free(positions); free(csv); free(json); free(pos);
 }
 

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/llama_tensors.h"
+
 long numcheck_first_nonfinite(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return (long)i;
@@ -13,29 +15,11 @@ long numcheck_first_nonfinite(const float *x, size_t n) {
 
 /* ---- naming tensors as the checkpoint's format does ----------------------- */
 
-enum { T_ATTN_NORM, T_WQ, T_WK, T_WV, T_WO, T_FFN_NORM, T_GATE, T_UP, T_DOWN,
-       T_EMBED, T_FINAL_NORM, T_CLASSIFIER, T_COUNT };
-
-/* [tensor][format]: safetensors (HF), gguf, llama2c ("%d" = the layer). */
-static const char *const tensor_names[T_COUNT][3] = {
-    { "model.layers.%d.input_layernorm.weight", "blk.%d.attn_norm.weight", "rms_att_weight[%d]" },
-    { "model.layers.%d.self_attn.q_proj.weight", "blk.%d.attn_q.weight", "wq[%d]" },
-    { "model.layers.%d.self_attn.k_proj.weight", "blk.%d.attn_k.weight", "wk[%d]" },
-    { "model.layers.%d.self_attn.v_proj.weight", "blk.%d.attn_v.weight", "wv[%d]" },
-    { "model.layers.%d.self_attn.o_proj.weight", "blk.%d.attn_output.weight", "wo[%d]" },
-    { "model.layers.%d.post_attention_layernorm.weight", "blk.%d.ffn_norm.weight", "rms_ffn_weight[%d]" },
-    { "model.layers.%d.mlp.gate_proj.weight", "blk.%d.ffn_gate.weight", "w1[%d]" },
-    { "model.layers.%d.mlp.up_proj.weight", "blk.%d.ffn_up.weight", "w3[%d]" },
-    { "model.layers.%d.mlp.down_proj.weight", "blk.%d.ffn_down.weight", "w2[%d]" },
-    { "model.embed_tokens.weight", "token_embd.weight", "token_embedding_table" },
-    { "model.norm.weight", "output_norm.weight", "rms_final_weight" },
-    { "lm_head.weight", "output.weight", "wcls" },
-};
-
-static void name_tensor(const Model *m, int which, int layer, char *out, size_t size) {
-    int fmt = !strcmp(m->format, "gguf") ? 1 : !strcmp(m->format, "llama2c") ? 2 : 0;
-    if (which == T_CLASSIFIER && m->cfg.tied_embeddings) which = T_EMBED;   /* the same bytes */
-    snprintf(out, size, tensor_names[which][fmt], layer);
+/* The tensor's name in the checkpoint's own format (llama_tensors.h). */
+static void name_tensor(const Model *m, LlamaTensor t, int layer, char *out, size_t size) {
+    TensorNaming naming = !strcmp(m->format, "gguf") ? NAMING_GGUF : !strcmp(m->format, "llama2c") ? NAMING_LLAMA2C : NAMING_HF;
+    if (t == LT_CLASSIFIER && m->cfg.tied_embeddings) t = LT_EMBED;   /* the same bytes */
+    llama_tensor_name(t, naming, layer, out, size);
 }
 
 /* ---- scanning weights --------------------------------------------------- */
@@ -55,7 +39,7 @@ static long scan_mat(const Mat *a, float *value) {
     return -1;
 }
 
-static int found_mat(const Model *m, const Mat *a, int which, int layer, NumFinding *out) {
+static int found_mat(const Model *m, const Mat *a, LlamaTensor which, int layer, NumFinding *out) {
     float v;
     long i = scan_mat(a, &v);
     if (i < 0) return 0;
@@ -67,7 +51,7 @@ static int found_mat(const Model *m, const Mat *a, int which, int layer, NumFind
     return 1;
 }
 
-static int found_vec(const Model *m, const float *x, int n, int which, int layer, NumFinding *out) {
+static int found_vec(const Model *m, const float *x, int n, LlamaTensor which, int layer, NumFinding *out) {
     long i = x ? numcheck_first_nonfinite(x, (size_t)n) : -1;
     if (i < 0) return 0;
     out->layer = layer;
@@ -78,23 +62,23 @@ static int found_vec(const Model *m, const float *x, int n, int which, int layer
     return 1;
 }
 
+/* Tensor t of layer `layer` (-1: a per-model one). */
+static int found(const Model *m, LlamaTensor t, int layer, NumFinding *out) {
+    const Mat *a = llama_tensor_mat(&m->w, t, layer);
+    return a ? found_mat(m, a, t, layer, out) : found_vec(m, llama_tensor_vec(&m->w, t, layer), m->cfg.dim, t, layer, out);
+}
+
 int numcheck_scan_layer(const Model *m, int layer, NumFinding *out) {
-    const LayerWeights *w = &m->w.layers[layer];
-    int dim = m->cfg.dim;
-    return found_vec(m, w->attn_norm, dim, T_ATTN_NORM, layer, out) ||
-           found_mat(m, &w->wq, T_WQ, layer, out) || found_mat(m, &w->wk, T_WK, layer, out) ||
-           found_mat(m, &w->wv, T_WV, layer, out) || found_mat(m, &w->wo, T_WO, layer, out) ||
-           found_vec(m, w->ffn_norm, dim, T_FFN_NORM, layer, out) ||
-           found_mat(m, &w->w_gate, T_GATE, layer, out) || found_mat(m, &w->w_up, T_UP, layer, out) ||
-           found_mat(m, &w->w_down, T_DOWN, layer, out);
+    for (int t = 0; t < LT_PER_LAYER; t++)
+        if (found(m, (LlamaTensor)t, layer, out)) return 1;
+    return 0;
 }
 
 int numcheck_scan_model(const Model *m, NumFinding *out) {
-    if (found_mat(m, &m->w.token_embedding, T_EMBED, -1, out)) return 1;
+    if (found(m, LT_EMBED, -1, out)) return 1;
     for (int l = 0; l < m->cfg.n_layers; l++)
         if (numcheck_scan_layer(m, l, out)) return 1;
-    return found_vec(m, m->w.final_norm, m->cfg.dim, T_FINAL_NORM, -1, out) ||
-           found_mat(m, &m->w.classifier, T_CLASSIFIER, -1, out);
+    return found(m, LT_FINAL_NORM, -1, out) || found(m, LT_CLASSIFIER, -1, out);
 }
 
 /* ---- the guard ---------------------------------------------------------- */

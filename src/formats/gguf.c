@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
+
 /* ---- ggml types ------------------------------------------------------------- */
 
 typedef struct { const char *name; uint32_t block; uint32_t block_bytes; } GgmlTypeInfo;
@@ -497,28 +499,16 @@ double gguf_array_float(const GgufKV *kv, uint64_t i) {
 
 /* ---- writer ------------------------------------------------------------------------------ */
 
-typedef struct { uint8_t *p; size_t len, cap; } Bytes;
-
-static void put(Bytes *b, const void *src, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
-static void put_u32(Bytes *b, uint32_t v) {
+static void put_u32(Buf *b, uint32_t v) {
     uint8_t x[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-    put(b, x, 4);
+    buf_append(b, x, 4);
 }
-static void put_u64(Bytes *b, uint64_t v) { put_u32(b, (uint32_t)v); put_u32(b, (uint32_t)(v >> 32)); }
-static void put_str(Bytes *b, const char *s, uint64_t len) { put_u64(b, len); put(b, s, (size_t)len); }
+static void put_u64(Buf *b, uint64_t v) { put_u32(b, (uint32_t)v); put_u32(b, (uint32_t)(v >> 32)); }
+static void put_str(Buf *b, const char *s, uint64_t len) { put_u64(b, len); buf_append(b, s, (size_t)len); }
 
 struct GgufWriter {
     uint32_t alignment;
-    Bytes kv, info;
+    Buf kv, info;
     uint64_t n_kv, n_tensors;
     int has_alignment_key;
     uint64_t *sizes;          /* each tensor's bytes */
@@ -538,8 +528,8 @@ GgufWriter *gguf_writer_new(uint32_t alignment) {
 
 void gguf_writer_free(GgufWriter *w) {
     if (!w) return;
-    free(w->kv.p);
-    free(w->info.p);
+    buf_free(&w->kv);
+    buf_free(&w->info);
     free(w->sizes);
     free(w);
 }
@@ -553,7 +543,7 @@ static void put_key(GgufWriter *w, const char *key, uint32_t type) {
 
 void gguf_put_raw(GgufWriter *w, const char *key, uint32_t type, const void *val, uint64_t val_size) {
     put_key(w, key, type);
-    put(&w->kv, val, (size_t)val_size);
+    buf_append(&w->kv, val, (size_t)val_size);
 }
 
 void gguf_put_str(GgufWriter *w, const char *key, const char *s) {
@@ -574,7 +564,7 @@ void gguf_put_f32(GgufWriter *w, const char *key, float v) {
 void gguf_put_bool(GgufWriter *w, const char *key, int v) {
     uint8_t b = v != 0;
     put_key(w, key, GGUF_BOOL);
-    put(&w->kv, &b, 1);
+    buf_append(&w->kv, &b, 1);
 }
 
 static void put_array_head(GgufWriter *w, const char *key, uint32_t elem, uint64_t n) {
@@ -634,16 +624,16 @@ int gguf_write_header(GgufWriter *w, FILE *f, const char *path, Err *err) {
     snprintf(w->path, sizeof w->path, "%s", path);
     if (!w->has_alignment_key && w->alignment != GGUF_DEFAULT_ALIGNMENT)
         gguf_put_u32(w, "general.alignment", w->alignment);
-    Bytes h = {0};
-    put(&h, GGUF_MAGIC, 4);
+    Buf h = {0};
+    buf_append(&h, GGUF_MAGIC, 4);
     put_u32(&h, 3);
     put_u64(&h, w->n_tensors);
     put_u64(&h, w->n_kv);
-    put(&h, w->kv.p, w->kv.len);
-    put(&h, w->info.p, w->info.len);
+    buf_append(&h, w->kv.data, w->kv.len);
+    buf_append(&h, w->info.data, w->info.len);
     uint64_t pad = align_up(h.len, w->alignment) - h.len;
-    int ok = fwrite(h.p, 1, h.len, f) == h.len;
-    free(h.p);
+    int ok = fwrite(h.data, 1, h.len, f) == h.len;
+    buf_free(&h);
     if (!ok) return wfail(w, err);
     return write_zeros(w, pad, err);
 }

@@ -15,9 +15,8 @@
 #include "lab/runlog.h"
 #include "model/tokenizer.h"
 
-/* ---- seeded randomness: one independent stream per unit ------------------------------ */
+/* ---- seeded randomness: one independent splitmix64 stream per unit ------------------- */
 
-uint64_t eval_mix(uint64_t x);                       /* splitmix64 finaliser */
 typedef struct { uint64_t s; } EvalRng;
 /* The stream of unit `unit` of a run with seed `seed`: independent of which
  * units ran before, so a resumed run draws exactly what a full run draws. */
@@ -162,11 +161,37 @@ RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *
 
 /* Every unit not yet in the log: run(opts, state, unit, row) fills its row,
  * appended to the log; a progress line counts `unit_name`s. */
-typedef void (*EvalUnitFn)(const void *opts, void *state, long unit, StrBuf *row);
+typedef void (*EvalUnitFn)(const void *opts, void *state, long unit, Buf *row);
 void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
                     EvalUnitFn run, const void *opts, void *state);
 
 /* results.csv, summary.csv (csv) and summary.json (summary, pretty-printed). Dies on error. */
 void eval_write_summaries(RunLog *log, const char *csv, const struct cJSON *summary);
+/* meta.json, last: the summary (now owned by meta), what results.csv and
+ * summary.csv hold, then runlog_finish. Dies on error. */
+void eval_finish_meta(RunLog *log, struct cJSON *meta, struct cJSON *summary, const char *results_what,
+                      const char *summary_what, double t_start);
+
+/* ---- passkey and needle: the summary over the length x depth grid ------------------------- */
+
+/* Means of each unit's values (passkey: correct, partial; needle: score) per
+ * (length, depth) cell, per length, per depth and overall. */
+#define GRID_MAX_VALUES 2
+typedef struct { double sum[GRID_MAX_VALUES]; long n; } GridMean;
+typedef struct {
+    const int *lengths, *depths;   /* the labels of the rows and columns (not owned) */
+    int n_lengths, n_depths, n_values;
+    GridMean *cell;                /* [n_lengths * n_depths] */
+    GridMean *by_length, *by_depth, all;
+} Grid;
+
+void grid_init(Grid *g, const int *lengths, int n_lengths, const int *depths, int n_depths, int n_values);
+/* One unit's values[0 .. n_values) into its cell, its length, its depth and the total. */
+void grid_add(Grid *g, int length_index, int depth_index, const double *values);
+/* summary.csv: the header line, then LENGTH,DEPTH,N,mean... (%.6g) for every
+ * non-empty cell, every length (DEPTH "all"), every depth (LENGTH "all") and
+ * all. Returns a malloc'ed string. */
+char *grid_csv(const Grid *g, const char *header);
+void grid_free(Grid *g);
 
 #endif

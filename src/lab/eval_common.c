@@ -12,31 +12,20 @@
 #include "base/args.h"
 #include "lab/progress.h"
 #include "lab/runlog.h"
+#include "lab/runmeta.h"
 #include "engine/sampler.h"
+#include "base/splitmix64.h"
 
 /* ---- randomness -------------------------------------------------------------------- */
 
-uint64_t eval_mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 EvalRng eval_rng(uint64_t seed, uint64_t stream, uint64_t unit) {
-    EvalRng r = { eval_mix(eval_mix(eval_mix(seed) ^ stream) ^ unit) };
+    EvalRng r = { splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ unit) };
     return r;
 }
 
-uint64_t eval_next(EvalRng *r) {
-    r->s += 0x9e3779b97f4a7c15ULL;      /* splitmix64: the state is a counter */
-    uint64_t x = r->s;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
+uint64_t eval_next(EvalRng *r) { return splitmix64_next(&r->s); }
 
-double eval_uniform(EvalRng *r) { return (double)(eval_next(r) >> 11) * 0x1.0p-53; }
+double eval_uniform(EvalRng *r) { return splitmix64_unit(&r->s); }
 
 /* ---- decoding ---------------------------------------------------------------------- */
 
@@ -162,10 +151,10 @@ void eval_run_units(RunLog *log, const char *command, const char *unit_name, lon
     for (long u = 0; u < n_units; u++) {
         if (runlog_done(log, u)) continue;
         double t0 = now_seconds();
-        StrBuf row = { 0 };
+        Buf row = { 0 };
         run(opts, state, u, &row);
-        if (runlog_append(log, u, row.s, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
-        sb_free(&row);
+        if (runlog_append(log, u, row.data, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
+        buf_free(&row);
         progress_line_add(&pl, 1);
     }
     progress_line_end(&pl);
@@ -174,12 +163,80 @@ void eval_run_units(RunLog *log, const char *command, const char *unit_name, lon
 void eval_write_summaries(RunLog *log, const char *csv, const cJSON *summary) {
     Err err;
     char *json = cJSON_Print(summary);
-    StrBuf j = { 0 };
-    sb_printf(&j, "%s\n", json);
+    Buf j = { 0 };
+    buf_printf(&j, "%s\n", json);
     const char *dir = runlog_dir(log);
     if (runlog_write_results(log, "results.csv", &err) != 0 || eval_write_text(dir, "summary.csv", csv, &err) != 0 ||
-        eval_write_text(dir, "summary.json", j.s, &err) != 0)
+        eval_write_text(dir, "summary.json", j.data, &err) != 0)
         die("%s", err.msg);
-    sb_free(&j);
+    buf_free(&j);
     free(json);
+}
+
+void eval_finish_meta(RunLog *log, cJSON *meta, cJSON *summary, const char *results_what, const char *summary_what,
+                      double t_start) {
+    Err err;
+    cJSON_AddItemToObject(meta, "summary", summary);
+    runmeta_add_output(meta, "results.csv", results_what);
+    runmeta_add_output(meta, "summary.csv", summary_what);
+    if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
+}
+
+/* ---- the length x depth grid -------------------------------------------------------- */
+
+void grid_init(Grid *g, const int *lengths, int n_lengths, const int *depths, int n_depths, int n_values) {
+    memset(g, 0, sizeof *g);
+    g->lengths = lengths;
+    g->depths = depths;
+    g->n_lengths = n_lengths;
+    g->n_depths = n_depths;
+    g->n_values = n_values;
+    g->cell = xcalloc((size_t)n_lengths * (size_t)n_depths, sizeof *g->cell);
+    g->by_length = xcalloc((size_t)n_lengths, sizeof *g->by_length);
+    g->by_depth = xcalloc((size_t)n_depths, sizeof *g->by_depth);
+}
+
+void grid_add(Grid *g, int length_index, int depth_index, const double *values) {
+    GridMean *targets[4] = { &g->cell[length_index * g->n_depths + depth_index], &g->by_length[length_index],
+                             &g->by_depth[depth_index], &g->all };
+    for (int t = 0; t < 4; t++) {
+        for (int v = 0; v < g->n_values; v++) targets[t]->sum[v] += values[v];
+        targets[t]->n++;
+    }
+}
+
+static void mean_row(Buf *b, const char *length, const char *depth, const GridMean *m, int n_values) {
+    if (!m->n) return;
+    buf_printf(b, "%s,%s,%ld", length, depth, m->n);
+    for (int v = 0; v < n_values; v++) buf_printf(b, ",%.6g", m->sum[v] / m->n);
+    buf_printf(b, "\n");
+}
+
+char *grid_csv(const Grid *g, const char *header) {
+    Buf b = { 0 };
+    char ls[32], ds[32];
+    buf_printf(&b, "%s\n", header);
+    for (int li = 0; li < g->n_lengths; li++)
+        for (int di = 0; di < g->n_depths; di++) {
+            snprintf(ls, sizeof ls, "%d", g->lengths[li]);
+            snprintf(ds, sizeof ds, "%d", g->depths[di]);
+            mean_row(&b, ls, ds, &g->cell[li * g->n_depths + di], g->n_values);
+        }
+    for (int li = 0; li < g->n_lengths; li++) {
+        snprintf(ls, sizeof ls, "%d", g->lengths[li]);
+        mean_row(&b, ls, "all", &g->by_length[li], g->n_values);
+    }
+    for (int di = 0; di < g->n_depths; di++) {
+        snprintf(ds, sizeof ds, "%d", g->depths[di]);
+        mean_row(&b, "all", ds, &g->by_depth[di], g->n_values);
+    }
+    mean_row(&b, "all", "all", &g->all, g->n_values);
+    return b.data;
+}
+
+void grid_free(Grid *g) {
+    free(g->cell);
+    free(g->by_length);
+    free(g->by_depth);
+    memset(g, 0, sizeof *g);
 }

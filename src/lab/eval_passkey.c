@@ -49,12 +49,12 @@ char *passkey_garbage(int n) {
 
 char *passkey_prompt(int n_garbage, int n_prefix, const char *key) {
     char *prefix = passkey_garbage(n_prefix), *suffix = passkey_garbage(n_garbage - n_prefix);
-    StrBuf b = { 0 };
-    sb_printf(&b, "%s\n%s\nThe pass key is %s. Remember it. %s is the pass key.\n%s\n%s",
+    Buf b = { 0 };
+    buf_printf(&b, "%s\n%s\nThe pass key is %s. Remember it. %s is the pass key.\n%s\n%s",
               PASSKEY_TASK, prefix, key, key, suffix, PASSKEY_QUESTION);
     free(prefix);
     free(suffix);
-    return b.s;
+    return b.data;
 }
 
 static int prompt_tokens(const Tokenizer *tok, int n_garbage, double depth, const char *key, Err *err) {

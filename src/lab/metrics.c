@@ -11,6 +11,7 @@
 #include "formats/npy.h"
 #include "policy/policy.h"
 #include "engine/sampler.h"
+#include "base/splitmix64.h"
 
 int metrics_ratio_pct(int i) { return 10 * (i + 1); }
 
@@ -132,18 +133,11 @@ double pearson_f64(const double *x, const double *y, int n) {
     return pearson_from_sums(sxy, sxx, syy);
 }
 
-uint64_t metrics_mix(uint64_t a, uint64_t b) {
-    uint64_t z = a + 0x9e3779b97f4a7c15ull * (b + 1);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Fisher–Yates: for i = n-1..1 swap perm[i] with perm[j], j uniform in [0, i].
  * j = the high 32 bits of (32 random bits) x (i+1) (Lemire's multiply-shift:
  * no division; bias <= (i+1)/2^32). */
 void random_permutation(int *perm, int n, uint64_t key) {
-    uint64_t state = metrics_mix(key, 0);
+    uint64_t state = splitmix64(key);
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;   /* 64-bit LCG (Knuth) */
@@ -399,24 +393,15 @@ double metrics_slot_value(const RowMetrics *m, int slot) {
 
 void metrics_acc_clear(MetricsAcc *a) { memset(a, 0, sizeof *a); }
 
-/* Welford: mean_k = mean_{k-1} + (x − mean_{k-1})/k ; M2 += (x − mean_{k-1})(x − mean_k). */
-void metrics_acc_add_value(MetricsAcc *a, int slot, double x) {
-    if (isnan(x)) return;
-    a->n[slot]++;
-    double d = x - a->mean[slot];
-    a->mean[slot] += d / (double)a->n[slot];
-    a->m2[slot] += d * (x - a->mean[slot]);
-}
+void metrics_acc_add_value(MetricsAcc *a, int slot, double x) { runstat_add(&a->slot[slot], x); }
 
 void metrics_acc_add(MetricsAcc *a, const RowMetrics *m) {
     for (int s = 0; s < SLOT_N; s++) metrics_acc_add_value(a, s, metrics_slot_value(m, s));
 }
 
-double metrics_acc_mean(const MetricsAcc *a, int slot) { return a->n[slot] > 0 ? a->mean[slot] : NAN; }
+double metrics_acc_mean(const MetricsAcc *a, int slot) { return runstat_mean(&a->slot[slot]); }
 
-double metrics_acc_std(const MetricsAcc *a, int slot) {
-    return a->n[slot] > 1 ? sqrt(a->m2[slot] / (double)(a->n[slot] - 1)) : NAN;
-}
+double metrics_acc_std(const MetricsAcc *a, int slot) { return runstat_std(&a->slot[slot]); }
 
 /* ---- the correlator ------------------------------------------------------------------ */
 
@@ -545,8 +530,8 @@ static int correlator_collect(Correlator *c, const KVCache *cache, int seq_index
     for (int lh = 0; lh < LH; lh++) {
         int layer = lh / c->H, head = lh % c->H, lg = layer * c->KV + head / c->group;
         if (c->row_n[lh] != c->ns[lg].n) { bad = lh; continue; }
-        uint64_t key = metrics_mix(metrics_mix(metrics_mix(c->seed, (uint64_t)seq_index), (uint64_t)lg),
-                                   (uint64_t)query_pos);
+        uint64_t key = splitmix64_at(splitmix64_at(splitmix64_at(c->seed, (uint64_t)seq_index), (uint64_t)lg),
+                                     (uint64_t)query_pos);
         RowMetrics m;
         metrics_row(&c->ns[lg], c->rows + (size_t)lh * c->max_keys, key, &c->scratch[omp_get_thread_num()], &m);
         metrics_acc_add(&c->acc[lh], &m);
@@ -615,7 +600,7 @@ static void csv_head_rows(const Correlator *c, FILE *f, int from, int to) {
                 metrics_slot_describe(s, name, sizeof name, &ratio);
                 if (ratio >= 0) snprintf(ratio_s, sizeof ratio_s, "%.1f", ratio);
                 fprintf(f, "%d,%d,%d,%s,%s,%.9g,%.9g,%lld\n", l, h, h / c->group, name, ratio_s,
-                        metrics_acc_mean(a, s), metrics_acc_std(a, s), (long long)a->n[s]);
+                        metrics_acc_mean(a, s), metrics_acc_std(a, s), (long long)a->slot[s].n);
             }
         }
 }
@@ -669,7 +654,7 @@ static int npz_add_metric(NpzWriter *w, const Correlator *c, int slot0, int n_sl
             size_t i = (size_t)lh * n_slots + r;
             mean[i] = metrics_acc_mean(&c->acc[lh], slot0 + r);
             std[i] = metrics_acc_std(&c->acc[lh], slot0 + r);
-            num[i] = c->acc[lh].n[slot0 + r];
+            num[i] = c->acc[lh].slot[slot0 + r].n;
         }
     int64_t shape[3] = { c->L, c->H, n_slots };
     int ndim = n_slots > 1 ? 3 : 2, rc = 0;
@@ -716,16 +701,6 @@ const char *probe_metric_name(int m) {
     static const char *names[PROBE_N] = { "attention_loss", "oracle_loss", "overlap_oracle", "kept_fraction" };
     return m >= 0 && m < PROBE_N ? names[m] : "?";
 }
-
-void runstat_add(RunStat *s, double x) {
-    if (isnan(x)) return;
-    s->n++;
-    double d = x - s->mean;
-    s->mean += d / (double)s->n;
-    s->m2 += d * (x - s->mean);
-}
-
-double runstat_std(const RunStat *s) { return s->n > 1 ? sqrt(s->m2 / (double)(s->n - 1)) : NAN; }
 
 struct PolicyProbe {
     int L, H, KV, group, vocab, max_keys, n_steps;
@@ -882,7 +857,7 @@ static int probe_write_csv(const PolicyProbe *pp, const char *path, Err *err) {
             for (int m = 0; m < PROBE_N; m++) {
                 const RunStat *s = policy_probe_stat(pp, l, h, m);
                 fprintf(af.f, "%d,%d,%d,%s,%.9g,%.9g,%lld\n", l, h, h / pp->group, probe_metric_name(m),
-                        s->n ? s->mean : NAN, runstat_std(s), (long long)s->n);
+                        runstat_mean(s), runstat_std(s), (long long)s->n);
             }
     return atomic_commit(&af, err);
 }
@@ -897,7 +872,7 @@ static int probe_write_steps(const PolicyProbe *pp, const char *path, Err *err) 
         fprintf(af.f, "%d", step);
         for (int m = 0; m < PROBE_N; m++) {
             const RunStat *s = policy_probe_step(pp, step, m);
-            fprintf(af.f, ",%.9g,%.9g", s->n ? s->mean : NAN, runstat_std(s));
+            fprintf(af.f, ",%.9g,%.9g", runstat_mean(s), runstat_std(s));
         }
         fprintf(af.f, ",%lld\n", (long long)policy_probe_step(pp, step, 0)->n);
     }
@@ -916,7 +891,7 @@ static int probe_write_npz(const PolicyProbe *pp, const char *path, Err *err) {
     for (int m = 0; rc == 0 && m < PROBE_N; m++) {
         for (size_t i = 0; i < LH; i++) {
             const RunStat *s = &pp->stat[i * PROBE_N + m];
-            mean[i] = s->n ? s->mean : NAN; std[i] = runstat_std(s); num[i] = s->n;
+            mean[i] = runstat_mean(s); std[i] = runstat_std(s); num[i] = s->n;
         }
         snprintf(name, sizeof name, "%s_mean", probe_metric_name(m));
         rc = npz_add(w, name, NPY_F64, 2, shape, mean, err);
@@ -926,7 +901,7 @@ static int probe_write_npz(const PolicyProbe *pp, const char *path, Err *err) {
         if (rc == 0) rc = npz_add(w, name, NPY_I64, 2, shape, num, err);
         for (size_t i = 0; i < S; i++) {
             const RunStat *s = &pp->by_step[i * PROBE_N + m];
-            mean[i] = s->n ? s->mean : NAN; std[i] = runstat_std(s); num[i] = s->n;
+            mean[i] = runstat_mean(s); std[i] = runstat_std(s); num[i] = s->n;
         }
         snprintf(name, sizeof name, "steps_%s_mean", probe_metric_name(m));
         if (rc == 0) rc = npz_add(w, name, NPY_F64, 1, &steps, mean, err);

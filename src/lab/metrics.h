@@ -14,7 +14,7 @@
  *     The norm side (sort order, ranks, mean) depends only on the KV head, so
  *     it is prepared once (NormStats) and shared by the query heads of a group.
  *
- *  2. Accumulators. Running mean and standard deviation (Welford) of every
+ *  2. Accumulators. Running mean and standard deviation (base/runstat.h) of every
  *     row metric, one MetricsAcc per (layer, query head), over queries and chunks.
  *
  *  3. The Correlator. Plugs into the forward pass as an AttentionObserver,
@@ -33,6 +33,7 @@
 #include "engine/kvcache.h"
 #include "lab/progress.h"
 #include "model/model.h"
+#include "base/runstat.h"
 
 #define METRICS_N_RATIOS 9                 /* 10 %, 20 %, ..., 90 % */
 int metrics_ratio_pct(int i);              /* 10 * (i + 1) */
@@ -115,7 +116,6 @@ double pearson_f32(const float *x, const float *y, int n);
 double pearson_f64(const double *x, const double *y, int n);
 /* A reproducible random permutation of 0..n-1 (Fisher–Yates driven by splitmix64(key)). */
 void random_permutation(int *perm, int n, uint64_t key);
-uint64_t metrics_mix(uint64_t a, uint64_t b);   /* combine seeds (splitmix64 finaliser) */
 
 /* ---- 2. accumulators ------------------------------------------------------ */
 
@@ -134,9 +134,7 @@ void metrics_slot_describe(int slot, char *name, int name_size, double *ratio);
 double metrics_slot_value(const RowMetrics *m, int slot);
 
 typedef struct {
-    int64_t n[SLOT_N];       /* rows where the metric was defined (not NaN) */
-    double mean[SLOT_N];
-    double m2[SLOT_N];       /* Σ(x − mean)², Welford's running form */
+    RunStat slot[SLOT_N];    /* n = rows where the metric was defined (not NaN) */
 } MetricsAcc;
 
 void metrics_acc_clear(MetricsAcc *a);
@@ -228,10 +226,6 @@ int correlator_write_npz(const Correlator *c, const char *path, Err *err);
  * chunks, layers and heads (cold-compress reports it at steps 500, 1000, ...). */
 enum { PROBE_LOSS = 0, PROBE_ORACLE_LOSS, PROBE_OVERLAP, PROBE_KEPT, PROBE_N };
 const char *probe_metric_name(int m);   /* "attention_loss", "oracle_loss", "overlap_oracle", "kept_fraction" */
-
-typedef struct { int64_t n; double mean, m2; } RunStat;   /* Welford */
-void runstat_add(RunStat *s, double x);
-double runstat_std(const RunStat *s);                        /* sample std; NaN when n < 2 */
 
 struct Policy;
 typedef struct PolicyProbe PolicyProbe;

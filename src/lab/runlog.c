@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,43 +43,22 @@ struct RunLog {
 
 /* ---- small strings ---------------------------------------------------------------- */
 
-void sb_printf(StrBuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int need = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (need < 0) return;
-    if (b->len + (size_t)need + 1 > b->cap) {
-        b->cap = (b->len + (size_t)need + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)need;
-}
-
-void sb_free(StrBuf *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
-}
-
 char *csv_quote(const char *s) {
-    StrBuf b = { 0 };
+    Buf b = { 0 };
     size_t n = strlen(s);
     int quote = n > 0 && (s[0] == ' ' || s[n - 1] == ' ');
     for (const char *p = s; *p; p++) quote |= *p == ',' || *p == '"';
-    sb_printf(&b, "%s", quote ? "\"" : "");
+    buf_printf(&b, "%s", quote ? "\"" : "");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"') sb_printf(&b, "\"\"");
-        else if (*p == '\n') sb_printf(&b, "\\n");
-        else if (*p == '\r') sb_printf(&b, "\\r");
-        else if (*p == '\t') sb_printf(&b, "\\t");
-        else if (*p < 0x20 || *p == 0x7f) sb_printf(&b, "\\x%02x", *p);
-        else sb_printf(&b, "%c", *p);
+        if (*p == '"') buf_printf(&b, "\"\"");
+        else if (*p == '\n') buf_printf(&b, "\\n");
+        else if (*p == '\r') buf_printf(&b, "\\r");
+        else if (*p == '\t') buf_printf(&b, "\\t");
+        else if (*p < 0x20 || *p == 0x7f) buf_printf(&b, "\\x%02x", *p);
+        else buf_printf(&b, "%c", *p);
     }
-    sb_printf(&b, "%s", quote ? "\"" : "");
-    return b.s;
+    buf_printf(&b, "%s", quote ? "\"" : "");
+    return b.data;
 }
 
 int csv_split(char *line, char **fields, int max) {
@@ -292,8 +270,8 @@ static int load_details(RunLog *r, Err *err) {
         rc = err_set(err, "%s: header is not '%s'", r->details_path, r->detail_columns);
         goto out;
     }
-    StrBuf keep = { 0 };
-    sb_printf(&keep, "%s\n", r->detail_columns);
+    Buf keep = { 0 };
+    buf_printf(&keep, "%s\n", r->detail_columns);
     for (int i = 1; i < n; i++) {
         Row row;
         long unit;
@@ -303,11 +281,11 @@ static int load_details(RunLog *r, Err *err) {
             stale = 1;
             continue;
         }
-        sb_printf(&keep, "%s\n", lines[i]);
+        buf_printf(&keep, "%s\n", lines[i]);
         unit_add_detail(&r->units[unit], row);
     }
-    if (stale) rc = rewrite_file(r->details_path, keep.s, err);
-    sb_free(&keep);
+    if (stale) rc = rewrite_file(r->details_path, keep.data, err);
+    buf_free(&keep);
 out:
     free(lines);
     free(text);
@@ -372,14 +350,14 @@ RunLog *runlog_open(const RunLogSpec *s, Err *err) {
     if (make_dirs(logdir, err) != 0) { free(r); return NULL; }
     path_join(r->units_path, sizeof r->units_path, logdir, "units.csv");
     path_join(r->details_path, sizeof r->details_path, logdir, "details.csv");
-    StrBuf b = { 0 };
-    sb_printf(&b, "unit,%s,seconds", s->columns);
-    r->columns = b.s;
+    Buf b = { 0 };
+    buf_printf(&b, "unit,%s,seconds", s->columns);
+    r->columns = b.data;
     row_parse(&r->header, r->columns, 1024);
     if (s->detail_columns) {
-        StrBuf d = { 0 };
-        sb_printf(&d, "unit,%s", s->detail_columns);
-        r->detail_columns = d.s;
+        Buf d = { 0 };
+        buf_printf(&d, "unit,%s", s->detail_columns);
+        r->detail_columns = d.data;
         row_parse(&r->detail_header, r->detail_columns, 1024);
     }
     r->n_units = s->n_units;
@@ -415,18 +393,18 @@ const char *runlog_dir(const RunLog *r) { return r->dir; }
 
 /* "fields\n..." -> "unit,fields\n..." and remembered as parsed rows. */
 static int append_details(RunLog *r, long unit, const char *details, Err *err) {
-    StrBuf b = { 0 };
+    Buf b = { 0 };
     for (const char *p = details; *p;) {
         const char *nl = strchr(p, '\n');
         size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        sb_printf(&b, "%ld,%.*s\n", unit, (int)len, p);
+        buf_printf(&b, "%ld,%.*s\n", unit, (int)len, p);
         char *line = xmalloc(len + 32);
         snprintf(line, len + 32, "%ld,%.*s", unit, (int)len, p);
         Row row;
         if (row_parse(&row, line, r->detail_header.n + 1) != r->detail_header.n) {
             free(line);
             row_free(&row);
-            sb_free(&b);
+            buf_free(&b);
             return err_set(err, "%s: a detail row of unit %ld has the wrong number of columns: '%.80s'",
                            r->details_path, unit, p);
         }
@@ -434,8 +412,8 @@ static int append_details(RunLog *r, long unit, const char *details, Err *err) {
         unit_add_detail(&r->units[unit], row);
         p += len + (nl != NULL);
     }
-    int rc = b.len ? write_all_sync(r->fd_details, b.s, b.len, r->details_path, err) : 0;
-    sb_free(&b);
+    int rc = b.len ? write_all_sync(r->fd_details, b.data, b.len, r->details_path, err) : 0;
+    buf_free(&b);
     return rc;
 }
 
@@ -446,17 +424,17 @@ int runlog_append(RunLog *r, long unit, const char *fields, const char *details,
         if (!r->detail_columns) return err_set(err, "%s: this run has no detail log", r->dir);
         if (append_details(r, unit, details, err) != 0) return -1;
     }
-    StrBuf b = { 0 };
-    sb_printf(&b, "%ld,%s,%.3f", unit, fields, seconds);
+    Buf b = { 0 };
+    buf_printf(&b, "%ld,%s,%.3f", unit, fields, seconds);
     Row row;
-    if (row_parse(&row, b.s, r->header.n + 1) != r->header.n) {
+    if (row_parse(&row, b.data, r->header.n + 1) != r->header.n) {
         row_free(&row);
-        sb_free(&b);
+        buf_free(&b);
         return err_set(err, "%s: the row of unit %ld has the wrong number of columns", r->units_path, unit);
     }
-    sb_printf(&b, "\n");
-    int rc = write_all_sync(r->fd_units, b.s, b.len, r->units_path, err);
-    sb_free(&b);
+    buf_printf(&b, "\n");
+    int rc = write_all_sync(r->fd_units, b.data, b.len, r->units_path, err);
+    buf_free(&b);
     if (rc != 0) { row_free(&row); return -1; }
     Unit *u = &r->units[unit];
     u->done = 1;

@@ -36,6 +36,7 @@
 
 #include <stdio.h>
 
+#include "base/buf.h"
 #include "model/model.h"
 #include "policy/policy.h"
 #include "base/util.h"
@@ -99,10 +100,5 @@ char *csv_quote(const char *s);
 /* Split a CSV line (no newline) into at most max fields, unquoting in place;
  * returns the number of fields, or -1 on a malformed quote. */
 int csv_split(char *line, char **fields, int max);
-
-/* A growing string for building rows (printf-style appends). */
-typedef struct { char *s; size_t len, cap; } StrBuf;
-void sb_printf(StrBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_free(StrBuf *b);
 
 #endif

@@ -40,9 +40,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/buf.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/convert.h"
+#include "model/llama_tensors.h"
 #include "model/outdir.h"
 
 /* ---- the tensors to write ------------------------------------------------------------- */
@@ -52,47 +54,30 @@ typedef struct {
     const Mat *mat;           /* NULL: a norm vector */
     const float *vec;
     int n;                    /* vector length */
-    int qk_heads;             /* > 0: wq / wk, whose rows are permuted between layouts */
+    int rotated;              /* wq / wk, whose rows are permuted between layouts */
 } OutTensor;
 
-static OutTensor *out_tensor(OutTensor *t, int *k, const char *gguf, const char *hf) {
+static void out_tensor(const Model *m, LlamaTensor id, int layer, OutTensor *t, int *k) {
     OutTensor *o = &t[(*k)++];
-    memset(o, 0, sizeof *o);
-    snprintf(o->gguf, sizeof o->gguf, "%s", gguf);
-    snprintf(o->hf, sizeof o->hf, "%s", hf);
-    return o;
+    int cols;
+    llama_tensor_name(id, NAMING_GGUF, layer, o->gguf, sizeof o->gguf);
+    llama_tensor_name(id, NAMING_HF, layer, o->hf, sizeof o->hf);
+    o->mat = llama_tensor_mat(&m->w, id, layer);
+    o->vec = llama_tensor_vec(&m->w, id, layer);
+    if (o->vec) llama_tensor_shape(&m->cfg, id, &o->n, &cols);
+    o->rotated = llama_tensor_is_rotated(id);
 }
 
-static void layer_tensors(const Model *m, int l, OutTensor *t, int *k) {
-    const LayerWeights *w = &m->w.layers[l];
-    static const char *gg[9] = { "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                                 "ffn_norm", "ffn_gate", "ffn_up", "ffn_down" };
-    static const char *hf[9] = { "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                 "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj",
-                                 "mlp.up_proj", "mlp.down_proj" };
-    const Mat *mats[9] = { NULL, &w->wq, &w->wk, &w->wv, &w->wo, NULL, &w->w_gate, &w->w_up, &w->w_down };
-    for (int i = 0; i < 9; i++) {
-        char a[64], b[96];
-        snprintf(a, sizeof a, "blk.%d.%s.weight", l, gg[i]);
-        snprintf(b, sizeof b, "model.layers.%d.%s.weight", l, hf[i]);
-        OutTensor *o = out_tensor(t, k, a, b);
-        o->mat = mats[i];
-        if (i == 0 || i == 5) { o->vec = i == 0 ? w->attn_norm : w->ffn_norm; o->n = m->cfg.dim; }
-        if (i == 1) o->qk_heads = m->cfg.n_heads;
-        if (i == 2) o->qk_heads = m->cfg.n_kv_heads;
-    }
-}
-
-/* All tensors, in the order written (llama.cpp's order does not matter to it). */
+/* All tensors, in the order written (llama.cpp's order does not matter to it):
+ * the per-model ones, then layer by layer. */
 static OutTensor *tensor_list(const Model *m, int *n) {
-    OutTensor *t = xcalloc((size_t)(3 + 9 * m->cfg.n_layers), sizeof *t);
+    OutTensor *t = xcalloc((size_t)(3 + LT_PER_LAYER * m->cfg.n_layers), sizeof *t);
     int k = 0;
-    out_tensor(t, &k, "token_embd.weight", "model.embed_tokens.weight")->mat = &m->w.token_embedding;
-    OutTensor *norm = out_tensor(t, &k, "output_norm.weight", "model.norm.weight");
-    norm->vec = m->w.final_norm;
-    norm->n = m->cfg.dim;
-    if (!m->cfg.tied_embeddings) out_tensor(t, &k, "output.weight", "lm_head.weight")->mat = &m->w.classifier;
-    for (int l = 0; l < m->cfg.n_layers; l++) layer_tensors(m, l, t, &k);
+    out_tensor(m, LT_EMBED, -1, t, &k);
+    out_tensor(m, LT_FINAL_NORM, -1, t, &k);
+    if (!m->cfg.tied_embeddings) out_tensor(m, LT_CLASSIFIER, -1, t, &k);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int id = 0; id < LT_PER_LAYER; id++) out_tensor(m, (LlamaTensor)id, l, t, &k);
     *n = k;
     return t;
 }
@@ -142,7 +127,7 @@ static int emit_tensor(const OutTensor *t, DType dt, const Config *c, int dst_ha
     void *buf = xmalloc((size_t)a->cols * 4);
     int rc = 0;
     for (int r = 0; r < a->rows && rc == 0; r++) {
-        int src = t->qk_heads ? source_row(r, c->head_dim, c->rope_pairing_halves, dst_halves) : r;
+        int src = t->rotated ? source_row(r, c->head_dim, c->rope_pairing_halves, dst_halves) : r;
         convert_row(a, NULL, (size_t)src * (size_t)a->cols, a->cols, dt, buf);
         rc = fn(ctx, buf, (size_t)a->cols * dtype_size(dt), err);
     }
@@ -319,32 +304,21 @@ static int write_safetensors(const Model *m, DType dt, const char *dir, Err *err
 
 /* -- a SentencePiece tokenizer.model (protobuf) from a vocabulary -- */
 
-typedef struct { uint8_t *p; size_t len, cap; } Buf;
-
-static void buf_put(Buf *b, const void *src, size_t n) {
-    if (b->len + n > b->cap) {
-        b->cap = b->cap ? b->cap : 4096;
-        while (b->cap < b->len + n) b->cap *= 2;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, src, n);
-    b->len += n;
-}
 static void pb_varint(Buf *b, uint64_t v) {
     uint8_t x[10];
     int k = 0;
     do { x[k] = (uint8_t)(v & 0x7F); v >>= 7; if (v) x[k] |= 0x80; k++; } while (v);
-    buf_put(b, x, (size_t)k);
+    buf_append(b, x, (size_t)k);
 }
 static void pb_tag(Buf *b, int field, int wire) { pb_varint(b, (uint64_t)field << 3 | (uint64_t)wire); }
 static void pb_int(Buf *b, int field, int64_t v) { pb_tag(b, field, 0); pb_varint(b, (uint64_t)v); }
-static void pb_bytes(Buf *b, int field, const void *s, size_t n) { pb_tag(b, field, 2); pb_varint(b, n); buf_put(b, s, n); }
+static void pb_bytes(Buf *b, int field, const void *s, size_t n) { pb_tag(b, field, 2); pb_varint(b, n); buf_append(b, s, n); }
 static void pb_float(Buf *b, int field, float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     uint8_t x[4] = { (uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24) };
     pb_tag(b, field, 5);
-    buf_put(b, x, 4);
+    buf_append(b, x, 4);
 }
 
 /* ModelProto: 1 pieces {1 piece, 2 score, 3 type}; 2 trainer_spec {3 model_type
@@ -358,7 +332,7 @@ static void model_proto(const TokenizerVocab *v, Buf *out) {
         pb_bytes(&sub, 1, v->pieces[i], (size_t)v->lens[i]);
         pb_float(&sub, 2, v->scores[i]);
         pb_int(&sub, 3, v->types[i]);
-        pb_bytes(out, 1, sub.p, sub.len);
+        pb_bytes(out, 1, sub.data, sub.len);
     }
     sub.len = 0;
     pb_int(&sub, 3, 2);
@@ -369,14 +343,14 @@ static void model_proto(const TokenizerVocab *v, Buf *out) {
     pb_int(&sub, 43, -1);
     if (v->bos_id >= 0) pb_bytes(&sub, 46, v->pieces[v->bos_id], (size_t)v->lens[v->bos_id]);
     if (v->eos_id >= 0) pb_bytes(&sub, 47, v->pieces[v->eos_id], (size_t)v->lens[v->eos_id]);
-    pb_bytes(out, 2, sub.p, sub.len);
+    pb_bytes(out, 2, sub.data, sub.len);
     sub.len = 0;
     pb_bytes(&sub, 1, "identity", 8);
     pb_int(&sub, 3, v->add_dummy_prefix);
     pb_int(&sub, 4, v->remove_extra_whitespaces);
     pb_int(&sub, 5, 1);
-    pb_bytes(out, 3, sub.p, sub.len);
-    free(sub.p);
+    pb_bytes(out, 3, sub.data, sub.len);
+    buf_free(&sub);
 }
 
 static int write_bytes(const char *path, const void *p, size_t n, Err *err) {
@@ -413,8 +387,8 @@ static int write_tokenizer(const Tokenizer *tok, const char *tok_file, const cha
     Buf b = {0};
     model_proto(&v, &b);
     path_join(dst, sizeof dst, dir, "tokenizer.model");
-    int rc = write_bytes(dst, b.p, b.len, err);
-    free(b.p);
+    int rc = write_bytes(dst, b.data, b.len, err);
+    buf_free(&b);
     return rc;
 }
 

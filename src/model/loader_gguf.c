@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "formats/gguf.h"
+#include "model/llama_tensors.h"
 #include "model/loaders.h"
 #include "model/model.h"
 
@@ -210,37 +211,11 @@ static const GgufTensor *find_shaped(Loader *L, const char *name, int rows, int 
     return t;
 }
 
-static int bind_mat(Loader *L, Mat *dst, const char *name, int rows, int cols, Err *err) {
-    DType dt;
-    const GgufTensor *t = find_shaped(L, name, rows, cols, &dt, err);
+/* TensorFindFn for llama_bind_weights. */
+static int find_weight(void *ctx, const char *name, int rows, int cols, DType *dtype, const void **data, Err *err) {
+    const GgufTensor *t = cols ? find_shaped(ctx, name, rows, cols, dtype, err) : find_shaped(ctx, name, 0, rows, dtype, err);
     if (!t) return -1;
-    model_bind_mat(L->m, dst, dt, t->data, rows, cols);
-    return 0;
-}
-
-static int bind_vec(Loader *L, float **dst, const char *name, int n, Err *err) {
-    DType dt;
-    const GgufTensor *t = find_shaped(L, name, 0, n, &dt, err);
-    if (!t) return -1;
-    *dst = model_bind_vec(L->m, dt, t->data, n);
-    return 0;
-}
-
-static int bind_layer(Loader *L, int l, Err *err) {
-    const Config *c = &L->m->cfg;
-    LayerWeights *w = &L->m->w.layers[l];
-    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    char n[9][64];
-    const char *suffix[9] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
-                              "ffn_down", "attn_norm", "ffn_norm" };
-    for (int i = 0; i < 9; i++) snprintf(n[i], sizeof n[i], "blk.%d.%s.weight", l, suffix[i]);
-    if (bind_mat(L, &w->wq, n[0], q_dim, c->dim, err) || bind_mat(L, &w->wk, n[1], kv_dim, c->dim, err) ||
-        bind_mat(L, &w->wv, n[2], kv_dim, c->dim, err) || bind_mat(L, &w->wo, n[3], c->dim, q_dim, err) ||
-        bind_mat(L, &w->w_gate, n[4], c->hidden_dim, c->dim, err) ||
-        bind_mat(L, &w->w_up, n[5], c->hidden_dim, c->dim, err) ||
-        bind_mat(L, &w->w_down, n[6], c->dim, c->hidden_dim, err) ||
-        bind_vec(L, &w->attn_norm, n[7], c->dim, err) || bind_vec(L, &w->ffn_norm, n[8], c->dim, err))
-        return -1;
+    *data = t->data;
     return 0;
 }
 
@@ -259,18 +234,7 @@ static int check_all_used(const Loader *L, Err *err) {
 }
 
 static int bind_all(Loader *L, Err *err) {
-    Model *m = L->m;
-    const Config *c = &m->cfg;
-    DType dt;
-    const GgufTensor *emb = find_shaped(L, "token_embd.weight", c->vocab_size, c->dim, &dt, err);
-    if (!emb) return -1;
-    m->file_dtype = dt;
-    model_bind_mat(m, &m->w.token_embedding, dt, emb->data, c->vocab_size, c->dim);
-    model_alloc_layers(m);
-    for (int l = 0; l < c->n_layers; l++)
-        if (bind_layer(L, l, err)) return -1;
-    if (bind_vec(L, &m->w.final_norm, "output_norm.weight", c->dim, err)) return -1;
-    if (!c->tied_embeddings && bind_mat(L, &m->w.classifier, "output.weight", c->vocab_size, c->dim, err)) return -1;
+    if (llama_bind_weights(L->m, NAMING_GGUF, find_weight, L, err)) return -1;
     return check_all_used(L, err);
 }
 

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/llama_tensors.h"
 #include "model/loaders.h"
 #include "model/model.h"
 #include "formats/safetensors.h"
@@ -272,52 +273,12 @@ static const StTensor *find_shaped(Loader *L, const char *name, int n_dims, uint
     return t;
 }
 
-static int bind_mat(Loader *L, Mat *dst, const char *name, int rows, int cols, Err *err) {
-    const StTensor *t = find_shaped(L, name, 2, (uint64_t)rows, (uint64_t)cols, err);
+/* TensorFindFn for llama_bind_weights. */
+static int find_weight(void *ctx, const char *name, int rows, int cols, DType *dtype, const void **data, Err *err) {
+    const StTensor *t = find_shaped(ctx, name, cols ? 2 : 1, (uint64_t)rows, (uint64_t)cols, err);
     if (!t) return -1;
-    model_bind_mat(L->m, dst, t->dtype, t->data, rows, cols);
-    return 0;
-}
-
-static int bind_vec(Loader *L, float **dst, const char *name, int n, Err *err) {
-    const StTensor *t = find_shaped(L, name, 1, (uint64_t)n, 0, err);
-    if (!t) return -1;
-    *dst = model_bind_vec(L->m, t->dtype, t->data, n);
-    return 0;
-}
-
-static int bind_layer(Loader *L, int l, Err *err) {
-    const Config *c = &L->m->cfg;
-    LayerWeights *w = &L->m->w.layers[l];
-    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    char n[9][96];
-    const char *fmt[9] = { "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                           "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-                           "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight" };
-    for (int i = 0; i < 9; i++) snprintf(n[i], sizeof n[i], "model.layers.%d.%s", l, fmt[i]);
-    if (bind_mat(L, &w->wq, n[0], q_dim, c->dim, err) || bind_mat(L, &w->wk, n[1], kv_dim, c->dim, err) ||
-        bind_mat(L, &w->wv, n[2], kv_dim, c->dim, err) || bind_mat(L, &w->wo, n[3], c->dim, q_dim, err) ||
-        bind_mat(L, &w->w_gate, n[4], c->hidden_dim, c->dim, err) ||
-        bind_mat(L, &w->w_up, n[5], c->hidden_dim, c->dim, err) ||
-        bind_mat(L, &w->w_down, n[6], c->dim, c->hidden_dim, err) ||
-        bind_vec(L, &w->attn_norm, n[7], c->dim, err) || bind_vec(L, &w->ffn_norm, n[8], c->dim, err))
-        return -1;
-    return 0;
-}
-
-static int bind_all(Loader *L, Err *err) {
-    Model *m = L->m;
-    const Config *c = &m->cfg;
-    const StTensor *emb = find_shaped(L, "model.embed_tokens.weight", 2, (uint64_t)c->vocab_size, (uint64_t)c->dim, err);
-    if (!emb) return -1;
-    m->file_dtype = emb->dtype;
-    model_bind_mat(m, &m->w.token_embedding, emb->dtype, emb->data, c->vocab_size, c->dim);
-    model_alloc_layers(m);
-    for (int l = 0; l < c->n_layers; l++)
-        if (bind_layer(L, l, err) != 0) return -1;
-    if (bind_vec(L, &m->w.final_norm, "model.norm.weight", c->dim, err) != 0) return -1;
-    if (!c->tied_embeddings && bind_mat(L, &m->w.classifier, "lm_head.weight", c->vocab_size, c->dim, err) != 0)
-        return -1;
+    *dtype = t->dtype;
+    *data = t->data;
     return 0;
 }
 
@@ -340,7 +301,7 @@ int load_safetensors_dir(Model *m, const char *dir, Err *err) {
     L->m = m;
     L->dir = dir;
     int rc = open_weights(L, err);
-    if (rc == 0) rc = bind_all(L, err);
+    if (rc == 0) rc = llama_bind_weights(m, NAMING_HF, find_weight, L, err);
     loader_free(L);
     free(L);
     if (rc == 0) find_tokenizer(m, dir);

@@ -15,30 +15,27 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/llama_tensors.h"
 #include "model/outdir.h"
 #include "formats/safetensors.h"
+#include "base/splitmix64.h"
 
 #define CHUNK_ELEMS ((size_t)1 << 20)          /* generate/convert/write 1M values at a time */
 #define PROGRESS_MIN_BYTES (256ull << 20)      /* smaller outputs are quick: no progress lines */
 
 /* ---- values ------------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t z) {           /* splitmix64's finaliser */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t tensor_key(uint64_t seed, const char *name) {
     uint64_t h = 0xcbf29ce484222325ull;        /* FNV-1a of the name */
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
-    return mix64(h ^ mix64(seed + 0x9e3779b97f4a7c15ull));
+    return splitmix64_mix(h ^ splitmix64(seed));
 }
 
-/* Unit-variance noise: the sum of four uniform 16-bit draws (Irwin-Hall), centred.
+/* Unit-variance noise from output i of the tensor's splitmix64 stream: the sum
+ * of its four 16-bit quarters, uniform draws (Irwin-Hall), centred.
  * Gaussian-like, bounded (|z| < 3.5), integer-exact, so identical everywhere. */
 static float noise(uint64_t key, uint64_t i) {
-    uint64_t h = mix64(key + (i + 1) * 0x9e3779b97f4a7c15ull);
+    uint64_t h = splitmix64_at(key, i);
     int32_t s = (int32_t)(h & 0xffff) + (int32_t)((h >> 16) & 0xffff) +
                 (int32_t)((h >> 32) & 0xffff) + (int32_t)(h >> 48);
     return (float)(s - 131070);                /* variance 65536^2/3: scaled by the caller */
@@ -163,42 +160,29 @@ int synth_shape_parse(const char *spec, Config *c, Err *err) {
 
 typedef struct { char name[96]; StSpec spec; } SynthTensor;
 
-int synth_tensor_count(const Config *c) { return 2 + 9 * c->n_layers + (c->tied_embeddings ? 0 : 1); }
+int synth_tensor_count(const Config *c) { return 2 + LT_PER_LAYER * c->n_layers + (c->tied_embeddings ? 0 : 1); }
 
-static void add_tensor(SynthTensor *t, int *n, DType dt, const char *name, uint64_t d0, uint64_t d1) {
+static void add_tensor(SynthTensor *t, int *n, const SynthOpts *o, LlamaTensor id, int layer) {
     SynthTensor *s = &t[(*n)++];
-    snprintf(s->name, sizeof s->name, "%s", name);
+    int rows, cols;
+    llama_tensor_name(id, NAMING_HF, layer, s->name, sizeof s->name);
+    llama_tensor_shape(&o->cfg, id, &rows, &cols);
     s->spec.name = s->name;
-    s->spec.dtype = dt;
-    s->spec.n_dims = d1 ? 2 : 1;
-    s->spec.shape[0] = d0;
-    s->spec.shape[1] = d1;
+    s->spec.dtype = o->dtype;
+    s->spec.n_dims = cols ? 2 : 1;
+    s->spec.shape[0] = (uint64_t)rows;
+    s->spec.shape[1] = (uint64_t)cols;
 }
 
 /* In the order transformers' model has them: embedding, layers, norm, head. */
 static SynthTensor *tensor_list(const SynthOpts *o, int *count) {
-    const Config *c = &o->cfg;
-    uint64_t dim = (uint64_t)c->dim, q = (uint64_t)c->n_heads * c->head_dim;
-    uint64_t kv = (uint64_t)c->n_kv_heads * c->head_dim, ffn = (uint64_t)c->hidden_dim;
-    SynthTensor *t = xcalloc((size_t)synth_tensor_count(c), sizeof *t);
+    SynthTensor *t = xcalloc((size_t)synth_tensor_count(&o->cfg), sizeof *t);
     int n = 0;
-    char nm[96];
-    add_tensor(t, &n, o->dtype, "model.embed_tokens.weight", (uint64_t)c->vocab_size, dim);
-    for (int l = 0; l < c->n_layers; l++) {
-#define LAYER(suffix, d0, d1) (snprintf(nm, sizeof nm, "model.layers.%d." suffix, l), add_tensor(t, &n, o->dtype, nm, d0, d1))
-        LAYER("input_layernorm.weight", dim, 0);
-        LAYER("self_attn.q_proj.weight", q, dim);
-        LAYER("self_attn.k_proj.weight", kv, dim);
-        LAYER("self_attn.v_proj.weight", kv, dim);
-        LAYER("self_attn.o_proj.weight", dim, q);
-        LAYER("post_attention_layernorm.weight", dim, 0);
-        LAYER("mlp.gate_proj.weight", ffn, dim);
-        LAYER("mlp.up_proj.weight", ffn, dim);
-        LAYER("mlp.down_proj.weight", dim, ffn);
-#undef LAYER
-    }
-    add_tensor(t, &n, o->dtype, "model.norm.weight", dim, 0);
-    if (!c->tied_embeddings) add_tensor(t, &n, o->dtype, "lm_head.weight", (uint64_t)c->vocab_size, dim);
+    add_tensor(t, &n, o, LT_EMBED, -1);
+    for (int l = 0; l < o->cfg.n_layers; l++)
+        for (int id = 0; id < LT_PER_LAYER; id++) add_tensor(t, &n, o, (LlamaTensor)id, l);
+    add_tensor(t, &n, o, LT_FINAL_NORM, -1);
+    if (!o->cfg.tied_embeddings) add_tensor(t, &n, o, LT_CLASSIFIER, -1);
     *count = n;
     return t;
 }

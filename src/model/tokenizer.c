@@ -45,6 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
+
 enum {   /* ModelProto.SentencePiece.Type */
     PIECE_NORMAL = 1, PIECE_UNKNOWN = 2, PIECE_CONTROL = 3,
     PIECE_USER_DEFINED = 4, PIECE_UNUSED = 5, PIECE_BYTE = 6,
@@ -152,21 +154,6 @@ static const char *printable(const char *s, size_t len, char out[64]) {
     }
     out[o] = '\0';
     return out;
-}
-
-/* A growable byte buffer. */
-typedef struct { char *data; size_t len, cap; } Buf;
-
-static void buf_append(Buf *b, const void *src, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1) cap *= 2;
-        b->data = xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, src, n);
-    b->len += n;
-    b->data[b->len] = '\0';
 }
 
 /* ------------------------------------------------------------------------- */

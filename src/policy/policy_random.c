@@ -6,13 +6,7 @@
 #include <stdint.h>
 
 #include "policy/policy.h"
-
-static uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
+#include "base/splitmix64.h"
 
 static const float *score_random(Policy *p, const KVCache *c, int layer, int g, float *score) {
     const KVHead *h = kvcache_head(c, layer, g);

@@ -5,15 +5,6 @@
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char dir[4200], path[4400];
-    fuzz_tiny_checkpoint("cfg", 1, dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    fuzz_write(path, data, size);
-    Model m;
-    Err err;
-    if (model_load(&m, dir, size % 2 ? DTYPE_BF16 : DTYPE_F32, &err) == 0) {
-        fuzz_run_model(&m, data, size);
-        model_free(&m);
-    }
+    fuzz_checkpoint_input("cfg", 1, "config.json", size % 2 ? DTYPE_BF16 : DTYPE_F32, data, size);
     return 0;
 }

@@ -22,15 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[4400];
     fuzz_path(path, sizeof path, "model.gguf");
     fuzz_write(path, data, size);
-    Model m;
-    if (model_load(&m, path, size % 2 ? DTYPE_BF16 : DTYPE_F32, &err) == 0) {
-        fuzz_run_model(&m, data, size);
-        model_free(&m);
-    }
-    Tokenizer *t = tokenizer_load(path, &err);
-    if (t) {
-        fuzz_use_tokenizer(t, data, size);
-        tokenizer_free(t);
-    }
+    fuzz_load_model(path, size % 2 ? DTYPE_BF16 : DTYPE_F32, data, size);
+    fuzz_load_tokenizer(path, data, size);
     return 0;
 }

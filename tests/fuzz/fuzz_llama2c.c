@@ -40,11 +40,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         fuzz_write(path, data, size);
     }
-    Model m;
-    Err err;
-    if (model_load(&m, path, size % 2 ? DTYPE_BF16 : DTYPE_F32, &err) == 0) {
-        fuzz_run_model(&m, data, size);
-        model_free(&m);
-    }
+    fuzz_load_model(path, size % 2 ? DTYPE_BF16 : DTYPE_F32, data, size);
     return 0;
 }

@@ -14,14 +14,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (st_find(&sf, sf.tensors[i].name) != &sf.tensors[i]) abort();   /* names are unique */
         st_free(&sf);
     }
-    char dir[4200], path[4400];
-    fuzz_tiny_checkpoint("st", 1, dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    fuzz_write(path, data, size);
-    Model m;
-    if (model_load(&m, dir, size % 2 ? DTYPE_BF16 : DTYPE_F32, &err) == 0) {
-        fuzz_run_model(&m, data, size);
-        model_free(&m);
-    }
+    fuzz_checkpoint_input("st", 1, "model.safetensors", size % 2 ? DTYPE_BF16 : DTYPE_F32, data, size);
     return 0;
 }

@@ -6,18 +6,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
-    uint8_t *copy = xmalloc(size);
-    memcpy(copy, data, size);
-    copy[0] = 0x0A;
-    char path[4400];
-    fuzz_path(path, sizeof path, "tokenizer.model");
-    fuzz_write(path, copy, size);
-    free(copy);
-    Err err;
-    Tokenizer *t = tokenizer_load(path, &err);
-    if (t) {
-        fuzz_use_tokenizer(t, data, size);
-        tokenizer_free(t);
-    }
+    fuzz_tokenizer_input("tokenizer.model", 0x0A, data, size);
     return 0;
 }

@@ -138,6 +138,28 @@ static inline void fuzz_run_model(const Model *m, const uint8_t *data, size_t si
     kvcache_free(&cache);
 }
 
+/* Load the model at path (the input decides f32 or bf16 where the target says
+ * so) and, if it loads, run it (fuzz_run_model). */
+static inline void fuzz_load_model(const char *path, DType dtype, const uint8_t *data, size_t size) {
+    Model m;
+    Err err;
+    if (model_load(&m, path, dtype, &err) == 0) {
+        fuzz_run_model(&m, data, size);
+        model_free(&m);
+    }
+}
+
+/* The input as `file` inside the tiny checkpoint DIR/name (its other files
+ * stay valid), then the checkpoint loaded and run. */
+static inline void fuzz_checkpoint_input(const char *name, int shards, const char *file, DType dtype,
+                                         const uint8_t *data, size_t size) {
+    char dir[4200], path[4400];
+    fuzz_tiny_checkpoint(name, shards, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    fuzz_write(path, data, size);
+    fuzz_load_model(dir, dtype, data, size);
+}
+
 /* Exercise a loaded tokenizer: encode a fixed text and the input's bytes,
  * decode the ids back, and the pieces one by one. */
 static inline void fuzz_use_tokenizer(const Tokenizer *t, const uint8_t *data, size_t size) {
@@ -161,6 +183,29 @@ static inline void fuzz_use_tokenizer(const Tokenizer *t, const uint8_t *data, s
     for (size_t i = 0; i + 1 < len && n < 64; i += 2) ids[n++] = (int)((data[i] | data[i + 1] << 8) % (V + 2)) - 1;
     char *s = tokenizer_decode(t, ids, n, &err);
     free(s);
+}
+
+/* Load the tokenizer at path and, if it loads, exercise it with the input. */
+static inline void fuzz_load_tokenizer(const char *path, const uint8_t *data, size_t size) {
+    Err err;
+    Tokenizer *t = tokenizer_load(path, &err);
+    if (t) {
+        fuzz_use_tokenizer(t, data, size);
+        tokenizer_free(t);
+    }
+}
+
+/* The input as the tokenizer file DIR/name with its first byte (if any)
+ * replaced by `first` (the byte that picks the reader), loaded and exercised. */
+static inline void fuzz_tokenizer_input(const char *name, uint8_t first, const uint8_t *data, size_t size) {
+    uint8_t *copy = xmalloc(size ? size : 1);
+    memcpy(copy, data, size);
+    if (size) copy[0] = first;
+    char path[4400];
+    fuzz_path(path, sizeof path, name);
+    fuzz_write(path, copy, size);
+    free(copy);
+    fuzz_load_tokenizer(path, data, size);
 }
 
 #endif
