@@ -50,26 +50,25 @@ static Policy *make(const char *line, const Config *cfg, int max_tokens) {
 /* key(layer, g, t) fills one key row; the value row gets key * 0.5 + t. */
 typedef void (*KeyFn)(int layer, int g, int t, float *key, int hd, void *ctx);
 
-/* Append n tokens to every head (positions next_pos..), as forward() would. */
+/* Append n tokens to every head (positions next_pos..), as forward() does:
+ * the keys and values of a block, [n, KV, head_dim], layer by layer. */
 static void append(Policy *p, KVCache *c, int n, KeyFn fn, void *ctx) {
     Err err;
     if (policy_before_forward(p, c, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    int KV = c->n_kv_heads, hd = c->head_dim;
+    float *keys = xmalloc((size_t)n * KV * hd * sizeof(float)), *values = xmalloc((size_t)n * KV * hd * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
-        if (kvcache_reserve(c, l, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
-        for (int g = 0; g < c->n_kv_heads; g++) {
-            KVHead *h = kvcache_head(c, l, g);
-            for (int t = 0; t < n; t++) {
-                float *k = h->keys + (size_t)(h->len + t) * c->head_dim;
-                float *v = h->values + (size_t)(h->len + t) * c->head_dim;
-                fn(l, g, c->next_pos + t, k, c->head_dim, ctx);
-                for (int i = 0; i < c->head_dim; i++) v[i] = k[i] * 0.5f + (float)(c->next_pos + t);
-                h->pos[h->len + t] = c->next_pos + t;
+        for (int t = 0; t < n; t++)
+            for (int g = 0; g < KV; g++) {
+                float *k = keys + ((size_t)t * KV + g) * hd, *v = values + ((size_t)t * KV + g) * hd;
+                fn(l, g, c->next_pos + t, k, hd, ctx);
+                for (int i = 0; i < hd; i++) v[i] = k[i] * 0.5f + (float)(c->next_pos + t);
             }
-        }
+        if (kvcache_append(c, l, keys, values, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
     }
-    /* lengths advance after "attention", like forward.c */
-    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) c->heads[i].len += n;
     c->next_pos += n;
+    free(keys);
+    free(values);
 }
 
 static int after(Policy *p, KVCache *c, int start) {
@@ -270,20 +269,19 @@ static void test_kvcache(void) {
         KVCache c;
         Err err;
         CHECK(kvcache_init(&c, 1, 2, HD, 8192, &err) == 0, "%s", err.msg);
+        float *keys = xmalloc((size_t)1000 * 2 * HD * sizeof(float)), *values = xmalloc((size_t)1000 * 2 * HD * sizeof(float));
         for (int t0 = 0; t0 < N; t0 += 1000) {      /* grows 64 -> 8192 in steps */
-            CHECK(kvcache_reserve(&c, 0, 1000, &err) == 0, "%s", err.msg);
-            for (int g = 0; g < 2; g++) {
-                KVHead *h = kvcache_head(&c, 0, g);
-                for (int t = t0; t < t0 + 1000; t++) {
+            for (int t = t0; t < t0 + 1000; t++)
+                for (int g = 0; g < 2; g++)
                     for (int i = 0; i < HD; i++) {
-                        h->keys[(size_t)t * HD + i] = (float)(t * 7 + i + g);
-                        h->values[(size_t)t * HD + i] = (float)(t * 3 - i - g);
+                        keys[((size_t)(t - t0) * 2 + g) * HD + i] = (float)(t * 7 + i + g);
+                        values[((size_t)(t - t0) * 2 + g) * HD + i] = (float)(t * 3 - i - g);
                     }
-                    h->pos[t] = t;
-                }
-                h->len += 1000;
-            }
+            CHECK(kvcache_append(&c, 0, keys, values, 1000, &err) == 0, "%s", err.msg);
+            c.next_pos += 1000;
         }
+        free(keys);
+        free(values);
         const KVHead *h1 = kvcache_head(&c, 0, 1);
         CHECK(h1->cap == 8192 && h1->len == N, "cap %d len %d", h1->cap, h1->len);
         int bad = 0;

@@ -173,14 +173,14 @@ static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, in
 
 /* Positions `shifted`: krot[g] = the pre-RoPE keys of KV head g (the block's
  * included), slot i rotated to position i.   krot: [KV, krot_cap, hd] */
-static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer, int n) {
+static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
     int hd = c->head_dim, half = hd / 2;
     for (int g = 0; g < c->n_kv_heads; g++) {
         const KVHead *kv = kvcache_head(cache, layer, g);
         float *dst = f->krot + (size_t)g * f->krot_cap * hd;
-        int n_slots = kv->len + n;
+        int n_slots = kv->len;
         #pragma omp parallel for schedule(static) if (n_slots > 256)
         for (int i = 0; i < n_slots; i++) {
             memcpy(dst + (size_t)i * hd, kv->keys + (size_t)i * hd, (size_t)hd * sizeof(float));
@@ -200,29 +200,15 @@ static void add_rows(float *x, const float *y, size_t count) {
     for (size_t i = 0; i < count; i++) x[i] += y[i];
 }
 
-/* Append the block's keys and values to every KV head of `layer`. */
-static void cache_append(Forward *f, KVCache *cache, int layer, int pos0, int n) {
-    int hd = f->m->cfg.head_dim, KV = f->m->cfg.n_kv_heads;
-    for (int g = 0; g < KV; g++) {
-        KVHead *h = kvcache_head(cache, layer, g);
-        for (int t = 0; t < n; t++) {
-            size_t slot = (size_t)h->len + t;
-            memcpy(h->keys + slot * hd, f->k + ((size_t)t * KV + g) * hd, (size_t)hd * sizeof(float));
-            memcpy(h->values + slot * hd, f->v + ((size_t)t * KV + g) * hd, (size_t)hd * sizeof(float));
-            h->pos[slot] = pos0 + t;
-        }
-    }
-}
-
-/* One attention row: query t of the block, head h, over the n_keys slots it
- * may see; writes the head's output into f->att. */
-static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, int t, int h) {
+/* One attention row: query t of the n-token block, head h, over the n_keys
+ * slots it may see; writes the head's output into f->att. */
+static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, int n, int t, int h) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
     int H = c->n_heads, hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
     const KVHead *kv = kvcache_head(cache, layer, g);
     const float *keys = cache->shifted ? f->krot + (size_t)g * f->krot_cap * hd : kv->keys;
-    int n_keys = kv->len + t + 1;
+    int n_keys = kv->len - n + t + 1;    /* the block is cached: its later tokens are masked */
     float *scores = f->scores + (size_t)omp_get_thread_num() * f->scores_cap;
     const float *q = f->q + ((size_t)t * H + h) * hd;
     k->attn_scores(scores, q, keys, n_keys, hd, 1.0f / sqrtf((float)hd));
@@ -232,25 +218,24 @@ static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, in
     k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
 }
 
-/* Causal attention of the block's queries over the cache. Query t of the block
- * sees every slot that was cached before the block plus the block's first t+1
- * tokens (its own key included). The heads' lengths are advanced afterwards.
+/* Causal attention of the block's queries over the cache, which already holds
+ * the block. Query t of the block sees every slot that was cached before the
+ * block plus the block's first t+1 tokens (its own key included).
  * Without an observer every (query, head) row is its own task; with one, each
  * head is one task that runs its queries in order, so an observer may
  * accumulate per head without locks and always in the same order (forward.h). */
-static void attention(Forward *f, KVCache *cache, int layer, int pos0, int n) {
+static void attention(Forward *f, const KVCache *cache, int layer, int pos0, int n) {
     const Config *c = &f->m->cfg;
     int H = c->n_heads;
-    if (cache->shifted) rotate_cached_keys(f, cache, layer, n);
+    if (cache->shifted) rotate_cached_keys(f, cache, layer);
     if (!f->has_observer) {
         #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
-        for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, pos0, th / H, th % H);
+        for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, pos0, n, th / H, th % H);
     } else {
         #pragma omp parallel for schedule(dynamic, 1) if (H > 1)
         for (int h = 0; h < H; h++)
-            for (int t = 0; t < n; t++) attend_row(f, cache, layer, pos0, t, h);
+            for (int t = 0; t < n; t++) attend_row(f, cache, layer, pos0, n, t, h);
     }
-    for (int g = 0; g < c->n_kv_heads; g++) kvcache_head(cache, layer, g)->len += n;
 }
 
 static void ensure_scores(Forward *f, int n_keys) {
@@ -301,7 +286,7 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
             k->rope(f->q + (size_t)t * q_dim, H, hd, cs, sn, c->rope_pairing_halves);
             k->rope(f->k + (size_t)t * kv_dim, KV, hd, cs, sn, c->rope_pairing_halves);
         }
-        cache_append(f, cache, l, pos0, n);
+        if (kvcache_append(cache, l, f->k, f->v, n, err) != 0) return -1;
         attention(f, cache, l, pos0, n);
         op_matmul(f->xb, dim, f->att, q_dim, &w->wo, n);
         add_rows(f->x, f->xb, (size_t)n * dim);

@@ -91,6 +91,22 @@ int kvcache_reserve(KVCache *c, int layer, int extra, Err *err) {
     return 0;
 }
 
+int kvcache_append(KVCache *c, int layer, const float *keys, const float *values, int n, Err *err) {
+    if (kvcache_reserve(c, layer, n, err) != 0) return -1;
+    size_t d = (size_t)c->head_dim, KV = (size_t)c->n_kv_heads;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        KVHead *h = kvcache_head(c, layer, g);
+        for (int t = 0; t < n; t++) {
+            size_t slot = (size_t)h->len + t, row = ((size_t)t * KV + g) * d;
+            memcpy(h->keys + slot * d, keys + row, d * sizeof(float));
+            memcpy(h->values + slot * d, values + row, d * sizeof(float));
+            h->pos[slot] = c->next_pos + t;
+        }
+        h->len += n;
+    }
+    return 0;
+}
+
 /* Move slots [src, src+count) down to [dst, dst+count) (dst <= src). */
 static void move_slots(KVHead *h, size_t d, int dst, int src, int count) {
     if (dst == src || count <= 0) return;

@@ -55,6 +55,14 @@ static inline KVHead *kvcache_head(const KVCache *c, int layer, int kv_head) {
  * Returns -1 if a head would exceed max_tokens. */
 int kvcache_reserve(KVCache *c, int layer, int extra, Err *err);
 
+/* Append n tokens to every KV head of `layer`: token t, head g takes the key
+ * keys[(t * n_kv_heads + g) * head_dim ..] and the value at the same place in
+ * values (the forward pass's [n, KV, head_dim] rows), and the position
+ * next_pos + t. The heads' lengths grow by n at once; next_pos is the
+ * caller's to advance once every layer has the block (forward() does).
+ * Returns -1 (and appends nothing) if a head would exceed max_tokens. */
+int kvcache_append(KVCache *c, int layer, const float *keys, const float *values, int n, Err *err);
+
 /* Keep only the slots listed in keep[0..n_keep) (strictly ascending slot
  * indices) of one head, compacting them to the front in that order (runs of
  * consecutive kept slots move with one memmove); releases memory when the head
