@@ -30,22 +30,30 @@
 #define POLICY_DECLARE(def) extern const PolicyDef def;
 POLICY_LIST(POLICY_DECLARE)
 #define POLICY_ENTRY(def) &def,
-static const PolicyDef *const registry[] = { POLICY_LIST(POLICY_ENTRY) };
-#define N_POLICIES (int)(sizeof registry / sizeof registry[0])
+#define N_BUILTIN (int)(sizeof (const PolicyDef *[]){ POLICY_LIST(POLICY_ENTRY) } / sizeof(const PolicyDef *))
+#define POLICY_MAX_ADDED 8
+static const PolicyDef *registry[N_BUILTIN + POLICY_MAX_ADDED] = { POLICY_LIST(POLICY_ENTRY) };
+static int n_policies = N_BUILTIN;
 
-int policy_count(void) { return N_POLICIES; }
-const PolicyDef *policy_at(int i) { return i >= 0 && i < N_POLICIES ? registry[i] : NULL; }
+int policy_count(void) { return n_policies; }
+const PolicyDef *policy_at(int i) { return i >= 0 && i < n_policies ? registry[i] : NULL; }
 
 const PolicyDef *policy_find(const char *name) {
-    for (int i = 0; i < N_POLICIES; i++)
+    for (int i = 0; i < n_policies; i++)
         if (!strcmp(registry[i]->name, name)) return registry[i];
     return NULL;
+}
+
+int policy_register(const PolicyDef *def) {
+    if (policy_find(def->name) || n_policies == N_BUILTIN + POLICY_MAX_ADDED) return -1;
+    registry[n_policies++] = def;
+    return 0;
 }
 
 static void policy_names(char *buf, size_t size) {
     size_t used = 0;
     buf[0] = '\0';
-    for (int i = 0; i < N_POLICIES && used < size; i++)
+    for (int i = 0; i < n_policies && used < size; i++)
         used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", registry[i]->name);
 }
 
@@ -271,7 +279,7 @@ void policy_cli_finish(PolicyOpts *o) {
 
 void policy_print_help(FILE *out) {
     fprintf(out, "  policies (--policy NAME or NAME:key=val,key=val; docs/policies.md):\n");
-    for (int i = 0; i < N_POLICIES; i++) {
+    for (int i = 0; i < n_policies; i++) {
         const PolicyDef *d = registry[i];
         fprintf(out, "    %-9s %s (%s)\n", d->name, d->rule, d->spec);
         for (const PolicyParam *q = d->params; q && q->key; q++) {
@@ -376,6 +384,30 @@ static void ensure_scratch(Policy *p, int n_threads) {
 
 PolicyScratch *policy_scratch(Policy *p) { return &p->scratch[omp_get_thread_num()]; }
 
+/* The columns of d not listed yet (a borrowed score brings its own). */
+static int add_columns(Policy *p, const PolicyDef *d, Err *err) {
+    for (const PolicyColumn *const *col = d->columns; col && *col; col++) {
+        int i = 0;
+        while (i < p->n_columns && p->columns[i] != *col) i++;
+        if (i < p->n_columns) continue;
+        if (p->n_columns == POLICY_MAX_COLUMNS)
+            return err_set(err, "policy %s: more than %d per-slot columns", d->name, POLICY_MAX_COLUMNS);
+        p->columns[p->n_columns] = *col;
+        p->cache_columns[p->n_columns] = (KVColumn){ (*col)->name, (*col)->per_query_head ? p->group : 1, (*col)->fill };
+        p->n_columns++;
+    }
+    return 0;
+}
+
+float *policy_column(const Policy *p, const KVCache *c, const char *name, int layer, int head) {
+    for (int i = 0; i < p->n_columns; i++)
+        if (!strcmp(p->columns[i]->name, name))
+            return p->columns[i]->per_query_head ? kvcache_column(c, layer, head / p->group, i, head % p->group)
+                                                 : kvcache_column(c, layer, head, i, 0);
+    fprintf(stderr, "kvlab: bug: policy %s has no column '%s'\n", p->def->name, name);
+    abort();
+}
+
 Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens, Err *err) {
     PolicyOpts o = *opts;
     if (policy_resolve(&o, err) != 0) return NULL;
@@ -409,16 +441,7 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
     ensure_scratch(p, 1);
     if (p->def->init && p->def->init(p, err) != 0) { policy_free(p); return NULL; }
     p->flags = p->def->flags | p->scorer->flags;
-    if (p->flags & POLICY_NEEDS_ACC) p->acc = xcalloc(L * p->n_heads * T, sizeof(float));
-    if (p->flags & POLICY_NEEDS_WINDOW) {
-        if (p->window < 1) p->window = 1;
-        p->win = xcalloc(L * p->n_heads * T, sizeof(float));
-        p->win_count = xcalloc(L * p->n_heads, sizeof(int));
-    }
-    if (p->flags & POLICY_NEEDS_AUX) {
-        p->aux = xcalloc(L * p->n_kv_heads * T, sizeof(float));
-        p->aux_len = xcalloc(L * p->n_kv_heads, sizeof(int));
-    }
+    if (add_columns(p, p->def, err) != 0 || add_columns(p, p->scorer, err) != 0) { policy_free(p); return NULL; }
     return p;
 }
 
@@ -431,12 +454,15 @@ void policy_free(Policy *p) {
         free(s->score); free(s->sum); free(s->tmp); free(s->dtmp); free(s->order); free(s->itmp); free(s->mark);
     }
     free(p->scratch);
-    free(p->acc); free(p->win); free(p->win_count); free(p->aux); free(p->aux_len);
     free(p);
 }
 
 const PolicyOpts *policy_opts(const Policy *p) { return &p->o; }
-int policy_needs_attention(const Policy *p) { return (p->flags & (POLICY_NEEDS_ACC | POLICY_NEEDS_WINDOW)) != 0; }
+int policy_needs_attention(const Policy *p) {
+    for (int i = 0; i < p->n_columns; i++)
+        if (p->columns[i]->observe) return 1;
+    return 0;
+}
 PolicyTiming policy_timing(const Policy *p) { return p->timing; }
 void policy_timing_reset(Policy *p) { memset(&p->timing, 0, sizeof p->timing); }
 const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
@@ -450,22 +476,19 @@ void policy_observe(void *ctx, int layer, int head, int query_pos, const float *
     Policy *p = ctx;
     if (p->has_chained) p->chained.attention(p->chained.ctx, layer, head, query_pos, probs, key_pos, n_keys);
     if (p->skip[layer]) return;
-    if (p->acc) {
-        float *a = policy_acc(p, layer, head);
-        for (int j = 0; j < n_keys; j++) a[j] += probs[j];
-    }
-    if (p->win && query_pos >= p->win_from) {
-        float *w = policy_win(p, layer, head);
-        for (int j = 0; j < n_keys; j++) w[j] += probs[j];
-        p->win_count[layer * p->n_heads + head]++;
+    for (int i = 0; i < p->n_columns; i++) {
+        const PolicyColumn *col = p->columns[i];
+        if (col->observe)
+            col->observe(p, kvcache_column(p->cache, layer, head / p->group, i, head % p->group), layer, head,
+                         query_pos, probs, n_keys);
     }
 }
 
 /* A new sequence (the cache is empty): forget everything. */
 static int start_sequence(Policy *p, KVCache *c, Err *err) {
     if (kvcache_set_shifted(c, p->o.positions_shifted, err) != 0) return -1;
+    if (kvcache_set_columns(c, p->cache_columns, p->n_columns, err) != 0) return -1;
     p->decode_steps = 0;
-    if (p->aux_len) memset(p->aux_len, 0, (size_t)p->n_layers * p->n_kv_heads * sizeof(int));
     if (p->def->reset) p->def->reset(p);
     return 0;
 }
@@ -479,22 +502,13 @@ int policy_before_forward(Policy *p, KVCache *c, int n, Err *err) {
     } else if (c->shifted != p->o.positions_shifted) {
         return err_set(err, "policy: the cache holds keys with positions %s, the policy wants %s",
                        c->shifted ? "shifted" : "true", p->o.positions_shifted ? "shifted" : "true");
+    } else if (!kvcache_has_columns(c, p->cache_columns, p->n_columns)) {
+        return err_set(err, "policy %s: the cache's sequence was started without this policy's per-slot columns",
+                       p->def->name);
     }
-    /* The window is the last `window` queries of this forward; the new slots
-     * start with no accumulated attention. */
-    p->win_from = c->next_pos + n - p->window;
-    for (int l = 0; l < p->n_layers; l++) {
-        if (p->skip[l]) continue;
-        for (int h = 0; h < p->n_heads; h++) {
-            int len = kvcache_head(c, l, h / p->group)->len;
-            int end = len + n < p->max_tokens ? len + n : p->max_tokens;
-            if (p->acc && end > len) memset(policy_acc(p, l, h) + len, 0, (size_t)(end - len) * sizeof(float));
-            if (p->win) {
-                memset(policy_win(p, l, h), 0, (size_t)end * sizeof(float));
-                p->win_count[l * p->n_heads + h] = 0;
-            }
-        }
-    }
+    p->cache = c;
+    for (int i = 0; i < p->n_columns; i++)
+        if (p->columns[i]->begin) p->columns[i]->begin(p, c, n);
     return 0;
 }
 
@@ -591,12 +605,11 @@ int policy_select_top(Policy *p, const int *pos, int len, const float *score,
     return select_top(p, pos, len, score, budget, sinks, recent, keep, NULL, NULL);
 }
 
-void policy_group_mean(const Policy *p, const float *stat, int layer, int kv_head, int n, float *out) {
+void policy_group_mean(const Policy *p, const KVCache *c, const char *name, int layer, int kv_head, int n, float *out) {
     int h0 = kv_head * p->group;
-    const float *first = stat + ((size_t)layer * p->n_heads + h0) * p->max_tokens;
-    memcpy(out, first, (size_t)n * sizeof(float));
+    memcpy(out, policy_column(p, c, name, layer, h0), (size_t)n * sizeof(float));
     for (int h = h0 + 1; h < h0 + p->group; h++) {
-        const float *row = stat + ((size_t)layer * p->n_heads + h) * p->max_tokens;
+        const float *row = policy_column(p, c, name, layer, h);
         for (int j = 0; j < n; j++) out[j] += row[j];
     }
     if (p->group > 1)
@@ -640,51 +653,6 @@ void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out) {
 #define POLICY_PARALLEL_SLOTS (1L << 16)
 
 /* ---- applying ------------------------------------------------------------------ */
-
-/* keep[] ascending: a[i] = a[keep[i]] never reads a slot already overwritten. */
-static void compact_floats(float *a, const int *keep, int n_keep) {
-    for (int i = 0; i < n_keep; i++) a[i] = a[keep[i]];
-}
-
-/* Remove slots ev[0..n) (ascending) of a[0..len): the runs between them move down. */
-static void evict_floats(float *a, int len, const int *ev, int n) {
-    for (int i = 0; i < n; i++) {
-        int start = ev[i] + 1, end = i + 1 < n ? ev[i + 1] : len;
-        memmove(a + start - (i + 1), a + start, (size_t)(end - start) * sizeof(float));
-    }
-}
-
-/* apply_keep, given the few evicted slots instead. */
-static void apply_evict(Policy *p, KVCache *c, int layer, int g, const int *ev, int n) {
-    int len = kvcache_head(c, layer, g)->len;
-    for (int h = g * p->group; h < (g + 1) * p->group; h++) {
-        if (p->acc) evict_floats(policy_acc(p, layer, h), len, ev, n);
-        if (p->win) evict_floats(policy_win(p, layer, h), len, ev, n);
-    }
-    if (p->aux) {
-        int *valid = &p->aux_len[layer * p->n_kv_heads + g], below = 0;
-        for (int i = 0; i < n; i++) below += ev[i] < *valid;
-        evict_floats(policy_aux(p, layer, g), *valid, ev, below);
-        *valid -= below;
-    }
-    kvcache_evict(c, layer, g, ev, n);
-}
-
-/* Compact one (layer, KV head): the cache and every statistic that follows it. */
-static void apply_keep(Policy *p, KVCache *c, int layer, int g, const int *keep, int n_keep) {
-    for (int h = g * p->group; h < (g + 1) * p->group; h++) {
-        if (p->acc) compact_floats(policy_acc(p, layer, h), keep, n_keep);
-        if (p->win) compact_floats(policy_win(p, layer, h), keep, n_keep);
-    }
-    if (p->aux) {
-        int *valid = &p->aux_len[layer * p->n_kv_heads + g], v = 0;
-        float *a = policy_aux(p, layer, g);
-        while (v < n_keep && keep[v] < *valid) { a[v] = a[keep[v]]; v++; }
-        *valid = v;
-    }
-    kvcache_keep(c, layer, g, keep, n_keep);
-}
-
 
 /* Decide (layer, g): the slots to keep (or the few to evict, *n_evict >= 0),
  * or -1 when the head stays as it is. */
@@ -784,8 +752,8 @@ static void apply_all(Policy *p, KVCache *c) {
         int n_keep = p->n_keeps[src], n_evict = p->n_evicts[src];
         if (n_keep < 0) continue;
         long evicted = kvcache_head(c, l, g)->len - n_keep;
-        if (n_evict >= 0) apply_evict(p, c, l, g, p->evicts + (size_t)src * POLICY_FEW, n_evict);
-        else apply_keep(p, c, l, g, p->keeps + (size_t)src * T, n_keep);
+        if (n_evict >= 0) kvcache_evict(c, l, g, p->evicts + (size_t)src * POLICY_FEW, n_evict);
+        else kvcache_keep(c, l, g, p->keeps + (size_t)src * T, n_keep);
         #pragma omp atomic
         p->timing.evicted += evicted;
     }
