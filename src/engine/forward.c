@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,8 @@ struct Forward {
     int pos_cap;
     float *krot;
     int krot_cap;
-    AttentionObserver observer;
-    int has_observer;
+    AttentionObserver observers[FORWARD_MAX_OBSERVERS];
+    int n_observers;
     LayerHook layer_hook;     /* numerical guard (numcheck.h); NULL: none */
     void *layer_hook_ctx;
 };
@@ -88,14 +89,21 @@ int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err)
     return kvcache_init(cache, c->n_layers, c->n_kv_heads, c->head_dim, max_tokens, err);
 }
 
-void forward_set_observer(Forward *f, const AttentionObserver *obs) {
-    f->has_observer = obs != NULL && obs->attention != NULL;
-    if (f->has_observer) f->observer = *obs;
+void forward_add_observer(Forward *f, const AttentionObserver *obs) {
+    if (f->n_observers == FORWARD_MAX_OBSERVERS) {
+        fprintf(stderr, "kvlab: bug: more than %d attention observers\n", FORWARD_MAX_OBSERVERS);
+        abort();
+    }
+    f->observers[f->n_observers++] = *obs;
 }
 
-int forward_get_observer(const Forward *f, AttentionObserver *out) {
-    if (f->has_observer) *out = f->observer;
-    return f->has_observer;
+void forward_remove_observer(Forward *f, const AttentionObserver *obs) {
+    for (int i = 0; i < f->n_observers; i++)
+        if (f->observers[i].ctx == obs->ctx && f->observers[i].attention == obs->attention) {
+            memmove(&f->observers[i], &f->observers[i + 1], (size_t)(f->n_observers - i - 1) * sizeof *obs);
+            f->n_observers--;
+            return;
+        }
 }
 
 const float *forward_last_logits(const Forward *f) { return f->logits_last; }
@@ -213,8 +221,8 @@ static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, in
     const float *q = f->q + ((size_t)t * H + h) * hd;
     k->attn_scores(scores, q, keys, n_keys, hd, 1.0f / sqrtf((float)hd));
     k->softmax(scores, n_keys);
-    if (f->has_observer)
-        f->observer.attention(f->observer.ctx, layer, h, pos0 + t, scores, kv->pos, n_keys);
+    for (int i = 0; i < f->n_observers; i++)
+        f->observers[i].attention(f->observers[i].ctx, layer, h, pos0 + t, scores, kv->pos, n_keys);
     k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
 }
 
@@ -228,7 +236,7 @@ static void attention(Forward *f, const KVCache *cache, int layer, int pos0, int
     const Config *c = &f->m->cfg;
     int H = c->n_heads;
     if (cache->shifted) rotate_cached_keys(f, cache, layer);
-    if (!f->has_observer) {
+    if (f->n_observers == 0) {
         #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
         for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, pos0, n, th / H, th % H);
     } else {

@@ -463,6 +463,12 @@ int policy_needs_attention(const Policy *p) {
         if (p->columns[i]->observe) return 1;
     return 0;
 }
+
+int policy_observer(Policy *p, AttentionObserver *out) {
+    if (!p || !policy_needs_attention(p)) return 0;
+    *out = (AttentionObserver){ p, policy_observe };
+    return 1;
+}
 PolicyTiming policy_timing(const Policy *p) { return p->timing; }
 void policy_timing_reset(Policy *p) { memset(&p->timing, 0, sizeof p->timing); }
 const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
@@ -473,8 +479,8 @@ const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
  * is only ever handled by one thread at a time, in query order, so each head
  * adds into its own rows without locks, and the sums are reproducible. */
 void policy_observe(void *ctx, int layer, int head, int query_pos, const float *probs, const int *key_pos, int n_keys) {
+    (void)key_pos;
     Policy *p = ctx;
-    if (p->has_chained) p->chained.attention(p->chained.ctx, layer, head, query_pos, probs, key_pos, n_keys);
     if (p->skip[layer]) return;
     for (int i = 0; i < p->n_columns; i++) {
         const PolicyColumn *col = p->columns[i];
@@ -797,18 +803,13 @@ int policy_forward(Policy *p, Forward *f, KVCache *c, const int *tokens, int n, 
     if (!p) return forward(f, c, tokens, n, logits_all, err);
     int start = c->next_pos;
     if (policy_before_forward(p, c, n, err) != 0) return -1;
-    /* l2, window, random, lagkv, full: no observer, the fused attention path */
-    AttentionObserver before;
-    int had = forward_get_observer(f, &before);
-    if (policy_needs_attention(p)) {
-        p->has_chained = had;
-        if (had) p->chained = before;
-        AttentionObserver mine = { p, policy_observe };
-        forward_set_observer(f, &mine);
-    }
+    /* l2, window, random, lagkv, full observe nothing: their forward keeps the
+     * observer-free schedule of the attention rows (forward.h) */
+    AttentionObserver obs;
+    int observes = policy_observer(p, &obs);
+    if (observes) forward_add_observer(f, &obs);
     int rc = forward(f, c, tokens, n, logits_all, err);
-    if (policy_needs_attention(p)) forward_set_observer(f, had ? &before : NULL);
-    p->has_chained = 0;
+    if (observes) forward_remove_observer(f, &obs);
     if (rc != 0) return -1;
     return policy_after_forward(p, c, start, err);
 }

@@ -129,9 +129,10 @@ const PolicyOpts *policy_opts(const Policy *p);
 
 /* forward() with the policy around it: before, the per-slot statistics are
  * prepared (a new sequence — cache->next_pos == 0 — resets the policy and sets
- * the cache's positions mode and side columns); the attention observer is installed only if the
- * policy scores by attention (chained to any observer already installed);
- * after, the schedule decides whether to evict. p == NULL: plain forward(). */
+ * the cache's positions mode and side columns); the policy's attention
+ * observer is added for the forward only if one of its columns observes
+ * attention (beside any observer already there); after, the schedule decides
+ * whether to evict. p == NULL: plain forward(). */
 int policy_forward(Policy *p, Forward *f, KVCache *c, const int *tokens, int n, float *logits_all, Err *err);
 
 /* The two halves of policy_forward, for callers that run forward themselves
@@ -142,6 +143,9 @@ int  policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err);
 /* The AttentionObserver callback (public so tests can feed attention rows). */
 void policy_observe(void *policy, int layer, int head, int query_pos, const float *probs, const int *key_pos, int n_keys);
 int  policy_needs_attention(const Policy *p);
+/* The policy's observer {p, policy_observe} in *out, if it needs attention
+ * (returns 1), for callers that run forward themselves; else 0. */
+int  policy_observer(Policy *p, AttentionObserver *out);
 
 /* Budgets per layer for an average of `avg` tokens per compressed layer (what
  * the policy's allocator gives; skipped layers get INT_MAX). out: [n_layers]. */
@@ -266,8 +270,6 @@ struct Policy {
     PolicyScratch *scratch;      /* [n_scratch] one per thread (policy_scratch) */
     int    n_scratch;
     int    decode_steps;         /* decode forwards since the prompt (interval:N) */
-    AttentionObserver chained;   /* an observer that was installed before ours */
-    int    has_chained;
     PolicyTiming timing;
 };
 
