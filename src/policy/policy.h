@@ -36,6 +36,7 @@
 #ifndef KVLAB_POLICY_H
 #define KVLAB_POLICY_H
 
+#include <math.h>
 #include <stdio.h>
 
 #include "engine/forward.h"
@@ -164,7 +165,9 @@ typedef struct {
 PolicyTiming policy_timing(const Policy *p);
 void policy_timing_reset(Policy *p);
 
-/* ---- for policy files (src/policy_*.c) ----------------------------------- */
+/* ---- for policy files (src/policy/policy_*.c) ---------------------------- */
+/* (policy.c: the runtime; policy_opts.c: the knobs above; policy_select.c:
+ * the selection toolkit below) */
 
 enum {
     POLICY_OWN_BUDGET = 8,     /* no --budget needed (full, lagkv) */
@@ -308,6 +311,16 @@ void policy_group_mean(const Policy *p, const KVCache *c, const char *name, int 
  * receives ascending slot indices; returns the count. */
 int policy_select_top(Policy *p, const int *pos, int len, const float *score,
                       int budget, int sinks, int recent, int *keep);
+
+/* policy_select_top, and when at most POLICY_FEW candidates go and `evict` is
+ * given, only the evicted slots are written (evict[0..*n_evict), ascending;
+ * keep[] untouched; else *n_evict = -1): a decode step then writes a few
+ * ints, not the whole head. */
+int policy_select_top_few(Policy *p, const int *pos, int len, const float *score, int budget, int sinks,
+                          int recent, int *keep, int *evict, int *n_evict);
+
+/* A score as ranked: NaN counts as the lowest, so the order stays total. */
+static inline float policy_rank(float v) { return v == v ? v : -INFINITY; }
 
 /* Integer budgets out[l] for the layers with skip[l] == 0, near the real
  * targets x[l], each within [lo, hi[l]], summing to exactly `total` (or to
