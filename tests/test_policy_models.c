@@ -297,6 +297,48 @@ static void test_observer_list(Fixture *fx) {
     }
 }
 
+/* A token repeated at every position: at layer 0 its key is the same vector
+ * before RoPE at each position, so the cached norm (taken on append, before
+ * RoPE) is exactly the same and the tie goes to the lower positions (spec §1),
+ * for l2 and for l2-high. */
+static void test_repeated_token_ties(Fixture *fx) {
+    CASE("l2, l2-high: a repeated token's keys have exactly equal norms; the lowest positions win the tie") {
+        Err err;
+        enum { N = 16 };
+        int tokens[N], KV = fx->m.cfg.n_kv_heads;
+        for (int i = 0; i < N; i++) tokens[i] = fx->tokens[1];
+        const char *lines[4] = { "--policy l2 --budget 64 --skip-layers none", "--policy l2-high --budget 64 --skip-layers none",
+                                 "--policy l2 --budget 5 --skip-layers none --schedule prefill",
+                                 "--policy l2-high --budget 5 --skip-layers none --schedule prefill" };
+        const char *column[2] = { "minus_key_norm", "key_norm" };
+        for (int r = 0; r < 4; r++) {
+            Policy *p = policy_from_line(lines[r], &fx->m.cfg, fx->ctx);
+            Forward *f = forward_create(&fx->m, 512);
+            KVCache c;
+            forward_cache_init(&fx->m, &c, fx->ctx, &err);
+            if (policy_forward(p, f, &c, tokens, N, NULL, &err) != 0) fail(err.msg);
+            for (int g = 0; g < KV; g++) {
+                const KVHead *h = kvcache_head(&c, 0, g);
+                if (r < 2) {        /* nothing evicted: every slot's norm is slot 0's, bit for bit */
+                    const float *norm = policy_column(p, &c, column[r], 0, g);
+                    int unequal = 0;
+                    for (int j = 1; j < h->len; j++) unequal += memcmp(&norm[j], &norm[0], sizeof(float)) != 0;
+                    CHECK(h->len == N && unequal == 0, "%s: layer 0 head %d: %d of %d norms differ from slot 0's",
+                          lines[r], g, unequal, h->len);
+                } else {
+                    int wrong = h->len != 5;
+                    for (int j = 0; j < h->len && !wrong; j++) wrong = h->pos[j] != j;
+                    CHECK(!wrong, "%s: layer 0 head %d kept %d slots, first at position %d (want positions 0..4)",
+                          lines[r], g, h->len, h->len ? h->pos[0] : -1);
+                }
+            }
+            kvcache_free(&c);
+            forward_free(f);
+            policy_free(p);
+        }
+    }
+}
+
 static void test_shifted_window(Fixture *fx) {
     char name[256];
     snprintf(name, sizeof name, "%s: sliding window (no sinks): shifted == true positions up to rounding", fx->label);
@@ -401,6 +443,7 @@ int main(void) {
     test_evicted_attention(&fx, 40, "--policy h2o --budget 12 --schedule prefill");
     test_shifted_window(&fx);
     test_observer_list(&fx);
+    test_repeated_token_ties(&fx);
     /* the observer path on 2 threads (heads handled by different threads) */
     ops_set_threads(2);
     run_policy(&fx, "--policy h2o --budget 4096", 1);

@@ -185,37 +185,43 @@ static void ensure_krot(Forward *f, int n_slots) {
     f->krot_cap = cap;
 }
 
-/* Positions `shifted`: rotate the query of token t of the block, head h, to
- * position len_g + t, where len_g is the length of its KV head before the
- * block: the query sits right after the cache, whatever was evicted. */
-static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, int t) {
+/* Positions `shifted`: rotate the query of token t of the n-token block, head
+ * h, to position len_g + t, where len_g is the length of its KV head before
+ * the block: the query sits right after the cache, whatever was evicted. */
+static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, int n, int t) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
     int half = c->head_dim / 2, group = c->n_heads / c->n_kv_heads;
     for (int h = 0; h < c->n_heads; h++) {
-        size_t p = (size_t)kvcache_head(cache, layer, h / group)->len + t;
+        size_t p = (size_t)kvcache_head(cache, layer, h / group)->len - n + t;
         k->rope(f->q + ((size_t)t * c->n_heads + h) * c->head_dim, 1, c->head_dim,
                 f->pos_cos + p * half, f->pos_sin + p * half, c->rope_pairing_halves);
     }
 }
 
-/* RoPE for the block's queries and keys (q: [n, H*hd], k: [n, KV*hd]), before
- * the keys are cached. Positions `true`: token t at its position next_pos + t
- * (rope_angles). `shifted`: only the queries, to the slot after their KV
- * head's cache; the keys are cached as they are and rotated to their slot
+/* RoPE for the block's queries (q: [n, H*hd]) and its keys, which the cache
+ * already holds as they came out of Wk (its last n slots per KV head): so
+ * anything the cache derives from a key on append — a cached norm — sees the
+ * key before RoPE, and two equal keys at different positions stay equal there.
+ * Positions `true`: token t at its position next_pos + t (rope_angles), the
+ * cached keys rotated in place. `shifted`: only the queries, to the slot after
+ * their KV head's cache; the keys stay as they are, rotated to their slot
  * index when attended (rotate_cached_keys). */
-static void rope_block(Forward *f, const KVCache *cache, int layer, int n) {
+static void rope_block(Forward *f, KVCache *cache, int layer, int n) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
-    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int hd = c->head_dim, q_dim = c->n_heads * hd;
     for (int t = 0; t < n; t++) {
         if (cache->shifted) {
-            rope_queries_shifted(f, cache, layer, t);
+            rope_queries_shifted(f, cache, layer, n, t);
             continue;
         }
         const float *cs = f->rope_cos + (size_t)t * (hd / 2), *sn = f->rope_sin + (size_t)t * (hd / 2);
         k->rope(f->q + (size_t)t * q_dim, c->n_heads, hd, cs, sn, c->rope_pairing_halves);
-        k->rope(f->k + (size_t)t * kv_dim, c->n_kv_heads, hd, cs, sn, c->rope_pairing_halves);
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            KVHead *kv = kvcache_head(cache, layer, g);
+            k->rope(kv->keys + (size_t)(kv->len - n + t) * hd, 1, hd, cs, sn, c->rope_pairing_halves);
+        }
     }
 }
 
@@ -330,8 +336,8 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
         rmsnorm_rows(f->xb, f->x, w->attn_norm, n, dim, c->norm_eps);   /* xb = rmsnorm(x)       [n, dim] */
         const MatmulOut qkv[3] = {{f->q, q_dim, &w->wq}, {f->k, kv_dim, &w->wk}, {f->v, kv_dim, &w->wv}};
         op_matmul_many(qkv, 3, f->xb, dim, n);     /* q = xb Wq^T [n, H*hd]; k, v = xb Wk^T, xb Wv^T [n, KV*hd] */
-        rope_block(f, cache, l, n);                                     /* rotate q, k by position */
         if (kvcache_append(cache, l, f->k, f->v, n, err) != 0) return -1;   /* cache <- k, v: n more slots per KV head */
+        rope_block(f, cache, l, n);                                     /* rotate q and the cached k by position */
         attention(f, cache, l, n);                 /* att_h = softmax(q_h K_g^T / sqrt(hd)) V_g  [n, H*hd] */
         op_matmul(f->xb, dim, f->att, q_dim, &w->wo, n);                /* xb = att Wo^T         [n, dim] */
         add_rows(f->x, f->xb, (size_t)n * dim);                         /* x += xb (residual) */

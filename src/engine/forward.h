@@ -8,9 +8,10 @@
  *   x = embed(tokens)                                   [n, dim]
  *   for each layer:
  *     xb = rmsnorm(x) ; q,k,v = xb Wq^T, xb Wk^T, xb Wv^T  [n, H*hd], [n, KV*hd]
- *     rope(q, k) ; cache <- k, v      (positions `shifted`, kvcache.h: keys are
- *                                       cached pre-RoPE, rotated to their slot index
- *                                       here; q to position = the head's length)
+ *     cache <- k, v ; rope(q, k)      (the cache sees k before RoPE; positions
+ *                                       `shifted`, kvcache.h: keys stay pre-RoPE in
+ *                                       the cache, rotated to their slot index at
+ *                                       attention; q to position = the head's length)
  *     per query head h (KV head g = h / (H/KV)):
  *       a = softmax(q_h . K_g^T / sqrt(hd)) over visible slots ; o_h = a V_g
  *     x += o Wo^T

@@ -459,9 +459,10 @@ const MetricsAcc *correlator_acc(const Correlator *c, int layer, int head) {
 }
 CorrelatorTiming correlator_timing(const Correlator *c) { return c->time; }
 
-/* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call, computed
- * exactly as the l2 policy does (policy_l2.c), so "keep-lowest-norm" here
- * ranks the tokens as that policy would. The cache of a correlator run only
+/* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call, with the
+ * l2 policy's formula (policy_l2.c), so "keep-lowest-norm" here ranks the
+ * tokens as that policy would. The policy takes the norm before RoPE, this
+ * the cached key (after RoPE with `true` positions): equal up to rounding. The cache of a correlator run only
  * grows (no eviction), so earlier slots keep their norm. */
 static void update_norms(Correlator *c, const KVCache *cache, int lg) {
     const KVHead *kv = &cache->heads[lg];

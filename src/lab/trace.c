@@ -162,7 +162,8 @@ static void tracer_observe(void *ctx, int layer, int head, int query_pos,
         if (key_pos[j] >= 0 && key_pos[j] < t->P) out[key_pos[j]] = probs[j];
 }
 
-/* sqrt(Σ x²), as the l2 policy and the golden test take it. */
+/* sqrt(Σ x²), as the l2 policy and the golden test take it (here of the
+ * cached key: after RoPE with `true` positions; the policy's is before). */
 static float l2_norm(const float *x, int n) {
     return sqrtf(kernels_get()->sum_squares(x, n));
 }

@@ -4,11 +4,13 @@
  *            key: keep the LOWEST norms (the paper's method: low-norm keys
  *            draw the most attention);
  *   l2-high: score(p) = +‖k‖: keep the highest (the ablation).
- * Ties: the lower position is kept (policy_select_top). RoPE is a rotation,
- * so the norm is the same for `true` and `shifted` positions.
+ * Ties: the lower position is kept (policy_select_top). The norm is taken
+ * before RoPE (the forward pass caches k, then rotates it), so it is the same
+ * for `true` and `shifted` positions, and the keys of a repeated token (equal
+ * before RoPE) tie exactly instead of by rounding.
  *
- * A key never changes once cached, so its score is computed once, when the
- * cache appends it, into a side column that the cache compacts with its
+ * A key's norm never changes, so its score is computed once, when the cache
+ * appends it, into a side column that the cache compacts with its
  * slots; the score function hands that column out as it is. A decode step
  * then costs one norm (the new key) per head plus the selection's one pass:
  * this is what keeps l2's decide time small. */
