@@ -95,10 +95,10 @@ static GoldenDiff run_golden(const char *model_path, DType dtype, const char *np
     KVCache cache;
     if (forward_cache_init(&m, &cache, c->max_seq_len, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
     Forward *f = forward_create(&m, 64);   /* 64 < T: the prompt runs as several passes */
-    forward_set_observer(f, &obs);
+    forward_add_observer(f, &obs);
     float *logits = xmalloc((size_t)T * V * sizeof(float));
     if (forward(f, &cache, ids, T, logits, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
-    forward_set_observer(f, NULL);
+    forward_remove_observer(f, &obs);
 
     /* logits */
     if (full_logits) {

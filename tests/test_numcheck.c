@@ -166,21 +166,19 @@ static int lag_kept_p0(float big, int *kept) {
     KVCache c;
     if (!p || kvcache_init(&c, 1, 1, D, 64, &err)) return -1;
     policy_before_forward(p, &c, N, &err);
-    kvcache_reserve(&c, 0, N, &err);
-    KVHead *h = kvcache_head(&c, 0, 0);
-    for (int t = 0; t < N; t++) {
+    float keys[N * D], values[N * D];
+    for (int t = 0; t < N; t++)
         for (int i = 0; i < D; i++) {
             float v = (float)((t * 7 + i * 3) % 11) / 4.0f;   /* irregular */
             if (i == 0) v = 1.0f;                             /* channel 0 constant ... */
             if (i == 0 && t == 2) v = big;                    /* ... except one token of P0 */
             if (i == 1) v = -3.0f;                            /* channel 1 constant everywhere */
-            h->keys[t * D + i] = v;
-            h->values[t * D + i] = v * 0.5f;
+            keys[t * D + i] = v;
+            values[t * D + i] = v * 0.5f;
         }
-        h->pos[t] = t;
-    }
-    h->len = N;
+    if (kvcache_append(&c, 0, keys, values, N, &err) != 0) return -1;
     c.next_pos = N;
+    const KVHead *h = kvcache_head(&c, 0, 0);
     double ref[L] = { 0 };
     lag_ref(h->keys, L, D, ref);
     lag_ref(h->values, L, D, ref);

@@ -50,26 +50,25 @@ static Policy *make(const char *line, const Config *cfg, int max_tokens) {
 /* key(layer, g, t) fills one key row; the value row gets key * 0.5 + t. */
 typedef void (*KeyFn)(int layer, int g, int t, float *key, int hd, void *ctx);
 
-/* Append n tokens to every head (positions next_pos..), as forward() would. */
+/* Append n tokens to every head (positions next_pos..), as forward() does:
+ * the keys and values of a block, [n, KV, head_dim], layer by layer. */
 static void append(Policy *p, KVCache *c, int n, KeyFn fn, void *ctx) {
     Err err;
     if (policy_before_forward(p, c, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+    int KV = c->n_kv_heads, hd = c->head_dim;
+    float *keys = xmalloc((size_t)n * KV * hd * sizeof(float)), *values = xmalloc((size_t)n * KV * hd * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
-        if (kvcache_reserve(c, l, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
-        for (int g = 0; g < c->n_kv_heads; g++) {
-            KVHead *h = kvcache_head(c, l, g);
-            for (int t = 0; t < n; t++) {
-                float *k = h->keys + (size_t)(h->len + t) * c->head_dim;
-                float *v = h->values + (size_t)(h->len + t) * c->head_dim;
-                fn(l, g, c->next_pos + t, k, c->head_dim, ctx);
-                for (int i = 0; i < c->head_dim; i++) v[i] = k[i] * 0.5f + (float)(c->next_pos + t);
-                h->pos[h->len + t] = c->next_pos + t;
+        for (int t = 0; t < n; t++)
+            for (int g = 0; g < KV; g++) {
+                float *k = keys + ((size_t)t * KV + g) * hd, *v = values + ((size_t)t * KV + g) * hd;
+                fn(l, g, c->next_pos + t, k, hd, ctx);
+                for (int i = 0; i < hd; i++) v[i] = k[i] * 0.5f + (float)(c->next_pos + t);
             }
-        }
+        if (kvcache_append(c, l, keys, values, n, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
     }
-    /* lengths advance after "attention", like forward.c */
-    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) c->heads[i].len += n;
     c->next_pos += n;
+    free(keys);
+    free(values);
 }
 
 static int after(Policy *p, KVCache *c, int start) {
@@ -270,20 +269,19 @@ static void test_kvcache(void) {
         KVCache c;
         Err err;
         CHECK(kvcache_init(&c, 1, 2, HD, 8192, &err) == 0, "%s", err.msg);
+        float *keys = xmalloc((size_t)1000 * 2 * HD * sizeof(float)), *values = xmalloc((size_t)1000 * 2 * HD * sizeof(float));
         for (int t0 = 0; t0 < N; t0 += 1000) {      /* grows 64 -> 8192 in steps */
-            CHECK(kvcache_reserve(&c, 0, 1000, &err) == 0, "%s", err.msg);
-            for (int g = 0; g < 2; g++) {
-                KVHead *h = kvcache_head(&c, 0, g);
-                for (int t = t0; t < t0 + 1000; t++) {
+            for (int t = t0; t < t0 + 1000; t++)
+                for (int g = 0; g < 2; g++)
                     for (int i = 0; i < HD; i++) {
-                        h->keys[(size_t)t * HD + i] = (float)(t * 7 + i + g);
-                        h->values[(size_t)t * HD + i] = (float)(t * 3 - i - g);
+                        keys[((size_t)(t - t0) * 2 + g) * HD + i] = (float)(t * 7 + i + g);
+                        values[((size_t)(t - t0) * 2 + g) * HD + i] = (float)(t * 3 - i - g);
                     }
-                    h->pos[t] = t;
-                }
-                h->len += 1000;
-            }
+            CHECK(kvcache_append(&c, 0, keys, values, 1000, &err) == 0, "%s", err.msg);
+            c.next_pos += 1000;
         }
+        free(keys);
+        free(values);
         const KVHead *h1 = kvcache_head(&c, 0, 1);
         CHECK(h1->cap == 8192 && h1->len == N, "cap %d len %d", h1->cap, h1->len);
         int bad = 0;
@@ -520,7 +518,7 @@ static void test_attention_policies(void) {
         /* recent 2: slots 6,7; heavy: slots 1 and 2 (mean 0.505 each; slot 0: 0.3) */
         CHECK_KEPT(&c, 0, 0, "1,2,6,7");
         /* the scores carry over: slot 1 (pos 1) kept its sum */
-        CHECK_CLOSE(policy_acc(p, 0, 0)[0], 8 * 1.0f - 1.0f, 1e-5, "acc of pos 1, head 0");
+        CHECK_CLOSE(policy_column(p, &c, "attention_sum", 0, 0)[0], 8 * 1.0f - 1.0f, 1e-5, "acc of pos 1, head 0");
         kvcache_free(&c);
         policy_free(p);
     }
@@ -557,7 +555,7 @@ static void test_attention_policies(void) {
             }
             policy_observe(p, 0, 0, start, row, h->pos, h->len);
             after(p, &c, start);
-            for (int j = 0; j < h->len; j++) bad += policy_acc(p, 0, 0)[j] != by_pos[h->pos[j]];
+            for (int j = 0; j < h->len; j++) bad += policy_column(p, &c, "attention_sum", 0, 0)[j] != by_pos[h->pos[j]];
         }
         CHECK(bad == 0, "%d slots whose accumulated attention is not their token's", bad);
         CHECK(kvcache_head(&c, 0, 0)->len == 5, "len %d", kvcache_head(&c, 0, 0)->len);
@@ -797,6 +795,106 @@ static void test_lagkv(void) {
     }
 }
 
+/* ---- a policy from outside src/: its own per-slot columns, no framework edit ---- */
+
+/* score = −‖v‖: keep the lowest value norms, from a column this file declares. */
+static float minus_value_norm(const float *key, const float *value, int hd) {
+    (void)key;
+    float ss = 0;
+    for (int i = 0; i < hd; i++) ss += value[i] * value[i];
+    return -sqrtf(ss);
+}
+
+/* queries_seen: per query head, how many queries gave the slot any attention. */
+static void count_queries(Policy *p, float *row, int layer, int head, int query_pos, const float *probs, int n_keys) {
+    (void)p; (void)layer; (void)head; (void)query_pos;
+    for (int j = 0; j < n_keys; j++) row[j] += probs[j] > 0;
+}
+
+static const PolicyColumn value_norm_column = { .name = "minus_value_norm", .fill = minus_value_norm };
+static const PolicyColumn seen_column = { .name = "queries_seen", .per_query_head = 1, .observe = count_queries };
+static const PolicyColumn *const vnorm_columns[] = { &value_norm_column, &seen_column, NULL };
+
+static const float *score_vnorm(Policy *p, const KVCache *c, int layer, int g, float *out) {
+    (void)out;
+    return policy_column(p, c, "minus_value_norm", layer, g);
+}
+
+static const PolicyParam no_params[] = { {0} };
+
+static const PolicyDef policy_test_vnorm = {
+    .name = "test-vnorm",
+    .rule = "test: keep the lowest value norms",
+    .spec = "-",
+    .params = no_params,
+    .columns = vnorm_columns,
+    .score = score_vnorm,
+};
+
+/* append() makes value = key/2 + t: these keys give value = hash/2, so value
+ * norms are in no particular order of position. */
+static void key_for_values(int layer, int g, int t, float *key, int hd, void *ctx) {
+    key_hash(layer, g, t, key, hd, ctx);
+    for (int i = 0; i < hd; i++) key[i] -= 2.0f * (float)t;
+}
+
+static float att_everywhere(int layer, int head, int q, int j) {
+    (void)layer; (void)head; (void)q; (void)j;
+    return 0.25f;
+}
+
+static void test_outside_policy(void) {
+    CASE("a policy defined in a test: its own columns are filled, observed and follow every eviction") {
+        CHECK(policy_register(&policy_test_vnorm) == 0, "registering test-vnorm failed");
+        CHECK(policy_register(&policy_test_vnorm) != 0, "a second test-vnorm was accepted");
+        enum { L = 2, H = 4, KV = 2, HD = 4, B = 6, PROMPT = 20, STEPS = 30 };
+        Config cfg = shape(L, H, KV, HD);
+        Policy *p = make("--policy test-vnorm --budget 6", &cfg, 64);
+        CHECK(policy_needs_attention(p), "a column that observes must install the observer");
+        KVCache c;
+        Err err;
+        kvcache_init(&c, L, KV, HD, 64, &err);
+        float vnorm[L][KV][PROMPT + STEPS];
+        int bad_kept = 0, bad_seen = 0;
+        for (int step = 0; step <= STEPS; step++) {
+            int start = c.next_pos, n = step == 0 ? PROMPT : 1;
+            append(p, &c, n, key_for_values, NULL);
+            for (int l = 0; l < L; l++)
+                for (int g = 0; g < KV; g++)
+                    for (int t = start; t < start + n; t++) {
+                        float k[HD], v[HD];
+                        key_for_values(l, g, t, k, HD, NULL);
+                        for (int i = 0; i < HD; i++) v[i] = k[i] * 0.5f + (float)t;
+                        vnorm[l][g][t] = -minus_value_norm(k, v, HD);
+                    }
+            observe_all(p, &c, n, att_everywhere);
+            after(p, &c, start);
+            for (int l = 0; l < L; l++)
+                for (int g = 0; g < KV; g++) {
+                    /* the score never changes, so the kept set is the B lowest of every token seen */
+                    int want[B], n_want = 0;
+                    for (int t = 0; t < c.next_pos; t++) {
+                        int lower = 0;
+                        for (int u = 0; u < c.next_pos; u++)
+                            lower += vnorm[l][g][u] < vnorm[l][g][t] || (vnorm[l][g][u] == vnorm[l][g][t] && u < t);
+                        if (lower < B) want[n_want++] = t;
+                    }
+                    const KVHead *h = kvcache_head(&c, l, g);
+                    bad_kept += h->len != n_want || memcmp(h->pos, want, (size_t)n_want * sizeof(int)) != 0;
+                    for (int q = g * (H / KV); q < (g + 1) * (H / KV); q++) {
+                        const float *seen = policy_column(p, &c, "queries_seen", l, q);
+                        for (int j = 0; j < h->len; j++) bad_seen += seen[j] != (float)(c.next_pos - h->pos[j]);
+                    }
+                }
+        }
+        CHECK(bad_kept == 0, "%d (step, head) kept sets are not the %d lowest value norms", bad_kept, B);
+        CHECK(bad_seen == 0, "%d slots whose query count is not next_pos - pos", bad_seen);
+        CHECK(policy_timing(p).evicted == (long)L * KV * (PROMPT + STEPS - B), "evicted %ld", policy_timing(p).evicted);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
 int main(void) {
     test_parsing();
     test_selection();
@@ -808,5 +906,6 @@ int main(void) {
     test_layer_budgets();
     test_parallel();
     test_lagkv();
+    test_outside_policy();
     return check_summary();
 }

@@ -216,7 +216,7 @@ static void test_evicted_attention(Fixture *fx, int n_prompt, const char *line) 
             KVCache c;
             forward_cache_init(&fx->m, &c, fx->ctx, &err);
             AttentionObserver obs = { run ? &part : &full, capture_row };
-            forward_set_observer(f, &obs);
+            forward_add_observer(f, &obs);
             if (policy_forward(p, f, &c, tok, n_prompt, NULL, &err) != 0) fail(err.msg);
             if (policy_forward(p, f, &c, tok + n_prompt, 1, NULL, &err) != 0) fail(err.msg);
             kvcache_free(&c);
@@ -251,6 +251,94 @@ static void test_evicted_attention(Fixture *fx, int n_prompt, const char *line) 
  * attention depend on q-k distances only, and evicting a prefix shifts query
  * and keys alike in `shifted` mode, so true and shifted must give the same
  * logits up to the rounding of different rotation angles. */
+/* Several observers and a policy that observes, at once: each observer sees
+ * its rows (two watching the same query see the same numbers), removing one
+ * leaves the others, and the policy evicts as it does alone. */
+static void test_observer_list(Fixture *fx) {
+    CASE("observers: three capture rows beside h2o's observer; removing two leaves the third") {
+        Err err;
+        int H = fx->m.cfg.n_heads, n = 24;
+        const char *line = "--policy h2o --budget 12 --schedule prefill";
+        RowCapture cap[3];
+        for (int i = 0; i < 3; i++)
+            cap[i] = (RowCapture){ 1, i < 2 ? n - 1 : n, H, fx->ctx, xmalloc((size_t)H * fx->ctx * sizeof(float)) };
+        char kept[2][4096];
+        for (int run = 0; run < 2; run++) {
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < H * fx->ctx; j++) cap[i].probs[j] = -1;
+            Policy *p = policy_from_line(line, &fx->m.cfg, fx->ctx);
+            Forward *f = forward_create(&fx->m, 512);
+            KVCache c;
+            forward_cache_init(&fx->m, &c, fx->ctx, &err);
+            AttentionObserver obs[3] = { { &cap[0], capture_row }, { &cap[1], capture_row }, { &cap[2], capture_row } };
+            for (int i = 0; i < 3 && run; i++) forward_add_observer(f, &obs[i]);
+            if (policy_forward(p, f, &c, fx->tokens, n, NULL, &err) != 0) fail(err.msg);
+            for (int i = 0; i < 2; i++) forward_remove_observer(f, &obs[i]);
+            if (policy_forward(p, f, &c, fx->tokens + n, 1, NULL, &err) != 0) fail(err.msg);
+            size_t used = 0;
+            for (int i = 0; i < c.n_layers * c.n_kv_heads; i++)
+                for (int j = 0; j < c.heads[i].len && used < sizeof kept[run] - 16; j++)
+                    used += (size_t)snprintf(kept[run] + used, sizeof kept[run] - used, "%d,", c.heads[i].pos[j]);
+            kvcache_free(&c);
+            forward_free(f);
+            policy_free(p);
+        }
+        int seen[3] = { 0, 0, 0 }, differ = 0;
+        for (int j = 0; j < H * fx->ctx; j++) {
+            for (int i = 0; i < 3; i++) seen[i] += cap[i].probs[j] >= 0;
+            differ += cap[0].probs[j] != cap[1].probs[j];
+        }
+        CHECK(seen[0] == H * n && seen[1] == H * n, "the prompt's last query: %d and %d entries, want %d",
+              seen[0], seen[1], H * n);
+        CHECK(differ == 0, "two observers of the same row saw %d different entries", differ);
+        CHECK(seen[2] == H * 13, "the decode query (12 kept + itself per head): %d entries, want %d", seen[2], H * 13);
+        CHECK(!strcmp(kept[0], kept[1]), "h2o kept other tokens with observers beside it");
+        for (int i = 0; i < 3; i++) free(cap[i].probs);
+    }
+}
+
+/* A token repeated at every position: at layer 0 its key is the same vector
+ * before RoPE at each position, so the cached norm (taken on append, before
+ * RoPE) is exactly the same and the tie goes to the lower positions (spec §1),
+ * for l2 and for l2-high. */
+static void test_repeated_token_ties(Fixture *fx) {
+    CASE("l2, l2-high: a repeated token's keys have exactly equal norms; the lowest positions win the tie") {
+        Err err;
+        enum { N = 16 };
+        int tokens[N], KV = fx->m.cfg.n_kv_heads;
+        for (int i = 0; i < N; i++) tokens[i] = fx->tokens[1];
+        const char *lines[4] = { "--policy l2 --budget 64 --skip-layers none", "--policy l2-high --budget 64 --skip-layers none",
+                                 "--policy l2 --budget 5 --skip-layers none --schedule prefill",
+                                 "--policy l2-high --budget 5 --skip-layers none --schedule prefill" };
+        const char *column[2] = { "minus_key_norm", "key_norm" };
+        for (int r = 0; r < 4; r++) {
+            Policy *p = policy_from_line(lines[r], &fx->m.cfg, fx->ctx);
+            Forward *f = forward_create(&fx->m, 512);
+            KVCache c;
+            forward_cache_init(&fx->m, &c, fx->ctx, &err);
+            if (policy_forward(p, f, &c, tokens, N, NULL, &err) != 0) fail(err.msg);
+            for (int g = 0; g < KV; g++) {
+                const KVHead *h = kvcache_head(&c, 0, g);
+                if (r < 2) {        /* nothing evicted: every slot's norm is slot 0's, bit for bit */
+                    const float *norm = policy_column(p, &c, column[r], 0, g);
+                    int unequal = 0;
+                    for (int j = 1; j < h->len; j++) unequal += memcmp(&norm[j], &norm[0], sizeof(float)) != 0;
+                    CHECK(h->len == N && unequal == 0, "%s: layer 0 head %d: %d of %d norms differ from slot 0's",
+                          lines[r], g, unequal, h->len);
+                } else {
+                    int wrong = h->len != 5;
+                    for (int j = 0; j < h->len && !wrong; j++) wrong = h->pos[j] != j;
+                    CHECK(!wrong, "%s: layer 0 head %d kept %d slots, first at position %d (want positions 0..4)",
+                          lines[r], g, h->len, h->len ? h->pos[0] : -1);
+                }
+            }
+            kvcache_free(&c);
+            forward_free(f);
+            policy_free(p);
+        }
+    }
+}
+
 static void test_shifted_window(Fixture *fx) {
     char name[256];
     snprintf(name, sizeof name, "%s: sliding window (no sinks): shifted == true positions up to rounding", fx->label);
@@ -354,6 +442,8 @@ int main(void) {
     test_evicted_attention(&fx, 40, "--policy l2 --budget 12 --skip-layers none --schedule prefill");
     test_evicted_attention(&fx, 40, "--policy h2o --budget 12 --schedule prefill");
     test_shifted_window(&fx);
+    test_observer_list(&fx);
+    test_repeated_token_ties(&fx);
     /* the observer path on 2 threads (heads handled by different threads) */
     ops_set_threads(2);
     run_policy(&fx, "--policy h2o --budget 4096", 1);

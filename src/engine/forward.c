@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,8 @@ struct Forward {
     int pos_cap;
     float *krot;
     int krot_cap;
-    AttentionObserver observer;
-    int has_observer;
+    AttentionObserver observers[FORWARD_MAX_OBSERVERS];
+    int n_observers;
     LayerHook layer_hook;     /* numerical guard (numcheck.h); NULL: none */
     void *layer_hook_ctx;
 };
@@ -57,7 +58,7 @@ Forward *forward_create(const Model *m, int max_batch) {
     size_t B = (size_t)f->max_batch;
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     f->x = alloc_floats(B * c->dim);
-    f->xb = alloc_floats(B * (c->dim > (int)q_dim ? (size_t)c->dim : q_dim));
+    f->xb = alloc_floats(B * c->dim);
     f->q = alloc_floats(B * q_dim);
     f->k = alloc_floats(B * kv_dim);
     f->v = alloc_floats(B * kv_dim);
@@ -88,14 +89,21 @@ int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err)
     return kvcache_init(cache, c->n_layers, c->n_kv_heads, c->head_dim, max_tokens, err);
 }
 
-void forward_set_observer(Forward *f, const AttentionObserver *obs) {
-    f->has_observer = obs != NULL && obs->attention != NULL;
-    if (f->has_observer) f->observer = *obs;
+void forward_add_observer(Forward *f, const AttentionObserver *obs) {
+    if (f->n_observers == FORWARD_MAX_OBSERVERS) {
+        fprintf(stderr, "kvlab: bug: more than %d attention observers\n", FORWARD_MAX_OBSERVERS);
+        abort();
+    }
+    f->observers[f->n_observers++] = *obs;
 }
 
-int forward_get_observer(const Forward *f, AttentionObserver *out) {
-    if (f->has_observer) *out = f->observer;
-    return f->has_observer;
+void forward_remove_observer(Forward *f, const AttentionObserver *obs) {
+    for (int i = 0; i < f->n_observers; i++)
+        if (f->observers[i].ctx == obs->ctx && f->observers[i].attention == obs->attention) {
+            memmove(&f->observers[i], &f->observers[i + 1], (size_t)(f->n_observers - i - 1) * sizeof *obs);
+            f->n_observers--;
+            return;
+        }
 }
 
 const float *forward_last_logits(const Forward *f) { return f->logits_last; }
@@ -117,6 +125,26 @@ static void embed(Forward *f, const int *tokens, int n) {
         else for (int i = 0; i < c->dim; i++) out[i] = bf16_to_f32(((const uint16_t *)E->data)[row + i]);
     }
 }
+
+static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int dim, float eps) {
+    const Kernels *k = kernels_get();
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int t = 0; t < n; t++) k->rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+}
+
+static void add_rows(float *x, const float *y, size_t count) {
+    for (size_t i = 0; i < count; i++) x[i] += y[i];
+}
+
+/* hb = silu(hb) * hb2, row by row.   hb, hb2: [n, hidden] */
+static void silu_mul_rows(Forward *f, int n) {
+    const Kernels *k = kernels_get();
+    int hidden = f->m->cfg.hidden_dim;
+    #pragma omp parallel for schedule(static) if (n > 8)
+    for (int t = 0; t < n; t++) k->silu_mul(f->hb + (size_t)t * hidden, f->hb2 + (size_t)t * hidden, hidden);
+}
+
+/* ---- positions (../shared/spec/methods.md §0): true, or shifted ----------- */
 
 /* cos/sin of pos * inv_freq[i], i < hd/2. The angle is formed in fp32 as
  * Hugging Face does, then cos/sin are taken in double. */
@@ -157,30 +185,56 @@ static void ensure_krot(Forward *f, int n_slots) {
     f->krot_cap = cap;
 }
 
-/* Positions `shifted`: rotate the query of token t of the block, head h, to
- * position len_g + t, where len_g is the length of its KV head before the
- * block: the query sits right after the cache, whatever was evicted. */
-static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, int t) {
+/* Positions `shifted`: rotate the query of token t of the n-token block, head
+ * h, to position len_g + t, where len_g is the length of its KV head before
+ * the block: the query sits right after the cache, whatever was evicted. */
+static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, int n, int t) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
     int half = c->head_dim / 2, group = c->n_heads / c->n_kv_heads;
     for (int h = 0; h < c->n_heads; h++) {
-        size_t p = (size_t)kvcache_head(cache, layer, h / group)->len + t;
+        size_t p = (size_t)kvcache_head(cache, layer, h / group)->len - n + t;
         k->rope(f->q + ((size_t)t * c->n_heads + h) * c->head_dim, 1, c->head_dim,
                 f->pos_cos + p * half, f->pos_sin + p * half, c->rope_pairing_halves);
     }
 }
 
+/* RoPE for the block's queries (q: [n, H*hd]) and its keys, which the cache
+ * already holds as they came out of Wk (its last n slots per KV head): so
+ * anything the cache derives from a key on append — a cached norm — sees the
+ * key before RoPE, and two equal keys at different positions stay equal there.
+ * Positions `true`: token t at its position next_pos + t (rope_angles), the
+ * cached keys rotated in place. `shifted`: only the queries, to the slot after
+ * their KV head's cache; the keys stay as they are, rotated to their slot
+ * index when attended (rotate_cached_keys). */
+static void rope_block(Forward *f, KVCache *cache, int layer, int n) {
+    const Config *c = &f->m->cfg;
+    const Kernels *k = kernels_get();
+    int hd = c->head_dim, q_dim = c->n_heads * hd;
+    for (int t = 0; t < n; t++) {
+        if (cache->shifted) {
+            rope_queries_shifted(f, cache, layer, n, t);
+            continue;
+        }
+        const float *cs = f->rope_cos + (size_t)t * (hd / 2), *sn = f->rope_sin + (size_t)t * (hd / 2);
+        k->rope(f->q + (size_t)t * q_dim, c->n_heads, hd, cs, sn, c->rope_pairing_halves);
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            KVHead *kv = kvcache_head(cache, layer, g);
+            k->rope(kv->keys + (size_t)(kv->len - n + t) * hd, 1, hd, cs, sn, c->rope_pairing_halves);
+        }
+    }
+}
+
 /* Positions `shifted`: krot[g] = the pre-RoPE keys of KV head g (the block's
  * included), slot i rotated to position i.   krot: [KV, krot_cap, hd] */
-static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer, int n) {
+static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
     int hd = c->head_dim, half = hd / 2;
     for (int g = 0; g < c->n_kv_heads; g++) {
         const KVHead *kv = kvcache_head(cache, layer, g);
         float *dst = f->krot + (size_t)g * f->krot_cap * hd;
-        int n_slots = kv->len + n;
+        int n_slots = kv->len;
         #pragma omp parallel for schedule(static) if (n_slots > 256)
         for (int i = 0; i < n_slots; i++) {
             memcpy(dst + (size_t)i * hd, kv->keys + (size_t)i * hd, (size_t)hd * sizeof(float));
@@ -190,68 +244,52 @@ static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer, int 
     }
 }
 
-static void rmsnorm_rows(float *out, const float *x, const float *weight, int n, int dim, float eps) {
-    const Kernels *k = kernels_get();
-    #pragma omp parallel for schedule(static) if (n > 8)
-    for (int t = 0; t < n; t++) k->rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, weight, dim, eps);
+/* The keys KV head g is attended with: as cached, or (shifted) rotated to
+ * their slot indices by rotate_cached_keys.   [len, hd] */
+static const float *attended_keys(const Forward *f, const KVCache *cache, int layer, int g) {
+    if (cache->shifted) return f->krot + (size_t)g * f->krot_cap * f->m->cfg.head_dim;
+    return kvcache_head(cache, layer, g)->keys;
 }
 
-static void add_rows(float *x, const float *y, size_t count) {
-    for (size_t i = 0; i < count; i++) x[i] += y[i];
-}
+/* ---- attention -------------------------------------------------------------- */
 
-/* Append the block's keys and values to every KV head of `layer`. */
-static void cache_append(Forward *f, KVCache *cache, int layer, int pos0, int n) {
-    int hd = f->m->cfg.head_dim, KV = f->m->cfg.n_kv_heads;
-    for (int g = 0; g < KV; g++) {
-        KVHead *h = kvcache_head(cache, layer, g);
-        for (int t = 0; t < n; t++) {
-            size_t slot = (size_t)h->len + t;
-            memcpy(h->keys + slot * hd, f->k + ((size_t)t * KV + g) * hd, (size_t)hd * sizeof(float));
-            memcpy(h->values + slot * hd, f->v + ((size_t)t * KV + g) * hd, (size_t)hd * sizeof(float));
-            h->pos[slot] = pos0 + t;
-        }
-    }
-}
-
-/* One attention row: query t of the block, head h, over the n_keys slots it
- * may see; writes the head's output into f->att. */
-static void attend_row(Forward *f, const KVCache *cache, int layer, int pos0, int t, int h) {
+/* One attention row: query t of the n-token block, head h, over the n_keys
+ * slots it may see; writes the head's output into f->att. */
+static void attend_row(Forward *f, const KVCache *cache, int layer, int n, int t, int h) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
     int H = c->n_heads, hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
     const KVHead *kv = kvcache_head(cache, layer, g);
-    const float *keys = cache->shifted ? f->krot + (size_t)g * f->krot_cap * hd : kv->keys;
-    int n_keys = kv->len + t + 1;
+    int n_keys = kv->len - n + t + 1;    /* the block is cached: its later tokens are masked */
     float *scores = f->scores + (size_t)omp_get_thread_num() * f->scores_cap;
     const float *q = f->q + ((size_t)t * H + h) * hd;
-    k->attn_scores(scores, q, keys, n_keys, hd, 1.0f / sqrtf((float)hd));
+    k->attn_scores(scores, q, attended_keys(f, cache, layer, g), n_keys, hd, 1.0f / sqrtf((float)hd));
     k->softmax(scores, n_keys);
-    if (f->has_observer)
-        f->observer.attention(f->observer.ctx, layer, h, pos0 + t, scores, kv->pos, n_keys);
+    for (int i = 0; i < f->n_observers; i++)
+        f->observers[i].attention(f->observers[i].ctx, layer, h, cache->next_pos + t, scores, kv->pos, n_keys);
     k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
 }
 
-/* Causal attention of the block's queries over the cache. Query t of the block
- * sees every slot that was cached before the block plus the block's first t+1
- * tokens (its own key included). The heads' lengths are advanced afterwards.
+/* Causal attention of the block's queries over the cache, which already holds
+ * the block. Query t of the block sees every slot that was cached before the
+ * block plus the block's first t+1 tokens (its own key included).
  * Without an observer every (query, head) row is its own task; with one, each
  * head is one task that runs its queries in order, so an observer may
  * accumulate per head without locks and always in the same order (forward.h). */
-static void attention(Forward *f, KVCache *cache, int layer, int pos0, int n) {
-    const Config *c = &f->m->cfg;
-    int H = c->n_heads;
-    if (cache->shifted) rotate_cached_keys(f, cache, layer, n);
-    if (!f->has_observer) {
+static void attention(Forward *f, const KVCache *cache, int layer, int n) {
+    int H = f->m->cfg.n_heads;
+    if (cache->shifted) rotate_cached_keys(f, cache, layer);
+    if (f->n_observers == 0) {
         #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
-        for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, pos0, th / H, th % H);
+        for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, n, th / H, th % H);
     } else {
         #pragma omp parallel for schedule(dynamic, 1) if (H > 1)
         for (int h = 0; h < H; h++)
-            for (int t = 0; t < n; t++) attend_row(f, cache, layer, pos0, t, h);
+            for (int t = 0; t < n; t++) attend_row(f, cache, layer, n, t, h);
     }
-    for (int g = 0; g < c->n_kv_heads; g++) kvcache_head(cache, layer, g)->len += n;
 }
+
+/* ---- room for a block ----------------------------------------------------------- */
 
 static void ensure_scores(Forward *f, int n_keys) {
     int threads = omp_get_max_threads();
@@ -262,69 +300,65 @@ static void ensure_scores(Forward *f, int n_keys) {
     f->scores = alloc_floats((size_t)f->scores_cap * threads);
 }
 
-/* ---- one pass over a block of at most max_batch tokens -------------------- */
-
-static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, float *logits_all, Err *err) {
-    const Model *m = f->m;
-    const Config *c = &m->cfg;
-    const Kernels *k = kernels_get();
-    int dim = c->dim, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
-    int q_dim = H * hd, kv_dim = KV * hd;
-    int pos0 = cache->next_pos;
-
+/* Room for n more tokens: slots in every head of the cache, and scratch for
+ * the longest head's attention rows (and, shifted, its rotated keys). */
+static int make_room(Forward *f, KVCache *cache, int n, Err *err) {
+    const Config *c = &f->m->cfg;
     for (int l = 0; l < c->n_layers; l++)
         if (kvcache_reserve(cache, l, n, err) != 0) return -1;
     int longest = 0;
-    for (int i = 0; i < c->n_layers * KV; i++)
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++)
         if (cache->heads[i].len > longest) longest = cache->heads[i].len;
     ensure_scores(f, longest + n);
     if (cache->shifted) {
         ensure_pos_table(f, longest + n);
         ensure_krot(f, longest + n);
     }
+    return 0;
+}
 
-    embed(f, tokens, n);
-    rope_angles(f, pos0, n);
+/* ---- one pass over a block of at most max_batch tokens -------------------- */
+
+/* The model, in the order of forward.h's math. Shapes are per block of n
+ * tokens; H query heads and KV key/value heads of hd channels. */
+static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, float *logits_all, Err *err) {
+    const Model *m = f->m;
+    const Config *c = &m->cfg;
+    int dim = c->dim, hidden = c->hidden_dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    if (make_room(f, cache, n, err) != 0) return -1;
+
+    embed(f, tokens, n);                                       /* x = the tokens' embedding rows      [n, dim] */
+    rope_angles(f, cache->next_pos, n);                        /* cos/sin of each token's position   [n, hd/2] */
 
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
         /* attention block */
-        rmsnorm_rows(f->xb, f->x, w->attn_norm, n, dim, c->norm_eps);
+        rmsnorm_rows(f->xb, f->x, w->attn_norm, n, dim, c->norm_eps);   /* xb = rmsnorm(x)       [n, dim] */
         const MatmulOut qkv[3] = {{f->q, q_dim, &w->wq}, {f->k, kv_dim, &w->wk}, {f->v, kv_dim, &w->wv}};
-        op_matmul_many(qkv, 3, f->xb, dim, n);     /* q, k, v = xb Wq, xb Wk, xb Wv */
-        for (int t = 0; t < n; t++) {
-            if (cache->shifted) {   /* keys stay pre-RoPE: attention() rotates them per slot */
-                rope_queries_shifted(f, cache, l, t);
-                continue;
-            }
-            const float *cs = f->rope_cos + (size_t)t * (hd / 2), *sn = f->rope_sin + (size_t)t * (hd / 2);
-            k->rope(f->q + (size_t)t * q_dim, H, hd, cs, sn, c->rope_pairing_halves);
-            k->rope(f->k + (size_t)t * kv_dim, KV, hd, cs, sn, c->rope_pairing_halves);
-        }
-        cache_append(f, cache, l, pos0, n);
-        attention(f, cache, l, pos0, n);
-        op_matmul(f->xb, dim, f->att, q_dim, &w->wo, n);
-        add_rows(f->x, f->xb, (size_t)n * dim);
+        op_matmul_many(qkv, 3, f->xb, dim, n);     /* q = xb Wq^T [n, H*hd]; k, v = xb Wk^T, xb Wv^T [n, KV*hd] */
+        if (kvcache_append(cache, l, f->k, f->v, n, err) != 0) return -1;   /* cache <- k, v: n more slots per KV head */
+        rope_block(f, cache, l, n);                                     /* rotate q and the cached k by position */
+        attention(f, cache, l, n);                 /* att_h = softmax(q_h K_g^T / sqrt(hd)) V_g  [n, H*hd] */
+        op_matmul(f->xb, dim, f->att, q_dim, &w->wo, n);                /* xb = att Wo^T         [n, dim] */
+        add_rows(f->x, f->xb, (size_t)n * dim);                         /* x += xb (residual) */
         /* feed-forward block (SwiGLU) */
-        rmsnorm_rows(f->xb, f->x, w->ffn_norm, n, dim, c->norm_eps);
-        const MatmulOut gate_up[2] = {{f->hb, c->hidden_dim, &w->w_gate}, {f->hb2, c->hidden_dim, &w->w_up}};
-        op_matmul_many(gate_up, 2, f->xb, dim, n); /* hb, hb2 = xb Wgate, xb Wup */
-        #pragma omp parallel for schedule(static) if (n > 8)
-        for (int t = 0; t < n; t++)
-            k->silu_mul(f->hb + (size_t)t * c->hidden_dim, f->hb2 + (size_t)t * c->hidden_dim, c->hidden_dim);
-        op_matmul(f->xb, dim, f->hb, c->hidden_dim, &w->w_down, n);
-        add_rows(f->x, f->xb, (size_t)n * dim);
+        rmsnorm_rows(f->xb, f->x, w->ffn_norm, n, dim, c->norm_eps);    /* xb = rmsnorm(x)       [n, dim] */
+        const MatmulOut gate_up[2] = {{f->hb, hidden, &w->w_gate}, {f->hb2, hidden, &w->w_up}};
+        op_matmul_many(gate_up, 2, f->xb, dim, n);                      /* hb, hb2 = xb Wgate^T, xb Wup^T [n, hidden] */
+        silu_mul_rows(f, n);                                            /* hb = silu(hb) * hb2   [n, hidden] */
+        op_matmul(f->xb, dim, f->hb, hidden, &w->w_down, n);            /* xb = hb Wdown^T       [n, dim] */
+        add_rows(f->x, f->xb, (size_t)n * dim);                         /* x += xb (residual) */
         if (f->layer_hook) f->layer_hook(f->layer_hook_ctx, l, f->x, n, dim);
     }
     cache->next_pos += n;
 
-    /* classifier: every row if asked, else only the last */
+    /* classifier: logits = rmsnorm(x) Wcls^T, every row if asked [n, vocab], else only the last [1, vocab] */
     if (logits_all) {
         rmsnorm_rows(f->xb, f->x, m->w.final_norm, n, dim, c->norm_eps);
         op_matmul(logits_all, c->vocab_size, f->xb, dim, &m->w.classifier, n);
         memcpy(f->logits_last, logits_all + (size_t)(n - 1) * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
     } else {
-        k->rmsnorm(f->xb, f->x + (size_t)(n - 1) * dim, m->w.final_norm, dim, c->norm_eps);
+        kernels_get()->rmsnorm(f->xb, f->x + (size_t)(n - 1) * dim, m->w.final_norm, dim, c->norm_eps);
         op_matmul(f->logits_last, c->vocab_size, f->xb, dim, &m->w.classifier, 1);
     }
     return 0;

@@ -8,9 +8,10 @@
  *   x = embed(tokens)                                   [n, dim]
  *   for each layer:
  *     xb = rmsnorm(x) ; q,k,v = xb Wq^T, xb Wk^T, xb Wv^T  [n, H*hd], [n, KV*hd]
- *     rope(q, k) ; cache <- k, v      (positions `shifted`, kvcache.h: keys are
- *                                       cached pre-RoPE, rotated to their slot index
- *                                       here; q to position = the head's length)
+ *     cache <- k, v ; rope(q, k)      (the cache sees k before RoPE; positions
+ *                                       `shifted`, kvcache.h: keys stay pre-RoPE in
+ *                                       the cache, rotated to their slot index at
+ *                                       attention; q to position = the head's length)
  *     per query head h (KV head g = h / (H/KV)):
  *       a = softmax(q_h . K_g^T / sqrt(hd)) over visible slots ; o_h = a V_g
  *     x += o Wo^T
@@ -46,11 +47,15 @@ void forward_free(Forward *f);
 /* A KV cache sized for this model (max_tokens = context length to allow). */
 int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err);
 
-/* NULL to stop observing. Without an observer the attention rows are spread
- * over threads per (query, head); with one, per head (see above). */
-void forward_set_observer(Forward *f, const AttentionObserver *obs);
-/* The observer installed now (returns 0 and leaves *out alone if none). */
-int forward_get_observer(const Forward *f, AttentionObserver *out);
+/* The observers: a short list, each row goes to every one in the order they
+ * were added (a tracer and a policy may watch the same forward). Without an
+ * observer the attention rows are spread over threads per (query, head); with
+ * one, per head (see above). Adding more than FORWARD_MAX_OBSERVERS is a bug
+ * (abort); removing one that is not there does nothing. An observer is known
+ * by its ctx and callback. */
+#define FORWARD_MAX_OBSERVERS 4
+void forward_add_observer(Forward *f, const AttentionObserver *obs);
+void forward_remove_observer(Forward *f, const AttentionObserver *obs);
 
 /* Called after every layer with the block's residual stream x [n, dim], e.g.
  * by the numerical guard (numcheck.h) to find the first layer that produced a

@@ -36,6 +36,7 @@ static void head_free(KVHead *h, int head_dim) {
     big_free(h->keys, rows_bytes(h->cap, head_dim));
     big_free(h->values, rows_bytes(h->cap, head_dim));
     free(h->pos);
+    free(h->columns);
     memset(h, 0, sizeof *h);
 }
 
@@ -60,8 +61,19 @@ int kvcache_set_shifted(KVCache *c, int shifted, Err *err) {
     return 0;
 }
 
+/* Side-column rows of `cap` slots holding the first `len` of old[rows][old_cap]. */
+static float *columns_resize(float *old, int rows, int old_cap, int len, int cap) {
+    if (rows == 0) { free(old); return NULL; }
+    float *cols = xcalloc((size_t)rows * cap, sizeof(float));
+    for (int r = 0; r < rows && len > 0; r++)
+        memcpy(cols + (size_t)r * cap, old + (size_t)r * old_cap, (size_t)len * sizeof(float));
+    free(old);
+    return cols;
+}
+
 /* New arrays of `cap` slots holding the `len` slots in use (len <= cap). */
-static void head_resize(KVHead *h, int cap, int head_dim) {
+static void head_resize(const KVCache *c, KVHead *h, int cap) {
+    int head_dim = c->head_dim;
     float *keys = rows_alloc(cap, head_dim), *values = rows_alloc(cap, head_dim);
     if (h->len > 0) {
         memcpy(keys, h->keys, rows_bytes(h->len, head_dim));
@@ -72,7 +84,43 @@ static void head_resize(KVHead *h, int cap, int head_dim) {
     h->keys = keys;
     h->values = values;
     h->pos = xrealloc(h->pos, (size_t)cap * sizeof(int));
+    h->columns = columns_resize(h->columns, c->n_column_rows, h->cap, h->len, cap);
     h->cap = cap;
+}
+
+static int same_columns(const KVCache *c, const KVColumn *cols, int n) {
+    if (n != c->n_columns) return 0;
+    for (int i = 0; i < n; i++)
+        if (strcmp(cols[i].name, c->columns[i].name) || cols[i].rows != c->columns[i].rows ||
+            cols[i].fill != c->columns[i].fill)
+            return 0;
+    return 1;
+}
+
+int kvcache_has_columns(const KVCache *c, const KVColumn *cols, int n) { return same_columns(c, cols, n); }
+
+int kvcache_set_columns(KVCache *c, const KVColumn *cols, int n, Err *err) {
+    if (same_columns(c, cols, n)) return 0;
+    if (n > KVCACHE_MAX_COLUMNS)
+        return err_set(err, "kv cache: %d side columns, at most %d", n, KVCACHE_MAX_COLUMNS);
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++)
+        if (c->heads[i].len > 0)
+            return err_set(err, "kv cache: the side columns can only change on an empty cache");
+    for (int i = 0; i < n; i++)
+        if (cols[i].rows < 1) return err_set(err, "kv cache: side column '%s' has %d rows", cols[i].name, cols[i].rows);
+    c->n_columns = n;
+    c->n_column_rows = 0;
+    for (int i = 0; i < n; i++) {
+        c->columns[i] = cols[i];
+        c->column_row[i] = c->n_column_rows;
+        c->n_column_rows += cols[i].rows;
+    }
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) {
+        KVHead *h = &c->heads[i];
+        free(h->columns);
+        h->columns = h->cap && c->n_column_rows ? xcalloc((size_t)c->n_column_rows * h->cap, sizeof(float)) : NULL;
+    }
+    return 0;
 }
 
 int kvcache_reserve(KVCache *c, int layer, int extra, Err *err) {
@@ -86,53 +134,81 @@ int kvcache_reserve(KVCache *c, int layer, int extra, Err *err) {
         long cap = h->cap ? h->cap : 64;
         while (cap < need) cap *= 2;
         if (cap > c->max_tokens) cap = c->max_tokens;
-        head_resize(h, (int)cap, c->head_dim);
+        head_resize(c, h, (int)cap);
     }
     return 0;
 }
 
-/* Move slots [src, src+count) down to [dst, dst+count) (dst <= src). */
-static void move_slots(KVHead *h, size_t d, int dst, int src, int count) {
+int kvcache_append(KVCache *c, int layer, const float *keys, const float *values, int n, Err *err) {
+    if (kvcache_reserve(c, layer, n, err) != 0) return -1;
+    size_t d = (size_t)c->head_dim, KV = (size_t)c->n_kv_heads;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        KVHead *h = kvcache_head(c, layer, g);
+        for (int t = 0; t < n; t++) {
+            size_t slot = (size_t)h->len + t, row = ((size_t)t * KV + g) * d;
+            memcpy(h->keys + slot * d, keys + row, d * sizeof(float));
+            memcpy(h->values + slot * d, values + row, d * sizeof(float));
+            h->pos[slot] = c->next_pos + t;
+        }
+        for (int col = 0; col < c->n_columns; col++) {
+            const KVColumn *sc = &c->columns[col];
+            for (int t = 0; t < n; t++) {
+                size_t slot = (size_t)h->len + t;
+                float v = sc->fill ? sc->fill(h->keys + slot * d, h->values + slot * d, c->head_dim) : 0.0f;
+                for (int r = 0; r < sc->rows; r++) kvcache_column(c, layer, g, col, r)[slot] = v;
+            }
+        }
+        h->len += n;
+    }
+    return 0;
+}
+
+/* Move slots [src, src+count) down to [dst, dst+count) (dst <= src), side
+ * columns included. */
+static void move_slots(const KVCache *c, KVHead *h, int dst, int src, int count) {
     if (dst == src || count <= 0) return;
+    size_t d = (size_t)c->head_dim;
     memmove(h->keys + (size_t)dst * d, h->keys + (size_t)src * d, (size_t)count * d * sizeof(float));
     memmove(h->values + (size_t)dst * d, h->values + (size_t)src * d, (size_t)count * d * sizeof(float));
     memmove(h->pos + dst, h->pos + src, (size_t)count * sizeof(int));
+    for (int r = 0; r < c->n_column_rows; r++) {
+        float *row = h->columns + (size_t)r * h->cap;
+        memmove(row + dst, row + src, (size_t)count * sizeof(float));
+    }
 }
 
 /* Give memory back when a head is far below its allocation. */
-static void shrink(KVHead *h, int head_dim) {
+static void shrink(const KVCache *c, KVHead *h) {
     if (h->cap <= 256 || h->len >= h->cap / 4) return;
     int cap = h->cap;
     while (cap > 64 && h->len < cap / 4) cap /= 2;
-    head_resize(h, cap, head_dim);
+    head_resize(c, h, cap);
 }
 
 void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep) {
     KVHead *h = kvcache_head(c, layer, kv_head);
-    size_t d = (size_t)c->head_dim;
     /* keep[] ascending, so keep[i] >= i: moving down never overwrites a kept slot.
      * A run keep[i..i+r) of consecutive slots moves in one piece (evicting one
      * token of 2048 is one memmove of the tail, not 2047 small ones). */
     for (int i = 0; i < n_keep;) {
         int r = 1;
         while (i + r < n_keep && keep[i + r] == keep[i] + r) r++;
-        move_slots(h, d, i, keep[i], r);
+        move_slots(c, h, i, keep[i], r);
         i += r;
     }
     h->len = n_keep;
-    shrink(h, c->head_dim);
+    shrink(c, h);
 }
 
 void kvcache_evict(KVCache *c, int layer, int kv_head, const int *slots, int n) {
     KVHead *h = kvcache_head(c, layer, kv_head);
-    size_t d = (size_t)c->head_dim;
     /* the run between evicted slot i-1 and slot i moves down by i places */
     for (int i = 0; i < n; i++) {
         int start = slots[i] + 1, end = i + 1 < n ? slots[i + 1] : h->len;
-        move_slots(h, d, start - (i + 1), start, end - start);
+        move_slots(c, h, start - (i + 1), start, end - start);
     }
     h->len -= n;
-    shrink(h, c->head_dim);
+    shrink(c, h);
 }
 
 static size_t slot_bytes(const KVCache *c) { return 2 * (size_t)c->head_dim * sizeof(float) + sizeof(int); }

@@ -7,9 +7,12 @@
  *                            position; `shifted`: stored before RoPE (see below)
  *   values [cap][head_dim]
  *   pos    [cap]             the token's ORIGINAL position in the sequence
+ *   columns[rows][cap]       side columns: per-slot floats someone registered
+ *                            (a policy's accumulated attention, a cached key norm)
  *
  * Slots [0, len) are in use, in the order tokens arrived (eviction compacts them,
- * keeping that order). Arrays grow by doubling up to `max_tokens` and shrink
+ * keeping that order, side columns included: the cache is the one owner of
+ * slot order). Arrays grow by doubling up to `max_tokens` and shrink
  * again when an eviction leaves them mostly empty, so KV bytes in use are real.
  * Arrays of 2 MiB and more are on transparent huge pages (big_alloc). */
 #ifndef KVLAB_KVCACHE_H
@@ -23,9 +26,26 @@ typedef struct {
     float *keys;
     float *values;
     int *pos;
+    float *columns;   /* [n_column_rows][cap]: the side columns' rows (kvcache_column) */
     int len;     /* slots in use */
     int cap;     /* slots allocated */
 } KVHead;
+
+/* A side column: `rows` floats per slot of every (layer, KV head), e.g. one
+ * row per query head of the group for an attention statistic, or one row for
+ * a value computed from the key. A new slot gets fill(its key, its value) in
+ * every row (0 without fill); eviction moves the rows with the slots. fill
+ * is a plain function of the slot's key and value: it must not depend on
+ * anything that may be gone when the cache appends (a column outlives the
+ * code that registered it until the next kvcache_set_columns). */
+typedef float (*KVColumnFill)(const float *key, const float *value, int head_dim);
+typedef struct {
+    const char *name;
+    int rows;
+    KVColumnFill fill;
+} KVColumn;
+
+#define KVCACHE_MAX_COLUMNS 8
 
 typedef struct {
     int n_layers, n_kv_heads, head_dim;
@@ -38,6 +58,10 @@ typedef struct {
      * Set before the first token (kvcache_set_shifted); both modes give the same
      * logits while nothing has been evicted. */
     int shifted;
+    int n_columns;      /* side columns (kvcache_set_columns) */
+    KVColumn columns[KVCACHE_MAX_COLUMNS];
+    int column_row[KVCACHE_MAX_COLUMNS];   /* the first row of each in KVHead.columns */
+    int n_column_rows;
     KVHead *heads;      /* [n_layers * n_kv_heads] */
 } KVCache;
 
@@ -51,20 +75,42 @@ static inline KVHead *kvcache_head(const KVCache *c, int layer, int kv_head) {
     return &c->heads[(size_t)layer * c->n_kv_heads + kv_head];
 }
 
+/* Replace the side columns by cols[0..n) (only on an empty cache; the same
+ * set again keeps them as they are). */
+int kvcache_set_columns(KVCache *c, const KVColumn *cols, int n, Err *err);
+/* 1 if the cache's side columns are exactly cols[0..n) (same names and rows). */
+int kvcache_has_columns(const KVCache *c, const KVColumn *cols, int n);
+/* Row `row` of side column `column` of (layer, kv_head), indexed by slot:
+ * valid for slots [0, len) until the next append, keep or evict. */
+static inline float *kvcache_column(const KVCache *c, int layer, int kv_head, int column, int row) {
+    const KVHead *h = kvcache_head(c, layer, kv_head);
+    return h->columns + (size_t)(c->column_row[column] + row) * h->cap;
+}
+
 /* Make room for `extra` more slots in every head of `layer` (grows the arrays).
  * Returns -1 if a head would exceed max_tokens. */
 int kvcache_reserve(KVCache *c, int layer, int extra, Err *err);
 
+/* Append n tokens to every KV head of `layer`: token t, head g takes the key
+ * keys[(t * n_kv_heads + g) * head_dim ..] and the value at the same place in
+ * values (the forward pass's [n, KV, head_dim] rows), the position
+ * next_pos + t, and in every side column its fill value. The heads' lengths grow by n at once; next_pos is the
+ * caller's to advance once every layer has the block (forward() does).
+ * Returns -1 (and appends nothing) if a head would exceed max_tokens. */
+int kvcache_append(KVCache *c, int layer, const float *keys, const float *values, int n, Err *err);
+
 /* Keep only the slots listed in keep[0..n_keep) (strictly ascending slot
- * indices) of one head, compacting them to the front in that order (runs of
- * consecutive kept slots move with one memmove); releases memory when the head
- * becomes much smaller than its allocation. */
+ * indices) of one head, compacting them (keys, values, positions and side
+ * columns) to the front in that order (runs of consecutive kept slots move
+ * with one memmove); releases memory when the head becomes much smaller than
+ * its allocation. */
 void kvcache_keep(KVCache *c, int layer, int kv_head, const int *keep, int n_keep);
 /* The same, given the n slots to remove instead (strictly ascending): cheaper
  * when a decode step evicts a few tokens of a long head. */
 void kvcache_evict(KVCache *c, int layer, int kv_head, const int *slots, int n);
 
-/* Bytes of keys+values+positions allocated / in use, over all heads. */
+/* Bytes of keys+values+positions allocated / in use, over all heads (side
+ * columns are bookkeeping of whoever registered them, not KV memory). */
 size_t kvcache_bytes_allocated(const KVCache *c);
 size_t kvcache_bytes_used(const KVCache *c);
 /* Slots in use over all heads (bytes_used / bytes per slot). */

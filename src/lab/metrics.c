@@ -498,9 +498,10 @@ LayerSink correlator_layer_sink(const Correlator *c, int layer) {
     return ls;
 }
 
-/* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call, computed
- * exactly as the l2 policy does (policy_l2.c), so "keep-lowest-norm" here
- * ranks the tokens as that policy would. The cache of a correlator run only
+/* ‖k‖ = sqrt(Σ_c k_c²) of the slots appended since the last call, with the
+ * l2 policy's formula (policy_l2.c), so "keep-lowest-norm" here ranks the
+ * tokens as that policy would. The policy takes the norm before RoPE, this
+ * the cached key (after RoPE with `true` positions): equal up to rounding. The cache of a correlator run only
  * grows (no eviction), so earlier slots keep their norm. */
 static void update_norms(Correlator *c, const KVCache *cache, int lg) {
     const KVHead *kv = &cache->heads[lg];
@@ -552,9 +553,9 @@ static int run_step(Correlator *c, Forward *f, KVCache *cache, const int *ids, i
                     int capture_pos, const StepHook *hook, Err *err) {
     AttentionObserver obs = { c, correlator_observe };
     c->target_pos = capture_pos;
-    forward_set_observer(f, capture_pos >= 0 ? &obs : NULL);
+    if (capture_pos >= 0) forward_add_observer(f, &obs);
     int rc = forward(f, cache, ids, n, NULL, err);
-    forward_set_observer(f, NULL);
+    forward_remove_observer(f, &obs);
     c->target_pos = -1;
     if (rc == 0 && hook && hook->step) hook->step(hook->ctx, n);
     return rc;
@@ -814,18 +815,18 @@ static int probe_collect(PolicyProbe *pp, int step, Err *err) {
     return 0;
 }
 
-/* Both caches take the same tokens; the observer is ours during the policy's
- * forward (policy_forward chains its own after it) and during the full one. */
+/* Both caches take the same tokens; our observer watches the policy's forward
+ * (policy_forward adds its own after it) and the full one. */
 static int probe_forward(PolicyProbe *pp, Forward *f, KVCache *full, KVCache *pcache, struct Policy *policy,
                          const int *ids, int n, int capture_pos, Err *err) {
     AttentionObserver obs = { pp, probe_observe };
     pp->target_pos = capture_pos;
     pp->phase = PHASE_POLICY;
-    forward_set_observer(f, capture_pos >= 0 ? &obs : NULL);
+    if (capture_pos >= 0) forward_add_observer(f, &obs);
     int rc = policy_forward(policy, f, pcache, ids, n, NULL, err);
     pp->phase = PHASE_FULL;
     if (rc == 0) rc = forward(f, full, ids, n, NULL, err);   /* last: its logits choose the next token */
-    forward_set_observer(f, NULL);
+    forward_remove_observer(f, &obs);
     pp->target_pos = -1;
     return rc;
 }

@@ -158,7 +158,8 @@ static void tracer_observe(void *ctx, int layer, int head, int query_pos,
         if (key_pos[j] >= 0 && key_pos[j] < t->P) out[key_pos[j]] = probs[j];
 }
 
-/* sqrt(Σ x²), as the l2 policy and the golden test take it. */
+/* sqrt(Σ x²), as the l2 policy and the golden test take it (here of the
+ * cached key: after RoPE with `true` positions; the policy's is before). */
 static float l2_norm(const float *x, int n) {
     return sqrtf(kernels_get()->sum_squares(x, n));
 }
@@ -179,29 +180,23 @@ static void record_norms(Tracer *t, const KVCache *cache) {
         }
 }
 
-/* With a policy: our rows, then the policy's attention statistics. */
-static void tracer_observe_with_policy(void *ctx, int layer, int head, int query_pos,
-                                       const float *probs, const int *key_pos, int n_keys) {
-    Tracer *t = ctx;
-    tracer_observe(t, layer, head, query_pos, probs, key_pos, n_keys);
-    policy_observe(t->policy, layer, head, query_pos, probs, key_pos, n_keys);
-}
-
 /* One forward(), between the policy's two halves when there is one, so the
  * norms of this forward's tokens are recorded before the policy may evict
- * them. The observer is installed only when one of these positions is a
- * recorded query or the policy scores by attention (the engine's
+ * them. Our observer is added only when one of these positions is a recorded
+ * query, the policy's only when it scores by attention (the engine's
  * observer-free attention path is faster). */
 static int traced_forward(Tracer *t, Forward *f, KVCache *cache, const int *ids, int n,
                           const StepHook *hook, Err *err) {
     int p0 = cache->next_pos, wanted = 0;
     for (int p = p0; p < p0 + n && p < t->P && !wanted; p++) wanted = t->query_row[p] >= 0;
-    int policy_sees = t->policy && policy_needs_attention(t->policy);
-    AttentionObserver obs = { t, policy_sees ? tracer_observe_with_policy : tracer_observe };
+    AttentionObserver mine = { t, tracer_observe }, policy_obs;
+    int policy_sees = policy_observer(t->policy, &policy_obs);
     if (policy_before_forward(t->policy, cache, n, err) != 0) return -1;
-    forward_set_observer(f, wanted || policy_sees ? &obs : NULL);
+    if (wanted) forward_add_observer(f, &mine);
+    if (policy_sees) forward_add_observer(f, &policy_obs);
     int rc = forward(f, cache, ids, n, NULL, err);
-    forward_set_observer(f, NULL);
+    forward_remove_observer(f, &mine);
+    forward_remove_observer(f, &policy_obs);
     if (rc != 0) return -1;
     if (t->guard && numguard_check(t->guard, forward_last_logits(f), 1, err) != 0) return -1;
     record_norms(t, cache);

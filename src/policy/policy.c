@@ -1,6 +1,7 @@
-/* policy.c — the policy framework (see policy.h): the registry, the common
- * knobs of ../shared/spec/methods.md §0 and their parser, the schedule, and applying a policy's
- * selection to the cache together with the per-slot statistics. */
+/* policy.c — the policy runtime (see policy.h): the registry, creating a
+ * policy and its per-slot columns, the attention observer, the schedule, and
+ * applying a selection to the cache. The knobs live in policy_opts.c, the
+ * selection toolkit in policy_select.c. */
 #include "policy/policy.h"
 
 #include <limits.h>
@@ -9,8 +10,6 @@
 #include <string.h>
 
 #include <omp.h>
-
-#include "base/args.h"
 
 /* ---- the registry: one X(...) line per policy ------------------------------ */
 
@@ -30,304 +29,24 @@
 #define POLICY_DECLARE(def) extern const PolicyDef def;
 POLICY_LIST(POLICY_DECLARE)
 #define POLICY_ENTRY(def) &def,
-static const PolicyDef *const registry[] = { POLICY_LIST(POLICY_ENTRY) };
-#define N_POLICIES (int)(sizeof registry / sizeof registry[0])
+#define N_BUILTIN (int)(sizeof (const PolicyDef *[]){ POLICY_LIST(POLICY_ENTRY) } / sizeof(const PolicyDef *))
+#define POLICY_MAX_ADDED 8
+static const PolicyDef *registry[N_BUILTIN + POLICY_MAX_ADDED] = { POLICY_LIST(POLICY_ENTRY) };
+static int n_policies = N_BUILTIN;
 
-int policy_count(void) { return N_POLICIES; }
-const PolicyDef *policy_at(int i) { return i >= 0 && i < N_POLICIES ? registry[i] : NULL; }
+int policy_count(void) { return n_policies; }
+const PolicyDef *policy_at(int i) { return i >= 0 && i < n_policies ? registry[i] : NULL; }
 
 const PolicyDef *policy_find(const char *name) {
-    for (int i = 0; i < N_POLICIES; i++)
+    for (int i = 0; i < n_policies; i++)
         if (!strcmp(registry[i]->name, name)) return registry[i];
     return NULL;
 }
 
-static void policy_names(char *buf, size_t size) {
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < N_POLICIES && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", registry[i]->name);
-}
-
-/* ---- option values -------------------------------------------------------- */
-
-static const char *budget_option(BudgetKind k) {
-    return k == BUDGET_TOKENS ? "--budget" : k == BUDGET_COMPRESSION ? "--compression-ratio"
-         : k == BUDGET_KEEP ? "--keep-ratio" : "(none)";
-}
-static const char *budget_json_kind(BudgetKind k) {
-    return k == BUDGET_TOKENS ? "tokens" : k == BUDGET_COMPRESSION ? "compression_ratio" : "keep_ratio";
-}
-static const char *schedule_name(Schedule s) {
-    return s == SCHED_PREFILL ? "prefill" : s == SCHED_STEP ? "step" : s == SCHED_INTERVAL ? "interval"
-         : s == SCHED_THRESHOLD ? "threshold" : "default";
-}
-
-void policy_defaults(PolicyOpts *o) {
-    memset(o, 0, sizeof *o);
-    snprintf(o->name, sizeof o->name, "full");
-    o->sinks = -1;
-    o->recent = -1;
-}
-
-static const PolicyParam *find_param(const PolicyDef *d, const char *key) {
-    for (const PolicyParam *q = d->params; q && q->key; q++)
-        if (!strcmp(q->key, key)) return q;
-    return NULL;
-}
-
-/* Is `val` acceptable for parameter q? (a whole number in range, or one of the choices) */
-static int check_param_value(const PolicyDef *d, const PolicyParam *q, const char *val, Err *err) {
-    if (strcmp(q->kind, "int") && strcmp(q->kind, "float")) {   /* choices "a|b|c" */
-        size_t n = strlen(val);
-        for (const char *c = q->kind; *c;) {
-            const char *bar = strchr(c, '|');
-            size_t len = bar ? (size_t)(bar - c) : strlen(c);
-            if (len == n && !strncmp(c, val, n)) return 0;
-            c += len + (bar != NULL);
-        }
-        return err_set(err, "--policy %s: %s='%s' is not one of %s", d->name, q->key, val, q->kind);
-    }
-    char *end = NULL;
-    double v = strtod(val, &end);
-    if (!*val || *end || !isfinite(v))
-        return err_set(err, "--policy %s: %s='%s' is not a number", d->name, q->key, val);
-    if (!strcmp(q->kind, "int") && v != floor(v))
-        return err_set(err, "--policy %s: %s='%s' is not an integer", d->name, q->key, val);
-    if (v < q->min || v > q->max)
-        return err_set(err, "--policy %s: %s=%s is out of range [%g, %g]", d->name, q->key, val, q->min, q->max);
+int policy_register(const PolicyDef *def) {
+    if (policy_find(def->name) || n_policies == N_BUILTIN + POLICY_MAX_ADDED) return -1;
+    registry[n_policies++] = def;
     return 0;
-}
-
-const char *policy_opts_param(const PolicyOpts *o, const char *key) {
-    for (int i = 0; i < o->n_params; i++)
-        if (!strcmp(o->param_key[i], key)) return o->param_val[i];
-    return NULL;
-}
-
-void policy_opts_set_param(PolicyOpts *o, const char *key, const char *val) {
-    int i = 0;
-    while (i < o->n_params && strcmp(o->param_key[i], key)) i++;
-    if (i == o->n_params) {
-        if (o->n_params == POLICY_MAX_PARAMS) return;
-        o->n_params++;
-    }
-    snprintf(o->param_key[i], sizeof o->param_key[i], "%.23s", key);   /* lengths checked by the parser */
-    snprintf(o->param_val[i], sizeof o->param_val[i], "%.63s", val);
-}
-
-/* "NAME" or "NAME:key=val,key=val" */
-int policy_parse_spec(PolicyOpts *o, const char *spec, Err *err) {
-    const char *colon = strchr(spec, ':');
-    size_t name_len = colon ? (size_t)(colon - spec) : strlen(spec);
-    char name[32], names[256];
-    if (name_len == 0 || name_len >= sizeof name) {
-        policy_names(names, sizeof names);
-        return err_set(err, "--policy: '%s' is not a policy (%s)", spec, names);
-    }
-    memcpy(name, spec, name_len);
-    name[name_len] = '\0';
-    const PolicyDef *d = policy_find(name);
-    if (!d) {
-        policy_names(names, sizeof names);
-        return err_set(err, "--policy: unknown policy '%s' (%s)", name, names);
-    }
-    snprintf(o->name, sizeof o->name, "%s", name);
-    o->n_params = 0;
-    o->resolved = 0;
-    if (!colon) return 0;
-    for (const char *p = colon + 1; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        char item[96];
-        if (len == 0 || len >= sizeof item) return err_set(err, "--policy %s: bad parameter list '%s'", name, colon + 1);
-        memcpy(item, p, len);
-        item[len] = '\0';
-        char *eq = strchr(item, '=');
-        if (!eq) return err_set(err, "--policy %s: '%s' is not key=value", name, item);
-        *eq = '\0';
-        const PolicyParam *q = find_param(d, item);
-        if (!q) return err_set(err, "--policy %s: unknown parameter '%s' (policy_print_help: kvlab generate --help)", name, item);
-        if (policy_opts_param(o, item)) return err_set(err, "--policy %s: parameter '%s' given twice", name, item);
-        if (strlen(eq + 1) >= sizeof o->param_val[0])
-            return err_set(err, "--policy %s: value of '%s' too long", name, item);
-        if (check_param_value(d, q, eq + 1, err) != 0) return -1;
-        policy_opts_set_param(o, item, eq + 1);
-        p += len;
-        if (*p == ',' && !*++p) return err_set(err, "--policy %s: trailing comma in '%s'", name, colon + 1);
-    }
-    return 0;
-}
-
-static void set_budget(PolicyOpts *o, BudgetKind kind, double value, const char *opt) {
-    if (o->budget_kind != BUDGET_NONE && o->budget_kind != kind)
-        die("%s: a budget was already given with %s (give one of --budget, --compression-ratio, --keep-ratio)",
-            opt, budget_option(o->budget_kind));
-    o->budget_kind = kind;
-    o->budget = value;
-}
-
-static void parse_schedule(PolicyOpts *o, const char *v) {
-    if (!strcmp(v, "prefill")) { o->schedule = SCHED_PREFILL; o->schedule_n = 0; }
-    else if (!strcmp(v, "step")) { o->schedule = SCHED_STEP; o->schedule_n = 0; }
-    else if (!strncmp(v, "interval:", 9)) {
-        o->schedule = SCHED_INTERVAL;
-        o->schedule_n = (int)cli_int("--schedule interval:N", v + 9, 1, 1 << 22);
-    } else if (!strncmp(v, "threshold:", 10)) {
-        o->schedule = SCHED_THRESHOLD;
-        o->schedule_n = (int)cli_int("--schedule threshold:T", v + 10, 2, 1 << 22);
-    } else die("--schedule: '%s' is not prefill, step, interval:N or threshold:T", v);
-}
-
-static double ratio_option(const char *opt, const char *v, int open_at_zero) {
-    double r = cli_float(opt, v, 0.0, 1.0);
-    if (open_at_zero ? r <= 0.0 : r >= 1.0)
-        die("%s: %g is out of range %s", opt, r, open_at_zero ? "(0, 1]" : "[0, 1)");
-    return r;
-}
-
-int policy_option(PolicyOpts *o, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    Err err;
-    if (!strcmp(a, "--policy")) {
-        if (policy_parse_spec(o, cli_value(argc, argv, i), &err) != 0) die("%s", err.msg);
-    } else if (!strcmp(a, "--budget")) {
-        set_budget(o, BUDGET_TOKENS, (double)cli_int(a, cli_value(argc, argv, i), 1, 1 << 22), a);
-    } else if (!strcmp(a, "--compression-ratio")) {
-        set_budget(o, BUDGET_COMPRESSION, ratio_option(a, cli_value(argc, argv, i), 0), a);
-    } else if (!strcmp(a, "--keep-ratio")) {
-        set_budget(o, BUDGET_KEEP, ratio_option(a, cli_value(argc, argv, i), 1), a);
-    } else if (!strcmp(a, "--rounding")) {
-        const char *v = cli_value(argc, argv, i);
-        if (!strcmp(v, "floor")) o->rounding = ROUND_FLOOR;
-        else if (!strcmp(v, "ceil")) o->rounding = ROUND_CEIL;
-        else die("--rounding: '%s' is not floor or ceil", v);
-    } else if (!strcmp(a, "--schedule")) {
-        parse_schedule(o, cli_value(argc, argv, i));
-    } else if (!strcmp(a, "--skip-layers")) {
-        const char *v = cli_value(argc, argv, i);
-        o->skip_given = 1;
-        o->n_skip = 0;
-        if (strcmp(v, "none") != 0) {
-            int n, *list = cli_int_list(a, v, 0, POLICY_MAX_LAYERS - 1, &n);
-            if (n > POLICY_MAX_LAYERS) die("--skip-layers: more than %d layers in '%s'", POLICY_MAX_LAYERS, v);
-            memcpy(o->skip, list, (size_t)n * sizeof(int));
-            o->n_skip = n;
-            free(list);
-        }
-    } else if (!strcmp(a, "--protect-sinks")) {
-        o->sinks = (int)cli_int(a, cli_value(argc, argv, i), 0, 1 << 22);
-    } else if (!strcmp(a, "--protect-recent")) {
-        o->recent = (int)cli_int(a, cli_value(argc, argv, i), 0, 1 << 22);
-    } else if (!strcmp(a, "--positions")) {
-        const char *v = cli_value(argc, argv, i);
-        if (!strcmp(v, "true")) o->positions_shifted = 0;
-        else if (!strcmp(v, "shifted")) o->positions_shifted = 1;
-        else die("--positions: '%s' is not true or shifted", v);
-    } else if (!strcmp(a, "--granularity")) {
-        const char *v = cli_value(argc, argv, i);
-        if (!strcmp(v, "head")) o->granularity = GRAN_HEAD;
-        else if (!strcmp(v, "layer")) o->granularity = GRAN_LAYER;
-        else die("--granularity: '%s' is not head or layer", v);
-    } else {
-        return 0;
-    }
-    o->resolved = 0;
-    return 1;
-}
-
-int policy_resolve(PolicyOpts *o, Err *err) {
-    const PolicyDef *d = policy_find(o->name);
-    if (!d) return err_set(err, "--policy: unknown policy '%s'", o->name);
-    /* every parameter, in the table's order, given or default */
-    PolicyOpts given = *o;
-    o->n_params = 0;
-    for (const PolicyParam *q = d->params; q && q->key; q++) {
-        const char *v = policy_opts_param(&given, q->key);
-        policy_opts_set_param(o, q->key, v ? v : q->def);
-    }
-    /* the policy's own defaults first, then the common ones (../shared/spec/methods.md §0) */
-    if (d->defaults && d->defaults(o, err) != 0) return -1;
-    if (o->schedule == SCHED_DEFAULT) o->schedule = SCHED_STEP;
-    if (o->sinks < 0) o->sinks = 0;
-    if (o->recent < 0) o->recent = 0;
-    if (o->granularity == GRAN_DEFAULT) o->granularity = GRAN_HEAD;
-    if (o->rounding == ROUND_AUTO) o->rounding = o->schedule == SCHED_THRESHOLD ? ROUND_CEIL : ROUND_FLOOR;
-    o->skip_given = 1;
-    if (!(d->flags & POLICY_OWN_BUDGET) && o->budget_kind == BUDGET_NONE)
-        return err_set(err, "--policy %s needs a budget: --budget N, --compression-ratio R or --keep-ratio K", d->name);
-    if (o->schedule == SCHED_THRESHOLD && o->budget_kind == BUDGET_TOKENS && o->budget >= o->schedule_n)
-        return err_set(err, "--schedule threshold:%d: --budget %g must be below the threshold", o->schedule_n, o->budget);
-    if (o->granularity == GRAN_LAYER && d->select)
-        return err_set(err, "--granularity layer: policy %s chooses its tokens per KV head", d->name);
-    o->resolved = 1;
-    return 0;
-}
-
-void policy_cli_finish(PolicyOpts *o) {
-    Err err;
-    if (policy_resolve(o, &err) != 0) die("%s", err.msg);
-}
-
-void policy_print_help(FILE *out) {
-    fprintf(out, "  policies (--policy NAME or NAME:key=val,key=val; docs/policies.md):\n");
-    for (int i = 0; i < N_POLICIES; i++) {
-        const PolicyDef *d = registry[i];
-        fprintf(out, "    %-9s %s (%s)\n", d->name, d->rule, d->spec);
-        for (const PolicyParam *q = d->params; q && q->key; q++) {
-            char kv[64];
-            snprintf(kv, sizeof kv, "%s=%s", q->key, q->def);
-            int choices = strcmp(q->kind, "int") && strcmp(q->kind, "float");
-            fprintf(out, "              %-16s %s%s%s%s\n", kv, q->help, choices ? " (" : "", choices ? q->kind : "",
-                    choices ? ")" : "");
-        }
-    }
-}
-
-int policy_budget_of(const PolicyOpts *o, int n) {
-    double x;
-    switch (o->budget_kind) {
-    case BUDGET_TOKENS: return (int)o->budget;
-    case BUDGET_COMPRESSION: x = (double)n * (1.0 - o->budget); break;
-    case BUDGET_KEEP: x = (double)n * o->budget; break;
-    default: return INT_MAX;
-    }
-    long keep = o->rounding == ROUND_CEIL ? (long)ceil(x - 1e-9) : (long)floor(x + 1e-9);
-    return keep < 1 ? 1 : (int)keep;
-}
-
-/* ---- JSON ------------------------------------------------------------------ */
-
-static void json_param(FILE *f, const PolicyDef *d, const char *key, const char *val) {
-    const PolicyParam *q = d ? find_param(d, key) : NULL;
-    char *end = NULL;
-    strtod(val, &end);
-    int number = q && (!strcmp(q->kind, "int") || !strcmp(q->kind, "float")) && *val && !*end;
-    fprintf(f, number ? "\"%s\":%s" : "\"%s\":\"%s\"", key, val);
-}
-
-char *policy_json(const PolicyOpts *o) {
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *f = open_memstream(&buf, &size);
-    if (!f) die("out of memory writing the policy's JSON");
-    const PolicyDef *d = policy_find(o->name);
-    fprintf(f, "{\"policy\":\"%s\",\"spec\":\"%s\",\"params\":{", o->name, d ? d->spec : "");
-    for (int i = 0; i < o->n_params; i++) {
-        if (i) fputc(',', f);
-        json_param(f, d, o->param_key[i], o->param_val[i]);
-    }
-    fprintf(f, "},\"budget\":");
-    if (o->budget_kind == BUDGET_NONE) fprintf(f, "null");
-    else fprintf(f, "{\"kind\":\"%s\",\"value\":%.17g}", budget_json_kind(o->budget_kind), o->budget);
-    fprintf(f, ",\"rounding\":\"%s\",\"schedule\":\"%s\",\"schedule_n\":%d,\"skip_layers\":[",
-            o->rounding == ROUND_CEIL ? "ceil" : "floor", schedule_name(o->schedule), o->schedule_n);
-    for (int i = 0; i < o->n_skip; i++) fprintf(f, i ? ",%d" : "%d", o->skip[i]);
-    fprintf(f, "],\"protect_sinks\":%d,\"protect_recent\":%d,\"positions\":\"%s\",\"granularity\":\"%s\"}",
-            o->sinks, o->recent, o->positions_shifted ? "shifted" : "true",
-            o->granularity == GRAN_LAYER ? "layer" : "head");
-    fclose(f);
-    return buf;
 }
 
 /* ---- parameters ------------------------------------------------------------ */
@@ -376,6 +95,30 @@ static void ensure_scratch(Policy *p, int n_threads) {
 
 PolicyScratch *policy_scratch(Policy *p) { return &p->scratch[omp_get_thread_num()]; }
 
+/* The columns of d not listed yet (a borrowed score brings its own). */
+static int add_columns(Policy *p, const PolicyDef *d, Err *err) {
+    for (const PolicyColumn *const *col = d->columns; col && *col; col++) {
+        int i = 0;
+        while (i < p->n_columns && p->columns[i] != *col) i++;
+        if (i < p->n_columns) continue;
+        if (p->n_columns == POLICY_MAX_COLUMNS)
+            return err_set(err, "policy %s: more than %d per-slot columns", d->name, POLICY_MAX_COLUMNS);
+        p->columns[p->n_columns] = *col;
+        p->cache_columns[p->n_columns] = (KVColumn){ (*col)->name, (*col)->per_query_head ? p->group : 1, (*col)->fill };
+        p->n_columns++;
+    }
+    return 0;
+}
+
+float *policy_column(const Policy *p, const KVCache *c, const char *name, int layer, int head) {
+    for (int i = 0; i < p->n_columns; i++)
+        if (!strcmp(p->columns[i]->name, name))
+            return p->columns[i]->per_query_head ? kvcache_column(c, layer, head / p->group, i, head % p->group)
+                                                 : kvcache_column(c, layer, head, i, 0);
+    fprintf(stderr, "kvlab: bug: policy %s has no column '%s'\n", p->def->name, name);
+    abort();
+}
+
 Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens, Err *err) {
     PolicyOpts o = *opts;
     if (policy_resolve(&o, err) != 0) return NULL;
@@ -409,16 +152,7 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
     ensure_scratch(p, 1);
     if (p->def->init && p->def->init(p, err) != 0) { policy_free(p); return NULL; }
     p->flags = p->def->flags | p->scorer->flags;
-    if (p->flags & POLICY_NEEDS_ACC) p->acc = xcalloc(L * p->n_heads * T, sizeof(float));
-    if (p->flags & POLICY_NEEDS_WINDOW) {
-        if (p->window < 1) p->window = 1;
-        p->win = xcalloc(L * p->n_heads * T, sizeof(float));
-        p->win_count = xcalloc(L * p->n_heads, sizeof(int));
-    }
-    if (p->flags & POLICY_NEEDS_AUX) {
-        p->aux = xcalloc(L * p->n_kv_heads * T, sizeof(float));
-        p->aux_len = xcalloc(L * p->n_kv_heads, sizeof(int));
-    }
+    if (add_columns(p, p->def, err) != 0 || add_columns(p, p->scorer, err) != 0) { policy_free(p); return NULL; }
     return p;
 }
 
@@ -431,12 +165,21 @@ void policy_free(Policy *p) {
         free(s->score); free(s->sum); free(s->tmp); free(s->dtmp); free(s->order); free(s->itmp); free(s->mark);
     }
     free(p->scratch);
-    free(p->acc); free(p->win); free(p->win_count); free(p->aux); free(p->aux_len);
     free(p);
 }
 
 const PolicyOpts *policy_opts(const Policy *p) { return &p->o; }
-int policy_needs_attention(const Policy *p) { return (p->flags & (POLICY_NEEDS_ACC | POLICY_NEEDS_WINDOW)) != 0; }
+int policy_needs_attention(const Policy *p) {
+    for (int i = 0; i < p->n_columns; i++)
+        if (p->columns[i]->observe) return 1;
+    return 0;
+}
+
+int policy_observer(Policy *p, AttentionObserver *out) {
+    if (!p || !policy_needs_attention(p)) return 0;
+    *out = (AttentionObserver){ p, policy_observe };
+    return 1;
+}
 PolicyTiming policy_timing(const Policy *p) { return p->timing; }
 void policy_timing_reset(Policy *p) { memset(&p->timing, 0, sizeof p->timing); }
 const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
@@ -447,25 +190,22 @@ const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
  * is only ever handled by one thread at a time, in query order, so each head
  * adds into its own rows without locks, and the sums are reproducible. */
 void policy_observe(void *ctx, int layer, int head, int query_pos, const float *probs, const int *key_pos, int n_keys) {
+    (void)key_pos;
     Policy *p = ctx;
-    if (p->has_chained) p->chained.attention(p->chained.ctx, layer, head, query_pos, probs, key_pos, n_keys);
     if (p->skip[layer]) return;
-    if (p->acc) {
-        float *a = policy_acc(p, layer, head);
-        for (int j = 0; j < n_keys; j++) a[j] += probs[j];
-    }
-    if (p->win && query_pos >= p->win_from) {
-        float *w = policy_win(p, layer, head);
-        for (int j = 0; j < n_keys; j++) w[j] += probs[j];
-        p->win_count[layer * p->n_heads + head]++;
+    for (int i = 0; i < p->n_columns; i++) {
+        const PolicyColumn *col = p->columns[i];
+        if (col->observe)
+            col->observe(p, kvcache_column(p->cache, layer, head / p->group, i, head % p->group), layer, head,
+                         query_pos, probs, n_keys);
     }
 }
 
 /* A new sequence (the cache is empty): forget everything. */
 static int start_sequence(Policy *p, KVCache *c, Err *err) {
     if (kvcache_set_shifted(c, p->o.positions_shifted, err) != 0) return -1;
+    if (kvcache_set_columns(c, p->cache_columns, p->n_columns, err) != 0) return -1;
     p->decode_steps = 0;
-    if (p->aux_len) memset(p->aux_len, 0, (size_t)p->n_layers * p->n_kv_heads * sizeof(int));
     if (p->def->reset) p->def->reset(p);
     return 0;
 }
@@ -479,155 +219,14 @@ int policy_before_forward(Policy *p, KVCache *c, int n, Err *err) {
     } else if (c->shifted != p->o.positions_shifted) {
         return err_set(err, "policy: the cache holds keys with positions %s, the policy wants %s",
                        c->shifted ? "shifted" : "true", p->o.positions_shifted ? "shifted" : "true");
+    } else if (!kvcache_has_columns(c, p->cache_columns, p->n_columns)) {
+        return err_set(err, "policy %s: the cache's sequence was started without this policy's per-slot columns",
+                       p->def->name);
     }
-    /* The window is the last `window` queries of this forward; the new slots
-     * start with no accumulated attention. */
-    p->win_from = c->next_pos + n - p->window;
-    for (int l = 0; l < p->n_layers; l++) {
-        if (p->skip[l]) continue;
-        for (int h = 0; h < p->n_heads; h++) {
-            int len = kvcache_head(c, l, h / p->group)->len;
-            int end = len + n < p->max_tokens ? len + n : p->max_tokens;
-            if (p->acc && end > len) memset(policy_acc(p, l, h) + len, 0, (size_t)(end - len) * sizeof(float));
-            if (p->win) {
-                memset(policy_win(p, l, h), 0, (size_t)end * sizeof(float));
-                p->win_count[l * p->n_heads + h] = 0;
-            }
-        }
-    }
+    p->cache = c;
+    for (int i = 0; i < p->n_columns; i++)
+        if (p->columns[i]->begin) p->columns[i]->begin(p, c, n);
     return 0;
-}
-
-/* ---- choosing ------------------------------------------------------------------ */
-
-/* A score as ranked: NaN counts as the lowest, so the order stays total. */
-static inline float rank_of(float v) { return v == v ? v : -INFINITY; }
-
-/* The total order of "worth keeping": higher score, then lower position. */
-static inline int better(const float *score, const int *pos, int a, int b) {
-    float x = rank_of(score[a]), y = rank_of(score[b]);
-    return x > y || (x == y && pos[a] < pos[b]);
-}
-
-/* Rearrange idx[0..m) so that idx[0..k) are the k best (Wirth's selection,
- * expected O(m)); 1 <= k <= m. */
-static void select_best(int *idx, int m, int k, const float *score, const int *pos) {
-    int lo = 0, hi = m - 1, kth = k - 1;
-    while (lo < hi) {
-        int pivot = idx[kth], i = lo, j = hi;
-        do {
-            while (better(score, pos, idx[i], pivot)) i++;
-            while (better(score, pos, pivot, idx[j])) j--;
-            if (i <= j) { int t = idx[i]; idx[i] = idx[j]; idx[j] = t; i++; j--; }
-        } while (i <= j);
-        if (j < kth) lo = i;
-        if (kth < i) hi = j;
-    }
-}
-
-/* The e worst candidates of [lo, hi) in one pass (e small): w[0..e) holds the
- * worst seen so far, worst first. Worse = lower score, and among equal scores
- * the higher position (slots are in position order: the later slot). */
-static void worst_few(const float *score, int lo, int hi, int e, int *w) {
-    int n = 0;
-    float bound = INFINITY;                                   /* rank of w[e-1] once full */
-    for (int j = lo; j < hi; j++) {
-        float v = rank_of(score[j]);
-        if (v > bound) continue;                              /* the usual case */
-        int i = n < e ? n++ : e - 1;                          /* drop the least bad */
-        while (i > 0 && v <= rank_of(score[w[i - 1]])) { w[i] = w[i - 1]; i--; }
-        w[i] = j;
-        if (n == e) bound = rank_of(score[w[e - 1]]);
-    }
-}
-
-static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
-
-/* policy_select_top, and when at most POLICY_FEW candidates go and `evict` is
- * given, only the evicted slots are written (evict[0..*n_evict), ascending;
- * keep[] untouched): a decode step then writes a few ints, not the whole head. */
-static int select_top(Policy *p, const int *pos, int len, const float *score, int budget, int sinks,
-                      int recent, int *keep, int *evict, int *n_evict) {
-    int s = sinks < len ? sinks : len;
-    int r = recent < len - s ? recent : len - s;
-    int lo = s, hi = len - r;                 /* candidates: slots [lo, hi) */
-    int m = hi - lo, k = budget - s - r;
-    if (k > m) k = m;
-    if (k < 0) k = 0;
-    int n = 0;
-    if (n_evict) *n_evict = -1;
-    if (m - k <= POLICY_FEW) {
-        /* Evicting a few (a decode step of the step schedule evicts one): one
-         * pass finds them, then the runs between them are kept. */
-        int ev[POLICY_FEW + 1], n_ev = m - k;
-        if (n_ev > 0) worst_few(score, lo, hi, n_ev, ev);
-        qsort(ev, (size_t)n_ev, sizeof(int), cmp_int);
-        if (evict) {
-            memcpy(evict, ev, (size_t)n_ev * sizeof(int));
-            *n_evict = n_ev;
-            return len - n_ev;
-        }
-        ev[n_ev] = len;
-        for (int e = 0, j = 0; e <= n_ev; j = ev[e++] + 1)
-            while (j < ev[e]) keep[n++] = j++;
-        return n;
-    }
-    /* evicting many (after a prompt): the k best by selection, expected O(m) */
-    PolicyScratch *sc = policy_scratch(p);
-    int *idx = sc->order;
-    unsigned char *mark = sc->mark;           /* mark[j] = 1: candidate j is kept */
-    for (int j = 0; j < m; j++) idx[j] = lo + j;
-    if (k > 0) select_best(idx, m, k, score, pos);
-    memset(mark + lo, 0, (size_t)m);
-    for (int j = 0; j < k; j++) mark[idx[j]] = 1;
-    for (int j = 0; j < lo; j++) keep[n++] = j;
-    for (int j = lo; j < hi; j++) if (mark[j]) keep[n++] = j;
-    for (int j = hi; j < len; j++) keep[n++] = j;
-    return n;
-}
-
-int policy_select_top(Policy *p, const int *pos, int len, const float *score,
-                      int budget, int sinks, int recent, int *keep) {
-    return select_top(p, pos, len, score, budget, sinks, recent, keep, NULL, NULL);
-}
-
-void policy_group_mean(const Policy *p, const float *stat, int layer, int kv_head, int n, float *out) {
-    int h0 = kv_head * p->group;
-    const float *first = stat + ((size_t)layer * p->n_heads + h0) * p->max_tokens;
-    memcpy(out, first, (size_t)n * sizeof(float));
-    for (int h = h0 + 1; h < h0 + p->group; h++) {
-        const float *row = stat + ((size_t)layer * p->n_heads + h) * p->max_tokens;
-        for (int j = 0; j < n; j++) out[j] += row[j];
-    }
-    if (p->group > 1)
-        for (int j = 0; j < n; j++) out[j] /= (float)p->group;
-}
-
-void policy_distribute(const double *x, const unsigned char *skip, int n_layers, long total,
-                       int lo, const int *hi, int *out) {
-    long sum = 0;
-    for (int l = 0; l < n_layers; l++) {
-        if (skip && skip[l]) { out[l] = INT_MAX; continue; }
-        double v = floor(x[l]);
-        int b = v < lo ? lo : v > hi[l] ? hi[l] : (int)v;
-        if (b < lo) b = lo > hi[l] ? hi[l] : lo;
-        out[l] = b;
-        sum += b;
-    }
-    /* one unit at a time to (from) the layer furthest below (above) its target */
-    while (sum != total) {
-        int best = -1, up = sum < total;
-        double best_gap = 0;
-        for (int l = 0; l < n_layers; l++) {
-            if (skip && skip[l]) continue;
-            if (up ? out[l] >= hi[l] : out[l] <= lo) continue;
-            double gap = up ? x[l] - out[l] : out[l] - x[l];
-            if (best < 0 || gap > best_gap) { best = l; best_gap = gap; }
-        }
-        if (best < 0) break;                     /* every layer at its bound */
-        out[best] += up ? 1 : -1;
-        sum += up ? 1 : -1;
-    }
 }
 
 void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out) {
@@ -639,52 +238,7 @@ void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out) {
 /* Decisions over fewer slots than this (all heads together) run on one thread. */
 #define POLICY_PARALLEL_SLOTS (1L << 16)
 
-/* ---- applying ------------------------------------------------------------------ */
-
-/* keep[] ascending: a[i] = a[keep[i]] never reads a slot already overwritten. */
-static void compact_floats(float *a, const int *keep, int n_keep) {
-    for (int i = 0; i < n_keep; i++) a[i] = a[keep[i]];
-}
-
-/* Remove slots ev[0..n) (ascending) of a[0..len): the runs between them move down. */
-static void evict_floats(float *a, int len, const int *ev, int n) {
-    for (int i = 0; i < n; i++) {
-        int start = ev[i] + 1, end = i + 1 < n ? ev[i + 1] : len;
-        memmove(a + start - (i + 1), a + start, (size_t)(end - start) * sizeof(float));
-    }
-}
-
-/* apply_keep, given the few evicted slots instead. */
-static void apply_evict(Policy *p, KVCache *c, int layer, int g, const int *ev, int n) {
-    int len = kvcache_head(c, layer, g)->len;
-    for (int h = g * p->group; h < (g + 1) * p->group; h++) {
-        if (p->acc) evict_floats(policy_acc(p, layer, h), len, ev, n);
-        if (p->win) evict_floats(policy_win(p, layer, h), len, ev, n);
-    }
-    if (p->aux) {
-        int *valid = &p->aux_len[layer * p->n_kv_heads + g], below = 0;
-        for (int i = 0; i < n; i++) below += ev[i] < *valid;
-        evict_floats(policy_aux(p, layer, g), *valid, ev, below);
-        *valid -= below;
-    }
-    kvcache_evict(c, layer, g, ev, n);
-}
-
-/* Compact one (layer, KV head): the cache and every statistic that follows it. */
-static void apply_keep(Policy *p, KVCache *c, int layer, int g, const int *keep, int n_keep) {
-    for (int h = g * p->group; h < (g + 1) * p->group; h++) {
-        if (p->acc) compact_floats(policy_acc(p, layer, h), keep, n_keep);
-        if (p->win) compact_floats(policy_win(p, layer, h), keep, n_keep);
-    }
-    if (p->aux) {
-        int *valid = &p->aux_len[layer * p->n_kv_heads + g], v = 0;
-        float *a = policy_aux(p, layer, g);
-        while (v < n_keep && keep[v] < *valid) { a[v] = a[keep[v]]; v++; }
-        *valid = v;
-    }
-    kvcache_keep(c, layer, g, keep, n_keep);
-}
-
+/* ---- deciding and applying ------------------------------------------------------ */
 
 /* Decide (layer, g): the slots to keep (or the few to evict, *n_evict >= 0),
  * or -1 when the head stays as it is. */
@@ -698,7 +252,7 @@ static int decide_head(Policy *p, const KVCache *c, int layer, int g, int budget
     }
     if (h->len <= budget) return -1;
     const float *score = p->scorer->score(p, c, layer, g, policy_scratch(p)->score);
-    return select_top(p, h->pos, h->len, score, budget, p->o.sinks, p->o.recent, keep, evict, n_evict);
+    return policy_select_top_few(p, h->pos, h->len, score, budget, p->o.sinks, p->o.recent, keep, evict, n_evict);
 }
 
 /* Granularity `layer` (TOVA): one token set for every head of the layer,
@@ -713,7 +267,7 @@ static int decide_layer(Policy *p, const KVCache *c, int layer, int budget, int 
         const KVHead *h = kvcache_head(c, layer, g);
         if (h->len != len || memcmp(h->pos, h0->pos, (size_t)len * sizeof(int)) != 0) return -2;
         const float *score = p->scorer->score(p, c, layer, g, sc->score);
-        for (int j = 0; j < len; j++) sc->sum[j] = g ? sc->sum[j] + rank_of(score[j]) : rank_of(score[j]);
+        for (int j = 0; j < len; j++) sc->sum[j] = g ? sc->sum[j] + policy_rank(score[j]) : policy_rank(score[j]);
     }
     for (int j = 0; j < len; j++) sc->sum[j] /= (float)p->n_kv_heads;
     return policy_select_top(p, h0->pos, len, sc->sum, budget, p->o.sinks, p->o.recent, keep);
@@ -784,8 +338,8 @@ static void apply_all(Policy *p, KVCache *c) {
         int n_keep = p->n_keeps[src], n_evict = p->n_evicts[src];
         if (n_keep < 0) continue;
         long evicted = kvcache_head(c, l, g)->len - n_keep;
-        if (n_evict >= 0) apply_evict(p, c, l, g, p->evicts + (size_t)src * POLICY_FEW, n_evict);
-        else apply_keep(p, c, l, g, p->keeps + (size_t)src * T, n_keep);
+        if (n_evict >= 0) kvcache_evict(c, l, g, p->evicts + (size_t)src * POLICY_FEW, n_evict);
+        else kvcache_keep(c, l, g, p->keeps + (size_t)src * T, n_keep);
         #pragma omp atomic
         p->timing.evicted += evicted;
     }
@@ -829,18 +383,13 @@ int policy_forward(Policy *p, Forward *f, KVCache *c, const int *tokens, int n, 
     if (!p) return forward(f, c, tokens, n, logits_all, err);
     int start = c->next_pos;
     if (policy_before_forward(p, c, n, err) != 0) return -1;
-    /* l2, window, random, lagkv, full: no observer, the fused attention path */
-    AttentionObserver before;
-    int had = forward_get_observer(f, &before);
-    if (policy_needs_attention(p)) {
-        p->has_chained = had;
-        if (had) p->chained = before;
-        AttentionObserver mine = { p, policy_observe };
-        forward_set_observer(f, &mine);
-    }
+    /* l2, window, random, lagkv, full observe nothing: their forward keeps the
+     * observer-free schedule of the attention rows (forward.h) */
+    AttentionObserver obs;
+    int observes = policy_observer(p, &obs);
+    if (observes) forward_add_observer(f, &obs);
     int rc = forward(f, c, tokens, n, logits_all, err);
-    if (policy_needs_attention(p)) forward_set_observer(f, had ? &before : NULL);
-    p->has_chained = 0;
+    if (observes) forward_remove_observer(f, &obs);
     if (rc != 0) return -1;
     return policy_after_forward(p, c, start, err);
 }

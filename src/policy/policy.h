@@ -11,11 +11,16 @@
  *   budgets  how many tokens may each layer keep? Default: the same for every
  *            layer. pyramid and zigzag share a total out unevenly.
  *
+ * A policy that needs a per-slot statistic (accumulated attention, a cached
+ * key norm, ...) declares it as a column (PolicyColumn, below) in its own
+ * file: the framework registers it with the cache as a side column, which the
+ * cache fills on append and compacts with its slots (kvcache.h), and feeds it
+ * the attention rows if it observes them.
+ *
  * This module adds what every policy shares (../shared/spec/methods.md §0): the budget, the schedule, the
  * skipped layers, the protected sinks / recent tokens, the positions mode and
  * the granularity; one command-line syntax for all of them; and the code that
- * applies a selection to the cache (kvcache_keep) together with the per-slot
- * statistics (accumulated attention, cached key norms) that must follow it.
+ * applies a selection to the cache (kvcache_keep / kvcache_evict).
  *
  * Use (a command or an evaluation):
  *   PolicyOpts po;  policy_defaults(&po);
@@ -31,6 +36,7 @@
 #ifndef KVLAB_POLICY_H
 #define KVLAB_POLICY_H
 
+#include <math.h>
 #include <stdio.h>
 
 #include "engine/forward.h"
@@ -124,9 +130,10 @@ const PolicyOpts *policy_opts(const Policy *p);
 
 /* forward() with the policy around it: before, the per-slot statistics are
  * prepared (a new sequence — cache->next_pos == 0 — resets the policy and sets
- * the cache's positions mode); the attention observer is installed only if the
- * policy scores by attention (chained to any observer already installed);
- * after, the schedule decides whether to evict. p == NULL: plain forward(). */
+ * the cache's positions mode and side columns); the policy's attention
+ * observer is added for the forward only if one of its columns observes
+ * attention (beside any observer already there); after, the schedule decides
+ * whether to evict. p == NULL: plain forward(). */
 int policy_forward(Policy *p, Forward *f, KVCache *c, const int *tokens, int n, float *logits_all, Err *err);
 
 /* The two halves of policy_forward, for callers that run forward themselves
@@ -137,6 +144,9 @@ int  policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err);
 /* The AttentionObserver callback (public so tests can feed attention rows). */
 void policy_observe(void *policy, int layer, int head, int query_pos, const float *probs, const int *key_pos, int n_keys);
 int  policy_needs_attention(const Policy *p);
+/* The policy's observer {p, policy_observe} in *out, if it needs attention
+ * (returns 1), for callers that run forward themselves; else 0. */
+int  policy_observer(Policy *p, AttentionObserver *out);
 
 /* Budgets per layer for an average of `avg` tokens per compressed layer (what
  * the policy's allocator gives; skipped layers get INT_MAX). out: [n_layers]. */
@@ -147,7 +157,7 @@ const int *policy_last_budgets(const Policy *p);
 typedef struct {
     double decide_s;         /* scoring + selection, all forwards */
     double decide_decode_s;  /* the same, decode forwards only (start_pos > 0, one token) */
-    double apply_s;          /* compaction: kvcache_keep and the per-slot statistics */
+    double apply_s;          /* compaction: kvcache_keep / kvcache_evict (side columns included) */
     long forwards, decode_forwards;
     long decisions;          /* forwards after which the schedule ran the policy */
     long evicted;            /* slots removed, all layers and heads */
@@ -155,15 +165,39 @@ typedef struct {
 PolicyTiming policy_timing(const Policy *p);
 void policy_timing_reset(Policy *p);
 
-/* ---- for policy files (src/policy_*.c) ----------------------------------- */
+/* ---- for policy files (src/policy/policy_*.c) ---------------------------- */
+/* (policy.c: the runtime; policy_opts.c: the knobs above; policy_select.c:
+ * the selection toolkit below) */
 
 enum {
-    POLICY_NEEDS_ACC = 1,      /* acc: Σ attention over every query (h2o) */
-    POLICY_NEEDS_WINDOW = 2,   /* win: Σ attention over the last `window` queries */
-    POLICY_NEEDS_AUX = 4,      /* aux: one cached float per slot (l2: key norm) */
     POLICY_OWN_BUDGET = 8,     /* no --budget needed (full, lagkv) */
     POLICY_NEVER_EVICTS = 16,  /* full */
 };
+
+#define POLICY_MAX_COLUMNS 4
+
+/* A per-slot statistic, kept by the cache as a side column (kvcache.h) so it
+ * always describes the slots still there. One row per KV head, or one per
+ * query head of the KV head's group (an attention statistic: each query head
+ * adds its own rows without locks). Declared by the policy file that needs it
+ * (PolicyDef.columns); policies listing the same PolicyColumn share it (the
+ * window attention of snapkv is tova's, pyramid's and zigzag's too). Read it
+ * with policy_column(p, c, name, layer, head). */
+typedef struct PolicyColumn {
+    const char *name;
+    int per_query_head;
+    /* A new slot's value, from its cached key and value (NULL: 0). */
+    KVColumnFill fill;
+    /* Before a forward of n tokens (NULL: nothing), e.g. zeroing a sum that
+     * covers one forward's queries. */
+    void (*begin)(Policy *p, const KVCache *c, int n);
+    /* One attention row (NULL: the column does not observe; a policy with an
+     * observing column installs the attention observer). row: this column's
+     * row of (layer, query head), by slot; probs[j] is the attention on slot
+     * j < n_keys. Not called for skipped layers. Threads: as AttentionObserver. */
+    void (*observe)(Policy *p, float *row, int layer, int head, int query_pos,
+                    const float *probs, int n_keys);
+} PolicyColumn;
 
 typedef struct {
     const char *key;
@@ -178,7 +212,8 @@ typedef struct PolicyDef {
     const char *rule;          /* one line: the rule, for --help */
     const char *spec;          /* its section of ../shared/spec/methods.md, e.g. "§1" */
     const PolicyParam *params; /* terminated by {0} */
-    unsigned flags;            /* POLICY_NEEDS_* | POLICY_OWN_BUDGET | ... */
+    const PolicyColumn *const *columns;   /* per-slot statistics, NULL-terminated (NULL: none) */
+    unsigned flags;            /* POLICY_OWN_BUDGET | POLICY_NEVER_EVICTS */
     /* Fill the common knobs this policy defaults differently (only unset ones,
      * e.g. l2: skip layers 0,1) and check the ones it cannot use. May be NULL. */
     int  (*defaults)(PolicyOpts *o, Err *err);
@@ -218,13 +253,13 @@ struct Policy {
     unsigned flags;              /* def's | scorer's */
     int window;                  /* queries in the attention window */
     int window_protect;          /* snapkv/pyramid: the last `window` slots are kept and not pooled */
-    /* per-slot statistics, indexed like the cache's slots, compacted with them */
-    float *acc;                  /* [L, H, max_tokens] Σ attention over every query seen */
-    float *win;                  /* [L, H, max_tokens] Σ attention over the window's queries */
-    int   *win_count;            /* [L, H] queries summed into win */
-    int    win_from;             /* a query at position >= win_from is in the window */
-    float *aux;                  /* [L, KV, max_tokens] a policy's per-slot value */
-    int   *aux_len;              /* [L, KV] aux is valid for slots [0, aux_len) */
+    int win_from;                /* a query at position >= win_from is in the window */
+    /* the per-slot statistics of def and scorer: the cache's side columns
+     * 0..n_columns-1, in this order, while the policy runs it */
+    const PolicyColumn *columns[POLICY_MAX_COLUMNS];
+    KVColumn cache_columns[POLICY_MAX_COLUMNS];
+    int n_columns;
+    KVCache *cache;              /* the cache of the forward in progress (the observer's) */
     void  *priv;                 /* the policy's own state */
     /* the decision in progress: decided for every (layer, KV head) in
      * parallel, then applied in parallel */
@@ -238,8 +273,6 @@ struct Policy {
     PolicyScratch *scratch;      /* [n_scratch] one per thread (policy_scratch) */
     int    n_scratch;
     int    decode_steps;         /* decode forwards since the prompt (interval:N) */
-    AttentionObserver chained;   /* an observer that was installed before ours */
-    int    has_chained;
     PolicyTiming timing;
 };
 
@@ -261,21 +294,15 @@ const char *policy_param_str_or(const Policy *p, const char *key, const char *fa
  * policy_select_top; thread 0 outside a parallel region). */
 PolicyScratch *policy_scratch(Policy *p);
 
-/* Row of a per-query-head statistic / per-KV-head aux array. */
-static inline float *policy_acc(const Policy *p, int layer, int head) {
-    return p->acc + ((size_t)layer * p->n_heads + head) * p->max_tokens;
-}
-static inline float *policy_win(const Policy *p, int layer, int head) {
-    return p->win + ((size_t)layer * p->n_heads + head) * p->max_tokens;
-}
-static inline float *policy_aux(const Policy *p, int layer, int kv_head) {
-    return p->aux + ((size_t)layer * p->n_kv_heads + kv_head) * p->max_tokens;
-}
+/* The row, by slot, of the policy's column `name` in cache c: of (layer, KV
+ * head `head`), or for a per-query-head column of (layer, query head `head`).
+ * A name the policy did not declare is a bug in a policy file (abort). */
+float *policy_column(const Policy *p, const KVCache *c, const char *name, int layer, int head);
 
-/* out[j] = mean over the query heads of kv_head's group of the statistic
- * `stat` (p->acc or p->win, [L, H, max_tokens]) at slot j, j < n. Spec: the
- * score of a KV head is the mean over the query heads of its group. */
-void policy_group_mean(const Policy *p, const float *stat, int layer, int kv_head, int n, float *out);
+/* out[j] = mean over the query heads of kv_head's group of the per-query-head
+ * column `name` at slot j, j < n. Spec: the score of a KV head is the mean over
+ * the query heads of its group. */
+void policy_group_mean(const Policy *p, const KVCache *c, const char *name, int layer, int kv_head, int n, float *out);
 
 /* The default selection: keep the first `sinks` and the last `recent` slots,
  * and the best-scoring others until `budget` slots are kept (if the protected
@@ -285,6 +312,16 @@ void policy_group_mean(const Policy *p, const float *stat, int layer, int kv_hea
 int policy_select_top(Policy *p, const int *pos, int len, const float *score,
                       int budget, int sinks, int recent, int *keep);
 
+/* policy_select_top, and when at most POLICY_FEW candidates go and `evict` is
+ * given, only the evicted slots are written (evict[0..*n_evict), ascending;
+ * keep[] untouched; else *n_evict = -1): a decode step then writes a few
+ * ints, not the whole head. */
+int policy_select_top_few(Policy *p, const int *pos, int len, const float *score, int budget, int sinks,
+                          int recent, int *keep, int *evict, int *n_evict);
+
+/* A score as ranked: NaN counts as the lowest, so the order stays total. */
+static inline float policy_rank(float v) { return v == v ? v : -INFINITY; }
+
 /* Integer budgets out[l] for the layers with skip[l] == 0, near the real
  * targets x[l], each within [lo, hi[l]], summing to exactly `total` (or to
  * Σ hi when that is smaller). Units are moved one at a time to the layer
@@ -292,7 +329,13 @@ int policy_select_top(Policy *p, const int *pos, int len, const float *score,
 void policy_distribute(const double *x, const unsigned char *skip, int n_layers, long total,
                        int lo, const int *hi, int *out);
 
-/* The registry. */
+/* Columns shared by several policy files. */
+extern const PolicyColumn policy_window_attention;   /* policy_snapkv.c: Σ attention of the window's queries */
+
+/* The registry: the policies of POLICY_LIST (policy.c), then any added by
+ * policy_register (a policy defined outside src/, e.g. by a test; returns -1
+ * if the name is taken or the table is full). */
+int policy_register(const PolicyDef *def);
 const PolicyDef *policy_find(const char *name);
 int policy_count(void);
 const PolicyDef *policy_at(int i);

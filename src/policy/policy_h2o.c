@@ -6,16 +6,26 @@
  *   norm=mean divides by the number of queries that could see p (kvpress):
  *           every query from p's own position on, i.e. next_pos − pos(p).
  * Keep the most recent W tokens plus the highest hh among the rest; the
- * accumulated scores of kept tokens carry over (p->acc is compacted with the
- * cache). Runs after every step (default schedule). W = recent=, by default
+ * accumulated scores of kept tokens carry over (the column attention_sum is
+ * compacted with the cache). Runs after every step (default schedule). W = recent=, by default
  * half the budget (the paper's equal heavy-hitter / recent split). */
 #include <string.h>
 
 #include "policy/policy.h"
 
+/* attention_sum: per query head, Σ over every query of its attention on the
+ * slot (a new slot starts at 0). */
+static void add_attention(Policy *p, float *row, int layer, int head, int query_pos, const float *probs, int n_keys) {
+    (void)p; (void)layer; (void)head; (void)query_pos;
+    for (int j = 0; j < n_keys; j++) row[j] += probs[j];
+}
+
+static const PolicyColumn attention_sum = { .name = "attention_sum", .per_query_head = 1, .observe = add_attention };
+static const PolicyColumn *const columns[] = { &attention_sum, NULL };
+
 static const float *score_h2o(Policy *p, const KVCache *c, int layer, int g, float *score) {
     const KVHead *h = kvcache_head(c, layer, g);
-    policy_group_mean(p, p->acc, layer, g, h->len, score);
+    policy_group_mean(p, c, "attention_sum", layer, g, h->len, score);
     if (!strcmp(policy_param_str_or(p, "norm", "sum"), "mean"))
         for (int j = 0; j < h->len; j++) score[j] /= (float)(c->next_pos - h->pos[j]);
     return score;
@@ -45,7 +55,7 @@ const PolicyDef policy_h2o = {
     .rule = "keep the recent W and the highest accumulated attention (every query so far)",
     .spec = "§4.2",
     .params = params,
-    .flags = POLICY_NEEDS_ACC,
+    .columns = columns,
     .score = score_h2o,
     .select = select_h2o,
 };

@@ -5,39 +5,43 @@
  *            key: keep the LOWEST norms (the paper's method: low-norm keys
  *            draw the most attention);
  *   l2-high: score(p) = +‖k‖: keep the highest (the ablation).
- * Ties: the lower position is kept (policy_select_top). RoPE is a rotation,
- * so the norm is the same for `true` and `shifted` positions.
+ * Ties: the lower position is kept (policy_select_top). The norm is taken
+ * before RoPE (the forward pass caches k, then rotates it), so it is the same
+ * for `true` and `shifted` positions, and the keys of a repeated token (equal
+ * before RoPE) tie exactly instead of by rounding.
  *
- * A key never changes once cached, so its score is computed once, the first
- * time a decision needs it, and kept in p->aux, which the framework compacts
- * with the cache; the score function hands that array out as it is. A decode
- * step then costs one norm (the new key) per head plus the selection's one
- * pass: this is what keeps l2's decide time small. */
+ * A key's norm never changes, so its score is computed once, when the cache
+ * appends it, into a side column that the cache compacts with its
+ * slots; the score function hands that column out as it is. A decode step
+ * then costs one norm (the new key) per head plus the selection's one pass:
+ * this is what keeps l2's decide time small. */
 #include <math.h>
 
 #include "simd/kernels.h"
 #include "policy/policy.h"
 
-/* aux[j] = sign·‖key j‖ for every slot of (layer, g), computing only the new ones. */
-static const float *norm_scores(Policy *p, const KVCache *c, int layer, int g, float sign) {
-    const KVHead *h = kvcache_head(c, layer, g);
-    const Kernels *k = kernels_get();
-    int *valid = &p->aux_len[layer * p->n_kv_heads + g];
-    float *score = policy_aux(p, layer, g);
-    for (int j = *valid; j < h->len; j++)
-        score[j] = sign * sqrtf(k->sum_squares(h->keys + (size_t)j * p->head_dim, p->head_dim));
-    *valid = h->len;
-    return score;
+static float key_norm(const float *key, const float *value, int head_dim) {
+    (void)value;
+    return sqrtf(kernels_get()->sum_squares(key, head_dim));
 }
+
+static float minus_key_norm(const float *key, const float *value, int head_dim) {
+    return -key_norm(key, value, head_dim);
+}
+
+static const PolicyColumn low = { .name = "minus_key_norm", .fill = minus_key_norm };
+static const PolicyColumn high = { .name = "key_norm", .fill = key_norm };
+static const PolicyColumn *const columns_low[] = { &low, NULL };
+static const PolicyColumn *const columns_high[] = { &high, NULL };
 
 static const float *score_low(Policy *p, const KVCache *c, int layer, int g, float *out) {
     (void)out;
-    return norm_scores(p, c, layer, g, -1.0f);
+    return policy_column(p, c, "minus_key_norm", layer, g);
 }
 
 static const float *score_high(Policy *p, const KVCache *c, int layer, int g, float *out) {
     (void)out;
-    return norm_scores(p, c, layer, g, 1.0f);
+    return policy_column(p, c, "key_norm", layer, g);
 }
 
 /* The paper's defaults (../shared/spec/methods.md §1): layers 0 and 1 are never compressed. */
@@ -58,7 +62,7 @@ const PolicyDef policy_l2 = {
     .rule = "keep the lowest key L2 norms (ties: lower position); skips layers 0,1",
     .spec = "§1",
     .params = params,
-    .flags = POLICY_NEEDS_AUX,
+    .columns = columns_low,
     .defaults = l2_defaults,
     .score = score_low,
 };
@@ -68,7 +72,7 @@ const PolicyDef policy_l2_high = {
     .rule = "ablation: keep the HIGHEST key norms; skips layers 0,1",
     .spec = "§1",
     .params = params,
-    .flags = POLICY_NEEDS_AUX,
+    .columns = columns_high,
     .defaults = l2_defaults,
     .score = score_high,
 };

@@ -30,6 +30,8 @@ static void budgets_pyramid(Policy *p, const KVCache *c, int avg, int *budget) {
     policy_distribute(x, p->skip, p->n_layers, (long)avg * n, 1, hi, budget);
 }
 
+static const PolicyColumn *const columns[] = { &policy_window_attention, NULL };
+
 static int pyramid_defaults(PolicyOpts *o, Err *err) {
     (void)err;
     if (o->schedule == SCHED_DEFAULT) o->schedule = SCHED_PREFILL;
@@ -59,7 +61,7 @@ const PolicyDef policy_pyramid = {
     .rule = "PyramidKV: per-layer budgets decreasing with depth, SnapKV score",
     .spec = "§4.5",
     .params = params,
-    .flags = POLICY_NEEDS_WINDOW,
+    .columns = columns,
     .defaults = pyramid_defaults,
     .init = pyramid_init,
     .budgets = budgets_pyramid,

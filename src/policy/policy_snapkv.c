@@ -32,6 +32,30 @@ static void pool1d(const float *in, int n, int k, int use_max, float *out) {
     }
 }
 
+/* window_attention: per query head, Σ over the window's queries (the last
+ * `window` of the forward in progress) of their attention on the slot; it
+ * starts from 0 at every forward. Shared with tova, pyramid and zigzag. */
+static void window_begin(Policy *p, const KVCache *c, int n) {
+    p->win_from = c->next_pos + n - (p->window > 0 ? p->window : 1);
+    for (int l = 0; l < p->n_layers; l++) {
+        if (p->skip[l]) continue;
+        for (int h = 0; h < p->n_heads; h++)
+            memset(policy_column(p, c, "window_attention", l, h), 0,
+                   (size_t)kvcache_head(c, l, h / p->group)->len * sizeof(float));
+    }
+}
+
+static void window_add(Policy *p, float *row, int layer, int head, int query_pos, const float *probs, int n_keys) {
+    (void)layer; (void)head;
+    if (query_pos < p->win_from) return;
+    for (int j = 0; j < n_keys; j++) row[j] += probs[j];
+}
+
+const PolicyColumn policy_window_attention = {
+    .name = "window_attention", .per_query_head = 1, .begin = window_begin, .observe = window_add,
+};
+static const PolicyColumn *const columns[] = { &policy_window_attention, NULL };
+
 /* Shared with pyramid and zigzag through the registry (score=snapkv). */
 static const float *score_snapkv(Policy *p, const KVCache *c, int layer, int g, float *score) {
     int n = kvcache_head(c, layer, g)->len;
@@ -39,7 +63,7 @@ static const float *score_snapkv(Policy *p, const KVCache *c, int layer, int g, 
     int use_max = strcmp(policy_param_str_or(p, "pool", "max"), "avg") != 0;
     int n_pool = n - p->window_protect > 0 ? n - p->window_protect : 0;
     float *raw = policy_scratch(p)->tmp;
-    policy_group_mean(p, p->win, layer, g, n, raw);
+    policy_group_mean(p, c, "window_attention", layer, g, n, raw);
     pool1d(raw, n_pool, k, use_max, score);
     for (int j = n_pool; j < n; j++) score[j] = raw[j];   /* the window: protected anyway */
     return score;
@@ -72,7 +96,7 @@ const PolicyDef policy_snapkv = {
     .rule = "after prefill keep the window + top pooled attention of the last w queries",
     .spec = "§4.3",
     .params = params,
-    .flags = POLICY_NEEDS_WINDOW,
+    .columns = columns,
     .defaults = snapkv_defaults,
     .init = snapkv_init,
     .score = score_snapkv,

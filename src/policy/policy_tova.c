@@ -6,8 +6,10 @@
  * step once over budget. */
 #include "policy/policy.h"
 
+static const PolicyColumn *const columns[] = { &policy_window_attention, NULL };
+
 static const float *score_tova(Policy *p, const KVCache *c, int layer, int g, float *score) {
-    policy_group_mean(p, p->win, layer, g, kvcache_head(c, layer, g)->len, score);
+    policy_group_mean(p, c, "window_attention", layer, g, kvcache_head(c, layer, g)->len, score);
     return score;
 }
 
@@ -31,7 +33,7 @@ const PolicyDef policy_tova = {
     .rule = "keep the highest attention of the last query, averaged over the layer's heads",
     .spec = "§4.4",
     .params = params,
-    .flags = POLICY_NEEDS_WINDOW,
+    .columns = columns,
     .defaults = tova_defaults,
     .init = tova_init,
     .score = score_tova,

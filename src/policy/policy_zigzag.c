@@ -14,6 +14,7 @@
  * score (score=NAME: any other policy's score, e.g. zigzag:score=l2 — the
  * allocator only needs the window attention). Runs after prefill. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "policy/policy.h"
 
@@ -48,7 +49,7 @@ static void budgets_zigzag(Policy *p, const KVCache *c, int avg, int *budget) {
         for (int h = 0; h < p->n_heads; h++) {
             int n = kvcache_head(c, l, h / p->group)->len;
             float *a = policy_scratch(p)->tmp;   /* the window sum: the mean has the same MBA */
-            for (int j = 0; j < n; j++) a[j] = policy_win(p, l, h)[j];
+            memcpy(a, policy_column(p, c, "window_attention", l, h), (size_t)n * sizeof(float));
             lmba[l] += minimal_budget(a, n, tau) / (double)p->n_heads;
         }
         sum += lmba[l];
@@ -61,6 +62,8 @@ static void budgets_zigzag(Policy *p, const KVCache *c, int avg, int *budget) {
     }
     policy_distribute(x, p->skip, p->n_layers, (long)avg * n_layers, 1, hi, budget);
 }
+
+static const PolicyColumn *const columns[] = { &policy_window_attention, NULL };
 
 static int zigzag_defaults(PolicyOpts *o, Err *err) {
     (void)err;
@@ -91,7 +94,7 @@ const PolicyDef policy_zigzag = {
     .rule = "RECONSTRUCTION of ZigZagKV: layer budgets from attention uncertainty, any score",
     .spec = "§3",
     .params = params,
-    .flags = POLICY_NEEDS_WINDOW,
+    .columns = columns,
     .defaults = zigzag_defaults,
     .init = zigzag_init,
     .budgets = budgets_zigzag,
