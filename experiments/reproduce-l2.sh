@@ -15,7 +15,7 @@
 #                            tokens seen, so the ratio is the real compression
 #                  passkey, needle  full prefill, compress once (--schedule prefill), skip {0,1}
 #   compare      every policy at equal memory (no skipped layers, the same budget per layer):
-#                l2 random window h2o snapkv tova lagkv pyramid zigzag on ppl@step and
+#                l2 random window h2o snapkv tova lagkv (lag 128) pyramid zigzag on ppl@step and
 #                passkey (sink-26m only unless --compare-all)
 # then collects each part into one CSV and draws the paper's figures 3 and 4, the needle
 # heat maps and the equal-memory comparison. Finished points are skipped, so an
@@ -129,7 +129,9 @@ cat >"$out/compare.conf" <<EOF
 # written by experiments/reproduce-l2.sh: every policy at equal memory (no skipped layers)
 models   = $compare_models
 tasks    = ppl@step passkey
-policies = full l2 random window h2o snapkv tova lagkv pyramid zigzag
+# lagkv with lag 128: its default lag of 1024 first compresses at 16 + 2 x 1024 tokens,
+# longer than every text here, so it would never evict
+policies = full l2 random window h2o snapkv tova lagkv:lag=128 pyramid zigzag
 ratios   = $ratios
 skips    = none
 out      = $out/compare

@@ -69,7 +69,7 @@ expect_fail "tokenizer: missing file" "nope.model: cannot open: No such file" $K
 # ---- prompts -------------------------------------------------------------------------
 expect_fail "--ids negative id" "--ids: -1 is out of range \\[0, 511\\]" $KVLAB generate -m "$S260" --ids 1,-1
 expect_fail "--ids empty element" "--ids: bad list element in '1,,2'" $KVLAB generate -m "$S260" --ids 1,,2
-expect_fail "both -p and --ids" "give exactly one of -p PROMPT or --ids LIST" $KVLAB generate -m "$S260" -p hi --ids 1
+expect_fail "both -p and --ids" "give exactly one of -p PROMPT, -f FILE or --ids LIST" $KVLAB generate -m "$S260" -p hi --ids 1
 expect_fail "--ids beyond --ctx" "prompt has 5 tokens, longer than the context \\(4" $KVLAB logits -m "$S260" --ids 1,2,3,4,5 --ctx 4 -o "$TMP/ctx.npy"
 no_output "$TMP/ctx.npy"
 
