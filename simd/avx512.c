@@ -33,7 +33,7 @@
 #include <sleef.h>
 
 /* ---------------------------------------------------------------------------
- * Decode and small batches ("skinny" matmul, n_tok <= SKINNY_MAX): for a block
+ * Decode and small batches (gemm_driver.h's skinny path, n_tok <= 16): for a block
  * of R weight rows and T tokens, y[t][r] = dot(W[r, :], X[t, :]), all R·T dot
  * products accumulated at once (vectors along k, one horizontal sum at the end),
  * so each weight vector loaded feeds T tokens and each x vector R rows. W is
@@ -42,10 +42,7 @@
  * gets two accumulators (8 in flight) to hide the FMA latency. R and T are
  * constants after inlining; R·T <= 16 accumulators + T x vectors fit in the 32
  * registers. */
-#define SKINNY_T 4
-#ifndef SKINNY_MAX
-#define SKINNY_MAX 16
-#endif
+#define SKINNY_T 4                                     /* tokens per pass over W */
 
 static inline __attribute__((always_inline))
 void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, long ldw, int n,
@@ -102,7 +99,8 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * token: prefetching one line per row and step, as the fp32 loop does, 0.85-0.87;
  * x split into even/odd arrays once per call instead of vpermt2ps, 0.98-1.02. */
 static inline __attribute__((always_inline))
-void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    const uint16_t *w = w_;
     const __m512i odd_half = _mm512_set1_epi32((int)0xFFFF0000u);
     const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -145,7 +143,8 @@ void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int 
  * by token) it reads 3-5 % faster (73-74 -> 76-77 GB/s); prefetching both
  * lines was slower than one. */
 static inline __attribute__((always_inline))
-void gemv_f32_block(float *y, const float *x, const float *w, long ldw, int n, int R) {
+void gemv_f32_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    const float *w = w_;
     __m512 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const uintptr_t next_block = (uintptr_t)R * (uintptr_t)ldw * sizeof(float);   /* bytes */
@@ -166,48 +165,6 @@ void gemv_f32_block(float *y, const float *x, const float *w, long ldw, int n, i
             acc[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + c), xv, acc[r][0]);
     }
     for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-}
-
-static inline __attribute__((always_inline))
-void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
-                 int bf16, int T) {
-    const size_t esize = bf16 ? 2 : 4;
-    int r = 0;
-    if (!bf16 && T == 1) {
-        for (; r + 4 <= n_rows; r += 4) gemv_f32_block(y + r, x, (const float *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
-        for (; r < n_rows; r++) gemv_f32_block(y + r, x, (const float *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
-        return;
-    }
-    if (bf16 && T == 1) {
-        for (; r + 4 <= n_rows; r += 4) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
-        for (; r < n_rows; r++) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
-        return;
-    }
-    for (; r + 4 <= n_rows; r += 4)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
-    for (; r < n_rows; r++)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 1, T);
-}
-
-static inline __attribute__((always_inline))
-void skinny(float *Y, long ldy, const float *X, long ldx, const void *W, int n_tok, int n_rows, int n_cols,
-            int bf16) {
-    for (int t0 = 0; t0 < n_tok; t0 += SKINNY_T) {
-        float *y = Y + t0 * ldy;
-        const float *x = X + t0 * ldx;
-        switch (gemm_min(SKINNY_T, n_tok - t0)) {
-        case 1: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 1); break;
-        case 2: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 2); break;
-        case 3: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 3); break;
-        default: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 4); break;
-        }
-    }
-}
-static void skinny_f32(float *Y, long ldy, const float *X, long ldx, const float *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 0);
-}
-static void skinny_bf16(float *Y, long ldy, const float *X, long ldx, const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -286,35 +243,25 @@ static void pack_w_f32(void *dst, const void *w, long ldw, int rows, int kc) {
 static void pack_w_bf16(void *dst, const void *w, long ldw, int rows, int kc) {
     pack_w_panel(dst, w, ldw, rows, kc, 1);
 }
-static void pack_x(void *dst, const float *x, long ldx, int toks, int kc) {
-    gemm_pack_x_f32(dst, x, ldx, toks, kc, NR);
-}
-
-static const GemmPlan plan_f32 = {
+static const GemmPlan gemm_plan = {
     .mr = MR, .nr = NR, .kc = 384, .mc = 256, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 4, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_f32, .pack_x = pack_x, .micro = micro_32x12,
+    .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w_f32 = pack_w_f32, .pack_w_bf16 = pack_w_bf16, .micro = micro_32x12,
 };
-static const GemmPlan plan_bf16 = {
-    .mr = MR, .nr = NR, .kc = 384, .mc = 256, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 2, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_bf16, .pack_x = pack_x, .micro = micro_32x12,
+static const SkinnyPlan skinny_plan = {
+    .max_tok = 16, .group = SKINNY_T, .block = skinny_block,
+    .gemv_f32 = gemv_f32_block, .gemv_bf16 = gemv_bf16_block,
 };
 #undef MR
 #undef NR
 
-/* Few tokens: the skinny kernel (also the fallback when the packing buffers
- * cannot be allocated); more: the blocked GEMM. */
 static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
                        const float *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_f32(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 0, n_tok, n_rows, n_cols);
 }
-
 static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
                         const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_bf16(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 1, n_tok, n_rows, n_cols);
 }
 
 /* ---------------------------------------------------------------------------
@@ -539,17 +486,20 @@ static void attn_values(float *out, const float *probs, const float *values,
     }
 }
 
-const Kernels kernels_avx512 = {
-    .name = "avx512",
-    .matmul_f32 = matmul_f32,
-    .matmul_bf16 = matmul_bf16,
-    .dot = dot,
-    .sum_squares = sum_squares,
-    .rmsnorm = rmsnorm,
-    .rope = rope,
-    .softmax = softmax,
-    .silu_mul = silu_mul,
-    .attn_scores = attn_scores,
-    .attn_values = attn_values,
-    .matmul_bf16_dpbf16 = NULL,   /* set by dispatch.c when the CPU has avx512_bf16 */
-};
+/* The avx512 table: dispatch.c starts from a copy of kernels_scalar and calls
+ * this (only on a CPU with AVX-512F/BW/VL/DQ: this file is compiled with their
+ * flags) to replace what this file implements, which here is every entry;
+ * then kernels_init_avx512_bf16 where the CPU has avx512_bf16. */
+void kernels_init_avx512(Kernels *k) {
+    k->name = "avx512";
+    k->matmul_f32 = matmul_f32;
+    k->matmul_bf16 = matmul_bf16;
+    k->dot = dot;
+    k->sum_squares = sum_squares;
+    k->rmsnorm = rmsnorm;
+    k->rope = rope;
+    k->softmax = softmax;
+    k->silu_mul = silu_mul;
+    k->attn_scores = attn_scores;
+    k->attn_values = attn_values;
+}

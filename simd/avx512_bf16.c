@@ -1,5 +1,5 @@
 /* avx512_bf16.c — the optional bf16 × bf16 matmul on CPUs with AVX512_BF16
- * (Kernels.matmul_bf16_dpbf16; dispatch.c installs it in the avx512 table only
+ * (Kernels.matmul_bf16_dpbf16; dispatch.c adds it to the avx512 table only
  * when cpuid reports avx512_bf16).
  *
  * vdpbf16ps takes 32 bf16 from each operand and adds the products of each
@@ -187,16 +187,22 @@ static void pack_x(void *dst_, const float *x, long ldx, int toks, int kc) {
 
 static const GemmPlan plan_dpbf16 = {
     .mr = MR, .nr = NR, .kc = 768, .mc = 256, .nc = 1020, .k_group = 2,
-    .w_src_bytes = 2, .wp_bytes = 2, .xp_bytes = 2,
-    .pack_w = pack_w, .pack_x = pack_x, .micro = micro_32x12,
+    .wp_bytes = 2, .xp_bytes = 2,
+    .pack_w_bf16 = pack_w, .pack_x = pack_x, .micro = micro_32x12,
 };
 
-void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
-                                     const uint16_t *W, int n_tok, int n_rows, int n_cols);
-void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
-                                     const uint16_t *W, int n_tok, int n_rows, int n_cols) {
+/* Its own routing (not gemm_matmul): the decode path rounds x to bf16 once per
+ * token and streams every row against it, which is not a skinny block. */
+static void matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
+                               const uint16_t *W, int n_tok, int n_rows, int n_cols) {
     /* up to 4 tokens: stream W once per token; more: the blocked GEMM */
-    if (n_tok > 4 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    if (n_tok > 4 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, 1, n_tok, n_rows, n_cols) == 0) return;
     for (int t = 0; t < n_tok; t++)
         gemv(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}
+
+/* Called by dispatch.c after kernels_init_avx512, only on a CPU with
+ * avx512_bf16 (this file is compiled with the AVX-512 flags). */
+void kernels_init_avx512_bf16(Kernels *k) {
+    k->matmul_bf16_dpbf16 = matmul_bf16_dpbf16;
 }
