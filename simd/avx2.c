@@ -60,9 +60,7 @@ static inline __m256 load_bf16_tail(const uint16_t *p, int n) {   /* n < 8 eleme
 
 /* bf16 rows cost more instructions per byte than fp32 ones, which leaves fewer
  * loads in flight; a software prefetch 2 KB ahead in each row restores the
- * streaming rate (4096 × 11008 bf16 on Zen 5: ~25 → 31-37 GB/s, against ~40-48
- * GB/s for a plain read of the same buffer; fp32 rows, with half the
- * instructions per byte, reach the plain-read rate without it).
+ * streaming rate (simd/NOTES.md, "bf16 rows: software prefetch 2 KB ahead").
  * The address may lie past the end of W: prefetches never fault, and going
  * through uintptr_t keeps the pointer arithmetic defined. */
 #define PREFETCH_BYTES 2048
@@ -430,10 +428,8 @@ static inline __attribute__((always_inline)) __m256 sum8x8(const __m256 a[8]) {
 /* Scores against 8 contiguous keys, 8 accumulators, one q vector per step for
  * the 8 rows; sums by sum8x8; one line per KB of the next 8 keys prefetched.
  * As avx512.c attn_scores (16 keys there), plain loads when head_dim is a
- * multiple of 8: vmaskmovps does not fold into the FMA. Measured on the 7B
- * decode shape (32 heads x 545 keys x 128, scores + softmax + values, 2 threads,
- * --isa avx2 on the Zen 5 VM, malloc'd rows): 4 masked keys at a time 24-25 GB/s,
- * this 46-52 (4000 keys: 21 -> 36; 1 thread, 545 keys: 15-17 -> 31). */
+ * multiple of 8: vmaskmovps does not fold into the FMA. About twice the
+ * bytes/s of 4 masked keys at a time (simd/NOTES.md, "attn_scores"). */
 static inline __attribute__((always_inline))
 void scores_8(float *scores, const float *q, const float *k0, int head_dim, __m256 scale_v, int masked) {
     const long block_bytes = 8L * head_dim * (long)sizeof(float);
@@ -481,7 +477,7 @@ static void attn_scores(float *scores, const float *q, const float *keys,
 
 /* out[c0 .. c0 + NV*8) accumulated in NV registers over all keys; the last
  * vector is masked. NV is a constant after inlining. One prefetch per KB of
- * rows, 16 rows ahead (as avx512.c). */
+ * rows, 16 rows ahead (as avx512.c; simd/NOTES.md, "attn_values"). */
 static inline __attribute__((always_inline))
 void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
                        long head_dim, int NV, __m256i last) {
