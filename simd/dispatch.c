@@ -72,6 +72,28 @@ static void append(char *buf, size_t size, const char *word) {
     snprintf(buf + len, size - len, "%s%s", len ? ", " : "", word);
 }
 
+typedef struct { const char *name; int have; } Feature;
+
+/* An x86 ISA is usable when the CPU has every feature it needs and the OS saves
+ * its registers; then its table is built, else why_not says which is missing. */
+static int judge_x86(int isa, const Feature *need, size_t n_need, int os_saves, const char *state,
+                     KernelsInit *init) {
+    char lacks[128] = "";
+    for (size_t i = 0; i < n_need; i++)
+        if (!need[i].have) append(lacks, sizeof lacks, need[i].name);
+    if (lacks[0]) {
+        snprintf(isas[isa].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
+        return 0;
+    }
+    if (!os_saves) {
+        snprintf(isas[isa].why_not, sizeof isas[0].why_not,
+                 "the OS does not enable the %s register state (XCR0)", state);
+        return 0;
+    }
+    make_usable(isa, init);
+    return 1;
+}
+
 static void detect_x86(void) {
     unsigned a, b, c, d;
     unsigned c1 = 0, b7 = 0, a71 = 0;
@@ -89,40 +111,21 @@ static void detect_x86(void) {
     }
     const int os_avx = (xcr0 & 0x06) == 0x06;        /* XMM + YMM state */
     const int os_avx512 = (xcr0 & 0xE6) == 0xE6;     /* + opmask, ZMM_Hi256, Hi16_ZMM */
-    struct { const char *name; int have; } need2[] = {
+    const Feature need2[] = {
         { "avx", (c1 >> 28) & 1 }, { "avx2", (b7 >> 5) & 1 }, { "fma", (c1 >> 12) & 1 },
         { "f16c", (c1 >> 29) & 1 },
     };
-    struct { const char *name; int have; } need512[] = {
+    const Feature need512[] = {
         { "avx512f", (b7 >> 16) & 1 }, { "avx512dq", (b7 >> 17) & 1 },
         { "avx512bw", (b7 >> 30) & 1 }, { "avx512vl", (b7 >> 31) & 1 },
         { "fma", (c1 >> 12) & 1 }, { "f16c", (c1 >> 29) & 1 },
     };
     const int have_bf16 = (a71 >> 5) & 1;
 
-    char lacks[128] = "";
-    for (size_t i = 0; i < sizeof need2 / sizeof need2[0]; i++)
-        if (!need2[i].have) append(lacks, sizeof lacks, need2[i].name);
-    if (lacks[0])
-        snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
-    else if (!os_avx)
-        snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not,
-                 "the OS does not enable the AVX register state (XCR0)");
-    else
-        make_usable(ISA_AVX2, kernels_init_avx2);
-
-    lacks[0] = '\0';
-    for (size_t i = 0; i < sizeof need512 / sizeof need512[0]; i++)
-        if (!need512[i].have) append(lacks, sizeof lacks, need512[i].name);
-    if (lacks[0])
-        snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
-    else if (!os_avx512)
-        snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not,
-                 "the OS does not enable the AVX-512 register state (XCR0)");
-    else {
-        make_usable(ISA_AVX512, kernels_init_avx512);
-        if (have_bf16) kernels_init_avx512_bf16(&built[ISA_AVX512]);   /* + matmul_bf16_dpbf16 */
-    }
+    judge_x86(ISA_AVX2, need2, sizeof need2 / sizeof need2[0], os_avx, "AVX", kernels_init_avx2);
+    if (judge_x86(ISA_AVX512, need512, sizeof need512 / sizeof need512[0], os_avx512, "AVX-512",
+                  kernels_init_avx512) && have_bf16)
+        kernels_init_avx512_bf16(&built[ISA_AVX512]);   /* + matmul_bf16_dpbf16 */
 
     snprintf(isas[ISA_NEON].why_not, sizeof isas[0].why_not,
              "this is an x86-64 build (neon is for aarch64)");
