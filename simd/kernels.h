@@ -1,8 +1,9 @@
 /* kernels.h — the contract between the engine and the SIMD kernels.
  *
- * Every instruction set (scalar reference, AVX2+FMA, AVX-512, NEON) provides one
- * table of these functions. The engine calls kernels only through the table
- * returned by kernels_get(); it never contains intrinsics. Threads are the
+ * Every instruction set (scalar reference, AVX2+FMA, AVX-512, NEON) has one
+ * table of these functions: the reference's, or a copy of it with the ISA's
+ * own kernels put in (kernels_build below). The engine calls kernels only
+ * through the table returned by kernels_get(); it never contains intrinsics. Threads are the
  * caller's business: a kernel is single-threaded and works on the slice it is
  * given (src/ops.c splits rows and heads over OpenMP threads).
  *
