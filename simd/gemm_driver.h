@@ -12,10 +12,10 @@
  * Problem: Y[t, r] = sum_k W[r, k] * X[t, k]: n_tok tokens × n_rows weight rows,
  * reduced over k < n_cols. Both operands are row-major along k.
  *
- * The blocked GEMM is the BLIS layering (Van Zee & van de Geijn, "BLIS: A Framework for
- * Rapidly Instantiating BLAS Functionality"), with W in the role of BLIS's A
- * (its rows are the vector dimension, so a micro-tile of Y is MR contiguous
- * floats of NR token rows) and X in the role of B:
+ * The blocked GEMM is the BLIS layering (Van Zee & van de Geijn, "BLIS: A
+ * Framework for Rapidly Instantiating BLAS Functionality"), with W in the role
+ * of BLIS's A (its rows are the vector dimension, so a micro-tile of Y is MR
+ * contiguous floats of NR token rows) and X in the role of B:
  *
  *   for jc over tokens in blocks of NC            X block  (KC × NC)  ~ L3
  *     for pc over k in blocks of KC
@@ -264,7 +264,8 @@ void gemm_skinny(const SkinnyPlan *p, float *Y, long ldy, const float *X, long l
  * with its two plans as `static const` (constants, so the skinny blocks are
  * inlined and the SkinnyPlan itself is compiled away). Few tokens: the skinny
  * path (also the fallback when the packing buffers cannot be allocated); more:
- * the blocked GEMM. */
+ * the blocked GEMM. So a new ISA writes a micro-kernel, a skinny block and the
+ * two plans, and its init function (kernels.h) sets matmul_f32 / matmul_bf16. */
 static inline __attribute__((always_inline))
 void gemm_matmul(const GemmPlan *gemm, const SkinnyPlan *skinny, float *Y, int ldy, const float *X, int ldx,
                  const void *W, int bf16, int n_tok, int n_rows, int n_cols) {
