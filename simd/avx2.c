@@ -60,9 +60,7 @@ static inline __m256 load_bf16_tail(const uint16_t *p, int n) {   /* n < 8 eleme
 
 /* bf16 rows cost more instructions per byte than fp32 ones, which leaves fewer
  * loads in flight; a software prefetch 2 KB ahead in each row restores the
- * streaming rate (4096 × 11008 bf16 on Zen 5: ~25 → 31-37 GB/s, against ~40-48
- * GB/s for a plain read of the same buffer; fp32 rows, with half the
- * instructions per byte, reach the plain-read rate without it).
+ * streaming rate (simd/NOTES.md, "bf16 rows: software prefetch 2 KB ahead").
  * The address may lie past the end of W: prefetches never fault, and going
  * through uintptr_t keeps the pointer arithmetic defined. */
 #define PREFETCH_BYTES 2048
@@ -73,17 +71,14 @@ static inline __attribute__((always_inline)) void prefetch_ahead(const uint16_t 
 }
 
 /* ---------------------------------------------------------------------------
- * Decode and small batches ("skinny" matmul, n_tok <= SKINNY_MAX): for a block
+ * Decode and small batches (gemm_driver.h's skinny path, n_tok <= 8): for a block
  * of R = 4 weight rows and T <= 2 tokens, all R·T dot products are accumulated
  * at once (vectors along k, one horizontal sum at the end), so each weight
  * vector loaded feeds T tokens and each x vector R rows; W is read straight from
  * memory, once per pair of tokens, without packing. With T = 1 each row gets
  * two accumulators (8 in flight) to hide the FMA latency. R·T·U accumulators +
  * T·U x vectors + 1 weight vector <= 16 registers. */
-#define SKINNY_T 2
-#ifndef SKINNY_MAX
-#define SKINNY_MAX 8
-#endif
+#define SKINNY_T 2                                     /* tokens per pass over W */
 
 static inline __attribute__((always_inline))
 void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, long ldw, int n,
@@ -133,7 +128,8 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * the next block of R rows is prefetched (non-temporal: read once per token).
  * Registers: 8 accumulators + 4 x vectors + the mask + 2 temporaries. */
 static inline __attribute__((always_inline))
-void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    const uint16_t *w = w_;
     const __m256i odd_half = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
@@ -164,37 +160,6 @@ void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int 
         }
     }
     for (int r = 0; r < R; r++) y[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
-}
-
-static inline __attribute__((always_inline))
-void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
-                 int bf16, int T) {
-    const size_t esize = bf16 ? 2 : 4;
-    int r = 0;
-    if (bf16 && T == 1) {
-        for (; r + 4 <= n_rows; r += 4) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
-        for (; r < n_rows; r++) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
-        return;
-    }
-    for (; r + 4 <= n_rows; r += 4)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
-    for (; r < n_rows; r++)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 1, T);
-}
-
-static inline __attribute__((always_inline))
-void skinny(float *Y, long ldy, const float *X, long ldx, const void *W, int n_tok, int n_rows, int n_cols,
-            int bf16) {
-    for (int t0 = 0; t0 < n_tok; t0 += SKINNY_T) {
-        if (n_tok - t0 == 1) skinny_rows(Y + t0 * ldy, ldy, X + t0 * ldx, ldx, W, n_rows, n_cols, bf16, 1);
-        else skinny_rows(Y + t0 * ldy, ldy, X + t0 * ldx, ldx, W, n_rows, n_cols, bf16, 2);
-    }
-}
-static void skinny_f32(float *Y, long ldy, const float *X, long ldx, const float *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 0);
-}
-static void skinny_bf16(float *Y, long ldy, const float *X, long ldx, const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -293,35 +258,24 @@ static void pack_w_f32(void *dst, const void *w, long ldw, int rows, int kc) {
 static void pack_w_bf16(void *dst, const void *w, long ldw, int rows, int kc) {
     pack_w_panel(dst, w, ldw, rows, kc, 1);
 }
-static void pack_x(void *dst, const float *x, long ldx, int toks, int kc) {
-    gemm_pack_x_f32(dst, x, ldx, toks, kc, NR);
-}
-
-static const GemmPlan plan_f32 = {
+static const GemmPlan gemm_plan = {
     .mr = MR, .nr = NR, .kc = 384, .mc = 192, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 4, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_f32, .pack_x = pack_x, .micro = micro_16x6,
+    .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w_f32 = pack_w_f32, .pack_w_bf16 = pack_w_bf16, .micro = micro_16x6,
 };
-static const GemmPlan plan_bf16 = {
-    .mr = MR, .nr = NR, .kc = 384, .mc = 192, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 2, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_bf16, .pack_x = pack_x, .micro = micro_16x6,
+static const SkinnyPlan skinny_plan = {
+    .max_tok = 8, .group = SKINNY_T, .block = skinny_block, .gemv_bf16 = gemv_bf16_block,
 };
 #undef MR
 #undef NR
 
-/* Few tokens: the skinny kernel (also the fallback when the packing buffers
- * cannot be allocated); more: the blocked GEMM. */
 static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
                        const float *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_f32(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 0, n_tok, n_rows, n_cols);
 }
-
 static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
                         const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_bf16(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 1, n_tok, n_rows, n_cols);
 }
 
 /* ---------------------------------------------------------------------------
@@ -474,10 +428,8 @@ static inline __attribute__((always_inline)) __m256 sum8x8(const __m256 a[8]) {
 /* Scores against 8 contiguous keys, 8 accumulators, one q vector per step for
  * the 8 rows; sums by sum8x8; one line per KB of the next 8 keys prefetched.
  * As avx512.c attn_scores (16 keys there), plain loads when head_dim is a
- * multiple of 8: vmaskmovps does not fold into the FMA. Measured on the 7B
- * decode shape (32 heads x 545 keys x 128, scores + softmax + values, 2 threads,
- * --isa avx2 on the Zen 5 VM, malloc'd rows): 4 masked keys at a time 24-25 GB/s,
- * this 46-52 (4000 keys: 21 -> 36; 1 thread, 545 keys: 15-17 -> 31). */
+ * multiple of 8: vmaskmovps does not fold into the FMA. About twice the
+ * bytes/s of 4 masked keys at a time (simd/NOTES.md, "attn_scores"). */
 static inline __attribute__((always_inline))
 void scores_8(float *scores, const float *q, const float *k0, int head_dim, __m256 scale_v, int masked) {
     const long block_bytes = 8L * head_dim * (long)sizeof(float);
@@ -525,7 +477,7 @@ static void attn_scores(float *scores, const float *q, const float *keys,
 
 /* out[c0 .. c0 + NV*8) accumulated in NV registers over all keys; the last
  * vector is masked. NV is a constant after inlining. One prefetch per KB of
- * rows, 16 rows ahead (as avx512.c). */
+ * rows, 16 rows ahead (as avx512.c; simd/NOTES.md, "attn_values"). */
 static inline __attribute__((always_inline))
 void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
                        long head_dim, int NV, __m256i last) {
@@ -564,17 +516,19 @@ static void attn_values(float *out, const float *probs, const float *values,
     }
 }
 
-const Kernels kernels_avx2 = {
-    .name = "avx2",
-    .matmul_f32 = matmul_f32,
-    .matmul_bf16 = matmul_bf16,
-    .dot = dot,
-    .sum_squares = sum_squares,
-    .rmsnorm = rmsnorm,
-    .rope = rope,
-    .softmax = softmax,
-    .silu_mul = silu_mul,
-    .attn_scores = attn_scores,
-    .attn_values = attn_values,
-    .matmul_bf16_dpbf16 = NULL,
-};
+/* The avx2 table: dispatch.c starts from a copy of kernels_scalar and calls
+ * this (only on a CPU with AVX2 + FMA: this file is compiled with their flags)
+ * to replace what this file implements, which here is every entry. */
+void kernels_init_avx2(Kernels *k) {
+    k->name = "avx2";
+    k->matmul_f32 = matmul_f32;
+    k->matmul_bf16 = matmul_bf16;
+    k->dot = dot;
+    k->sum_squares = sum_squares;
+    k->rmsnorm = rmsnorm;
+    k->rope = rope;
+    k->softmax = softmax;
+    k->silu_mul = silu_mul;
+    k->attn_scores = attn_scores;
+    k->attn_values = attn_values;
+}

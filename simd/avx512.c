@@ -11,9 +11,8 @@
  *    prefetched 2 KB ahead; for one token (decode) fp32 and bf16 rows have
  *    their own loops, gemv_f32_block and gemv_bf16_block. The bf16 one needs 4
  *    instructions per 64-byte line where fp32 needs 1 (an FMA with the load
- *    folded in), so it keeps fewer lines in flight: it matches fp32's bytes/s
- *    when the VM's bandwidth is low, and stays at 47-57 GB/s when fp32 reads
- *    65-76 (2 threads). The bf16 dot kernel (avx512_bf16.c) is 1 per line.
+ *    folded in), so it keeps fewer lines in flight and reads fewer bytes/s
+ *    when bandwidth is high (simd/NOTES.md, "avx512: bf16 against fp32").
  *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
@@ -33,7 +32,7 @@
 #include <sleef.h>
 
 /* ---------------------------------------------------------------------------
- * Decode and small batches ("skinny" matmul, n_tok <= SKINNY_MAX): for a block
+ * Decode and small batches (gemm_driver.h's skinny path, n_tok <= 16): for a block
  * of R weight rows and T tokens, y[t][r] = dot(W[r, :], X[t, :]), all R·T dot
  * products accumulated at once (vectors along k, one horizontal sum at the end),
  * so each weight vector loaded feeds T tokens and each x vector R rows. W is
@@ -42,10 +41,7 @@
  * gets two accumulators (8 in flight) to hide the FMA latency. R and T are
  * constants after inlining; R·T <= 16 accumulators + T x vectors fit in the 32
  * registers. */
-#define SKINNY_T 4
-#ifndef SKINNY_MAX
-#define SKINNY_MAX 16
-#endif
+#define SKINNY_T 4                                     /* tokens per pass over W */
 
 static inline __attribute__((always_inline))
 void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, long ldw, int n,
@@ -92,17 +88,11 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * (two vpermt2ps per 32 columns, shared by the R rows). Each step reads 2 cache
  * lines per row and prefetches the same 2 lines of the next block of R rows
  * (non-temporal hint: the weights are read once per token, so they should not
- * evict the activations from the caches). Measured on 11008 x 4096 bf16 on
- * huge pages, 2 threads, as a fraction of the fp32 mat-vec's bytes/s in the
- * same run: 0.75 for skinny_block, 0.88-0.95 for this loop (0.77-0.85 for
- * 4096 x 11008, the down projection; probably its 44 KB x leaves L1). Also
- * tried, slower: a row-interleaved (panel) layout giving one stream per thread
- * (0.59), 8 rows x 2 lines (0.71), both column halves at once (0.67), column
- * blocks of 2-6K for wide rows (0.72); against this loop, alternating token by
- * token: prefetching one line per row and step, as the fp32 loop does, 0.85-0.87;
- * x split into even/odd arrays once per call instead of vpermt2ps, 0.98-1.02. */
+ * evict the activations from the caches). The fastest of the layouts and
+ * prefetch schemes tried (simd/NOTES.md, "avx512 gemv_bf16_block"). */
 static inline __attribute__((always_inline))
-void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int n, int R) {
+void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    const uint16_t *w = w_;
     const __m512i odd_half = _mm512_set1_epi32((int)0xFFFF0000u);
     const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -140,12 +130,11 @@ void gemv_bf16_block(float *y, const float *x, const uint16_t *w, long ldw, int 
 /* Decode with fp32 weights: one token, R = 4 (or 1) rows at a time, 2 cache
  * lines per row per step, and one line of the next block of R rows prefetched
  * per row and step (non-temporal, as above). Its own loop rather than
- * skinny_block with T = 1: on the 7B-shape decode sequence (q/k/v, o,
- * gate/up, down through op_matmul, 2 threads, old and new alternating token
- * by token) it reads 3-5 % faster (73-74 -> 76-77 GB/s); prefetching both
- * lines was slower than one. */
+ * skinny_block with T = 1: a few % faster (simd/NOTES.md, "avx512
+ * gemv_f32_block"). */
 static inline __attribute__((always_inline))
-void gemv_f32_block(float *y, const float *x, const float *w, long ldw, int n, int R) {
+void gemv_f32_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    const float *w = w_;
     __m512 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     const uintptr_t next_block = (uintptr_t)R * (uintptr_t)ldw * sizeof(float);   /* bytes */
@@ -166,48 +155,6 @@ void gemv_f32_block(float *y, const float *x, const float *w, long ldw, int n, i
             acc[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + c), xv, acc[r][0]);
     }
     for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-}
-
-static inline __attribute__((always_inline))
-void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
-                 int bf16, int T) {
-    const size_t esize = bf16 ? 2 : 4;
-    int r = 0;
-    if (!bf16 && T == 1) {
-        for (; r + 4 <= n_rows; r += 4) gemv_f32_block(y + r, x, (const float *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
-        for (; r < n_rows; r++) gemv_f32_block(y + r, x, (const float *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
-        return;
-    }
-    if (bf16 && T == 1) {
-        for (; r + 4 <= n_rows; r += 4) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 4);
-        for (; r < n_rows; r++) gemv_bf16_block(y + r, x, (const uint16_t *)w + (size_t)r * (size_t)n_cols, n_cols, n_cols, 1);
-        return;
-    }
-    for (; r + 4 <= n_rows; r += 4)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
-    for (; r < n_rows; r++)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 1, T);
-}
-
-static inline __attribute__((always_inline))
-void skinny(float *Y, long ldy, const float *X, long ldx, const void *W, int n_tok, int n_rows, int n_cols,
-            int bf16) {
-    for (int t0 = 0; t0 < n_tok; t0 += SKINNY_T) {
-        float *y = Y + t0 * ldy;
-        const float *x = X + t0 * ldx;
-        switch (gemm_min(SKINNY_T, n_tok - t0)) {
-        case 1: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 1); break;
-        case 2: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 2); break;
-        case 3: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 3); break;
-        default: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 4); break;
-        }
-    }
-}
-static void skinny_f32(float *Y, long ldy, const float *X, long ldx, const float *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 0);
-}
-static void skinny_bf16(float *Y, long ldy, const float *X, long ldx, const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -246,13 +193,13 @@ static void micro_32x12(int kc, const void *wp_, const void *xp_, float *y, long
 }
 
 /* Packing W is a transpose (rows of W become the columns of a panel), done
- * 16 × 16 at a time in registers (transpose16): ~0.6-0.9 cycles per element
- * against ~1.5-2 for the scalar loop. Full panels (rows == MR) take this path
+ * 16 × 16 at a time in registers (transpose16), about twice as fast as the
+ * scalar loop. Full panels (rows == MR) take this path
  * for every whole 16 columns; edge panels and the last kc % 16 columns the
  * generic scalar one. A panel reads kc columns of each of MR rows: short runs
  * far apart, which the hardware prefetchers follow poorly, so each load also
  * prefetches the same columns MR rows further down — the rows of the panel
- * packed next (measured on 4096 × 11008 bf16: 10 → 8 ms for the whole matrix). */
+ * packed next (simd/NOTES.md, "avx512 pack_w_panel"). */
 static inline __attribute__((always_inline))
 void pack_w_panel(float *dst, const void *w, long ldw, int rows, int kc, int bf16) {
     if (rows < MR) {
@@ -286,35 +233,25 @@ static void pack_w_f32(void *dst, const void *w, long ldw, int rows, int kc) {
 static void pack_w_bf16(void *dst, const void *w, long ldw, int rows, int kc) {
     pack_w_panel(dst, w, ldw, rows, kc, 1);
 }
-static void pack_x(void *dst, const float *x, long ldx, int toks, int kc) {
-    gemm_pack_x_f32(dst, x, ldx, toks, kc, NR);
-}
-
-static const GemmPlan plan_f32 = {
+static const GemmPlan gemm_plan = {
     .mr = MR, .nr = NR, .kc = 384, .mc = 256, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 4, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_f32, .pack_x = pack_x, .micro = micro_32x12,
+    .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w_f32 = pack_w_f32, .pack_w_bf16 = pack_w_bf16, .micro = micro_32x12,
 };
-static const GemmPlan plan_bf16 = {
-    .mr = MR, .nr = NR, .kc = 384, .mc = 256, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 2, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_bf16, .pack_x = pack_x, .micro = micro_32x12,
+static const SkinnyPlan skinny_plan = {
+    .max_tok = 16, .group = SKINNY_T, .block = skinny_block,
+    .gemv_f32 = gemv_f32_block, .gemv_bf16 = gemv_bf16_block,
 };
 #undef MR
 #undef NR
 
-/* Few tokens: the skinny kernel (also the fallback when the packing buffers
- * cannot be allocated); more: the blocked GEMM. */
 static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
                        const float *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_f32(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 0, n_tok, n_rows, n_cols);
 }
-
 static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
                         const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_bf16(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 1, n_tok, n_rows, n_cols);
 }
 
 /* ---------------------------------------------------------------------------
@@ -448,12 +385,9 @@ static inline __attribute__((always_inline)) void prefetch_block(const float *p,
  * a time: 16 accumulators, each q vector loaded once for the 16 rows, the 16
  * dot products summed together (sum16x16) and stored as one vector. The 16
  * rows are contiguous, so the block is one stream; one line per KB of the next
- * block is prefetched. Measured on the 7B decode shape (32 heads x 545 keys x
- * 128 per layer, scores + softmax + values, 2 threads, cache rows in malloc'd
- * memory as kvcache.c has them): 4 keys at a time with a horizontal sum each,
- * as before, 32-42 GB/s; this 47-53 (4000 keys: 32-38 -> 47-53; on huge pages
- * 36 -> 65-72). Prefetching one line per 512 B or per 64 B instead was slower.
- * Fewer than 16 keys left: 4, then 1 at a time. */
+ * block is prefetched. Faster than 4 keys at a time with a horizontal sum
+ * each (simd/NOTES.md, "attn_scores"). Fewer than 16 keys left: 4, then 1 at
+ * a time. */
 static inline __attribute__((always_inline))
 void scores_16(float *scores, const float *q, const float *k0, int head_dim, __m512 scale_v, int masked) {
     const long block_bytes = 16L * head_dim * (long)sizeof(float);
@@ -461,7 +395,7 @@ void scores_16(float *scores, const float *q, const float *k0, int head_dim, __m
     __m512 acc[16];
     for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (int c = 0; c < head_dim; c += VL) {
-        /* unmasked loads fold into the FMAs; with masks the loop read ~20 % slower */
+        /* unmasked loads fold into the FMAs; masked ones do not (~20 % slower) */
         const __mmask16 m = masked ? tail_mask(gemm_min(VL, head_dim - c)) : (__mmask16)0xFFFF;
         const __m512 qv = masked ? _mm512_maskz_loadu_ps(m, q + c) : _mm512_loadu_ps(q + c);
         for (int i = 0; i < 16; i++) {
@@ -500,7 +434,7 @@ static void attn_scores(float *scores, const float *q, const float *keys,
 }
 /* out[c0 .. c0 + NV*16) accumulated in NV registers over all keys; the last
  * vector is masked by `last`. NV is a constant after inlining. One prefetch
- * per KB of rows, 16 rows ahead (~5 % faster on the 7B decode shape). */
+ * per KB of rows, 16 rows ahead (simd/NOTES.md, "attn_values"). */
 static inline __attribute__((always_inline))
 void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
                        long head_dim, int NV, __mmask16 last) {
@@ -539,17 +473,20 @@ static void attn_values(float *out, const float *probs, const float *values,
     }
 }
 
-const Kernels kernels_avx512 = {
-    .name = "avx512",
-    .matmul_f32 = matmul_f32,
-    .matmul_bf16 = matmul_bf16,
-    .dot = dot,
-    .sum_squares = sum_squares,
-    .rmsnorm = rmsnorm,
-    .rope = rope,
-    .softmax = softmax,
-    .silu_mul = silu_mul,
-    .attn_scores = attn_scores,
-    .attn_values = attn_values,
-    .matmul_bf16_dpbf16 = NULL,   /* set by dispatch.c when the CPU has avx512_bf16 */
-};
+/* The avx512 table: dispatch.c starts from a copy of kernels_scalar and calls
+ * this (only on a CPU with AVX-512F/BW/VL/DQ: this file is compiled with their
+ * flags) to replace what this file implements, which here is every entry;
+ * then kernels_init_avx512_bf16 where the CPU has avx512_bf16. */
+void kernels_init_avx512(Kernels *k) {
+    k->name = "avx512";
+    k->matmul_f32 = matmul_f32;
+    k->matmul_bf16 = matmul_bf16;
+    k->dot = dot;
+    k->sum_squares = sum_squares;
+    k->rmsnorm = rmsnorm;
+    k->rope = rope;
+    k->softmax = softmax;
+    k->silu_mul = silu_mul;
+    k->attn_scores = attn_scores;
+    k->attn_values = attn_values;
+}

@@ -1,5 +1,5 @@
 /* avx512_bf16.c — the optional bf16 × bf16 matmul on CPUs with AVX512_BF16
- * (Kernels.matmul_bf16_dpbf16; dispatch.c installs it in the avx512 table only
+ * (Kernels.matmul_bf16_dpbf16; dispatch.c adds it to the avx512 table only
  * when cpuid reports avx512_bf16).
  *
  * vdpbf16ps takes 32 bf16 from each operand and adds the products of each
@@ -14,8 +14,7 @@
  *  - Decode (n_tok <= 4, one token at a time): x is rounded to bf16 into a stack
  *    buffer (32 KB: rows up to 16384 wide in one piece, wider ones in pieces of
  *    that size, y accumulating over them); four weight rows are streamed at once
- *    against it. (Pieces of 2048, as before, cut every row into 4 KB runs;
- *    whole rows read 1-3 % faster on the 7B shape, 2 threads.)
+ *    against it (whole rows: simd/NOTES.md, "avx512_bf16.c: decode in whole rows").
  *  - Prefill (n_tok > 4): gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
  *    the k-pairs of each row together: panel[kp][r] is one 32-bit word holding
  *    (W[r][2kp], W[r][2kp+1]), so one zmm load gives 16 rows × one k-pair; packed
@@ -47,8 +46,8 @@ static inline __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
 /* The same with b read from memory (64 bytes at p, any alignment) by the
  * instruction itself. GCC 12 never folds a load into vdpbf16ps, and decode
  * streams weights at a rate set by how many instructions each 64-byte line
- * costs: this one line of assembly makes it 1 instead of 2, 7-9 % faster (7B
- * decode matmuls, 2 threads, alternating token by token: 55-57 -> 59-61 GB/s). */
+ * costs: this one line of assembly makes it 1 instead of 2 (simd/NOTES.md,
+ * "avx512_bf16.c dpbf16_load"). */
 static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m512i a, const uint16_t *p) {
     __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const __m512i_u *)p));
     return acc;
@@ -67,8 +66,7 @@ void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n,
         __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
         for (int i = 0; i < R; i++) {
             /* one line of the next block of R rows per row and step, non-temporal
-             * (as avx512.c gemv_f32_block); without it ~7 % slower, with both
-             * lines no faster (7B-shape decode sequence, 2 threads) */
+             * (as avx512.c gemv_f32_block; simd/NOTES.md, "avx512_bf16.c gemv_rows") */
             const uintptr_t ahead = (uintptr_t)(w + i * ldw + c) + (uintptr_t)R * (uintptr_t)ldw * 2u;
             _mm_prefetch((const char *)ahead, _MM_HINT_NTA);
             acc[i][0] = dpbf16_load(acc[i][0], x0, w + i * ldw + c);
@@ -187,16 +185,22 @@ static void pack_x(void *dst_, const float *x, long ldx, int toks, int kc) {
 
 static const GemmPlan plan_dpbf16 = {
     .mr = MR, .nr = NR, .kc = 768, .mc = 256, .nc = 1020, .k_group = 2,
-    .w_src_bytes = 2, .wp_bytes = 2, .xp_bytes = 2,
-    .pack_w = pack_w, .pack_x = pack_x, .micro = micro_32x12,
+    .wp_bytes = 2, .xp_bytes = 2,
+    .pack_w_bf16 = pack_w, .pack_x = pack_x, .micro = micro_32x12,
 };
 
-void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
-                                     const uint16_t *W, int n_tok, int n_rows, int n_cols);
-void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
-                                     const uint16_t *W, int n_tok, int n_rows, int n_cols) {
+/* Its own routing (not gemm_matmul): the decode path rounds x to bf16 once per
+ * token and streams every row against it, which is not a skinny block. */
+static void matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
+                               const uint16_t *W, int n_tok, int n_rows, int n_cols) {
     /* up to 4 tokens: stream W once per token; more: the blocked GEMM */
-    if (n_tok > 4 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
+    if (n_tok > 4 && gemm_blocked(&plan_dpbf16, Y, ldy, X, ldx, W, 1, n_tok, n_rows, n_cols) == 0) return;
     for (int t = 0; t < n_tok; t++)
         gemv(Y + (long)t * ldy, X + (long)t * ldx, W, n_rows, n_cols);
+}
+
+/* Called by dispatch.c after kernels_init_avx512, only on a CPU with
+ * avx512_bf16 (this file is compiled with the AVX-512 flags). */
+void kernels_init_avx512_bf16(Kernels *k) {
+    k->matmul_bf16_dpbf16 = matmul_bf16_dpbf16;
 }

@@ -25,9 +25,7 @@ static inline __m512 maskz_load_bf16(__mmask16 m, const uint16_t *p) {
 
 /* bf16 rows cost more instructions per byte than fp32 ones, which leaves fewer
  * loads in flight; a software prefetch 2 KB ahead in each row restores the
- * streaming rate (4096 × 11008 bf16 on Zen 5: ~25 → 31-37 GB/s, against ~40-48
- * GB/s for a plain read of the same buffer; fp32 rows, with half the
- * instructions per byte, reach the plain-read rate without it).
+ * streaming rate (simd/NOTES.md, "bf16 rows: software prefetch 2 KB ahead").
  * The address may lie past the end of W: prefetches never fault, and going
  * through uintptr_t keeps the pointer arithmetic defined. */
 #define PREFETCH_BYTES 2048

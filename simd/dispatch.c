@@ -7,6 +7,10 @@
  * aarch64: Advanced SIMD (NEON) is reported by getauxval(AT_HWCAP) & HWCAP_ASIMD;
  * preference neon > scalar.
  *
+ * Tables: the scalar one is kernels_scalar; every other starts as a copy of it
+ * and the ISA's init function replaces what the ISA implements (kernels_build,
+ * BLIS's reference-then-override), once the CPU is known to run it.
+ *
  * Initialisation happens once (call_once) on the first call of any function
  * here; it also reads the environment variable KVLAB_ISA (same names as
  * kernels_select). kernels_select() afterwards overrides it. */
@@ -20,8 +24,6 @@
 
 #if defined(__x86_64__)
 #include <cpuid.h>
-void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
-                                     const uint16_t *W, int n_tok, int n_rows, int n_cols);
 #elif defined(__aarch64__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMD
@@ -32,7 +34,7 @@ void kvlab_avx512_matmul_bf16_dpbf16(float *Y, int ldy, const float *X, int ldx,
 /* One entry per ISA name this code knows, usable or not. */
 typedef struct {
     const char *name;
-    const Kernels *table;    /* NULL when not compiled for this architecture */
+    const Kernels *table;    /* built once usable (NULL otherwise) */
     int usable;
     char why_not[160];       /* reason when !usable */
 } Isa;
@@ -45,16 +47,51 @@ static Isa isas[N_ISA] = {
     [ISA_AVX512] = { .name = "avx512" },
     [ISA_NEON] = { .name = "neon" },
 };
+static Kernels built[N_ISA];          /* the ISA tables (scalar's is kernels_scalar itself) */
 static int best = ISA_SCALAR;
 static _Atomic(const Kernels *) current;
 static once_flag init_once = ONCE_FLAG_INIT;
 
+/* BLIS's reference-then-override (kernels.h). */
+void kernels_build(Kernels *k, KernelsInit *init) {
+    *k = kernels_scalar;
+    if (init) init(k);
+}
+
+/* Mark an ISA usable and build its table from the reference and init. */
+static void make_usable(int isa, KernelsInit *init) {
+    kernels_build(&built[isa], init);
+    isas[isa].table = &built[isa];
+    isas[isa].usable = 1;
+}
+
 #if defined(__x86_64__)
-static Kernels avx512_with_bf16;    /* the avx512 table plus matmul_bf16_dpbf16 */
 
 static void append(char *buf, size_t size, const char *word) {
     size_t len = strlen(buf);
     snprintf(buf + len, size - len, "%s%s", len ? ", " : "", word);
+}
+
+typedef struct { const char *name; int have; } Feature;
+
+/* An x86 ISA is usable when the CPU has every feature it needs and the OS saves
+ * its registers; then its table is built, else why_not says which is missing. */
+static int judge_x86(int isa, const Feature *need, size_t n_need, int os_saves, const char *state,
+                     KernelsInit *init) {
+    char lacks[128] = "";
+    for (size_t i = 0; i < n_need; i++)
+        if (!need[i].have) append(lacks, sizeof lacks, need[i].name);
+    if (lacks[0]) {
+        snprintf(isas[isa].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
+        return 0;
+    }
+    if (!os_saves) {
+        snprintf(isas[isa].why_not, sizeof isas[0].why_not,
+                 "the OS does not enable the %s register state (XCR0)", state);
+        return 0;
+    }
+    make_usable(isa, init);
+    return 1;
 }
 
 static void detect_x86(void) {
@@ -74,50 +111,28 @@ static void detect_x86(void) {
     }
     const int os_avx = (xcr0 & 0x06) == 0x06;        /* XMM + YMM state */
     const int os_avx512 = (xcr0 & 0xE6) == 0xE6;     /* + opmask, ZMM_Hi256, Hi16_ZMM */
-    struct { const char *name; int have; } need2[] = {
+    const Feature need2[] = {
         { "avx", (c1 >> 28) & 1 }, { "avx2", (b7 >> 5) & 1 }, { "fma", (c1 >> 12) & 1 },
         { "f16c", (c1 >> 29) & 1 },
     };
-    struct { const char *name; int have; } need512[] = {
+    const Feature need512[] = {
         { "avx512f", (b7 >> 16) & 1 }, { "avx512dq", (b7 >> 17) & 1 },
         { "avx512bw", (b7 >> 30) & 1 }, { "avx512vl", (b7 >> 31) & 1 },
         { "fma", (c1 >> 12) & 1 }, { "f16c", (c1 >> 29) & 1 },
     };
     const int have_bf16 = (a71 >> 5) & 1;
 
-    char lacks[128] = "";
-    for (size_t i = 0; i < sizeof need2 / sizeof need2[0]; i++)
-        if (!need2[i].have) append(lacks, sizeof lacks, need2[i].name);
-    isas[ISA_AVX2].table = &kernels_avx2;
-    if (lacks[0])
-        snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
-    else if (!os_avx)
-        snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not,
-                 "the OS does not enable the AVX register state (XCR0)");
-    else
-        isas[ISA_AVX2].usable = 1;
-
-    lacks[0] = '\0';
-    for (size_t i = 0; i < sizeof need512 / sizeof need512[0]; i++)
-        if (!need512[i].have) append(lacks, sizeof lacks, need512[i].name);
-    avx512_with_bf16 = kernels_avx512;
-    if (have_bf16) avx512_with_bf16.matmul_bf16_dpbf16 = kvlab_avx512_matmul_bf16_dpbf16;
-    isas[ISA_AVX512].table = &avx512_with_bf16;
-    if (lacks[0])
-        snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not, "this CPU lacks %s", lacks);
-    else if (!os_avx512)
-        snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not,
-                 "the OS does not enable the AVX-512 register state (XCR0)");
-    else
-        isas[ISA_AVX512].usable = 1;
+    judge_x86(ISA_AVX2, need2, sizeof need2 / sizeof need2[0], os_avx, "AVX", kernels_init_avx2);
+    if (judge_x86(ISA_AVX512, need512, sizeof need512 / sizeof need512[0], os_avx512, "AVX-512",
+                  kernels_init_avx512) && have_bf16)
+        kernels_init_avx512_bf16(&built[ISA_AVX512]);   /* + matmul_bf16_dpbf16 */
 
     snprintf(isas[ISA_NEON].why_not, sizeof isas[0].why_not,
              "this is an x86-64 build (neon is for aarch64)");
 }
 #elif defined(__aarch64__)
 static void detect_arm(void) {
-    isas[ISA_NEON].table = &kernels_neon;
-    if (getauxval(AT_HWCAP) & HWCAP_ASIMD) isas[ISA_NEON].usable = 1;
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMD) make_usable(ISA_NEON, kernels_init_neon);
     else snprintf(isas[ISA_NEON].why_not, sizeof isas[0].why_not, "this CPU lacks asimd");
     snprintf(isas[ISA_AVX2].why_not, sizeof isas[0].why_not, "this is an aarch64 build (avx2 is for x86-64)");
     snprintf(isas[ISA_AVX512].why_not, sizeof isas[0].why_not, "this is an aarch64 build (avx512 is for x86-64)");

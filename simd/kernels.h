@@ -1,8 +1,9 @@
 /* kernels.h — the contract between the engine and the SIMD kernels.
  *
- * Every instruction set (scalar reference, AVX2+FMA, AVX-512, NEON) provides one
- * table of these functions. The engine calls kernels only through the table
- * returned by kernels_get(); it never contains intrinsics. Threads are the
+ * Every instruction set (scalar reference, AVX2+FMA, AVX-512, NEON) has one
+ * table of these functions: the reference's, or a copy of it with the ISA's
+ * own kernels put in (kernels_build below). The engine calls kernels only
+ * through the table returned by kernels_get(); it never contains intrinsics. Threads are the
  * caller's business: a kernel is single-threaded and works on the slice it is
  * given (src/ops.c splits rows and heads over OpenMP threads).
  *
@@ -89,8 +90,19 @@ int kernels_available(const Kernels **tables, int max_tables);
 /* The scalar reference table (always available; tests compare against it). */
 extern const Kernels kernels_scalar;
 
-/* The ISA tables, defined only where they are compiled (x86-64: avx2, avx512;
- * aarch64: neon). Use kernels_available() to get the ones this CPU can run. */
-extern const Kernels kernels_avx2, kernels_avx512, kernels_neon;
+/* How the ISA tables are made (BLIS's reference-then-override): every table
+ * starts as a copy of kernels_scalar, and the ISA's init function replaces the
+ * entries it implements (and sets name). So an ISA needs to implement only what
+ * pays: a new one can start with matmul_f32 and matmul_bf16 and fall back to
+ * the reference for the rest. kernels_build(k, init) is that: *k =
+ * kernels_scalar, then init(k) unless init is NULL.
+ *
+ * The init functions are defined only where they are compiled (x86-64: avx2,
+ * avx512, avx512_bf16 on top of avx512; aarch64: neon) and, being compiled with
+ * their ISA's flags, may be called only on a CPU that has it: dispatch.c calls
+ * them once it has checked. Use kernels_available() to get the tables. */
+typedef void KernelsInit(Kernels *k);
+void kernels_build(Kernels *k, KernelsInit *init);
+KernelsInit kernels_init_avx2, kernels_init_avx512, kernels_init_avx512_bf16, kernels_init_neon;
 
 #endif

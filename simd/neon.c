@@ -32,17 +32,14 @@ static inline float32x4_t load_bf16(const uint16_t *p) {
 }
 
 /* ---------------------------------------------------------------------------
- * Decode and small batches ("skinny" matmul, n_tok <= SKINNY_MAX): for a block
+ * Decode and small batches (gemm_driver.h's skinny path, n_tok <= 12): for a block
  * of R = 4 weight rows and T <= 4 tokens, all R·T dot products are accumulated
  * at once (vectors along k, one horizontal sum at the end), so each weight
  * vector loaded feeds T tokens and each x vector R rows; W is read straight from
  * memory, once per group of 4 tokens, without packing. With T = 1 each row gets
  * two accumulators (8 in flight) to hide the FMA latency. The last n % 4 (or 8)
  * columns are summed in scalar code. */
-#define SKINNY_T 4
-#ifndef SKINNY_MAX
-#define SKINNY_MAX 12
-#endif
+#define SKINNY_T 4                                     /* tokens per pass over W */
 
 static inline __attribute__((always_inline))
 void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, long ldw, int n,
@@ -74,38 +71,6 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
             y[t * ldy + r] = vaddvq_f32(U == 2 ? vaddq_f32(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]) + tail[r][t];
-}
-
-static inline __attribute__((always_inline))
-void skinny_rows(float *y, long ldy, const float *x, long ldx, const void *w, int n_rows, int n_cols,
-                 int bf16, int T) {
-    const size_t esize = bf16 ? 2 : 4;
-    int r = 0;
-    for (; r + 4 <= n_rows; r += 4)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 4, T);
-    for (; r < n_rows; r++)
-        skinny_block(y + r, ldy, x, ldx, (const char *)w + (size_t)r * (size_t)n_cols * esize, n_cols, n_cols, bf16, 1, T);
-}
-
-static inline __attribute__((always_inline))
-void skinny(float *Y, long ldy, const float *X, long ldx, const void *W, int n_tok, int n_rows, int n_cols,
-            int bf16) {
-    for (int t0 = 0; t0 < n_tok; t0 += SKINNY_T) {
-        float *y = Y + t0 * ldy;
-        const float *x = X + t0 * ldx;
-        switch (gemm_min(SKINNY_T, n_tok - t0)) {
-        case 1: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 1); break;
-        case 2: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 2); break;
-        case 3: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 3); break;
-        default: skinny_rows(y, ldy, x, ldx, W, n_rows, n_cols, bf16, 4); break;
-        }
-    }
-}
-static void skinny_f32(float *Y, long ldy, const float *X, long ldx, const float *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 0);
-}
-static void skinny_bf16(float *Y, long ldy, const float *X, long ldx, const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    skinny(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -150,35 +115,24 @@ static void pack_w_f32(void *dst, const void *w, long ldw, int rows, int kc) {
 static void pack_w_bf16(void *dst, const void *w, long ldw, int rows, int kc) {
     gemm_pack_w_bf16(dst, w, ldw, rows, kc, MR);
 }
-static void pack_x(void *dst, const float *x, long ldx, int toks, int kc) {
-    gemm_pack_x_f32(dst, x, ldx, toks, kc, NR);
-}
-
-static const GemmPlan plan_f32 = {
+static const GemmPlan gemm_plan = {
     .mr = MR, .nr = NR, .kc = 256, .mc = 128, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 4, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_f32, .pack_x = pack_x, .micro = micro_8x12,
+    .wp_bytes = 4, .xp_bytes = 4,
+    .pack_w_f32 = pack_w_f32, .pack_w_bf16 = pack_w_bf16, .micro = micro_8x12,
 };
-static const GemmPlan plan_bf16 = {
-    .mr = MR, .nr = NR, .kc = 256, .mc = 128, .nc = 1020, .k_group = 1,
-    .w_src_bytes = 2, .wp_bytes = 4, .xp_bytes = 4,
-    .pack_w = pack_w_bf16, .pack_x = pack_x, .micro = micro_8x12,
+static const SkinnyPlan skinny_plan = {
+    .max_tok = 12, .group = SKINNY_T, .block = skinny_block,
 };
 #undef MR
 #undef NR
 
-/* Few tokens: the skinny kernel (also the fallback when the packing buffers
- * cannot be allocated); more: the blocked GEMM. */
 static void matmul_f32(float *Y, int ldy, const float *X, int ldx,
                        const float *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_f32, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_f32(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 0, n_tok, n_rows, n_cols);
 }
-
 static void matmul_bf16(float *Y, int ldy, const float *X, int ldx,
                         const uint16_t *W, int n_tok, int n_rows, int n_cols) {
-    if (n_tok > SKINNY_MAX && gemm_blocked(&plan_bf16, Y, ldy, X, ldx, W, n_tok, n_rows, n_cols) == 0) return;
-    skinny_bf16(Y, ldy, X, ldx, W, n_tok, n_rows, n_cols);
+    gemm_matmul(&gemm_plan, &skinny_plan, Y, ldy, X, ldx, W, 1, n_tok, n_rows, n_cols);
 }
 
 /* ---------------------------------------------------------------------------
@@ -386,17 +340,19 @@ static void attn_values(float *out, const float *probs, const float *values,
     }
 }
 
-const Kernels kernels_neon = {
-    .name = "neon",
-    .matmul_f32 = matmul_f32,
-    .matmul_bf16 = matmul_bf16,
-    .dot = dot,
-    .sum_squares = sum_squares,
-    .rmsnorm = rmsnorm,
-    .rope = rope,
-    .softmax = softmax,
-    .silu_mul = silu_mul,
-    .attn_scores = attn_scores,
-    .attn_values = attn_values,
-    .matmul_bf16_dpbf16 = NULL,
-};
+/* The neon table: dispatch.c starts from a copy of kernels_scalar and calls
+ * this (on a CPU with Advanced SIMD) to replace what this file implements,
+ * which here is every entry. */
+void kernels_init_neon(Kernels *k) {
+    k->name = "neon";
+    k->matmul_f32 = matmul_f32;
+    k->matmul_bf16 = matmul_bf16;
+    k->dot = dot;
+    k->sum_squares = sum_squares;
+    k->rmsnorm = rmsnorm;
+    k->rope = rope;
+    k->softmax = softmax;
+    k->silu_mul = silu_mul;
+    k->attn_scores = attn_scores;
+    k->attn_values = attn_values;
+}

@@ -10,20 +10,18 @@
 #   make arm64-tests     build $(ARM_BUILD)/tests/* only
 #   make clean-arm64     remove $(ARM_BUILD)/
 #
-# The arm64 library holds only what the kernel tests need (the Makefile's
-# SIMD_SRC minus the x86 files, plus simd/neon*.c), so it builds while the
-# engine is being written. To cross-build the whole library (src/ too) and
-# every tests/test_*.c, set ARM_ALL := 1 below (or `make ARM_ALL=1 test`); to
-# add single programs instead:
-#   ARM_LIB_SRC += $(ENGINE_SRC)
-#   ARM_TESTS   += test_golden
+# The arm64 library is the whole engine (the Makefile's ENGINE_SRC and SIMD_SRC
+# minus the x86 files, plus simd/neon*.c); the programs run under qemu are
+# ARM_TESTS. To cross-build and run every tests/test_*.c, set ARM_ALL := 1
+# below (or `make ARM_ALL=1 test`); to add single programs instead:
+#   ARM_TESTS   += test_ops
 
 ARM_CC      ?= aarch64-linux-gnu-gcc
 ARM_AR      ?= aarch64-linux-gnu-ar
 ARM_BUILD   ?= build-arm64
 # The whole engine is cross-built so one golden test runs under qemu too
 # (tests/run.sh sets KVLAB_GOLDEN_QUICK=1 there: the stories260K cases only).
-ARM_LIB_SRC := $(sort $(filter-out simd/x86_% simd/avx2% simd/avx512%,$(SIMD_SRC)) $(wildcard simd/neon*.c)) $(ENGINE_SRC)
+ARM_LIB_SRC := $(sort $(filter-out simd/avx2% simd/avx512%,$(SIMD_SRC)) $(wildcard simd/neon*.c)) $(ENGINE_SRC)
 ARM_TESTS   := test_kernels test_golden
 ARM_ALL     ?= 0
 ifeq ($(ARM_ALL),1)

@@ -560,19 +560,102 @@ static void test_dispatch(const Kernels **tables, int n_tables, int env_forced_s
     kernels_select("auto", err, sizeof err);
 }
 
+/* ---- tables: the scalar reference with the ISA's overrides ------------------ */
+
+typedef struct { const char *name; void (*fn)(void); } Entry;
+
+/* The required entries of a table (all but name and the optional members). */
+static int required_entries(const Kernels *k, Entry e[]) {
+    int n = 0;
+    e[n++] = (Entry){ "matmul_f32", (void (*)(void))k->matmul_f32 };
+    e[n++] = (Entry){ "matmul_bf16", (void (*)(void))k->matmul_bf16 };
+    e[n++] = (Entry){ "dot", (void (*)(void))k->dot };
+    e[n++] = (Entry){ "sum_squares", (void (*)(void))k->sum_squares };
+    e[n++] = (Entry){ "rmsnorm", (void (*)(void))k->rmsnorm };
+    e[n++] = (Entry){ "rope", (void (*)(void))k->rope };
+    e[n++] = (Entry){ "softmax", (void (*)(void))k->softmax };
+    e[n++] = (Entry){ "silu_mul", (void (*)(void))k->silu_mul };
+    e[n++] = (Entry){ "attn_scores", (void (*)(void))k->attn_scores };
+    e[n++] = (Entry){ "attn_values", (void (*)(void))k->attn_values };
+    return n;
+}
+#define N_OPTIONAL 1     /* matmul_bf16_dpbf16 */
+_Static_assert(sizeof(Kernels) == sizeof(const char *) + (10 + N_OPTIONAL) * sizeof(void (*)(void)),
+               "Kernels gained a member: add it to required_entries (or N_OPTIONAL)");
+
+/* A new ISA with a single kernel of its own: dot summed in double. Everything
+ * else must come from the reference, and the whole battery must pass on it. */
+static long dot_f64_calls;
+static float dot_f64(const float *a, const float *b, int n) {
+    dot_f64_calls++;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (double)a[i] * (double)b[i];
+    return (float)sum;
+}
+static void init_dot_only(Kernels *k) {
+    k->name = "scalar+dot_f64";
+    k->dot = dot_f64;
+}
+
+static void test_tables(const Kernels **tables, int n_tables, const Kernels *dot_only) {
+    Entry e[16], ref[16];
+    const int n = required_entries(&kernels_scalar, ref);
+    CASE("tables: every available table fills every required entry") {
+        for (int i = 0; i < n_tables; i++) {
+            CHECK(tables[i]->name && *tables[i]->name, "table %d has no name", i);
+            required_entries(tables[i], e);
+            for (int j = 0; j < n; j++) CHECK(e[j].fn, "%s: %s is NULL", tables[i]->name, e[j].name);
+        }
+        CHECK(!kernels_scalar.matmul_bf16_dpbf16, "the reference has no bf16 dot kernel");
+    }
+    CASE("tables: an ISA that overrides nothing is the scalar table") {
+        Kernels k;
+        memset(&k, 0xA5, sizeof k);
+        kernels_build(&k, NULL);
+        required_entries(&k, e);
+        CHECK(k.name == kernels_scalar.name, "name %s", k.name);
+        for (int j = 0; j < n; j++) CHECK(e[j].fn == ref[j].fn, "%s is not the reference's", e[j].name);
+        CHECK(k.matmul_bf16_dpbf16 == NULL, "matmul_bf16_dpbf16 set");
+    }
+    CASE("tables: one override replaces that entry only") {
+        required_entries(dot_only, e);
+        CHECK(!strcmp(dot_only->name, "scalar+dot_f64"), "name %s", dot_only->name);
+        for (int j = 0; j < n; j++) {
+            const int is_dot = !strcmp(e[j].name, "dot");
+            CHECK(e[j].fn, "%s is NULL", e[j].name);
+            CHECK(is_dot ? e[j].fn == (void (*)(void))dot_f64 : e[j].fn == ref[j].fn,
+                  "%s: expected %s", e[j].name, is_dot ? "the override" : "the reference");
+        }
+        CHECK(dot_only->matmul_bf16_dpbf16 == NULL, "matmul_bf16_dpbf16 set");
+    }
+    if (n_tables > 1) {    /* an ISA table overrides, so it differs from the reference somewhere */
+        CASE("tables: the ISA tables are built on the reference, with their own kernels") {
+            for (int i = 1; i < n_tables; i++) {
+                required_entries(tables[i], e);
+                CHECK(e[0].fn != ref[0].fn && e[1].fn != ref[1].fn, "%s: matmul is the reference's", tables[i]->name);
+            }
+        }
+    }
+}
+
 int main(void) {
     /* KVLAB_ISA is read on the first call into dispatch: force scalar, check, undo. */
     setenv("KVLAB_ISA", "scalar", 1);
     const int env_forced_scalar = kernels_get() == &kernels_scalar;
     unsetenv("KVLAB_ISA");
 
-    const Kernels *tables[8];
+    const Kernels *tables[9];
     const int n_tables = kernels_available(tables, 8);
     char names[128];
     printf("detected: %s; testing: %s\n", kernels_detected(), table_names(names, sizeof names, tables, n_tables));
     test_dispatch(tables, n_tables, env_forced_scalar);
 
-    for (int ti = 0; ti < n_tables; ti++) {
+    Kernels dot_only;
+    kernels_build(&dot_only, init_dot_only);
+    test_tables(tables, n_tables, &dot_only);
+    tables[n_tables] = &dot_only;     /* and the battery below runs on it too */
+
+    for (int ti = 0; ti <= n_tables; ti++) {
         const Kernels *K = tables[ti];
         for (int f = 0; f < N_FILLS; f++) {
             rng_seed(1000 * ti + f);
@@ -608,5 +691,6 @@ int main(void) {
             CASE(case_name("%s: silu_mul (%s)", K->name, FILL_NAME[silu_fills[f]])) test_silu(K, silu_fills[f]);
         }
     }
+    CASE("tables: the battery called the override") CHECK(dot_f64_calls > 0, "dot_f64 never called");
     return check_summary();
 }
