@@ -18,12 +18,10 @@ int kvcache_init(KVCache *c, int n_layers, int n_kv_heads, int head_dim, int max
 }
 
 /* Keys and values of one head: big_alloc, so arrays of 2 MiB and more (4096
- * slots of head_dim 128) sit on transparent huge pages, as the weights do.
- * Attention streams them every token; on 4 KiB pages the decode attention of
- * the 7B shape read 47-53 GB/s (2 threads), on huge pages 65-72. A 2-layer
- * 7B-shape model with a 4000-token prompt, bf16d, 2 threads: prefill 289-296
- * -> 332-365 tok/s, decode 38.5-45.7 -> 42.1-46.8 tok/s. Shorter heads stay
- * on malloc's memory (a huge page per small head would waste memory). */
+ * slots of head_dim 128) sit on transparent huge pages, as the weights do:
+ * attention streams them every token, and reads them faster there
+ * (simd/NOTES.md, "KV cache rows on huge pages"). Shorter heads stay on
+ * malloc's memory (a huge page per small head would waste memory). */
 static size_t rows_bytes(int cap, int head_dim) { return (size_t)cap * (size_t)head_dim * sizeof(float); }
 
 static float *rows_alloc(int cap, int head_dim) {
