@@ -57,7 +57,9 @@ def panel(ax, series, full, task, skip, label):
         others = sorted({s for (_, s) in series if s != skip})
         ls = "-" if sk == skip else SKIP_STYLE[others.index(sk) % len(SKIP_STYLE)]
         ax.plot([x * 100 for x in xs], ys, ls, marker="o", ms=3, color=COLOURS.get(policy, "black"),
-                label=f"{policy}, skip {sk}")
+                label=f"{policy}, skip {sk or 'none'}")
+    if task == "ppl" and ax.get_ylim()[1] > 8:     # a collapsing policy would flatten the others
+        ax.set_yscale("log")
     if full is not None:
         ax.axhline(1.0 if task == "ppl" else full, color="black", lw=1, alpha=0.5, label="full cache")
     ax.set_xlabel("compression ratio (% of the KV cache evicted)")
@@ -73,6 +75,8 @@ def main():
     ap.add_argument("--name", default="accuracy_vs_ratio", help="file name stem [accuracy_vs_ratio]")
     ap.add_argument("--title", default="quality vs KV-cache compression", help="figure title after the model name")
     a = ap.parse_args()
+    if a.skip == "none":    # collect.py writes no skipped layers as an empty skip_layers
+        a.skip = ""
     with open(a.all_csv, newline="") as f:
         series, full = headline(list(csv.DictReader(f)))
     models = sorted({m for m, _ in series})
@@ -87,7 +91,8 @@ def main():
         for ax, (task, _, label) in zip(axes[0], tasks):
             panel(ax, series[(model, task)], full.get((model, task)), task.split("@")[0], a.skip, label)
             ax.set_title(task)
-        axes[0][-1].legend(fontsize=7)
+        # the legend where most lines are (the ppl panels also carry l2's other skip sets)
+        max(axes[0], key=lambda ax: len(ax.get_legend_handles_labels()[1])).legend(fontsize=7)
         fig.suptitle(f"{model}: {a.title}")
         fig.tight_layout()
         for p in common.save(fig, a.out, f"{a.name}_{model}"):
