@@ -39,9 +39,11 @@ static void window_begin(Policy *p, const KVCache *c, int n) {
     p->win_from = c->next_pos + n - (p->window > 0 ? p->window : 1);
     for (int l = 0; l < p->n_layers; l++) {
         if (p->skip[l]) continue;
-        for (int h = 0; h < p->n_heads; h++)
-            memset(policy_column(p, c, "window_attention", l, h), 0,
-                   (size_t)kvcache_head(c, l, h / p->group)->len * sizeof(float));
+        for (int h = 0; h < p->n_heads; h++) {
+            int len = kvcache_head(c, l, h / p->group)->len;
+            if (len > 0)   /* an empty head may have no column memory yet (NULL) */
+                memset(policy_column(p, c, "window_attention", l, h), 0, (size_t)len * sizeof(float));
+        }
     }
 }
 
