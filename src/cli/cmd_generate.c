@@ -43,9 +43,21 @@ static void help(void) {
            "stderr also reports the KV bytes in use and the policy's decide time per decode step.\n");
 }
 
+/* The slots a full cache of the tokens seen so far would hold. */
+static long full_cache_slots(const KVCache *cache) {
+    return (long)cache->next_pos * cache->n_layers * cache->n_kv_heads;
+}
+
+/* One generated token on stdout: its text (the piece after `prev`), or its id
+ * comma-separated when ids are printed or there is no tokenizer. */
+static void print_token(const Tokenizer *tok, int prev, int id, int index, int print_ids) {
+    if (print_ids || !tok) printf(index ? ",%d" : "%d", id);
+    else { char buf[8]; fputs(tokenizer_piece(tok, prev, id, buf), stdout); }
+}
+
 /* The KV memory and what the policy cost, on stderr. */
 static void report_kv(const KVCache *cache, const Policy *policy, double t_decode) {
-    long slots = kvcache_slots_used(cache), full = (long)cache->next_pos * cache->n_layers * cache->n_kv_heads;
+    long slots = kvcache_slots_used(cache), full = full_cache_slots(cache);
     fprintf(stderr, "kv: %.2f MiB in use (%ld slots, %.1f%% of a full cache of %d tokens)",
             kvcache_bytes_used(cache) / 1048576.0, slots, full ? 100.0 * slots / full : 0.0, cache->next_pos);
     if (policy && strcmp(policy_opts(policy)->name, "full") != 0) {
@@ -95,8 +107,7 @@ static Continuation continue_prompt(Forward *f, KVCache *cache, Policy *policy, 
         if (next == m->cfg.eos_id) { c.stop = "eos"; break; }
         c.ids[c.n++] = next;
         if (stream) {
-            if (print_ids || !tok) printf(c.n > 1 ? ",%d" : "%d", next);
-            else { char buf[8]; fputs(tokenizer_piece(tok, prev, next, buf), stdout); }
+            print_token(tok, prev, next, c.n - 1, print_ids);
             fflush(stdout);
         }
         prev = next;
@@ -134,8 +145,7 @@ static void print_continuation(const Tokenizer *tok, const int *prompt, int n_pr
                                const Continuation *c, int print_ids) {
     int prev = prompt[n_prompt - 1];
     for (int i = 0; i < c->n; i++) {
-        if (print_ids || !tok) printf(i ? ",%d" : "%d", c->ids[i]);
-        else { char buf[8]; fputs(tokenizer_piece(tok, prev, c->ids[i], buf), stdout); }
+        print_token(tok, prev, c->ids[i], i, print_ids);
         prev = c->ids[i];
     }
     printf("\n");
@@ -175,7 +185,7 @@ static void compare_with_full(Forward *f, KVCache *cache, Policy *policy, NumGua
     print_prompt(tok, prompt, n_prompt, print_ids);
     printf("\n--- full cache: %.2f MiB of KV (%ld slots, %d tokens) ---\n", full_bytes / 1048576.0, full_slots, full_tokens);
     print_continuation(tok, prompt, n_prompt, &a, print_ids);
-    long policy_full_slots = (long)cache->next_pos * cache->n_layers * cache->n_kv_heads;
+    long policy_full_slots = full_cache_slots(cache);
     printf("--- %s: %.2f MiB of KV (%ld slots, %.1f%% of a full cache of %d tokens) ---\n", policy_opts(policy)->name,
            policy_bytes / 1048576.0, policy_slots, policy_full_slots ? 100.0 * policy_slots / policy_full_slots : 0.0,
            cache->next_pos);
