@@ -75,8 +75,7 @@ def main():
     ap.add_argument("--name", default="accuracy_vs_ratio", help="file name stem [accuracy_vs_ratio]")
     ap.add_argument("--title", default="quality vs KV-cache compression", help="figure title after the model name")
     a = ap.parse_args()
-    if a.skip == "none":    # collect.py writes no skipped layers as an empty skip_layers
-        a.skip = ""
+    a.skip = common.skip_set(a.skip)
     with open(a.all_csv, newline="") as f:
         series, full = headline(list(csv.DictReader(f)))
     models = sorted({m for m, _ in series})

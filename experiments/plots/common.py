@@ -68,6 +68,12 @@ def run_label(meta):
     return ", ".join(bits)
 
 
+def skip_set(arg):
+    """A --skip argument as collect.py's skip_layers column spells it: "none"
+    (no skipped layers) is the empty string there."""
+    return "" if arg == "none" else arg
+
+
 def save(fig, out_dir, name):
     """Write out_dir/name.png (150 dpi) and out_dir/name.pdf; return the paths."""
     os.makedirs(out_dir, exist_ok=True)

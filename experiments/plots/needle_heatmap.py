@@ -79,8 +79,7 @@ def main():
     ap.add_argument("--policies", help="comma-separated policies to show (besides the full cache) [all]")
     ap.add_argument("--allow-empty", action="store_true", help="no runs of the task is not an error")
     a = ap.parse_args()
-    if a.skip == "none":    # collect.py writes no skipped layers as an empty skip_layers
-        a.skip = ""
+    a.skip = common.skip_set(a.skip)
     policies = set(a.policies.split(",")) if a.policies else None
     with open(a.all_csv, newline="") as f:
         by_model = grids(list(csv.DictReader(f)), a.skip, a.task, policies)
