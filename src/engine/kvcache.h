@@ -87,6 +87,20 @@ static inline float *kvcache_column(const KVCache *c, int layer, int kv_head, in
     return h->columns + (size_t)(c->column_row[column] + row) * h->cap;
 }
 
+/* The keys (values) of slots [first, first + n) of head h as fp32 rows
+ * [n][head_dim]. Code outside the forward pass reads cached keys and values
+ * only through these, so the storage type of the cache can change without
+ * touching it: `scratch` (n * head_dim floats) receives a converted copy when
+ * the cache stores another type; in fp32 the rows are returned in place. */
+static inline const float *kvcache_key_rows(const KVCache *c, const KVHead *h, int first, int n, float *scratch) {
+    (void)n; (void)scratch;
+    return h->keys + (size_t)first * c->head_dim;
+}
+static inline const float *kvcache_value_rows(const KVCache *c, const KVHead *h, int first, int n, float *scratch) {
+    (void)n; (void)scratch;
+    return h->values + (size_t)first * c->head_dim;
+}
+
 /* Make room for `extra` more slots in every head of `layer` (grows the arrays).
  * Returns -1 if a head would exceed max_tokens. */
 int kvcache_reserve(KVCache *c, int layer, int extra, Err *err);
