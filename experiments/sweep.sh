@@ -4,7 +4,8 @@
 # one run directory per point: OUT/MODEL/TASK/POLICY_rRATIO_sSKIP (OUT/MODEL/TASK/full
 # for the full cache, which has no ratio or skip set). Points whose run directory holds
 # meta.json (written last by kvlab) are finished and skipped; interrupted points are
-# continued (every point runs with --resume, so finished units are never recomputed).
+# continued (a point whose directory exists runs with --resume, so finished units are
+# never recomputed; kvlab refuses --resume where there is nothing to resume).
 # Points run in parallel on this machine (-j N, xargs -P), or --slurm writes a Slurm
 # job-array script that runs the same command lines on a cluster.
 set -euo pipefail
@@ -116,9 +117,10 @@ add_point() {   # model_name model_path task policy ratio skip
     # shellcheck disable=SC2206  # the args are words on purpose
     cmd+=(${CFG[args.all.$name]-${CFG[args.all]-}} $extra --policy "$policy")
     [ "$policy" = full ] || cmd+=(--compression-ratio "$ratio" --skip-layers "$skip")
-    cmd+=(--threads "$threads" -o "$dir" --resume)
-    local q; q=$(printf '%q ' "${cmd[@]}")
-    lines+=("mkdir -p $(printf %q "$(dirname "$dir")") && if $q>$(printf %q "$dir.log") 2>&1; then echo \"done    $dir\"; else echo \"FAILED  $dir (see $dir.log)\"; exit 1; fi")
+    cmd+=(--threads "$threads" -o "$dir")
+    local q; q=$(printf '%q ' "${cmd[@]}") qd; qd=$(printf %q "$dir")
+    # --resume decided when the line runs (a Slurm task may run it again after a kill)
+    lines+=("mkdir -p $(printf %q "$(dirname "$dir")") && resume= && { [ ! -d $qd ] || resume=--resume; } && if $q\$resume >$(printf %q "$dir.log") 2>&1; then echo \"done    $dir\"; else echo \"FAILED  $dir (see $dir.log)\"; exit 1; fi")
 }
 
 for m in $models; do

@@ -63,7 +63,7 @@ expect_fail "tokenizer.bin: truncated" "tok-truncated.bin: token [0-9]+: .*trunc
 expect_fail "tokenizer.bin: piece longer than max_token_length" "tok-huge-piece.bin: token 0: length 1073741824 exceeds max_token_length 16" $KVLAB tokenize -t "$B/tok-huge-piece.bin" -p hi
 expect_fail "tokenizer.model: truncated protobuf" "tok-truncated.model: corrupt SentencePiece model" $KVLAB tokenize -t "$B/tok-truncated.model" -p hi
 expect_fail "tokenizer.model: field past its end" "tok-bad-varint.model: corrupt SentencePiece model" $KVLAB tokenize -t "$B/tok-bad-varint.model" -p hi
-expect_fail "tokenizer: a directory" "$B: cannot read: Is a directory" $KVLAB generate -m "$S260" -t "$B" -p hi
+expect_fail "tokenizer: a directory" "$B: not a regular file \(a directory\)" $KVLAB generate -m "$S260" -t "$B" -p hi
 expect_fail "tokenizer: missing file" "nope.model: cannot open: No such file" $KVLAB generate -m "$S260" -t "$B/nope.model" -p hi
 
 # ---- prompts -------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 /* util.c — see util.h. */
 #include "base/util.h"
 
+#include "base/outguard.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -91,9 +93,35 @@ double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* Open a file to read it whole or map it: only a regular file (a fifo or
+ * /dev/zero would be read forever; O_NONBLOCK keeps open() from waiting for a
+ * fifo's writer) of at most max_bytes (0: no limit). */
+static int open_regular(const char *path, size_t max_bytes, const char *max_what, struct stat *st, Err *err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, st) != 0) { int e = errno; close(fd); return err_set(err, "%s: cannot stat: %s", path, strerror(e)); }
+    if (!S_ISREG(st->st_mode)) {
+        close(fd);
+        return err_set(err, "%s: not a regular file (%s)", path,
+                       S_ISDIR(st->st_mode) ? "a directory" : S_ISFIFO(st->st_mode) ? "a pipe" :
+                       S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) ? "a device" : "a socket or special file");
+    }
+    if (max_bytes && (uint64_t)st->st_size > (uint64_t)max_bytes) {
+        close(fd);
+        return err_set(err, "%s: %lld bytes, larger than the %s", path, (long long)st->st_size, max_what);
+    }
+    fcntl(fd, F_SETFL, 0);   /* back to blocking reads */
+    return fd;
+}
+
 int read_file(const char *path, char **data_out, size_t *size_out, Err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int fd = open_regular(path, READ_FILE_MAX_BYTES, "limit of 256 MiB for a file read whole", &st, err);
+    if (fd < 0) return -1;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) { close(fd); return err_set(err, "%s: cannot open: %s", path, strerror(errno)); }
+    /* read to the end rather than trusting st_size (the file may change), but
+     * never past the limit */
     char *buf = NULL;
     size_t size = 0, cap = 0;
     for (;;) {
@@ -104,8 +132,13 @@ int read_file(const char *path, char **data_out, size_t *size_out, Err *err) {
         size_t got = fread(buf + size, 1, cap - size, f);
         size += got;
         if (got == 0) break;
+        if (size > READ_FILE_MAX_BYTES) {
+            fclose(f);
+            free(buf);
+            return err_set(err, "%s: grew past the limit of 256 MiB for a file read whole while being read", path);
+        }
     }
-    int bad = ferror(f), e = errno;   /* e.g. EISDIR: say why, not just "read error" */
+    int bad = ferror(f), e = errno;
     fclose(f);
     if (bad) { free(buf); return err_set(err, "%s: cannot read: %s", path, strerror(e)); }
     buf[size] = '\0';
@@ -114,14 +147,60 @@ int read_file(const char *path, char **data_out, size_t *size_out, Err *err) {
     return 0;
 }
 
+int read_text_file(const char *path, char **data_out, size_t *size_out, Err *err) {
+    char *text;
+    size_t size;
+    if (read_file(path, &text, &size, err) != 0) return -1;
+    size_t bad = utf8_invalid_offset(text, size);
+    if (bad < size) {
+        free(text);
+        return err_set(err, "%s: invalid UTF-8 at byte %zu (texts are read as UTF-8: convert it, e.g. iconv -f latin1 -t utf-8)",
+                       path, bad);
+    }
+    *data_out = text;
+    if (size_out) *size_out = size;
+    return 0;
+}
+
+size_t utf8_invalid_offset(const char *text, size_t n) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        int len;
+        unsigned min;
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; min = 0x10000; }
+        else return i;                                   /* stray continuation byte, C0/C1, F5..FF */
+        if (n - i < (size_t)len) return i;               /* cut short by the end */
+        unsigned cp = c & (0x7Fu >> len);
+        for (int k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;   /* overlong, surrogate */
+        i += (size_t)len;
+    }
+    return n;
+}
+
+int file_head(const char *path, void *buf, size_t n) {
+    struct stat st;
+    int fd = open_regular(path, 0, NULL, &st, NULL);
+    if (fd < 0) return -1;
+    ssize_t got = read(fd, buf, n);
+    close(fd);
+    return got < 0 ? -1 : (int)got;
+}
+
 int filemap_open(FileMap *map, const char *path, Err *err) {
     map->data = NULL;
     map->size_bytes = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) { close(fd); return err_set(err, "%s: cannot stat: %s", path, strerror(errno)); }
-    if (!S_ISREG(st.st_mode)) { close(fd); return err_set(err, "%s: not a regular file", path); }
+    int fd = open_regular(path, 0, NULL, &st, err);
+    if (fd < 0) return -1;
     if (st.st_size == 0) { close(fd); return err_set(err, "%s: file is empty", path); }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
@@ -139,11 +218,18 @@ void filemap_close(FileMap *map) {
 
 int atomic_open(AtomicFile *af, const char *path, Err *err) {
     memset(af, 0, sizeof *af);
+    af->guard = -1;
     if (strlen(path) >= sizeof af->path) return err_set(err, "%s: path too long", path);
     snprintf(af->path, sizeof af->path, "%s", path);
     snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    af->guard = outguard_add_file(af->tmp_path, path);   /* removed if interrupted */
     af->f = fopen(af->tmp_path, "wb");
-    if (!af->f) return err_set(err, "%s: cannot write: %s", path, strerror(errno));
+    if (!af->f) {
+        int e = errno;
+        outguard_forget(af->guard);
+        af->guard = -1;
+        return err_set(err, "%s: cannot write: %s", path, strerror(e));
+    }
     return 0;
 }
 
@@ -152,14 +238,16 @@ int atomic_commit(AtomicFile *af, Err *err) {
     if (fclose(af->f) != 0) bad = 1;
     af->f = NULL;
     if (bad) {
-        unlink(af->tmp_path);
+        atomic_abort(af);
         return err_set(err, "%s: write failed (disk full?)", af->path);
     }
     if (rename(af->tmp_path, af->path) != 0) {
         int e = errno;
-        unlink(af->tmp_path);
+        atomic_abort(af);
         return err_set(err, "%s: cannot rename temporary file into place: %s", af->path, strerror(e));
     }
+    outguard_forget(af->guard);
+    af->guard = -1;
     return 0;
 }
 
@@ -167,6 +255,8 @@ void atomic_abort(AtomicFile *af) {
     if (af->f) fclose(af->f);
     af->f = NULL;
     if (af->tmp_path[0]) unlink(af->tmp_path);
+    outguard_forget(af->guard);
+    af->guard = -1;
 }
 
 int path_is_dir(const char *path) {
@@ -177,6 +267,23 @@ int path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
+int make_dirs(const char *path, Err *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return err_set(err, "%s: path too long", path);
+    for (char *p = buf + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return err_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
+            *p = saved;
+            if (!saved) break;
+        }
+    }
+    if (!path_is_dir(path)) return err_set(err, "%s: exists and is not a directory", path);
+    return 0;
+}
+
 void path_join(char *out, size_t out_size, const char *dir, const char *name) {
     size_t n = strlen(dir);
     if (n > 0 && dir[n - 1] == '/') snprintf(out, out_size, "%s%s", dir, name);

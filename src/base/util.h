@@ -41,20 +41,40 @@ void  big_free(void *p, size_t n_bytes);
 
 double now_seconds(void);          /* monotonic clock */
 
-/* Read a whole file into memory (NUL-terminated for convenience). */
+/* Read a whole file into memory (NUL-terminated for convenience). Only a
+ * regular file of at most READ_FILE_MAX_BYTES: a fifo, a device (/dev/zero)
+ * or a directory is refused before anything is read, naming the file. Every
+ * input read whole goes through here: texts, prompt files, tokenizers, JSON. */
+#define READ_FILE_MAX_BYTES ((size_t)256 << 20)
 int read_file(const char *path, char **data_out, size_t *size_out, Err *err);
 
-/* A read-only memory map of a whole file. */
+/* read_file of a text: also refused unless it is valid UTF-8 ("FILE: invalid
+ * UTF-8 at byte N"). Every text input (-f, --haystack, prompt files) uses it. */
+int read_text_file(const char *path, char **data_out, size_t *size_out, Err *err);
+/* The offset of the first byte that does not start a valid UTF-8 sequence
+ * (overlong forms and surrogates are invalid), or n if all of text is valid. */
+size_t utf8_invalid_offset(const char *text, size_t n);
+
+/* The first n bytes (or fewer) of a regular file, for sniffing a format: the
+ * count read, -1 if it is not a regular file or cannot be read. Never blocks
+ * on a fifo nor reads a device. */
+int file_head(const char *path, void *buf, size_t n);
+
+/* A read-only memory map of a whole regular file (not read: no size limit). */
 typedef struct { void *data; size_t size_bytes; } FileMap;
 int  filemap_open(FileMap *map, const char *path, Err *err);
 void filemap_close(FileMap *map);
 
 /* Atomic output: write to "PATH.tmp.PID", rename onto PATH on commit, so an
- * interrupted run never leaves a file that looks finished. */
-typedef struct { FILE *f; char path[4096]; char tmp_path[4200]; } AtomicFile;
+ * interrupted run never leaves a file that looks finished. The temporary file
+ * is registered with outguard (outguard.h): an interrupt removes it. */
+typedef struct { FILE *f; char path[4096]; char tmp_path[4200]; int guard; } AtomicFile;
 int  atomic_open(AtomicFile *af, const char *path, Err *err);
 int  atomic_commit(AtomicFile *af, Err *err);   /* fclose + fsync-free rename */
 void atomic_abort(AtomicFile *af);              /* fclose + unlink the temp file */
+
+/* mkdir -p */
+int make_dirs(const char *path, Err *err);
 
 /* Path helpers. */
 int  path_is_dir(const char *path);

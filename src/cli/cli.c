@@ -94,6 +94,8 @@ int *common_prompt_ids(const Model *m, Tokenizer *tok, const char *text, const c
     } else {
         if (!text) die("give a prompt with -p TEXT or --ids 1,2,3");
         if (!tok) die("-p needs a tokenizer (-t FILE), or give --ids");
+        size_t bad = utf8_invalid_offset(text, strlen(text));
+        if (bad < strlen(text)) die("-p: invalid UTF-8 at byte %zu (the prompt is read as UTF-8)", bad);
         Err err;
         int need = tokenizer_encode(tok, text, 1, NULL, 0, &err);
         if (need < 0) die("-p: %s", err.msg);

@@ -262,15 +262,18 @@ int cmd_correlate(int argc, char **argv) {
     if (seq_len + steps > ctx)
         die("%s: %d prompt + %d decode tokens exceed the context of %d (--ctx, --chunk)",
             o.policy_mode || o.query == QUERY_ALL_DECODE ? "--gen" : "--chunk", seq_len, steps, ctx);
+    Err err;
+    OutLock lock;   /* one writer per output directory, for the whole run */
+    if (run_dir_lock(&lock, o.out, &err) != 0) die("%s", err.msg);
     if (o.policy_mode) {
         run_policy_probe(&o, &m, seqs, n_seqs, seq_len, argc, argv, t_start);
+        outlock_release(&lock);
         free(seqs);
         if (tok) tokenizer_free(tok);
         model_free(&m);
         return 0;
     }
 
-    Err err;
     KVCache cache;
     if (forward_cache_init(&m, &cache, seq_len + steps, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, o.batch);
@@ -284,6 +287,7 @@ int cmd_correlate(int argc, char **argv) {
     progress_line_end(&prog);
 
     write_outputs(c, &o, &m, argc, argv, n_seqs, seq_len, t_start);
+    outlock_release(&lock);
     CorrelatorTiming t = correlator_timing(c);
     print_summary(c, &m.cfg, stderr);
     warn_without_sink(c, &m.cfg);

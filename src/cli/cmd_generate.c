@@ -234,7 +234,7 @@ int cmd_generate(int argc, char **argv) {
     if (prompt_file) {
         Err ferr;
         size_t n_bytes;
-        if (read_file(prompt_file, &file_text, &n_bytes, &ferr) != 0) die("%s", ferr.msg);
+        if (read_text_file(prompt_file, &file_text, &n_bytes, &ferr) != 0) die("%s", ferr.msg);
         if (strlen(file_text) != n_bytes) die("%s: a NUL byte in the prompt text", prompt_file);
         text = file_text;
     }

@@ -89,7 +89,7 @@ static void load_haystack(const NeedleOpts *o, NdState *s, int need) {
     Err err;
     char *text;
     size_t size;
-    if (read_file(o->haystack, &text, &size, &err) != 0) die("%s", err.msg);
+    if (read_text_file(o->haystack, &text, &size, &err) != 0) die("%s", err.msg);
     size_t bytes = (size_t)need * 6 + 4096;
     for (;;) {
         if (bytes > size) bytes = size;

@@ -51,8 +51,10 @@ int cmd_tokenize(int argc, char **argv) {
         free(ids);
     } else {
         char *owned = NULL;
-        if (file && read_file(file, &owned, NULL, &err) != 0) die("%s", err.msg);
+        if (file && read_text_file(file, &owned, NULL, &err) != 0) die("%s", err.msg);
         const char *input = file ? owned : text;
+        if (!file && utf8_invalid_offset(text, strlen(text)) < strlen(text))
+            die("-p: invalid UTF-8 at byte %zu (the text is read as UTF-8)", utf8_invalid_offset(text, strlen(text)));
         int n = tokenizer_encode(tok, input, add_bos, NULL, 0, &err);
         if (n < 0) die("%s", err.msg);
         int *ids = xmalloc((size_t)(n + 1) * sizeof(int));

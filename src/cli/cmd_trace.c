@@ -152,6 +152,8 @@ int cmd_trace(int argc, char **argv) {
     Err err;
     Tracer *t = tracer_create(&m.cfg, &plan, (size_t)o.max_bytes, &err);
     if (!t) die("%s", err.msg);
+    OutLock lock;   /* one writer per output directory */
+    if (run_dir_lock(&lock, o.out, &err) != 0) die("%s", err.msg);
     if (make_dirs(o.out, &err) != 0) die("-o: %s", err.msg);
 
     KVCache cache;
@@ -178,6 +180,7 @@ int cmd_trace(int argc, char **argv) {
     runmeta_add_policy(meta, &o.policy);
     runmeta_add_output(meta, "trace.npz", "attn, key_norm, value_norm, query_pos, key_pos, layers, heads, kv_head, ids, n_prompt");
     if (runmeta_write(meta, o.out, t_start, &err) != 0) die("%s", err.msg);
+    outlock_release(&lock);
     fprintf(stderr, "trace: %d sequence(s) x %d queries x %d layers x %d heads (%s) -> %s\n", n_seqs,
             trace_plan_queries(&plan, NULL), plan.n_layers, plan.n_heads,
             format_bytes((double)bytes, size_s, sizeof size_s), o.out);

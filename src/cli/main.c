@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/outguard.h"
 #include "cli/commands.h"
 
 typedef struct {
@@ -36,6 +37,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    outguard_install();   /* interrupts remove temporary outputs (base/outguard.h) */
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -152,6 +152,35 @@ static int parse_tensor(StFile *sf, const cJSON *item, StTensor *t, Err *err) {
     return 0;
 }
 
+/* Two tensors sharing bytes would alias each other's weights (a crafted or
+ * corrupt file): refuse, naming both. Empty tensors take no bytes. */
+typedef struct { uint64_t begin, end; int index; } Span;
+
+static int span_cmp(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : x->index - y->index;
+}
+
+static int check_overlaps(const StFile *sf, Err *err) {
+    Span *spans = xmalloc((size_t)(sf->n_tensors ? sf->n_tensors : 1) * sizeof *spans);
+    int n = 0;
+    for (int i = 0; i < sf->n_tensors; i++)
+        if (sf->tensors[i].end > sf->tensors[i].begin) spans[n++] = (Span){ sf->tensors[i].begin, sf->tensors[i].end, i };
+    qsort(spans, (size_t)n, sizeof *spans, span_cmp);
+    int rc = 0, last = -1;   /* last: the span reaching furthest so far */
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (last >= 0 && spans[i].begin < spans[last].end) {
+            const StTensor *a = &sf->tensors[spans[last].index], *b = &sf->tensors[spans[i].index];
+            rc = err_set(err, "%s: tensors '%.200s' [%llu, %llu] and '%.200s' [%llu, %llu] overlap in the data", sf->path,
+                         a->name, (unsigned long long)a->begin, (unsigned long long)a->end,
+                         b->name, (unsigned long long)b->begin, (unsigned long long)b->end);
+        }
+        if (last < 0 || spans[i].end > spans[last].end) last = i;
+    }
+    free(spans);
+    return rc;
+}
+
 /* Parse the JSON header; the bytes after the JSON value may only be the
  * padding spaces writers add. */
 static cJSON *parse_header_json(const StFile *sf, const char *hdr, size_t n, Err *err) {
@@ -215,6 +244,7 @@ int st_parse(StFile *sf, const char *path, const void *bytes, size_t size, Err *
         }
     }
     cJSON_Delete(root);
+    if (check_overlaps(sf, err) != 0) { st_free(sf); return -1; }
     return 0;
 }
 

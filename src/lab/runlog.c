@@ -39,6 +39,7 @@ struct RunLog {
     int fd_units, fd_details;
     long appended;                 /* by this process (test hook) */
     long stop_after;
+    OutLock lock;                  /* one writer per run directory */
 };
 
 /* ---- small strings ---------------------------------------------------------------- */
@@ -341,13 +342,18 @@ static int open_logs(RunLog *r, const RunLogSpec *s, Err *err) {
 
 RunLog *runlog_open(const RunLogSpec *s, Err *err) {
     if (s->n_units < 1) { err_set(err, "%s: nothing to evaluate (0 units)", s->dir); return NULL; }
-    if (make_dirs(s->dir, err) != 0) return NULL;
+    if (s->resume && !path_exists(s->dir)) {
+        err_set(err, "%s: --resume: nothing to resume (no such directory); leave out --resume to start a run", s->dir);
+        return NULL;
+    }
     RunLog *r = xcalloc(1, sizeof *r);
     r->fd_units = r->fd_details = -1;
+    if (run_dir_lock(&r->lock, s->dir, err) != 0) { free(r); return NULL; }
+    if (make_dirs(s->dir, err) != 0) { outlock_release(&r->lock); free(r); return NULL; }
     snprintf(r->dir, sizeof r->dir, "%s", s->dir);
     char logdir[4200];
     path_join(logdir, sizeof logdir, r->dir, "log");
-    if (make_dirs(logdir, err) != 0) { free(r); return NULL; }
+    if (make_dirs(logdir, err) != 0) { outlock_release(&r->lock); free(r); return NULL; }
     path_join(r->units_path, sizeof r->units_path, logdir, "units.csv");
     path_join(r->details_path, sizeof r->details_path, logdir, "details.csv");
     Buf b = { 0 };
@@ -372,6 +378,7 @@ void runlog_close(RunLog *r) {
     if (!r) return;
     if (r->fd_units >= 0) close(r->fd_units);
     if (r->fd_details >= 0) close(r->fd_details);
+    outlock_release(&r->lock);
     for (long i = 0; i < r->n_units; i++) {
         row_free(&r->units[i].row);
         for (int j = 0; j < r->units[i].n_details; j++) row_free(&r->units[i].details[j]);

@@ -14,12 +14,15 @@
 
 /* ---- text chunks ------------------------------------------------------------------- */
 
-/* Tokenize (without BOS) the first `bytes` bytes of text; *n_out tokens. */
-static int *tokenize_prefix(const Tokenizer *tok, const char *text, size_t bytes, int *n_out, Err *err) {
+/* Tokenize (without BOS) the first `bytes` bytes of text (from file `path`); *n_out tokens. */
+static int *tokenize_prefix(const Tokenizer *tok, const char *path, const char *text, size_t bytes, int *n_out, Err *err) {
     int cap = (int)(bytes + 16);
     int *ids = xmalloc((size_t)cap * sizeof(int));
     int n = tokenizer_encode_len(tok, text, bytes, 0, ids, cap, err);
-    if (n < 0 || n > cap) { free(ids); if (n >= 0) err_set(err, "tokenizer: more tokens than bytes"); return NULL; }
+    if (n > cap)   /* a token is at least one byte, except byte-fallback pieces of a replaced character */
+        err_set(err, "%s: the tokenizer made %d tokens of %zu bytes, more tokens than bytes "
+                "(an invalid or unknown character became byte-fallback tokens)", path, n, bytes);
+    if (n < 0 || n > cap) { free(ids); return NULL; }
     *n_out = n;
     return ids;
 }
@@ -28,7 +31,7 @@ int *text_chunks(const Tokenizer *tok, const char *path, int chunk, int n_chunks
     if (chunk < 2) { err_set(err, "--chunk: %d is too short (BOS + at least one token)", chunk); return NULL; }
     char *text;
     size_t size;
-    if (read_file(path, &text, &size, err) != 0) return NULL;
+    if (read_text_file(path, &text, &size, err) != 0) return NULL;
     int64_t need = (int64_t)n_chunks * (chunk - 1);
     /* tokenize only a prefix of a long file: ~4 bytes a token, doubled until
      * enough (a margin of 16 tokens keeps the cut word out of the chunks) */
@@ -37,7 +40,7 @@ int *text_chunks(const Tokenizer *tok, const char *path, int chunk, int n_chunks
     for (;;) {
         if (bytes > size) bytes = size;
         free(toks);
-        toks = tokenize_prefix(tok, text, bytes, &n, err);
+        toks = tokenize_prefix(tok, path, text, bytes, &n, err);
         if (!toks) { free(text); return NULL; }
         if (bytes == size || n >= need + 16) break;
         bytes *= 2;
@@ -193,19 +196,9 @@ int runmeta_write(cJSON *meta, const char *run_dir, double t_start, Err *err) {
     return atomic_commit(&af, err);
 }
 
-int make_dirs(const char *path, Err *err) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return err_set(err, "%s: path too long", path);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return err_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
-            *p = saved;
-            if (!saved) break;
-        }
-    }
-    if (!path_is_dir(path)) return err_set(err, "%s: exists and is not a directory", path);
-    return 0;
+int run_dir_lock(OutLock *lock, const char *dir, Err *err) {
+    char parent[4096];
+    path_dirname(parent, sizeof parent, dir);
+    if (make_dirs(parent, err) != 0) return -1;
+    return outlock_acquire(lock, dir, err);
 }

@@ -1,12 +1,13 @@
 /* runmeta.h — what every run directory needs, whichever command writes it
  * (trace, correlate, ppl, passkey, needle): text cut into chunks, byte sizes,
- * meta.json, mkdir -p. */
+ * meta.json, the lock that keeps it to one writer. */
 #ifndef KVLAB_RUNMETA_H
 #define KVLAB_RUNMETA_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/outguard.h"
 #include "base/util.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -35,7 +36,8 @@ void runmeta_add_policy(struct cJSON *meta, const PolicyOpts *po);
 /* Adds wall_seconds (now − t_start), writes RUN_DIR/meta.json atomically, frees meta. */
 int runmeta_write(struct cJSON *meta, const char *run_dir, double t_start, Err *err);
 
-/* mkdir -p */
-int make_dirs(const char *path, Err *err);
+/* Lock the run directory `dir` for this process (outguard.h): its parent
+ * directories are created first, since the lock file sits beside it. */
+int run_dir_lock(OutLock *lock, const char *dir, Err *err);
 
 #endif

@@ -373,9 +373,7 @@ static int copy_file(const char *src, const char *dst, Err *err) {
 /* tokenizer.model or tokenizer.bin copied; a GGUF vocabulary written as tokenizer.model. */
 static int write_tokenizer(const Tokenizer *tok, const char *tok_file, const char *dir, Err *err) {
     char dst[4200], magic[4] = {0};
-    FILE *f = tok_file ? fopen(tok_file, "rb") : NULL;
-    size_t got = f ? fread(magic, 1, 4, f) : 0;
-    if (f) fclose(f);
+    int got = tok_file ? file_head(tok_file, magic, 4) : 0;
     int is_gguf = got == 4 && memcmp(magic, "GGUF", 4) == 0;
     if (tok_file && !is_gguf) {
         path_join(dst, sizeof dst, dir, magic[0] == 0x0A ? "tokenizer.model" : "tokenizer.bin");

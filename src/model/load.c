@@ -48,11 +48,8 @@ int model_load_weights(Model *m, const char *path, DType compute_dtype, int weig
 /* True if the file starts with the GGUF magic (read 4 bytes, not the whole
  * file: a GGUF model may be many GB). */
 static bool is_gguf_file(const char *path) {
-    FILE *f = fopen(path, "rb");
     char magic[4];
-    bool yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    if (f) fclose(f);
-    return yes;
+    return file_head(path, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
 Tokenizer *tokenizer_load(const char *path, Err *err) {

@@ -60,20 +60,32 @@ int outdir_name(const char *dir_in, char *dir, size_t size, Err *err) {
 
 int outdir_begin(OutDir *od, const char *dir, int force, Err *err) {
     snprintf(od->dir, sizeof od->dir, "%s", dir);
+    od->guard = -1;
+    if (outlock_acquire(&od->lock, dir, err) != 0) return -1;
     od->existed = path_exists(dir);
-    if (od->existed && !force) return err_set(err, "%s: already exists (--force replaces it)", dir);
-    if (od->existed && replaceable(dir, err)) return -1;
+    if (od->existed && !force) { outlock_release(&od->lock); return err_set(err, "%s: already exists (--force replaces it)", dir); }
+    if (od->existed && replaceable(dir, err)) { outlock_release(&od->lock); return -1; }
     snprintf(od->tmp, sizeof od->tmp, "%s.tmp.%ld", dir, (long)getpid());
-    if (mkdir(od->tmp, 0755) != 0) return err_set(err, "%s: cannot create %s: %s", dir, od->tmp, strerror(errno));
+    od->guard = outguard_add_dir(od->tmp, dir);
+    if (mkdir(od->tmp, 0755) != 0) {
+        int e = errno;
+        outguard_forget(od->guard);
+        outlock_release(&od->lock);
+        return err_set(err, "%s: cannot create %s: %s", dir, od->tmp, strerror(e));
+    }
     return 0;
 }
 
 int outdir_commit(OutDir *od, Err *err) {
     char old[4200];
     snprintf(old, sizeof old, "%s.old.%ld", od->dir, (long)getpid());
+    /* an interrupt between the two renames would leave neither directory in
+     * place: hold it off until the new one is there */
+    outguard_hold();
     if (od->existed && rename(od->dir, old) != 0) {
         err_set(err, "%s: cannot move the old directory aside: %s", od->dir, strerror(errno));
         outdir_abort(od);
+        outguard_release();
         return -1;
     }
     if (rename(od->tmp, od->dir) != 0) {
@@ -81,13 +93,23 @@ int outdir_commit(OutDir *od, Err *err) {
         if (od->existed) rename(old, od->dir);
         err_set(err, "%s: cannot rename %s into place: %s", od->dir, od->tmp, strerror(e));
         outdir_abort(od);
+        outguard_release();
         return -1;
     }
+    outguard_forget(od->guard);
+    od->guard = -1;
     if (od->existed) remove_flat_dir(old);
+    outlock_release(&od->lock);
+    outguard_release();
     return 0;
 }
 
-void outdir_abort(OutDir *od) { remove_flat_dir(od->tmp); }
+void outdir_abort(OutDir *od) {
+    remove_flat_dir(od->tmp);
+    outguard_forget(od->guard);
+    od->guard = -1;
+    outlock_release(&od->lock);
+}
 
 /* ---- config.json ---------------------------------------------------------------- */
 

@@ -12,7 +12,9 @@
  *
  * An existing DIR is an error unless force, and even then it is replaced only
  * if it looks like a checkpoint (plain files with a config.json, or empty), so
- * a typo cannot wipe a home directory. Used by `kvlab convert` and `kvlab synth`,
+ * a typo cannot wipe a home directory. A second process writing the same DIR
+ * is refused ("DIR: in use by pid N"), and an interrupt (SIGINT, SIGTERM,
+ * SIGHUP) removes DIR.tmp.PID (base/outguard.h). Used by `kvlab convert` and `kvlab synth`,
  * which also share the config.json they write (outdir_hf_config). */
 #ifndef KVLAB_OUTDIR_H
 #define KVLAB_OUTDIR_H
@@ -20,6 +22,7 @@
 #include <stddef.h>
 
 #include "model/model.h"
+#include "base/outguard.h"
 #include "base/util.h"
 
 #define OUTDIR_MAX 4096
@@ -28,19 +31,21 @@ typedef struct {
     char dir[OUTDIR_MAX];
     char tmp[OUTDIR_MAX + 104];   /* dir + ".tmp.PID" */
     int existed;                  /* dir existed at begin: it is replaced on commit */
+    OutLock lock;                 /* DIR.lock: one writer per directory, from begin to commit/abort */
+    int guard;                    /* tmp's outguard registration: removed if interrupted */
 } OutDir;
 
 /* dir_in without trailing slashes into dir; an empty or too long name is an error. */
 int outdir_name(const char *dir_in, char *dir, size_t size, Err *err);
 
-/* Check that dir may be written (see above) and create od->tmp. */
+/* Lock dir, check that it may be written (see above) and create od->tmp. */
 int outdir_begin(OutDir *od, const char *dir, int force, Err *err);
 
 /* Rename od->tmp to od->dir (moving an old dir aside, then deleting it). On
  * failure the old dir is put back and od->tmp removed. */
 int outdir_commit(OutDir *od, Err *err);
 
-/* Remove od->tmp and what was written into it. */
+/* Remove od->tmp and what was written into it; unlock. */
 void outdir_abort(OutDir *od);
 
 struct cJSON;

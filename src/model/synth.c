@@ -323,17 +323,15 @@ static int write_config(const SynthOpts *o, const char *dir, Err *err) {
 }
 
 static int copy_file(const char *src, const char *dst, Err *err) {
-    FILE *in = fopen(src, "rb");
-    if (!in) return err_set(err, "--tokenizer %s: cannot open: %s", src, strerror(errno));
+    char *data;
+    size_t size;
+    Err rerr;
+    if (read_file(src, &data, &size, &rerr) != 0) return err_set(err, "--tokenizer %s", rerr.msg);
     FILE *out = fopen(dst, "wb");
-    if (!out) { fclose(in); return err_set(err, "%s: cannot write: %s", dst, strerror(errno)); }
-    char buf[65536];
-    size_t k;
-    int ok = 1;
-    while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, k, out) == k;
-    if (ferror(in)) ok = 0;
-    fclose(in);
+    if (!out) { free(data); return err_set(err, "%s: cannot write: %s", dst, strerror(errno)); }
+    int ok = fwrite(data, 1, size, out) == size;
     if (fclose(out) != 0) ok = 0;
+    free(data);
     if (!ok) return err_set(err, "%s: copying the tokenizer failed", dst);
     return 0;
 }

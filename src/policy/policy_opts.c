@@ -4,6 +4,7 @@
  * policy's own, then the common ones), --help and the JSON record of a run. */
 #include "policy/policy.h"
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -116,7 +117,7 @@ int policy_parse_spec(PolicyOpts *o, const char *spec, Err *err) {
         if (!eq) return err_set(err, "--policy %s: '%s' is not key=value", name, item);
         *eq = '\0';
         const PolicyParam *q = find_param(d, item);
-        if (!q) return err_set(err, "--policy %s: unknown parameter '%s' (policy_print_help: kvlab generate --help)", name, item);
+        if (!q) return err_set(err, "--policy %s: unknown parameter '%s' (the policies and their parameters: kvlab generate --help)", name, item);
         if (policy_opts_param(o, item)) return err_set(err, "--policy %s: parameter '%s' given twice", name, item);
         if (strlen(eq + 1) >= sizeof o->param_val[0])
             return err_set(err, "--policy %s: value of '%s' too long", name, item);
@@ -149,8 +150,9 @@ static void parse_schedule(PolicyOpts *o, const char *v) {
 }
 
 static double ratio_option(const char *opt, const char *v, int open_at_zero) {
-    double r = cli_float(opt, v, 0.0, 1.0);
-    if (open_at_zero ? r <= 0.0 : r >= 1.0)
+    /* one range check, so 1.5 and 1 are told the same half-open range */
+    double r = cli_float(opt, v, -DBL_MAX, DBL_MAX);
+    if (open_at_zero ? r <= 0.0 || r > 1.0 : r < 0.0 || r >= 1.0)
         die("%s: %g is out of range %s", opt, r, open_at_zero ? "(0, 1]" : "[0, 1)");
     return r;
 }
