@@ -2,10 +2,16 @@
  * splitmix64 (every seeded choice in kvlab; a changed output would change
  * every random policy, passkey key and synthetic checkpoint), the growable
  * buffer and the running mean / standard deviation. */
+#include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "base/buf.h"
+#include "base/outguard.h"
 #include "base/runstat.h"
 #include "base/splitmix64.h"
 
@@ -64,9 +70,108 @@ static void runstat_cases(void) {
     }
 }
 
+static void utf8_cases(void) {
+    CASE("utf8_invalid_offset: valid texts, then the first bad byte") {
+        const char *ok = "abc \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";   /* a, é, €, U+1F600 */
+        CHECK(utf8_invalid_offset(ok, strlen(ok)) == strlen(ok), "valid text");
+        struct { const char *s; size_t at; } bad[] = {
+            { "ab\xff", 2 },               /* never in UTF-8 */
+            { "a\x80", 1 },                /* stray continuation byte */
+            { "\xc0\xaf", 0 },             /* overlong '/' */
+            { "xy\xe0\x80\xaf", 2 },       /* overlong, 3 bytes */
+            { "\xed\xa0\x80", 0 },         /* UTF-16 surrogate */
+            { "\xf4\x90\x80\x80", 0 },     /* above U+10FFFF */
+            { "abc\xe2\x82", 3 },          /* cut short at the end */
+            { "\xc3(", 0 },                /* lead byte without its continuation */
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            CHECK(utf8_invalid_offset(bad[i].s, strlen(bad[i].s)) == bad[i].at, "case %zu: %zu", i,
+                  utf8_invalid_offset(bad[i].s, strlen(bad[i].s)));
+    }
+}
+
+static void read_file_cases(void) {
+    char dir[] = "/tmp/kvlab_test_base.XXXXXX";
+    if (!mkdtemp(dir)) return;
+    char path[256], *data = NULL;
+    size_t size;
+    Err err;
+    CASE("read_file refuses what is not a regular file, before reading") {
+        CHECK(read_file("/dev/zero", &data, &size, &err) != 0 && strstr(err.msg, "/dev/zero: not a regular file (a device)"),
+              "%s", err.msg);
+        CHECK(read_file(dir, &data, &size, &err) != 0 && strstr(err.msg, "not a regular file (a directory)"), "%s", err.msg);
+        snprintf(path, sizeof path, "%s/fifo", dir);
+        CHECK(mkfifo(path, 0600) == 0, "mkfifo");
+        /* no writer: a plain open() would wait forever */
+        CHECK(read_file(path, &data, &size, &err) != 0 && strstr(err.msg, "not a regular file (a pipe)"), "%s", err.msg);
+        CHECK(file_head(path, path, 4) == -1, "file_head of a fifo");
+        unlink(path);
+    }
+    CASE("read_file refuses a file over its limit, naming the limit") {
+        snprintf(path, sizeof path, "%s/big", dir);
+        int fd = open(path, O_WRONLY | O_CREAT, 0600);
+        CHECK(fd >= 0 && ftruncate(fd, (off_t)READ_FILE_MAX_BYTES + 1) == 0, "sparse file");
+        if (fd >= 0) close(fd);
+        CHECK(read_file(path, &data, &size, &err) != 0 && strstr(err.msg, "bytes, larger than the limit of 256 MiB"), "%s", err.msg);
+        unlink(path);
+    }
+    CASE("read_text_file: invalid UTF-8 named with its byte offset") {
+        snprintf(path, sizeof path, "%s/latin1.txt", dir);
+        FILE *f = fopen(path, "wb");
+        fputs("caf\xe9 au lait\n", f);
+        fclose(f);
+        CHECK(read_text_file(path, &data, &size, &err) != 0 && strstr(err.msg, "latin1.txt: invalid UTF-8 at byte 3"), "%s", err.msg);
+        CHECK(read_file(path, &data, &size, &err) == 0 && size == 13, "read_file takes any bytes: %zu", size);
+        free(data);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* A second process locking the same output is refused with the holder's pid;
+ * after the holder is gone (even killed), the lock is free again. */
+static void outlock_cases(void) {
+    char dir[] = "/tmp/kvlab_test_lock.XXXXXX";
+    if (!mkdtemp(dir)) return;
+    char target[256], lockfile[300];
+    snprintf(target, sizeof target, "%s/run", dir);
+    snprintf(lockfile, sizeof lockfile, "%s/run.lock", dir);
+    CASE("outlock: one holder; the second is told the holder's pid") {
+        int ready[2];
+        CHECK(pipe(ready) == 0, "pipe");
+        pid_t child = fork();
+        if (child == 0) {
+            OutLock l;
+            Err e;
+            char c = outlock_acquire(&l, target, &e) == 0 ? 'y' : 'n';
+            if (write(ready[1], &c, 1) != 1) _exit(2);
+            pause();   /* hold it until killed */
+            _exit(0);
+        }
+        char c = 0;
+        CHECK(read(ready[0], &c, 1) == 1 && c == 'y', "child locked");
+        OutLock l;
+        Err err;
+        char want[64];
+        snprintf(want, sizeof want, "in use by pid %ld", (long)child);
+        CHECK(outlock_acquire(&l, target, &err) != 0 && strstr(err.msg, want), "%s", err.msg);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        CHECK(outlock_acquire(&l, target, &err) == 0, "after the holder died: %s", err.msg);
+        outlock_release(&l);
+        CHECK(access(lockfile, F_OK) != 0, "the lock file is removed on release");
+        close(ready[0]);
+        close(ready[1]);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     splitmix64_cases();
     buf_cases();
     runstat_cases();
+    utf8_cases();
+    read_file_cases();
+    outlock_cases();
     return check_summary();
 }

@@ -522,7 +522,41 @@ static void test_demo(void) {
     }
 }
 
+/* A safetensors file in memory: header JSON (padded to 8 bytes) + data_bytes zero bytes. */
+static char *st_bytes(const char *header, size_t data_bytes, size_t *size) {
+    size_t h = (strlen(header) + 7) / 8 * 8;
+    *size = 8 + h + data_bytes;
+    char *b = calloc(1, *size);
+    for (int i = 0; i < 8; i++) b[i] = (char)((uint64_t)h >> (8 * i));
+    memset(b + 8, ' ', h);
+    memcpy(b + 8, header, strlen(header));
+    return b;
+}
+
 static void test_bad_files(void) {
+    CASE("safetensors: tensors whose byte ranges overlap are refused, naming both") {
+        size_t n;
+        char *b = st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+                           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, &n);
+        StFile sf;
+        Err err = {{0}};
+        CHECK(st_parse(&sf, "x.safetensors", b, n, &err) != 0, "overlap accepted");
+        CHECK(strstr(err.msg, "x.safetensors: tensors 'a' [0, 16] and 'b' [8, 16] overlap") != NULL, "%s", err.msg);
+        free(b);
+        /* the one furthest-reaching range is remembered: c overlaps a, not b */
+        b = st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[6],\"data_offsets\":[0,24]},"
+                     "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+                     "\"c\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[16,20]}}", 24, &n);
+        CHECK(st_parse(&sf, "y", b, n, &err) != 0 && strstr(err.msg, "'a' [0, 24] and 'b' [4, 8]"), "%s", err.msg);
+        free(b);
+        /* back to back and empty tensors are fine */
+        b = st_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                     "\"e\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+                     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, &n);
+        CHECK(st_parse(&sf, "z", b, n, &err) == 0, "%s", err.msg);
+        st_free(&sf);
+        free(b);
+    }
     CASE("truncated safetensors: header describes more than the file has") {
         const char *d = make_small(DTYPE_F32, 1, 0);
         const char *p = in_dir(d, "model.safetensors");

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# cli_faults.sh — faults from outside the input files' contents: two processes
+# writing one output, inputs that are not regular files (/dev/zero, a fifo, a
+# directory) or too big, and SIGINT/SIGTERM/SIGHUP in the middle of every command
+# that writes (synth, convert, logits, trace, ppl): one line, status 128+signal,
+# no temporary file left, and an interrupted run directory that --resume finishes
+# with the same bytes as an uninterrupted run.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+source tests/lib_cli.sh
+
+S260=$SHARED/models/stories260k/stories260K.bin
+DEMO=$SHARED/models/demo-25m
+TXT=$SHARED/data/tinystories-valid-head.txt
+PPL=("$KVLAB" ppl -m "$S260" -f "$TXT" --chunk 256 --no-reference --threads 1)
+
+rows() { echo $(( $(wc -l <"$1") - 1 )); }
+no_leftovers() {   # DIR: nothing temporary (*.tmp.*) nor a lock file under DIR
+    local left; left=$(find "$1" \( -name '*.tmp.*' -o -name '*.lock' -o -name '*.old.*' \) | head -n 3)
+    [ -z "$left" ] || { echo "left behind: $left" >&2; return 1; }
+}
+state_of() { local s; { read -r _ _ s _ <"/proc/$1/stat"; } 2>/dev/null || s=X; echo "$s"; }
+
+# run_until SIG WATCH CMD...: run CMD in the background; as soon as the path WATCH
+# exists ({PID} in it stands for the command's pid), send SIG. Sets RC (exit status),
+# SENT (1 if the signal was sent while WATCH existed); stderr in $TMP/ierr.
+run_until() {
+    local sig=$1 watch=$2; shift 2
+    "$@" >"$TMP/iout" 2>"$TMP/ierr" &
+    local pid=$! t0=$SECONDS path
+    path=${watch//\{PID\}/$pid}
+    SENT=0
+    # poll without sleeping: the temporary file of a fast write lives for milliseconds
+    while [ $((SECONDS - t0)) -lt 120 ]; do
+        if [ -e "$path" ]; then kill -s "$sig" "$pid" && SENT=1; break; fi
+        case $(state_of "$pid") in Z|X) break ;; esac
+    done
+    wait "$pid"; RC=$?
+}
+
+# interrupted NAME SIG STATUS TARGET: the checks after run_until
+interrupted() {
+    local name=$1 sig=$2 status=$3 target=$4
+    check "$name: $sig caught while writing (signal sent)" test "$SENT" = 1
+    check "$name: exit status $status" test "$RC" = "$status"
+    check "$name: one kvlab: line, naming $sig and the output (after any progress lines)" \
+        bash -c '[ "$(grep -c "^kvlab: " "$1")" = 1 ] && tail -n 1 "$1" | grep -qF "kvlab: interrupted ($2) while writing $3; temporary files removed"' \
+        _ "$TMP/ierr" "$sig" "$target"
+}
+
+# ---- one writer per output ------------------------------------------------------------
+"${PPL[@]}" --chunks 40 -o "$TMP/two" >/dev/null 2>"$TMP/a.err" &
+A=$!
+for _ in $(seq 2000); do [ -e "$TMP/two.lock" ] && break; sleep 0.01; done
+expect_fail "ppl: a second writer of a run directory is refused, naming the holder's pid" \
+    "$TMP/two: in use by pid $A " "${PPL[@]}" --chunks 40 --policy l2 --keep-ratio 0.5 -o "$TMP/two"
+wait $A; RC=$?
+check "ppl: the first writer finishes" test "$RC" = 0
+check "ppl: the directory holds the first run only (config, 40 results, no lock file)" bash -c '
+    grep -q "\"policy\":\"full\"" "$1/config.json" && ! grep -q "\"policy\":\"l2\"" "$1/config.json" && [ "$(wc -l <"$1/results.csv")" = 41 ]' _ "$TMP/two"
+check "ppl: no lock file left" no_leftovers "$TMP"
+expect_ok "ppl: --resume accepts it (the first run's options)" "${PPL[@]}" --chunks 40 -o "$TMP/two" --resume
+
+# started together: one wins, the other is refused with one line; the winner's run is whole
+"${PPL[@]}" --chunks 30 -o "$TMP/race" >/dev/null 2>"$TMP/r1.err" &
+P1=$!
+"${PPL[@]}" --chunks 30 --policy l2 --keep-ratio 0.5 -o "$TMP/race" >/dev/null 2>"$TMP/r2.err" &
+P2=$!
+wait $P1; R1=$?
+wait $P2; R2=$?
+if [ "$R1" = 0 ]; then WIN=full LOSER=$TMP/r2.err LR=$R2; else WIN=l2 LOSER=$TMP/r1.err LR=$R1; fi
+check "two ppl started together on one -o: exactly one succeeds" test "$(( (R1 == 0) + (R2 == 0) ))" = 1
+check "two ppl started together: the other exits 1 with one kvlab: line (in use, or finished run)" bash -c '
+    [ "$2" = 1 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qE "^kvlab: .*race: (in use by pid [0-9]+|holds a finished run)" "$1"' _ "$LOSER" "$LR"
+check "two ppl started together: config.json and results are the winner's" bash -c '
+    grep -q "\"policy\":\"$2\"" "$1/config.json" && [ "$(wc -l <"$1/results.csv")" = 31 ] && [ -f "$1/meta.json" ]' _ "$TMP/race" "$WIN"
+
+"$KVLAB" synth -o "$TMP/syn2" --shape dim=512,layers=4,heads=8,ffn=1536,vocab=32000 --dtype f32 --quiet >/dev/null 2>"$TMP/a.err" &
+A=$!
+for _ in $(seq 2000); do compgen -G "$TMP/syn2.tmp.*" >/dev/null && break; sleep 0.01; done
+expect_fail "synth: a second writer of the same -o is refused" "$TMP/syn2: in use by pid $A " \
+    "$KVLAB" synth -o "$TMP/syn2" --shape demo-25m --quiet
+wait $A
+check "synth: the first writer's checkpoint is complete" test -f "$TMP/syn2/config.json" -a -f "$TMP/syn2/model.safetensors"
+check "synth: nothing temporary left" no_leftovers "$TMP"
+
+# ---- --resume needs something to resume -------------------------------------------------
+expect_fail "ppl --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
+    "${PPL[@]}" --chunks 2 -o "$TMP/none" --resume
+check "ppl --resume refused: the directory was not created" test ! -e "$TMP/none"
+
+# ---- inputs that are not regular files, or too big ----------------------------------------
+mkfifo "$TMP/fifo"
+T=(timeout 20)   # a read that waits for the fifo's writer would hang: fail instead
+expect_fail "ppl -f /dev/zero" "/dev/zero: not a regular file \(a device\)" "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f /dev/zero
+expect_fail "ppl -f FIFO" "fifo: not a regular file \(a pipe\)" "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP/fifo"
+expect_fail "ppl -f DIRECTORY" "$TMP: not a regular file \(a directory\)" "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP"
+expect_fail "generate -t /dev/zero" "/dev/zero: not a regular file" "${T[@]}" "$KVLAB" generate -m "$S260" -t /dev/zero -p hi
+expect_fail "generate -t FIFO" "fifo: not a regular file \(a pipe\)" "${T[@]}" "$KVLAB" generate -m "$S260" -t "$TMP/fifo" -p hi
+expect_fail "generate --prompt-file /dev/zero" "/dev/zero: not a regular file" "${T[@]}" "$KVLAB" generate -m "$S260" --prompt-file /dev/zero
+expect_fail "generate -f FIFO" "fifo: not a regular file \(a pipe\)" "${T[@]}" "$KVLAB" generate -m "$S260" -f "$TMP/fifo"
+expect_fail "tokenize -f /dev/zero" "/dev/zero: not a regular file" "${T[@]}" "$KVLAB" tokenize -m "$S260" -f /dev/zero
+expect_fail "needle --haystack FIFO" "fifo: not a regular file \(a pipe\)" "${T[@]}" "$KVLAB" needle -m "$S260" \
+    --haystack "$TMP/fifo" --lengths 400 --depths 50 -o "$TMP/nd"
+expect_fail "trace -f /dev/zero" "/dev/zero: not a regular file" "${T[@]}" "$KVLAB" trace -m "$S260" -f /dev/zero -o "$TMP/tz"
+expect_fail "-m FIFO (a model)" "fifo: not a regular file \(a pipe\)" "${T[@]}" "$KVLAB" info -m "$TMP/fifo"
+expect_fail "synth --tokenizer /dev/zero" "--tokenizer /dev/zero: not a regular file" "${T[@]}" \
+    "$KVLAB" synth -o "$TMP/sz" --shape demo-25m --tokenizer /dev/zero --quiet
+check "synth --tokenizer /dev/zero: nothing left" no_leftovers "$TMP"
+truncate -s 300M "$TMP/huge.txt"
+expect_fail "ppl -f of 300 MB: over the limit, refused before reading" "huge.txt: 314572800 bytes, larger than the limit of 256 MiB" \
+    "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP/huge.txt"
+rm -f "$TMP/huge.txt"
+
+# ---- invalid UTF-8 ------------------------------------------------------------------------
+{ head -c 3000 "$TXT"; printf 'caf\xe9\n'; cat "$TXT"; } >"$TMP/latin1.txt"
+expect_fail "ppl -f with invalid UTF-8: file and byte offset" "latin1.txt: invalid UTF-8 at byte 3003" \
+    "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP/latin1.txt"
+expect_fail "tokenize -f with invalid UTF-8" "latin1.txt: invalid UTF-8 at byte 3003" "$KVLAB" tokenize -m "$S260" -f "$TMP/latin1.txt"
+expect_fail "generate -p with invalid UTF-8" "-p: invalid UTF-8 at byte 2" "$KVLAB" generate -m "$S260" -p $'hi\xff there' -n 2
+check "refused inputs wrote no run directory" test ! -e "$TMP/z"
+
+# ---- interrupts -----------------------------------------------------------------------------
+# synth of a ~190 MB checkpoint: the temporary directory exists from the start
+SYN=("$KVLAB" synth --shape dim=512,layers=4,heads=8,ffn=1536,vocab=32000 --dtype f32 --quiet)
+run_until INT "$TMP/si.tmp.{PID}" "${SYN[@]}" -o "$TMP/si"
+interrupted "synth" SIGINT 130 "$TMP/si"
+check "synth SIGINT: no checkpoint, nothing temporary" bash -c '[ ! -e "$1/si" ] && [ -z "$(find "$1" -name "si*")" ]' _ "$TMP"
+run_until TERM "$TMP/st.tmp.{PID}/model.safetensors" "${SYN[@]}" -o "$TMP/st"
+interrupted "synth" SIGTERM 143 "$TMP/st"
+check "synth SIGTERM: nothing left" bash -c '[ -z "$(find "$1" -name "st*")" ]' _ "$TMP"
+run_until HUP "$TMP/sh.tmp.{PID}" "${SYN[@]}" -o "$TMP/sh"
+interrupted "synth" SIGHUP 129 "$TMP/sh"
+# --force over an existing checkpoint, interrupted: the old one stays
+"$KVLAB" synth -o "$TMP/sf" --shape demo-25m --quiet >/dev/null 2>&1
+cp "$TMP/sf/config.json" "$TMP/sf.config.before"
+run_until INT "$TMP/sf.tmp.{PID}" "${SYN[@]}" -o "$TMP/sf" --force
+interrupted "synth --force" SIGINT 130 "$TMP/sf"
+check "synth --force interrupted: the old checkpoint is untouched" cmp -s "$TMP/sf/config.json" "$TMP/sf.config.before"
+check "synth: nothing temporary left" no_leftovers "$TMP"
+
+# convert: an HF directory and a GGUF file of the syn2 checkpoint, as f32
+CONV=("$KVLAB" convert -m "$TMP/syn2" -t "$SHARED/models/llama2-tokenizer/tokenizer.model" --dtype f32)
+run_until INT "$TMP/ci.tmp.{PID}/model.safetensors" "${CONV[@]}" -o "$TMP/ci"
+interrupted "convert (HF directory)" SIGINT 130 "$TMP/ci"
+run_until TERM "$TMP/ct.gguf.tmp.{PID}" "${CONV[@]}" -o "$TMP/ct.gguf"
+interrupted "convert (GGUF)" SIGTERM 143 "$TMP/ct.gguf"
+check "convert: no output, nothing temporary" bash -c '[ ! -e "$1/ci" ] && [ ! -e "$1/ct.gguf" ]' _ "$TMP"
+check "convert: nothing temporary left" no_leftovers "$TMP"
+
+# logits: [300, 32000] floats (38 MB) with two OpenMP threads (a worker may catch the signal)
+LOG=("$KVLAB" logits -m "$DEMO" --ids "$(seq -s, 1 300)" --threads 2)
+run_until INT "$TMP/l.npy.tmp.{PID}" "${LOG[@]}" -o "$TMP/l.npy"
+interrupted "logits" SIGINT 130 "$TMP/l.npy"
+run_until TERM "$TMP/l.npy.tmp.{PID}" "${LOG[@]}" -o "$TMP/l.npy"
+interrupted "logits" SIGTERM 143 "$TMP/l.npy"
+check "logits: no output, nothing temporary" bash -c '[ ! -e "$1/l.npy" ]' _ "$TMP"
+check "logits: nothing temporary left" no_leftovers "$TMP"
+
+# trace: while computing (only the lock exists), and while writing trace.npz (compressed: slow)
+TR=("$KVLAB" trace -m "$DEMO" --ids "$(seq -s, 1 300)" --threads 2)
+run_until INT "$TMP/tr.lock" "${TR[@]}" -o "$TMP/tr"
+interrupted "trace (computing)" SIGINT 130 "$TMP/tr"
+run_until TERM "$TMP/tr/trace.npz.tmp.{PID}" "${TR[@]}" -o "$TMP/tr"
+interrupted "trace (writing trace.npz)" SIGTERM 143 "$TMP/tr"
+check "trace: no trace.npz nor meta.json, nothing temporary" \
+    bash -c '[ ! -e "$1/tr/trace.npz" ] && [ ! -e "$1/tr/meta.json" ]' _ "$TMP"
+check "trace: nothing temporary left" no_leftovers "$TMP"
+
+# ppl: interrupted after its first finished chunks; --resume = an uninterrupted run, byte for byte
+P=("${PPL[@]}" --chunks 12 --policy l2 --keep-ratio 0.5)
+expect_ok "ppl: uninterrupted reference run" "${P[@]}" -o "$TMP/pu"
+for sig in INT TERM; do
+    run_until "$sig" "$TMP/p$sig/log/units.csv" "${P[@]}" -o "$TMP/p$sig"
+    status=$((128 + $(kill -l "$sig")))
+    interrupted "ppl" "SIG$sig" "$status" "$TMP/p$sig"
+    check "ppl SIG$sig: unfinished run kept (config.json, log), no meta.json" \
+        test -f "$TMP/p$sig/config.json" -a -f "$TMP/p$sig/log/units.csv" -a ! -e "$TMP/p$sig/meta.json"
+    expect_ok "ppl SIG$sig: --resume" "${P[@]}" -o "$TMP/p$sig" --resume
+    check "ppl SIG$sig: resumed = uninterrupted (results, tokens, positions, summary)" bash -c '
+        for f in results.csv tokens.csv positions.csv summary.csv summary.json; do cmp -s "$1/$f" "$2/$f" || { echo "$f differs" >&2; exit 1; }; done' \
+        _ "$TMP/p$sig" "$TMP/pu"
+done
+check "ppl: nothing temporary left" no_leftovers "$TMP"
+
+# a command that writes nothing keeps the default action (killed by the signal, no line)
+"$KVLAB" generate -m "$DEMO" -p "Once upon a time" -n 3000 --threads 1 >/dev/null 2>"$TMP/gerr" &
+G=$!
+sleep 1
+kill -INT $G; wait $G; RC=$?
+check "generate (writes nothing) on SIGINT: status 130, no line" test "$RC" = 130 -a ! -s "$TMP/gerr"
+
+finish
