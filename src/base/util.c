@@ -108,7 +108,8 @@ static int open_regular(const char *path, size_t max_bytes, const char *max_what
     }
     if (max_bytes && (uint64_t)st->st_size > (uint64_t)max_bytes) {
         close(fd);
-        return err_set(err, "%s: %lld bytes, larger than the %s", path, (long long)st->st_size, max_what);
+        return err_set(err, "%s: %lld bytes, larger than the limit of %zu MiB for %s", path, (long long)st->st_size,
+                       max_bytes >> 20, max_what);
     }
     fcntl(fd, F_SETFL, 0);   /* back to blocking reads */
     return fd;
@@ -116,7 +117,7 @@ static int open_regular(const char *path, size_t max_bytes, const char *max_what
 
 int read_file(const char *path, char **data_out, size_t *size_out, Err *err) {
     struct stat st;
-    int fd = open_regular(path, READ_FILE_MAX_BYTES, "limit of 256 MiB for a file read whole", &st, err);
+    int fd = open_regular(path, READ_FILE_MAX_BYTES, "a file read whole", &st, err);
     if (fd < 0) return -1;
     FILE *f = fdopen(fd, "rb");
     if (!f) { close(fd); return err_set(err, "%s: cannot open: %s", path, strerror(errno)); }
@@ -135,7 +136,8 @@ int read_file(const char *path, char **data_out, size_t *size_out, Err *err) {
         if (size > READ_FILE_MAX_BYTES) {
             fclose(f);
             free(buf);
-            return err_set(err, "%s: grew past the limit of 256 MiB for a file read whole while being read", path);
+            return err_set(err, "%s: grew past the limit of %zu MiB for a file read whole while being read", path,
+                           READ_FILE_MAX_BYTES >> 20);
         }
     }
     int bad = ferror(f), e = errno;

@@ -8,6 +8,20 @@
 #include "engine/numcheck.h"
 #include "engine/ops.h"
 
+void cli_print_file_notes(FILE *out, int which) {
+    if (which & HELP_INPUTS)
+        fprintf(out, "\nInput files read whole (texts, prompt files, tokenizers, JSON) must be regular files of at\n"
+                     "most %zu MiB: a fifo, a device or a directory is refused before anything is read.\n"
+                     "Texts and prompts must be valid UTF-8 (the first invalid byte is named).\n",
+                READ_FILE_MAX_BYTES >> 20);
+    if (which & (HELP_OUTPUT | HELP_RUN_DIR))
+        fprintf(out, "\nOne writer per output: while it runs, the command holds a lock on OUT.lock (beside OUT),\n"
+                     "and a second command writing OUT is refused (\"OUT: in use by pid N\"). SIGINT, SIGTERM\n"
+                     "and SIGHUP remove the temporary files (*.tmp.PID) and exit with status 128 + the signal%s\n",
+                which & HELP_RUN_DIR ? ";\nan interrupted run directory keeps its finished units for --resume, which refuses a\n"
+                                       "directory that does not exist (nothing to resume)." : ".");
+}
+
 void common_defaults(CommonOpts *o) {
     memset(o, 0, sizeof *o);
     o->dtype = DTYPE_F32;

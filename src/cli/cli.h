@@ -4,6 +4,8 @@
 #ifndef KVLAB_CLI_H
 #define KVLAB_CLI_H
 
+#include <stdio.h>
+
 #include "base/args.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -32,6 +34,12 @@ typedef struct {
     "      --bf16-dot        with --dtype bf16: round activations to bf16 and use the CPU's bf16 dot\n" \
     "                        instruction (avx512_bf16): faster decode, |dy| <= 2^-8 sum|w x| [off]\n"
 
+
+/* The notes at the end of a --help on the files a command reads and writes:
+ * the limits of input files (base/util.h read_file), and the one-writer lock
+ * and interrupt behaviour of outputs (base/outguard.h). */
+enum { HELP_INPUTS = 1, HELP_OUTPUT = 2, HELP_RUN_DIR = 4 };
+void cli_print_file_notes(FILE *out, int which);
 
 void common_defaults(CommonOpts *o);
 /* If argv[*i] is a common option, consume it (and its value) and return 1. */

@@ -34,6 +34,7 @@ static void help(void) {
            "  -h, --help             this text\n\n"
            "examples: kvlab convert -m ../shared/models/demo-25m -o demo.gguf\n"
            "          kvlab convert -m demo.gguf -o demo-hf --dtype f32\n");
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_OUTPUT);
 }
 
 typedef struct {

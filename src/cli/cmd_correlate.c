@@ -69,6 +69,7 @@ static void help(void) {
            "[layers, heads] for scalars and [layers, heads, 9] for loss_* / overlap_*;\n"
            "sink_first_token_attn, sink_head_share, sink_key_norm_ratio [layers].\n\n");
     policy_print_help(stdout);
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_OUTPUT);
 }
 
 typedef struct {

@@ -41,6 +41,7 @@ static void help(void) {
            "         kvlab generate -m MODEL -p TEXT --policy lagkv:sink=16,lag=128,ratio=0.25\n"
            "         kvlab generate -m MODEL -p TEXT --policy l2 --compression-ratio 0.5 --compare-full\n"
            "stderr also reports the KV bytes in use and the policy's decide time per decode step.\n");
+    cli_print_file_notes(stdout, HELP_INPUTS);
 }
 
 /* The slots a full cache of the tokens seen so far would hold. */

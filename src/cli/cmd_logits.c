@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/outguard.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "engine/forward.h"
@@ -19,6 +20,7 @@ static void help(void) {
            "  -o, --output FILE   .npy file to write (atomically)\n"
            "      --batch N       tokens per prefill pass [512]\n"
            COMMON_OPTS_HELP);
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_OUTPUT);
 }
 
 int cmd_logits(int argc, char **argv) {
@@ -43,6 +45,8 @@ int cmd_logits(int argc, char **argv) {
     int *ids = common_prompt_ids(&m, tok, text, ids_str, ctx, &n);
 
     Err err;
+    OutLock lock;   /* one writer per output file */
+    if (outlock_acquire(&lock, out, &err) != 0) die("%s", err.msg);
     KVCache cache;
     if (forward_cache_init(&m, &cache, ctx, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, batch);
@@ -57,6 +61,7 @@ int cmd_logits(int argc, char **argv) {
     double dt = now_seconds() - t0;
     int64_t shape[2] = { n, (int64_t)V };
     if (npy_write(out, NPY_F32, 2, shape, logits, &err) != 0) die("%s", err.msg);
+    outlock_release(&lock);
     fprintf(stderr, "%d tokens in %.1f ms (%.1f tok/s); wrote %s [%d, %zu]\n", n, dt * 1e3, n / dt, out, n, V);
     free(logits);
     free(ids);

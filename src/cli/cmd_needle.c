@@ -47,6 +47,7 @@ static void help(void) {
            "config.json, meta.json (written last), log/.\n"
            "example: kvlab needle -m ../shared/models/demo-25m --haystack ../shared/data/war-and-peace.txt \\\n"
            "           --lengths 512,1024 --policy l2 --compression-ratio 0.5 -o runs/needle-l2\n");
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_RUN_DIR);
 }
 
 static void parse(NeedleOpts *o, int argc, char **argv) {

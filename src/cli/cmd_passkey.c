@@ -50,6 +50,7 @@ static void help(void) {
            "config.json, meta.json (written last), log/.\n"
            "example: kvlab passkey -m ../shared/models/demo-25m --lengths 512,1024 --depths 0,50,100 --trials 5 \\\n"
            "           --policy l2 --compression-ratio 0.9 -o runs/passkey-l2\n");
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_RUN_DIR);
 }
 
 static void parse(PasskeyOpts *o, int argc, char **argv) {

@@ -46,6 +46,7 @@ static void help(void) {
            "summary.json, config.json, meta.json (written last), log/ (the resumable append-only logs).\n"
            "example: kvlab ppl -m ../shared/models/demo-25m -f ../shared/data/wikitext-2-raw-test.txt \\\n"
            "           --chunk 1024 --chunks 4 --policy l2 --keep-ratio 0.5 --schedule threshold:512 -o runs/l2\n");
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_RUN_DIR);
 }
 
 static void parse(PplOpts *o, int argc, char **argv) {

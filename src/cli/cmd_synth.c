@@ -30,6 +30,7 @@ static void synth_usage(FILE *out) {
             "      --quiet           no progress lines on stderr\n"
             "  -h, --help            this help\n\n"
             "Example: kvlab synth -o /tmp/llama2-7b-rand --shape llama2-7b --dtype bf16 --shards 3\n");
+    cli_print_file_notes(out, HELP_INPUTS | HELP_OUTPUT);
 }
 
 int cmd_synth(int argc, char **argv) {

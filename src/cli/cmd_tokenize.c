@@ -15,6 +15,7 @@ static void help(void) {
            "      --pieces        also print each id's piece, one per line\n"
            "  -m, --model PATH    take the tokenizer found next to this model\n"
            "  -t, --tokenizer F   tokenizer.model (SentencePiece) or tokenizer.bin (llama2.c)\n");
+    cli_print_file_notes(stdout, HELP_INPUTS);
 }
 
 int cmd_tokenize(int argc, char **argv) {

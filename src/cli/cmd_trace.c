@@ -50,6 +50,7 @@ static void help(void) {
            "isfinite(attn[..., q, :]); key/value norms are taken before eviction.\n\n"
            POLICY_OPTS_HELP);
     policy_print_help(stdout);
+    cli_print_file_notes(stdout, HELP_INPUTS | HELP_OUTPUT);
 }
 
 typedef struct {

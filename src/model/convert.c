@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 
 #include "base/buf.h"
+#include "base/outguard.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/convert.h"
@@ -256,12 +257,18 @@ int convert_write_gguf(const Model *m, const Tokenizer *tok, const char *path, c
     int n;
     OutTensor *t = tensor_list(m, &n);
     AtomicFile af;
+    OutLock lock;   /* one writer per output file */
     int rc = declare_gguf_tensors(w, t, n, o->dtype, err);
-    if (rc == 0) rc = atomic_open(&af, path, err);
+    if (rc == 0) rc = outlock_acquire(&lock, path, err);
+    if (rc == 0) {
+        rc = atomic_open(&af, path, err);
+        if (rc != 0) outlock_release(&lock);
+    }
     if (rc == 0) {
         rc = write_gguf_body(w, m, t, n, af.f, path, o->dtype, err);
         if (rc == 0) rc = atomic_commit(&af, err);
         else atomic_abort(&af);
+        outlock_release(&lock);
     }
     free(t);
     gguf_writer_free(w);
