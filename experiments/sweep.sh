@@ -118,7 +118,7 @@ add_point() {   # model_name model_path task policy ratio skip
     cmd+=(${CFG[args.all.$name]-${CFG[args.all]-}} $extra --policy "$policy")
     [ "$policy" = full ] || cmd+=(--compression-ratio "$ratio" --skip-layers "$skip")
     cmd+=(--threads "$threads" -o "$dir")
-    local q; q=$(printf '%q ' "${cmd[@]}") qd; qd=$(printf %q "$dir")
+    local q qd; q=$(printf '%q ' "${cmd[@]}"); qd=$(printf %q "$dir")
     # --resume decided when the line runs (a Slurm task may run it again after a kill)
     lines+=("mkdir -p $(printf %q "$(dirname "$dir")") && resume= && { [ ! -d $qd ] || resume=--resume; } && if $q\$resume >$(printf %q "$dir.log") 2>&1; then echo \"done    $dir\"; else echo \"FAILED  $dir (see $dir.log)\"; exit 1; fi")
 }

@@ -19,6 +19,7 @@ no_leftovers() {   # DIR: nothing temporary (*.tmp.*) nor a lock file under DIR
     local left; left=$(find "$1" \( -name '*.tmp.*' -o -name '*.lock' -o -name '*.old.*' \) | head -n 3)
     [ -z "$left" ] || { echo "left behind: $left" >&2; return 1; }
 }
+mkfifo "$TMP/nap"; exec {NAP}<>"$TMP/nap"
 state_of() { local s; { read -r _ _ s _ <"/proc/$1/stat"; } 2>/dev/null || s=X; echo "$s"; }
 
 # run_until SIG WATCH CMD...: run CMD in the background; as soon as the path WATCH
@@ -30,10 +31,12 @@ run_until() {
     local pid=$! t0=$SECONDS path
     path=${watch//\{PID\}/$pid}
     SENT=0
-    # poll without sleeping: the temporary file of a fast write lives for milliseconds
-    while [ $((SECONDS - t0)) -lt 120 ]; do
+    # poll every millisecond or so (read -t on a fifo nobody writes: no process started per
+    # poll): the temporary file of a fast write (logits) lives for tens of milliseconds
+    while [ $((SECONDS - t0)) -lt 300 ]; do
         if [ -e "$path" ]; then kill -s "$sig" "$pid" && SENT=1; break; fi
         case $(state_of "$pid") in Z|X) break ;; esac
+        read -r -t 0.001 -u "$NAP" _
     done
     wait "$pid"; RC=$?
 }
@@ -88,6 +91,18 @@ check "synth: nothing temporary left" no_leftovers "$TMP"
 expect_fail "ppl --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
     "${PPL[@]}" --chunks 2 -o "$TMP/none" --resume
 check "ppl --resume refused: the directory was not created" test ! -e "$TMP/none"
+
+# sweep.sh: --resume only for a point whose directory exists (an interrupted point)
+SW=(experiments/sweep.sh -c /dev/null --models "s=$S260" --tasks ppl --policies "full l2" --ratios 0.5 --skips 0
+    --out "$TMP/sw" --kvlab "$KVLAB")
+printf 'args.ppl = -f %s --chunk 64 --chunks 2 --no-reference\n' "$TXT" >"$TMP/sw.conf"
+SW[2]=$TMP/sw.conf
+KVLAB_EVAL_STOP_AFTER=1 "${SW[@]}" >"$TMP/out" 2>"$TMP/err"
+check "sweep: points stopped after their first unit (exit 75): unfinished directories" \
+    test -d "$TMP/sw/s/ppl/full" -a ! -e "$TMP/sw/s/ppl/full/meta.json"
+expect_ok "sweep again: the interrupted points are resumed" "${SW[@]}"
+check "sweep again: both points finished, each with its 2 chunks" bash -c '
+    for d in full l2_r0.5_s0; do [ -f "$1/$d/meta.json" ] && [ "$(wc -l <"$1/$d/results.csv")" = 3 ] || exit 1; done' _ "$TMP/sw/s/ppl"
 
 # ---- inputs that are not regular files, or too big ----------------------------------------
 mkfifo "$TMP/fifo"

@@ -170,7 +170,7 @@ int outlock_acquire(OutLock *l, const char *target, Err *err) {
      * path still names what we locked, else start over. */
     for (int attempt = 0; attempt < 100; attempt++) {
         int fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) return err_set(err, "%s: cannot create the lock file %s: %s", name, l->path, strerror(errno));
+        if (fd < 0) return err_set(err, "%s: cannot write: %s (creating its lock file %s)", name, strerror(errno), l->path);
         struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
         if (fcntl(fd, F_SETLK, &fl) != 0) {
             int e = errno;
