@@ -124,7 +124,7 @@ expect_fail "logits onto an existing directory" "$TMP/outdir: cannot rename temp
 check "  ... no temporary left next to it" bash -c "! ls '$TMP' | grep -q '^outdir\\.tmp\\.'"
 expect_fail "synth onto an existing file without --force" "$TMP/file: already exists \\(--force replaces it\\)" $KVLAB synth --quiet -o "$TMP/file" --shape dim=16,layers=1,heads=2,ffn=24,vocab=40
 check "  ... the file is untouched" grep -qx keep "$TMP/file"
-expect_fail "synth into /proc" "/proc/kvlab-synth: cannot create" $KVLAB synth --quiet -o /proc/kvlab-synth --shape dim=16,layers=1,heads=2,ffn=24,vocab=40
+expect_fail "synth into /proc" "/proc/kvlab-synth: cannot write: No such file or directory" $KVLAB synth --quiet -o /proc/kvlab-synth --shape dim=16,layers=1,heads=2,ffn=24,vocab=40
 expect_fail "convert to an existing HF directory without --force" "st-good: already exists \\(--force replaces it\\)" $KVLAB convert -m "$S260" -o "$B/st-good"
 check "  ... the directory is untouched" test -f "$B/st-good/tokenizer.bin"
 expect_fail "convert into /proc" "/proc/kvlab-bad.gguf: cannot write" $KVLAB convert -m "$S260" -o /proc/kvlab-bad.gguf
