@@ -42,7 +42,7 @@ KVLAB_BIN := $(if $(filter build,$(BUILD)),kvlab,$(BUILD)/kvlab)
 
 # ---- sources ---------------------------------------------------------------
 ENGINE_SRC := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
-SIMD_SRC   := simd/scalar.c simd/dispatch.c simd/peak.c
+SIMD_SRC   := simd/scalar.c simd/dispatch.c simd/peak.c simd/attn_fused.c
 ifeq ($(ARCH),x86_64)
 SIMD_SRC   += $(wildcard simd/x86_*.c simd/avx2*.c simd/avx512*.c)
 endif

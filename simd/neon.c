@@ -340,6 +340,101 @@ static void attn_values(float *out, const float *probs, const float *values,
     }
 }
 
+/* The bf16 cache (kernels.h): as attn_scores, 4 keys at a time, each row
+ * widened as it is loaded. */
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    int j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const uint16_t *k0 = keys + (long)j * head_dim, *k1 = k0 + head_dim,
+                       *k2 = k1 + head_dim, *k3 = k2 + head_dim;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        int c = 0;
+        for (; c + VL <= head_dim; c += VL) {
+            float32x4_t qv = vld1q_f32(q + c);
+            a0 = vfmaq_f32(a0, qv, load_bf16(k0 + c));
+            a1 = vfmaq_f32(a1, qv, load_bf16(k1 + c));
+            a2 = vfmaq_f32(a2, qv, load_bf16(k2 + c));
+            a3 = vfmaq_f32(a3, qv, load_bf16(k3 + c));
+        }
+        float s0 = vaddvq_f32(a0), s1 = vaddvq_f32(a1), s2 = vaddvq_f32(a2), s3 = vaddvq_f32(a3);
+        for (; c < head_dim; c++) {
+            s0 += q[c] * gemm_bf16_to_f32(k0[c]); s1 += q[c] * gemm_bf16_to_f32(k1[c]);
+            s2 += q[c] * gemm_bf16_to_f32(k2[c]); s3 += q[c] * gemm_bf16_to_f32(k3[c]);
+        }
+        scores[j] = scale * s0;
+        scores[j + 1] = scale * s1;
+        scores[j + 2] = scale * s2;
+        scores[j + 3] = scale * s3;
+    }
+    for (; j < n_keys; j++) {
+        const uint16_t *k = keys + (long)j * head_dim;
+        float32x4_t a = vdupq_n_f32(0.0f);
+        int c = 0;
+        for (; c + VL <= head_dim; c += VL) a = vfmaq_f32(a, vld1q_f32(q + c), load_bf16(k + c));
+        float s = vaddvq_f32(a);
+        for (; c < head_dim; c++) s += q[c] * gemm_bf16_to_f32(k[c]);
+        scores[j] = scale * s;
+    }
+}
+
+static inline __attribute__((always_inline))
+void attn_values_bf16_chunk(float *out, const float *probs, const uint16_t *values, int n_keys,
+                            long head_dim, int NV) {
+    float32x4_t acc[8];
+    for (int v = 0; v < NV; v++) acc[v] = vdupq_n_f32(0.0f);
+    for (int j = 0; j < n_keys; j++) {
+        const uint16_t *row = values + (long)j * head_dim;
+        float32x4_t p = vdupq_n_f32(probs[j]);
+        for (int v = 0; v < NV; v++) acc[v] = vfmaq_f32(acc[v], p, load_bf16(row + v * VL));
+    }
+    for (int v = 0; v < NV; v++) vst1q_f32(out + v * VL, acc[v]);
+}
+
+static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
+                             int n_keys, int head_dim) {
+    const int whole = head_dim / VL * VL;
+    for (int c = 0; c < whole; c += 8 * VL) {
+        const int nv = gemm_min(8 * VL, whole - c) / VL;
+        const uint16_t *vals = values + c;
+        switch (nv) {
+        case 1: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 1); break;
+        case 2: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 2); break;
+        case 3: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 3); break;
+        case 4: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 4); break;
+        case 5: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 5); break;
+        case 6: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 6); break;
+        case 7: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 7); break;
+        default: attn_values_bf16_chunk(out + c, probs, vals, n_keys, head_dim, 8); break;
+        }
+    }
+    for (int c = whole; c < head_dim; c++) {
+        float s = 0.0f;
+        for (int j = 0; j < n_keys; j++) s = fmaf(probs[j], gemm_bf16_to_f32(values[(long)j * head_dim + c]), s);
+        out[c] = s;
+    }
+}
+
+/* softmax's exp pass alone (the online softmax's step, kernels.h). */
+static float exp_sum(float *x, int n, float max) {
+    const float32x4_t vmax = vdupq_n_f32(max);
+    float32x4_t sum = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        float32x4_t e = Sleef_expf4_u10advsimd(vsubq_f32(vld1q_f32(x + i), vmax));
+        vst1q_f32(x + i, e);
+        sum = vaddq_f32(sum, e);
+    }
+    float total = vaddvq_f32(sum);
+    if (i < n) {
+        float buf[VL];
+        for (int k = 0; k < VL; k++) buf[k] = i + k < n ? x[i + k] : max;
+        vst1q_f32(buf, Sleef_expf4_u10advsimd(vsubq_f32(vld1q_f32(buf), vmax)));
+        for (int k = 0; i + k < n; k++) { x[i + k] = buf[k]; total += buf[k]; }
+    }
+    return total;
+}
+
 /* The neon table: dispatch.c starts from a copy of kernels_scalar and calls
  * this (on a CPU with Advanced SIMD) to replace what this file implements,
  * which here is every entry. */
@@ -355,4 +450,7 @@ void kernels_init_neon(Kernels *k) {
     k->silu_mul = silu_mul;
     k->attn_scores = attn_scores;
     k->attn_values = attn_values;
+    k->attn_scores_bf16 = attn_scores_bf16;
+    k->attn_values_bf16 = attn_values_bf16;
+    k->exp_sum = exp_sum;
 }
