@@ -8,7 +8,7 @@ TEXT=$SHARED/data/tinystories-valid-head.txt
 
 # ---- info and the KV-bytes lines ----------------------------------------------------------
 expect_ok "info --kv-dtype bf16" $KVLAB info -m "$M" --kv-dtype bf16
-check "info: bf16 K+V, half the fp32 bytes per token (5 layers x 4 KV heads x 16 channels x 2 x 2 bytes = 640)" \
+check "info: bf16 K+V, half the fp32 bytes per token (5 layers x 4 KV heads x 8 channels x 2 x 2 bytes = 640)" \
     grep -q "kv cache:    640 bytes per token (bf16 K+V" "$TMP/out"
 expect_ok "info (default f32)" $KVLAB info -m "$M"
 check "info: f32 K+V, 1280 bytes per token" grep -q "kv cache:    1280 bytes per token (f32 K+V" "$TMP/out"

@@ -26,6 +26,7 @@
 #include "simd/peak.h"
 #include "policy/policy.h"
 #include "engine/sampler.h"
+#include "base/splitmix64.h"
 
 static void help(void) {
     printf("usage: kvlab bench -m MODEL [options]     or     kvlab bench --machine\n\n"
@@ -686,6 +687,200 @@ static void run_sequential(const BenchArgs *a, const MachineLimits *lim, cJSON *
     }
 }
 
+/* ---- decode cost against context length (--context) ---------------------------- */
+
+/* One cache of the sweep: "full", or NAME:COMPRESSION (e.g. l2:0.9) evicting
+ * every decode step to keep 1 - COMPRESSION of the tokens seen. */
+typedef struct { char label[32], name[24]; double compression; } SweepPolicy;
+
+static int parse_sweep_policies(const char *list, SweepPolicy *out, int max) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) die("--sweep-policies: more than %d entries", max);
+        SweepPolicy *sp = &out[n++];
+        snprintf(sp->label, sizeof sp->label, "%s", tok);
+        char *colon = strchr(tok, ':');
+        sp->compression = 0;
+        if (colon) {
+            *colon = '\0';
+            sp->compression = cli_float("--sweep-policies", colon + 1, 0.0, 0.999);
+        }
+        snprintf(sp->name, sizeof sp->name, "%s", tok);
+        if (strcmp(sp->name, "full") != 0 && !colon)
+            die("--sweep-policies: '%s' needs a compression, e.g. %s:0.5", sp->name, sp->name);
+    }
+    return n;
+}
+
+/* The policy of a sweep entry (NULL for full), through the command-line parser. */
+static Policy *sweep_policy_create(const SweepPolicy *sp, const Config *cfg, int max_tokens) {
+    if (!strcmp(sp->name, "full")) return NULL;
+    char ratio[32];
+    snprintf(ratio, sizeof ratio, "%.6g", sp->compression);
+    char *argv[] = { "bench", "--policy", (char *)sp->name, "--compression-ratio", ratio, "--schedule", "step" };
+    int argc = (int)(sizeof argv / sizeof argv[0]);
+    PolicyOpts o;
+    policy_defaults(&o);
+    for (int i = 1; i < argc; i++)
+        if (!policy_option(&o, argc, argv, &i)) die("--sweep-policies: cannot set up '%s'", sp->label);
+    policy_cli_finish(&o);
+    Err err;
+    Policy *p = policy_create(&o, cfg, max_tokens, &err);
+    if (!p) die("--sweep-policies: %s", err.msg);
+    return p;
+}
+
+/* Bring an empty cache to C tokens without a forward pass: random keys and
+ * values in [-1, 1) appended layer by layer, in blocks of 256 tokens, through
+ * the policy's two halves (its side columns get their fills; the eviction
+ * after the "prefill" happens as after a real one). */
+static void fill_random(KVCache *c, Policy *p, int C, uint64_t seed) {
+    Err err;
+    if (policy_before_forward(p, c, C, &err) != 0) die("%s", err.msg);
+    const size_t row = (size_t)c->n_kv_heads * c->head_dim, block = 256;
+    float *k = xmalloc(block * row * sizeof(float)), *v = xmalloc(block * row * sizeof(float));
+    uint64_t state = seed;
+    for (int t0 = 0; t0 < C; t0 += (int)block) {
+        int n = C - t0 < (int)block ? C - t0 : (int)block;
+        for (int l = 0; l < c->n_layers; l++) {
+            for (size_t i = 0; i < (size_t)n * row; i++) {
+                k[i] = (float)(2.0 * splitmix64_unit(&state) - 1.0);
+                v[i] = (float)(2.0 * splitmix64_unit(&state) - 1.0);
+            }
+            if (kvcache_append(c, l, k, v, n, &err) != 0) die("%s", err.msg);
+        }
+        c->next_pos += n;
+    }
+    free(k); free(v);
+    if (policy_after_forward(p, c, 0, &err) != 0) die("%s", err.msg);
+}
+
+/* Bytes of keys and values attention reads in one decode step now (every
+ * slot of every head, before the step's own token). */
+static double kv_read_bytes(const KVCache *c) {
+    return (double)kvcache_slots_used(c) * 2.0 * c->head_dim * (double)dtype_size(c->kv_dtype);
+}
+
+typedef struct {
+    Stat tps;
+    double kv_bytes_in_use, kv_read_per_token, weight_bytes, gbs;
+} SweepPoint;
+
+/* Decode at context C: fill, 2 untimed steps, then G timed ones; --repeat times. */
+static SweepPoint sweep_point(const BenchArgs *a, const Model *m, int v, int C, const SweepPolicy *sp, int threads) {
+    Err err;
+    const int G = a->G, ctx = C + G + 3;
+    KVCache cache;
+    if (forward_cache_init(m, &cache, ctx, &err) != 0 || kvcache_set_dtype(&cache, variant_kv_dtype(a, v), &err) != 0)
+        die("%s", err.msg);
+    Forward *f = forward_create(m, a->fill_prefill ? (C < 512 ? C : 512) : 1);
+    forward_set_attention(f, variant_attention(a, v));
+    Policy *p = sweep_policy_create(sp, &m->cfg, ctx);
+    int *prompt = xmalloc((size_t)C * sizeof(int));
+    uint64_t s = a->seed;
+    prompt[0] = m->cfg.bos_id;
+    for (int i = 1; i < C; i++) prompt[i] = 3 + (int)(splitmix64_next(&s) % (uint64_t)(m->cfg.vocab_size - 3));
+    double *tps = xmalloc((size_t)a->repeat * sizeof(double)), kv_read = 0;
+    ops_set_threads(threads);
+    for (int r = 0; r < a->repeat; r++) {
+        kvcache_reset(&cache);
+        if (a->fill_prefill) {
+            if (policy_forward(p, f, &cache, prompt, C, NULL, &err) != 0) die("%s", err.msg);
+        } else {
+            fill_random(&cache, p, C, a->seed + (uint64_t)r);
+        }
+        int tok = prompt[C - 1];
+        double t0 = 0, read = 0;
+        for (int g = -2; g < G; g++) {
+            if (g == 0) t0 = now_seconds();
+            if (g >= 0) read += kv_read_bytes(&cache);
+            if (policy_forward(p, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+            tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
+        }
+        tps[r] = G / (now_seconds() - t0);
+        kv_read += read / G / a->repeat;
+        fprintf(stderr, "\r  context %d, %s: run %d/%d  decode %.2f tok/s   ", C, sp->label, r + 1, a->repeat, tps[r]);
+    }
+    SweepPoint pt;
+    pt.tps = stat_of(tps, a->repeat);
+    pt.kv_bytes_in_use = (double)kvcache_bytes_used(&cache);
+    pt.kv_read_per_token = kv_read;
+    pt.weight_bytes = (double)decode_weight_bytes(m);
+    pt.gbs = (pt.weight_bytes + pt.kv_read_per_token) * pt.tps.median / 1e9;
+    free(tps); free(prompt);
+    policy_free(p);
+    forward_free(f);
+    kvcache_free(&cache);
+    return pt;
+}
+
+/* The sweep: per weight dtype / attention / KV dtype and thread count, every
+ * context x cache; one table row and one JSON object ("context_sweep") each. */
+static void run_context_sweep(const BenchArgs *a, cJSON *root) {
+    SweepPolicy sps[16];
+    int n_sp = parse_sweep_policies(a->sweep_policies, sps, 16);
+    cJSON *rows = cJSON_AddArrayToObject(root, "context_sweep");
+    cJSON_AddStringToObject(root, "fill", a->fill_prefill ? "prefill" : "random");
+    cJSON_AddNumberToObject(root, "gen_tokens", a->G);
+    cJSON_AddNumberToObject(root, "repeat", a->repeat);
+    printf("decode against context (%s fill, %d timed decode steps, median of %d)\n",
+           a->fill_prefill ? "prefill" : "random", a->G, a->repeat);
+    printf("%-18s %3s %7s %-12s | %10s %10s | %9s %17s %8s %6s %8s\n", "config", "thr", "context", "cache",
+           "KV MiB", "KV MB/tok", "decode", "(min..max) tok/s", "GB/s", "%bw", "bw GB/s");
+    fflush(stdout);
+    for (int d = 0; d < a->n_dtypes; d++) {
+        Model m;
+        load_bench_model(&a->o, a->dtypes[d], 1, 1, &m);
+        for (int i = 0; i < a->n_contexts; i++)
+            if (a->contexts[i] + a->G + 3 > m.cfg.max_seq_len)
+                die("bench: --context %d + --gen %d exceeds the model's context (%d; kvlab synth --shape ...,seq=N "
+                    "writes a longer one)", a->contexts[i], a->G, m.cfg.max_seq_len);
+        ops_set_bf16_dot(a->dots[d]);
+        for (int v = 0; v < n_variants(a); v++) {
+            if (variant_dtype(a, v) != d) continue;
+            char label[48];
+            row_label(label, sizeof label, a->dtypes[d], a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v));
+            for (int t = 0; t < a->n_threads; t++)
+                for (int i = 0; i < a->n_contexts; i++)
+                    for (int j = 0; j < n_sp; j++) {
+                        double bw = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
+                        SweepPoint pt = sweep_point(a, &m, v, a->contexts[i], &sps[j], a->thread_list[t]);
+                        char bw_s[16], frac_s[16];
+                        figure_or_dash(bw_s, sizeof bw_s, "%.1f", bw);
+                        figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", bw > 0 ? 100 * pt.gbs / bw : NAN);
+                        fprintf(stderr, "\r");
+                        printf("%-18s %3d %7d %-12s | %10.2f %10.2f | %9.2f (%6.2f..%6.2f) %8.2f %6s %8s\n", label,
+                               a->thread_list[t], a->contexts[i], sps[j].label, pt.kv_bytes_in_use / 1048576.0,
+                               pt.kv_read_per_token / 1e6, pt.tps.median, pt.tps.min, pt.tps.max, pt.gbs, frac_s, bw_s);
+                        fflush(stdout);
+                        cJSON *o = cJSON_CreateObject();
+                        cJSON_AddStringToObject(o, "config", label);
+                        cJSON_AddStringToObject(o, "dtype", dtype_name(a->dtypes[d]));
+                        cJSON_AddStringToObject(o, "attention", attention_path_name(variant_attention(a, v)));
+                        cJSON_AddStringToObject(o, "kv_dtype", dtype_name(variant_kv_dtype(a, v)));
+                        cJSON_AddNumberToObject(o, "threads", a->thread_list[t]);
+                        cJSON_AddNumberToObject(o, "context", a->contexts[i]);
+                        cJSON_AddStringToObject(o, "cache", sps[j].label);
+                        cJSON_AddStringToObject(o, "policy", sps[j].name);
+                        cJSON_AddNumberToObject(o, "compression", sps[j].compression);
+                        cJSON_AddNumberToObject(o, "kv_bytes_in_use", pt.kv_bytes_in_use);
+                        cJSON_AddNumberToObject(o, "kv_bytes_read_per_token", pt.kv_read_per_token);
+                        cJSON_AddNumberToObject(o, "weight_bytes_per_token", pt.weight_bytes);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_median", pt.tps.median);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_min", pt.tps.min);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_max", pt.tps.max);
+                        cJSON_AddNumberToObject(o, "achieved_gb_s", pt.gbs);
+                        cJSON_AddNumberToObject(o, "read_gb_s_before", bw > 0 ? bw : -1);
+                        cJSON_AddNumberToObject(o, "frac_of_bandwidth", bw > 0 ? pt.gbs / bw : -1);
+                        cJSON_AddItemToArray(rows, o);
+                    }
+        }
+        model_free(&m);
+    }
+}
+
 int cmd_bench(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { help(); return 0; }
     BenchArgs a;
@@ -693,7 +888,11 @@ int cmd_bench(int argc, char **argv) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "isa", kernels_get()->name);
     MachineLimits *lim = measure_machine_all(&a, root);
-    if (!a.machine_only) {
+    if (!a.machine_only && a.contexts) {
+        if (!a.o.model_path) die("bench: -m MODEL is required (or --machine)");
+        cJSON_AddStringToObject(root, "model", a.o.model_path);
+        run_context_sweep(&a, root);
+    } else if (!a.machine_only) {
         if (!a.o.model_path) die("bench: -m MODEL is required (or --machine)");
         cJSON *runs = cJSON_AddArrayToObject(root, "runs");
         cJSON_AddStringToObject(root, "model", a.o.model_path);
@@ -715,6 +914,7 @@ int cmd_bench(int argc, char **argv) {
     if (a.json_path) write_json(a.json_path, root);
     cJSON_Delete(root);
     free(a.thread_list);
+    free(a.contexts);
     free(lim);
     return 0;
 }
