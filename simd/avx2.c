@@ -455,16 +455,33 @@ void scores_8(float *scores, const float *q, const void *k0, int head_dim, __m25
     _mm256_storeu_ps(scores, _mm256_mul_ps(scale_v, sum8x8(acc)));
 }
 
-static void attn_scores(float *scores, const float *q, const float *keys,
-                        int n_keys, int head_dim, float scale) {
+static float dot_bf16(const float *q, const uint16_t *k, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + VL <= n; c += VL) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), load_bf16(k + c), acc);
+    if (c < n) acc = _mm256_fmadd_ps(maskload(q + c, tail_mask(n - c)), load_bf16_tail(k + c, n - c), acc);
+    return hsum(acc);
+}
+
+/* attn_scores over fp32 (bf16 = 0) or bf16 key rows: 8 keys at a time, then
+ * (fp32) 4, then 1. */
+static inline __attribute__((always_inline))
+void attn_scores_rows(float *scores, const float *q, const void *keys_, int n_keys, int head_dim, float scale, int bf16) {
     const __m256 scale_v = _mm256_set1_ps(scale);
+    const long elem = bf16 ? 2 : 4;
+    const char *keys = keys_;
     int j = 0;
     if (head_dim % VL == 0)
-        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 0, 0);
+        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 0, bf16);
     else
-        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 1, 0);
+        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 1, bf16);
+    if (bf16) {
+        for (; j < n_keys; j++) scores[j] = scale * dot_bf16(q, (const uint16_t *)keys_ + (long)j * head_dim, head_dim);
+        return;
+    }
+    const float *fkeys = keys_;
     for (; j + 4 <= n_keys; j += 4) {
-        const float *k0 = keys + (long)j * head_dim;
+        const float *k0 = fkeys + (long)j * head_dim;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < head_dim; c += VL) {
             __m256i m = tail_mask(head_dim - c);
@@ -479,7 +496,18 @@ static void attn_scores(float *scores, const float *q, const float *keys,
         scores[j + 2] = scale * hsum(a2);
         scores[j + 3] = scale * hsum(a3);
     }
-    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+    for (; j < n_keys; j++) scores[j] = scale * dot(q, fkeys + (long)j * head_dim, head_dim);
+}
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 0);
+}
+
+/* The bf16 cache: the same loops, each key row widened as it is loaded (kernels.h). */
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 1);
 }
 
 /* out[c0 .. c0 + NV*8) accumulated in NV registers over all keys; the last
@@ -543,25 +571,6 @@ static void attn_values(float *out, const float *probs, const float *values,
 static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
                              int n_keys, int head_dim) {
     attn_values_rows(out, probs, values, n_keys, head_dim, 1);
-}
-
-static float dot_bf16(const float *q, const uint16_t *k, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int c = 0;
-    for (; c + VL <= n; c += VL) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), load_bf16(k + c), acc);
-    if (c < n) acc = _mm256_fmadd_ps(maskload(q + c, tail_mask(n - c)), load_bf16_tail(k + c, n - c), acc);
-    return hsum(acc);
-}
-
-static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
-                             int n_keys, int head_dim, float scale) {
-    const __m256 scale_v = _mm256_set1_ps(scale);
-    int j = 0;
-    if (head_dim % VL == 0)
-        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 0, 1);
-    else
-        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 1, 1);
-    for (; j < n_keys; j++) scores[j] = scale * dot_bf16(q, keys + (long)j * head_dim, head_dim);
 }
 
 static float exp_sum(float *x, int n, float max) {

@@ -413,16 +413,34 @@ void scores_16(float *scores, const float *q, const void *k0_, int head_dim, __m
     _mm512_storeu_ps(scores, _mm512_mul_ps(scale_v, sum16x16(acc)));
 }
 
-static void attn_scores(float *scores, const float *q, const float *keys,
-                        int n_keys, int head_dim, float scale) {
+static float dot_bf16(const float *q, const uint16_t *k, int n) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int c = 0; c < n; c += VL) {
+        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), maskz_load_bf16(m, k + c), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* attn_scores over fp32 (bf16 = 0) or bf16 key rows: 16 keys at a time, then
+ * (fp32) 4, then 1. */
+static inline __attribute__((always_inline))
+void attn_scores_rows(float *scores, const float *q, const void *keys_, int n_keys, int head_dim, float scale, int bf16) {
     const __m512 scale_v = _mm512_set1_ps(scale);
+    const long elem = bf16 ? 2 : 4;
+    const char *keys = keys_;
     int j = 0;
     if (head_dim % VL == 0)
-        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 0, 0);
+        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 0, bf16);
     else
-        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 1, 0);
+        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 1, bf16);
+    if (bf16) {
+        for (; j < n_keys; j++) scores[j] = scale * dot_bf16(q, (const uint16_t *)keys_ + (long)j * head_dim, head_dim);
+        return;
+    }
+    const float *fkeys = keys_;
     for (; j + 4 <= n_keys; j += 4) {
-        const float *k0 = keys + (long)j * head_dim;
+        const float *k0 = fkeys + (long)j * head_dim;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < head_dim; c += VL) {
             __mmask16 m = tail_mask(gemm_min(VL, head_dim - c));
@@ -437,8 +455,20 @@ static void attn_scores(float *scores, const float *q, const float *keys,
         scores[j + 2] = scale * _mm512_reduce_add_ps(a2);
         scores[j + 3] = scale * _mm512_reduce_add_ps(a3);
     }
-    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+    for (; j < n_keys; j++) scores[j] = scale * dot(q, fkeys + (long)j * head_dim, head_dim);
 }
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 0);
+}
+
+/* The bf16 cache: the same loops, each key row widened as it is loaded (kernels.h). */
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 1);
+}
+
 /* out[c0 .. c0 + NV*16) accumulated in NV registers over all keys; the last
  * vector is masked by `last`. NV is a constant after inlining. One prefetch
  * per KB of rows, 16 rows ahead (simd/NOTES.md, "attn_values"). */
@@ -496,26 +526,6 @@ static void attn_values(float *out, const float *probs, const float *values,
 static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
                              int n_keys, int head_dim) {
     attn_values_rows(out, probs, values, n_keys, head_dim, 1);
-}
-
-static float dot_bf16(const float *q, const uint16_t *k, int n) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int c = 0; c < n; c += VL) {
-        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), maskz_load_bf16(m, k + c), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-
-static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
-                             int n_keys, int head_dim, float scale) {
-    const __m512 scale_v = _mm512_set1_ps(scale);
-    int j = 0;
-    if (head_dim % VL == 0)
-        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 0, 1);
-    else
-        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 1, 1);
-    for (; j < n_keys; j++) scores[j] = scale * dot_bf16(q, keys + (long)j * head_dim, head_dim);
 }
 
 static float exp_sum(float *x, int n, float max) {
