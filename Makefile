@@ -19,6 +19,9 @@ N       ?= 16
 THREADS ?=
 # make bench's small model (the README's Performance figures are on it)
 BENCH_MODEL ?= ../shared/models/demo-25m
+# make bench's decode-vs-context sweep: a model with attention sinks, context 4096
+BENCH_CONTEXT_MODEL ?= ../shared/models/sink-26m
+BENCH_CONTEXTS      ?= 512,1024,2048,4000
 # The tour's prompt (PROMPT="..." replaces the file) and the text correlate reads;
 # stories260k (TinyStories, 512-token context) gets a short story prompt and its own text.
 ifneq ($(findstring stories260k,$(MODEL)),)
@@ -42,7 +45,7 @@ KVLAB_BIN := $(if $(filter build,$(BUILD)),kvlab,$(BUILD)/kvlab)
 
 # ---- sources ---------------------------------------------------------------
 ENGINE_SRC := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
-SIMD_SRC   := simd/scalar.c simd/dispatch.c simd/peak.c
+SIMD_SRC   := simd/scalar.c simd/dispatch.c simd/peak.c simd/attn_fused.c
 ifeq ($(ARCH),x86_64)
 SIMD_SRC   += $(wildcard simd/x86_*.c simd/avx2*.c simd/avx512*.c)
 endif
@@ -126,11 +129,19 @@ run: kvlab
 	@echo "==       README.md shows their results on this model."
 
 # ---- benchmark -----------------------------------------------------------------
-# The default model, then Llama-2-7B-shaped random weights if the disk has room
+# The default model; decode against context length on sink-26m (full cache and
+# policies at a budget, drawn by experiments/plots/decode_vs_context.py when
+# matplotlib is there); then Llama-2-7B-shaped random weights if the disk has room
 # (experiments/bench-7b.sh; BENCH_DIR=... to choose where they are written).
 bench: kvlab
 	@mkdir -p $(BUILD)/bench
 	./kvlab bench -m $(BENCH_MODEL) --threads 1,2 --dtype f32,bf16 --json $(BUILD)/bench/bench-default.json
+	./kvlab bench -m $(BENCH_CONTEXT_MODEL) --context $(BENCH_CONTEXTS) --gen 32 --repeat 3 \
+	    --json $(BUILD)/bench/decode-vs-context-$(notdir $(BENCH_CONTEXT_MODEL)).json
+	@if $(PLOT_PYTHON) -c 'import matplotlib, numpy' 2>/dev/null; then \
+	  $(PLOT_PYTHON) experiments/plots/decode_vs_context.py $(BUILD)/bench/decode-vs-context-$(notdir $(BENCH_CONTEXT_MODEL)).json \
+	    -o $(BUILD)/bench/plots; \
+	else echo "no plot: python3-matplotlib / python3-numpy missing for $(PLOT_PYTHON)"; fi
 	bash experiments/bench-7b.sh
 
 # ---- tests -------------------------------------------------------------------

@@ -431,8 +431,8 @@ static inline __attribute__((always_inline)) __m256 sum8x8(const __m256 a[8]) {
  * multiple of 8: vmaskmovps does not fold into the FMA. About twice the
  * bytes/s of 4 masked keys at a time (simd/NOTES.md, "attn_scores"). */
 static inline __attribute__((always_inline))
-void scores_8(float *scores, const float *q, const float *k0, int head_dim, __m256 scale_v, int masked) {
-    const long block_bytes = 8L * head_dim * (long)sizeof(float);
+void scores_8(float *scores, const float *q, const void *k0, int head_dim, __m256 scale_v, int masked, int bf16) {
+    const long block_bytes = 8L * head_dim * (bf16 ? 2L : 4L);
     for (long b = 0; b < block_bytes; b += 1024)
         _mm_prefetch((const char *)((uintptr_t)k0 + (uintptr_t)(block_bytes + b)), _MM_HINT_T0);
     __m256 acc[8];
@@ -441,23 +441,47 @@ void scores_8(float *scores, const float *q, const float *k0, int head_dim, __m2
         const __m256i m = tail_mask(head_dim - c);
         const __m256 qv = masked ? maskload(q + c, m) : _mm256_loadu_ps(q + c);
         for (int i = 0; i < 8; i++) {
-            const float *k = k0 + (long)i * head_dim + c;
-            acc[i] = _mm256_fmadd_ps(qv, masked ? maskload(k, m) : _mm256_loadu_ps(k), acc[i]);
+            __m256 kv;
+            if (bf16) {
+                const uint16_t *k = (const uint16_t *)k0 + (long)i * head_dim + c;
+                kv = masked && head_dim - c < VL ? load_bf16_tail(k, head_dim - c) : load_bf16(k);
+            } else {
+                const float *k = (const float *)k0 + (long)i * head_dim + c;
+                kv = masked ? maskload(k, m) : _mm256_loadu_ps(k);
+            }
+            acc[i] = _mm256_fmadd_ps(qv, kv, acc[i]);
         }
     }
     _mm256_storeu_ps(scores, _mm256_mul_ps(scale_v, sum8x8(acc)));
 }
 
-static void attn_scores(float *scores, const float *q, const float *keys,
-                        int n_keys, int head_dim, float scale) {
+static float dot_bf16(const float *q, const uint16_t *k, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + VL <= n; c += VL) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), load_bf16(k + c), acc);
+    if (c < n) acc = _mm256_fmadd_ps(maskload(q + c, tail_mask(n - c)), load_bf16_tail(k + c, n - c), acc);
+    return hsum(acc);
+}
+
+/* attn_scores over fp32 (bf16 = 0) or bf16 key rows: 8 keys at a time, then
+ * (fp32) 4, then 1. */
+static inline __attribute__((always_inline))
+void attn_scores_rows(float *scores, const float *q, const void *keys_, int n_keys, int head_dim, float scale, int bf16) {
     const __m256 scale_v = _mm256_set1_ps(scale);
+    const long elem = bf16 ? 2 : 4;
+    const char *keys = keys_;
     int j = 0;
     if (head_dim % VL == 0)
-        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 0);
+        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 0, bf16);
     else
-        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 1);
+        for (; j + 8 <= n_keys; j += 8) scores_8(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 1, bf16);
+    if (bf16) {
+        for (; j < n_keys; j++) scores[j] = scale * dot_bf16(q, (const uint16_t *)keys_ + (long)j * head_dim, head_dim);
+        return;
+    }
+    const float *fkeys = keys_;
     for (; j + 4 <= n_keys; j += 4) {
-        const float *k0 = keys + (long)j * head_dim;
+        const float *k0 = fkeys + (long)j * head_dim;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < head_dim; c += VL) {
             __m256i m = tail_mask(head_dim - c);
@@ -472,48 +496,91 @@ static void attn_scores(float *scores, const float *q, const float *keys,
         scores[j + 2] = scale * hsum(a2);
         scores[j + 3] = scale * hsum(a3);
     }
-    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+    for (; j < n_keys; j++) scores[j] = scale * dot(q, fkeys + (long)j * head_dim, head_dim);
+}
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 0);
+}
+
+/* The bf16 cache: the same loops, each key row widened as it is loaded (kernels.h). */
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 1);
 }
 
 /* out[c0 .. c0 + NV*8) accumulated in NV registers over all keys; the last
  * vector is masked. NV is a constant after inlining. One prefetch per KB of
  * rows, 16 rows ahead (as avx512.c; simd/NOTES.md, "attn_values"). */
 static inline __attribute__((always_inline))
-void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
-                       long head_dim, int NV, __m256i last) {
+void attn_values_chunk(float *out, const float *probs, const void *values, int n_keys,
+                       long head_dim, int NV, __m256i last, int n_last, int bf16) {
+    const long elem = bf16 ? 2 : 4;
     __m256 acc[8];
     for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();
     for (int j = 0; j < n_keys; j++) {
-        const float *row = values + (long)j * head_dim;
-        if ((long)j * head_dim % 256 < head_dim)     /* a KB boundary falls in row j */
-            _mm_prefetch((const char *)((uintptr_t)row + (uintptr_t)(16L * head_dim * (long)sizeof(float))), _MM_HINT_T0);
+        const char *row = (const char *)values + (long)j * head_dim * elem;
+        if ((long)j * head_dim * elem % 1024 < head_dim * elem)     /* a KB boundary falls in row j */
+            _mm_prefetch((const char *)((uintptr_t)row + (uintptr_t)(16L * head_dim * elem)), _MM_HINT_T0);
         __m256 p = _mm256_broadcast_ss(probs + j);
-        for (int v = 0; v < NV - 1; v++)
-            acc[v] = _mm256_fmadd_ps(p, _mm256_loadu_ps(row + v * VL), acc[v]);
-        acc[NV - 1] = _mm256_fmadd_ps(p, maskload(row + (NV - 1) * VL, last), acc[NV - 1]);
+        for (int v = 0; v < NV; v++) {
+            __m256 x;
+            if (bf16) {
+                const uint16_t *r = (const uint16_t *)row + v * VL;
+                x = v == NV - 1 && n_last < VL ? load_bf16_tail(r, n_last) : load_bf16(r);
+            } else {
+                const float *r = (const float *)row + v * VL;
+                x = v == NV - 1 ? maskload(r, last) : _mm256_loadu_ps(r);
+            }
+            acc[v] = _mm256_fmadd_ps(p, x, acc[v]);
+        }
     }
     for (int v = 0; v < NV - 1; v++) _mm256_storeu_ps(out + v * VL, acc[v]);
     _mm256_maskstore_ps(out + (NV - 1) * VL, last, acc[NV - 1]);
 }
 
-static void attn_values(float *out, const float *probs, const float *values,
-                        int n_keys, int head_dim) {
+/* attn_values over fp32 (bf16 = 0) or bf16 rows: 8 vectors of columns at a time. */
+static inline __attribute__((always_inline))
+void attn_values_rows(float *out, const float *probs, const void *values, int n_keys, int head_dim, int bf16) {
+    const long elem = bf16 ? 2 : 4;
     for (int c = 0; c < head_dim; c += 8 * VL) {
         const int width = gemm_min(8 * VL, head_dim - c);
-        const int nv = (width + VL - 1) / VL;
-        const __m256i last = tail_mask(width - (nv - 1) * VL);
-        const float *vals = values + c;
+        const int nv = (width + VL - 1) / VL, n_last = width - (nv - 1) * VL;
+        const __m256i last = tail_mask(n_last);
+        const void *vals = (const char *)values + c * elem;
         switch (nv) {
-        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1, last); break;
-        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2, last); break;
-        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3, last); break;
-        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4, last); break;
-        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5, last); break;
-        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6, last); break;
-        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7, last); break;
-        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8, last); break;
+        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1, last, n_last, bf16); break;
+        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2, last, n_last, bf16); break;
+        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3, last, n_last, bf16); break;
+        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4, last, n_last, bf16); break;
+        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5, last, n_last, bf16); break;
+        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6, last, n_last, bf16); break;
+        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7, last, n_last, bf16); break;
+        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8, last, n_last, bf16); break;
         }
     }
+}
+
+static void attn_values(float *out, const float *probs, const float *values,
+                        int n_keys, int head_dim) {
+    attn_values_rows(out, probs, values, n_keys, head_dim, 0);
+}
+
+/* The bf16 cache: the same loops, each row widened as it is loaded (kernels.h). */
+static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
+                             int n_keys, int head_dim) {
+    attn_values_rows(out, probs, values, n_keys, head_dim, 1);
+}
+
+static float exp_sum(float *x, int n, float max) {
+    const __m256i all = _mm256_set1_epi32(-1);
+    const __m256 vmax = _mm256_set1_ps(max);
+    __m256 sum = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + VL <= n; i += VL) sum = softmax_exp_step(x + i, vmax, sum, all, 0);
+    if (i < n) sum = softmax_exp_step(x + i, vmax, sum, tail_mask(n - i), 1);
+    return hsum(sum);
 }
 
 /* The avx2 table: dispatch.c starts from a copy of kernels_scalar and calls
@@ -531,4 +598,7 @@ void kernels_init_avx2(Kernels *k) {
     k->silu_mul = silu_mul;
     k->attn_scores = attn_scores;
     k->attn_values = attn_values;
+    k->attn_scores_bf16 = attn_scores_bf16;
+    k->attn_values_bf16 = attn_values_bf16;
+    k->exp_sum = exp_sum;
 }

@@ -377,7 +377,7 @@ static inline __attribute__((always_inline)) __m512 sum16x16(const __m512 a[16])
 }
 
 /* Prefetch one line per KB of the block that starts `ahead_bytes` after p. */
-static inline __attribute__((always_inline)) void prefetch_block(const float *p, long ahead_bytes, long block_bytes) {
+static inline __attribute__((always_inline)) void prefetch_block(const void *p, long ahead_bytes, long block_bytes) {
     for (long b = 0; b < block_bytes; b += 1024) prefetch_bytes(p, ahead_bytes + b);
 }
 
@@ -389,9 +389,9 @@ static inline __attribute__((always_inline)) void prefetch_block(const float *p,
  * each (simd/NOTES.md, "attn_scores"). Fewer than 16 keys left: 4, then 1 at
  * a time. */
 static inline __attribute__((always_inline))
-void scores_16(float *scores, const float *q, const float *k0, int head_dim, __m512 scale_v, int masked) {
-    const long block_bytes = 16L * head_dim * (long)sizeof(float);
-    prefetch_block(k0, block_bytes, block_bytes);
+void scores_16(float *scores, const float *q, const void *k0_, int head_dim, __m512 scale_v, int masked, int bf16) {
+    const long block_bytes = 16L * head_dim * (bf16 ? 2L : 4L);
+    prefetch_block(k0_, block_bytes, block_bytes);
     __m512 acc[16];
     for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (int c = 0; c < head_dim; c += VL) {
@@ -399,23 +399,48 @@ void scores_16(float *scores, const float *q, const float *k0, int head_dim, __m
         const __mmask16 m = masked ? tail_mask(gemm_min(VL, head_dim - c)) : (__mmask16)0xFFFF;
         const __m512 qv = masked ? _mm512_maskz_loadu_ps(m, q + c) : _mm512_loadu_ps(q + c);
         for (int i = 0; i < 16; i++) {
-            const float *k = k0 + (long)i * head_dim + c;
-            acc[i] = _mm512_fmadd_ps(qv, masked ? _mm512_maskz_loadu_ps(m, k) : _mm512_loadu_ps(k), acc[i]);
+            __m512 kv;
+            if (bf16) {
+                const uint16_t *k = (const uint16_t *)k0_ + (long)i * head_dim + c;
+                kv = masked ? maskz_load_bf16(m, k) : load_bf16(k);
+            } else {
+                const float *k = (const float *)k0_ + (long)i * head_dim + c;
+                kv = masked ? _mm512_maskz_loadu_ps(m, k) : _mm512_loadu_ps(k);
+            }
+            acc[i] = _mm512_fmadd_ps(qv, kv, acc[i]);
         }
     }
     _mm512_storeu_ps(scores, _mm512_mul_ps(scale_v, sum16x16(acc)));
 }
 
-static void attn_scores(float *scores, const float *q, const float *keys,
-                        int n_keys, int head_dim, float scale) {
+static float dot_bf16(const float *q, const uint16_t *k, int n) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int c = 0; c < n; c += VL) {
+        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), maskz_load_bf16(m, k + c), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* attn_scores over fp32 (bf16 = 0) or bf16 key rows: 16 keys at a time, then
+ * (fp32) 4, then 1. */
+static inline __attribute__((always_inline))
+void attn_scores_rows(float *scores, const float *q, const void *keys_, int n_keys, int head_dim, float scale, int bf16) {
     const __m512 scale_v = _mm512_set1_ps(scale);
+    const long elem = bf16 ? 2 : 4;
+    const char *keys = keys_;
     int j = 0;
     if (head_dim % VL == 0)
-        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 0);
+        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 0, bf16);
     else
-        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + (long)j * head_dim, head_dim, scale_v, 1);
+        for (; j + 16 <= n_keys; j += 16) scores_16(scores + j, q, keys + j * head_dim * elem, head_dim, scale_v, 1, bf16);
+    if (bf16) {
+        for (; j < n_keys; j++) scores[j] = scale * dot_bf16(q, (const uint16_t *)keys_ + (long)j * head_dim, head_dim);
+        return;
+    }
+    const float *fkeys = keys_;
     for (; j + 4 <= n_keys; j += 4) {
-        const float *k0 = keys + (long)j * head_dim;
+        const float *k0 = fkeys + (long)j * head_dim;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < head_dim; c += VL) {
             __mmask16 m = tail_mask(gemm_min(VL, head_dim - c));
@@ -430,47 +455,89 @@ static void attn_scores(float *scores, const float *q, const float *keys,
         scores[j + 2] = scale * _mm512_reduce_add_ps(a2);
         scores[j + 3] = scale * _mm512_reduce_add_ps(a3);
     }
-    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+    for (; j < n_keys; j++) scores[j] = scale * dot(q, fkeys + (long)j * head_dim, head_dim);
 }
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 0);
+}
+
+/* The bf16 cache: the same loops, each key row widened as it is loaded (kernels.h). */
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 1);
+}
+
 /* out[c0 .. c0 + NV*16) accumulated in NV registers over all keys; the last
  * vector is masked by `last`. NV is a constant after inlining. One prefetch
  * per KB of rows, 16 rows ahead (simd/NOTES.md, "attn_values"). */
 static inline __attribute__((always_inline))
-void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
-                       long head_dim, int NV, __mmask16 last) {
+void attn_values_chunk(float *out, const float *probs, const void *values, int n_keys,
+                       long head_dim, int NV, __mmask16 last, int bf16) {
+    const long elem = bf16 ? 2 : 4;
     __m512 acc[8];
     for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();
     for (int j = 0; j < n_keys; j++) {
-        const float *row = values + (long)j * head_dim;
-        if ((long)j * head_dim % 256 < head_dim)     /* a KB boundary falls in row j */
-            prefetch_bytes(row, 16L * head_dim * (long)sizeof(float));
+        const char *row = (const char *)values + (long)j * head_dim * elem;
+        if ((long)j * head_dim * elem % 1024 < head_dim * elem)     /* a KB boundary falls in row j */
+            prefetch_bytes(row, 16L * head_dim * elem);
         __m512 p = _mm512_set1_ps(probs[j]);
-        for (int v = 0; v < NV - 1; v++)
-            acc[v] = _mm512_fmadd_ps(p, _mm512_loadu_ps(row + v * VL), acc[v]);
-        acc[NV - 1] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(last, row + (NV - 1) * VL), acc[NV - 1]);
+        for (int v = 0; v < NV; v++) {
+            const __mmask16 m = v == NV - 1 ? last : (__mmask16)0xFFFF;
+            __m512 x;
+            if (bf16) x = v == NV - 1 ? maskz_load_bf16(m, (const uint16_t *)row + v * VL) : load_bf16((const uint16_t *)row + v * VL);
+            else x = v == NV - 1 ? _mm512_maskz_loadu_ps(m, (const float *)row + v * VL) : _mm512_loadu_ps((const float *)row + v * VL);
+            acc[v] = _mm512_fmadd_ps(p, x, acc[v]);
+        }
     }
     for (int v = 0; v < NV - 1; v++) _mm512_storeu_ps(out + v * VL, acc[v]);
     _mm512_mask_storeu_ps(out + (NV - 1) * VL, last, acc[NV - 1]);
 }
 
-static void attn_values(float *out, const float *probs, const float *values,
-                        int n_keys, int head_dim) {
+/* attn_values over fp32 (bf16 = 0) or bf16 rows: 8 vectors of columns at a time. */
+static inline __attribute__((always_inline))
+void attn_values_rows(float *out, const float *probs, const void *values, int n_keys, int head_dim, int bf16) {
+    const long elem = bf16 ? 2 : 4;
     for (int c = 0; c < head_dim; c += 8 * VL) {
         const int width = gemm_min(8 * VL, head_dim - c);
         const int nv = (width + VL - 1) / VL;
         const __mmask16 last = tail_mask(width - (nv - 1) * VL);
-        const float *vals = values + c;
+        const void *vals = (const char *)values + c * elem;
         switch (nv) {
-        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1, last); break;
-        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2, last); break;
-        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3, last); break;
-        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4, last); break;
-        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5, last); break;
-        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6, last); break;
-        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7, last); break;
-        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8, last); break;
+        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1, last, bf16); break;
+        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2, last, bf16); break;
+        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3, last, bf16); break;
+        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4, last, bf16); break;
+        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5, last, bf16); break;
+        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6, last, bf16); break;
+        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7, last, bf16); break;
+        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8, last, bf16); break;
         }
     }
+}
+
+static void attn_values(float *out, const float *probs, const float *values,
+                        int n_keys, int head_dim) {
+    attn_values_rows(out, probs, values, n_keys, head_dim, 0);
+}
+
+/* The bf16 cache: the same loops, each row widened as it is loaded (kernels.h). */
+static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
+                             int n_keys, int head_dim) {
+    attn_values_rows(out, probs, values, n_keys, head_dim, 1);
+}
+
+static float exp_sum(float *x, int n, float max) {
+    const __m512 vmax = _mm512_set1_ps(max);
+    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += VL) {
+        __mmask16 m = tail_mask(gemm_min(VL, n - i));
+        __m512 e = Sleef_expf16_u10avx512f(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_mask_add_ps(sum, m, sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
 }
 
 /* The avx512 table: dispatch.c starts from a copy of kernels_scalar and calls
@@ -489,4 +556,7 @@ void kernels_init_avx512(Kernels *k) {
     k->silu_mul = silu_mul;
     k->attn_scores = attn_scores;
     k->attn_values = attn_values;
+    k->attn_scores_bf16 = attn_scores_bf16;
+    k->attn_values_bf16 = attn_values_bf16;
+    k->exp_sum = exp_sum;
 }

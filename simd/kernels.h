@@ -55,6 +55,17 @@ typedef struct Kernels {
     void (*attn_values)(float *out, const float *probs, const float *values,
                         int n_keys, int head_dim);
 
+    /* The same two over a bf16 KV cache (kvcache.h): keys / values are bf16
+     * bit patterns, widened exactly to fp32; sums in fp32. */
+    void (*attn_scores_bf16)(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale);
+    void (*attn_values_bf16)(float *out, const float *probs, const uint16_t *values,
+                             int n_keys, int head_dim);
+
+    /* x[i] <- exp(x[i] - max) for i < n; returns their sum (fp32). The step of
+     * an online softmax (attn_fused below); softmax is this, then a scaling. */
+    float (*exp_sum)(float *x, int n, float max);
+
     /* ---- optional members (NULL when the table / CPU does not provide them) ---- */
 
     /* Like matmul_bf16, but X is first rounded to bf16 (round-to-nearest-even)
@@ -71,6 +82,32 @@ typedef struct Kernels {
     void (*matmul_bf16_dpbf16)(float *Y, int ldy, const float *X, int ldx,
                                const uint16_t *W, int n_tok, int n_rows, int n_cols);
 } Kernels;
+
+/* Attention of n_q consecutive queries of one head, in one pass over the keys
+ * and values, never holding a probability row (FlashAttention's online
+ * softmax, on the CPU): the keys are taken in blocks of ATTN_BLOCK; for each
+ * block and query, scores (attn_scores), the running maximum m and sum l
+ * updated, exp(score - m) (exp_sum), and the block's share of the output
+ * (attn_values) added to the output rescaled by exp(m_old - m_new). Each block
+ * of keys and values is read once for all n_q queries: in decode (n_q = 1) the
+ * cache is streamed once; in prefill a tile of queries reuses each block from
+ * the CPU's caches. A driver over the table's kernels (BLIS's macro-kernel over
+ * micro-kernels), so every ISA has it and runs its own inner loops.
+ *
+ *   query i < n_q (its row q + i*ldq) sees keys [0, n_keys - n_q + 1 + i):
+ *   out[i*ldo + c] = sum_j softmax_j(scale * q_i . k_j) v_j[c]
+ *
+ * keys / values: fp32 rows [n_keys, head_dim], or bf16 bit patterns when
+ * keys_bf16 / values_bf16. scratch: attn_fused_scratch_floats(n_q, head_dim)
+ * floats. Same results as attn_scores + softmax + attn_values within fp32
+ * rounding: the sums are regrouped by block and each partial output is
+ * rescaled, |out - exact| <= about (2 + blocks) * 2^-24 * max_j |v_j[c]|
+ * (tests/test_kernels.c checks 1e-5 relative to max |v|). */
+#define ATTN_BLOCK 128
+void attn_fused(const struct Kernels *k, float *out, long ldo, const float *q, long ldq, int n_q,
+                const void *keys, int keys_bf16, const void *values, int values_bf16,
+                int n_keys, int head_dim, float scale, float *scratch);
+long attn_fused_scratch_floats(int n_q, int head_dim);
 
 /* The table in use (the best one for this CPU unless kernels_select changed it).
  * The first call of any function below detects the CPU (once, thread-safe) and

@@ -274,70 +274,133 @@ static void silu_mul(float *gate, const float *up, int n) {
     }
 }
 
-static void attn_scores(float *scores, const float *q, const float *keys,
-                        int n_keys, int head_dim, float scale) {
+/* Element i of an fp32 (bf16 = 0) or bf16 row, as fp32: 4 lanes, or one. */
+static inline float32x4_t row_load(const void *row, long i, int bf16) {
+    return bf16 ? load_bf16((const uint16_t *)row + i) : vld1q_f32((const float *)row + i);
+}
+static inline float row_at(const void *row, long i, int bf16) {
+    return bf16 ? gemm_bf16_to_f32(((const uint16_t *)row)[i]) : ((const float *)row)[i];
+}
+
+/* attn_scores over fp32 (bf16 = 0) or bf16 key rows: 4 keys at a time, then 1. */
+static inline __attribute__((always_inline))
+void attn_scores_rows(float *scores, const float *q, const void *keys, int n_keys, int head_dim, float scale, int bf16) {
+    const long row = (long)head_dim * (bf16 ? 2 : 4);
     int j = 0;
     for (; j + 4 <= n_keys; j += 4) {
-        const float *k0 = keys + (long)j * head_dim, *k1 = k0 + head_dim,
-                    *k2 = k1 + head_dim, *k3 = k2 + head_dim;
+        const char *k0 = (const char *)keys + j * row, *k1 = k0 + row, *k2 = k1 + row, *k3 = k2 + row;
         float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
         int c = 0;
         for (; c + VL <= head_dim; c += VL) {
             float32x4_t qv = vld1q_f32(q + c);
-            a0 = vfmaq_f32(a0, qv, vld1q_f32(k0 + c));
-            a1 = vfmaq_f32(a1, qv, vld1q_f32(k1 + c));
-            a2 = vfmaq_f32(a2, qv, vld1q_f32(k2 + c));
-            a3 = vfmaq_f32(a3, qv, vld1q_f32(k3 + c));
+            a0 = vfmaq_f32(a0, qv, row_load(k0, c, bf16));
+            a1 = vfmaq_f32(a1, qv, row_load(k1, c, bf16));
+            a2 = vfmaq_f32(a2, qv, row_load(k2, c, bf16));
+            a3 = vfmaq_f32(a3, qv, row_load(k3, c, bf16));
         }
         float s0 = vaddvq_f32(a0), s1 = vaddvq_f32(a1), s2 = vaddvq_f32(a2), s3 = vaddvq_f32(a3);
         for (; c < head_dim; c++) {
-            s0 += q[c] * k0[c]; s1 += q[c] * k1[c]; s2 += q[c] * k2[c]; s3 += q[c] * k3[c];
+            s0 += q[c] * row_at(k0, c, bf16); s1 += q[c] * row_at(k1, c, bf16);
+            s2 += q[c] * row_at(k2, c, bf16); s3 += q[c] * row_at(k3, c, bf16);
         }
         scores[j] = scale * s0;
         scores[j + 1] = scale * s1;
         scores[j + 2] = scale * s2;
         scores[j + 3] = scale * s3;
     }
-    for (; j < n_keys; j++) scores[j] = scale * dot(q, keys + (long)j * head_dim, head_dim);
+    for (; j < n_keys; j++) {
+        const char *k = (const char *)keys + j * row;
+        if (!bf16) { scores[j] = scale * dot(q, (const float *)k, head_dim); continue; }
+        float32x4_t a = vdupq_n_f32(0.0f);
+        int c = 0;
+        for (; c + VL <= head_dim; c += VL) a = vfmaq_f32(a, vld1q_f32(q + c), row_load(k, c, 1));
+        float sum = vaddvq_f32(a);
+        for (; c < head_dim; c++) sum += q[c] * row_at(k, c, 1);
+        scores[j] = scale * sum;
+    }
+}
+
+static void attn_scores(float *scores, const float *q, const float *keys,
+                        int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 0);
+}
+
+/* The bf16 cache (kernels.h): the same loops, each row widened as it is loaded. */
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    attn_scores_rows(scores, q, keys, n_keys, head_dim, scale, 1);
 }
 
 /* out[c0 .. c0 + NV*4) accumulated in NV registers over all keys (NV constant
  * after inlining); the columns past the last whole vector are done in scalar. */
 static inline __attribute__((always_inline))
-void attn_values_chunk(float *out, const float *probs, const float *values, int n_keys,
-                       long head_dim, int NV) {
+void attn_values_chunk(float *out, const float *probs, const void *values, int n_keys,
+                       long head_dim, int NV, int bf16) {
+    const long row_bytes = head_dim * (bf16 ? 2 : 4);
     float32x4_t acc[8];
     for (int v = 0; v < NV; v++) acc[v] = vdupq_n_f32(0.0f);
     for (int j = 0; j < n_keys; j++) {
-        const float *row = values + (long)j * head_dim;
+        const char *row = (const char *)values + j * row_bytes;
         float32x4_t p = vdupq_n_f32(probs[j]);
-        for (int v = 0; v < NV; v++) acc[v] = vfmaq_f32(acc[v], p, vld1q_f32(row + v * VL));
+        for (int v = 0; v < NV; v++) acc[v] = vfmaq_f32(acc[v], p, row_load(row, v * VL, bf16));
     }
     for (int v = 0; v < NV; v++) vst1q_f32(out + v * VL, acc[v]);
 }
 
-static void attn_values(float *out, const float *probs, const float *values,
-                        int n_keys, int head_dim) {
+/* attn_values over fp32 (bf16 = 0) or bf16 value rows. */
+static inline __attribute__((always_inline))
+void attn_values_rows(float *out, const float *probs, const void *values, int n_keys, int head_dim, int bf16) {
+    const long elem = bf16 ? 2 : 4;
     const int whole = head_dim / VL * VL;
     for (int c = 0; c < whole; c += 8 * VL) {
         const int nv = gemm_min(8 * VL, whole - c) / VL;
-        const float *vals = values + c;
+        const void *vals = (const char *)values + c * elem;
         switch (nv) {
-        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1); break;
-        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2); break;
-        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3); break;
-        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4); break;
-        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5); break;
-        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6); break;
-        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7); break;
-        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8); break;
+        case 1: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 1, bf16); break;
+        case 2: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 2, bf16); break;
+        case 3: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 3, bf16); break;
+        case 4: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 4, bf16); break;
+        case 5: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 5, bf16); break;
+        case 6: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 6, bf16); break;
+        case 7: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 7, bf16); break;
+        default: attn_values_chunk(out + c, probs, vals, n_keys, head_dim, 8, bf16); break;
         }
     }
     for (int c = whole; c < head_dim; c++) {
         float s = 0.0f;
-        for (int j = 0; j < n_keys; j++) s = fmaf(probs[j], values[(long)j * head_dim + c], s);
+        for (int j = 0; j < n_keys; j++) s = fmaf(probs[j], row_at(values, (long)j * head_dim + c, bf16), s);
         out[c] = s;
     }
+}
+
+static void attn_values(float *out, const float *probs, const float *values,
+                        int n_keys, int head_dim) {
+    attn_values_rows(out, probs, values, n_keys, head_dim, 0);
+}
+
+static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
+                             int n_keys, int head_dim) {
+    attn_values_rows(out, probs, values, n_keys, head_dim, 1);
+}
+
+/* softmax's exp pass alone (the online softmax's step, kernels.h). */
+static float exp_sum(float *x, int n, float max) {
+    const float32x4_t vmax = vdupq_n_f32(max);
+    float32x4_t sum = vdupq_n_f32(0.0f);
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        float32x4_t e = Sleef_expf4_u10advsimd(vsubq_f32(vld1q_f32(x + i), vmax));
+        vst1q_f32(x + i, e);
+        sum = vaddq_f32(sum, e);
+    }
+    float total = vaddvq_f32(sum);
+    if (i < n) {
+        float buf[VL];
+        for (int k = 0; k < VL; k++) buf[k] = i + k < n ? x[i + k] : max;
+        vst1q_f32(buf, Sleef_expf4_u10advsimd(vsubq_f32(vld1q_f32(buf), vmax)));
+        for (int k = 0; i + k < n; k++) { x[i + k] = buf[k]; total += buf[k]; }
+    }
+    return total;
 }
 
 /* The neon table: dispatch.c starts from a copy of kernels_scalar and calls
@@ -355,4 +418,7 @@ void kernels_init_neon(Kernels *k) {
     k->silu_mul = silu_mul;
     k->attn_scores = attn_scores;
     k->attn_values = attn_values;
+    k->attn_scores_bf16 = attn_scores_bf16;
+    k->attn_values_bf16 = attn_values_bf16;
+    k->exp_sum = exp_sum;
 }

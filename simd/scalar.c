@@ -89,6 +89,32 @@ static void attn_values(float *out, const float *probs, const float *values,
     }
 }
 
+static void attn_scores_bf16(float *scores, const float *q, const uint16_t *keys,
+                             int n_keys, int head_dim, float scale) {
+    for (int j = 0; j < n_keys; j++) {
+        const uint16_t *k = keys + (long)j * head_dim;
+        float sum = 0.0f;
+        for (int c = 0; c < head_dim; c++) sum += q[c] * widen_bf16(k[c]);
+        scores[j] = scale * sum;
+    }
+}
+
+static void attn_values_bf16(float *out, const float *probs, const uint16_t *values,
+                             int n_keys, int head_dim) {
+    for (int c = 0; c < head_dim; c++) out[c] = 0.0f;
+    for (int j = 0; j < n_keys; j++) {
+        const uint16_t *v = values + (long)j * head_dim;
+        float p = probs[j];
+        for (int c = 0; c < head_dim; c++) out[c] += p * widen_bf16(v[c]);
+    }
+}
+
+static float exp_sum(float *x, int n, float max) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
+    return sum;
+}
+
 const Kernels kernels_scalar = {
     .name = "scalar",
     .matmul_f32 = matmul_f32,
@@ -101,4 +127,7 @@ const Kernels kernels_scalar = {
     .silu_mul = silu_mul,
     .attn_scores = attn_scores,
     .attn_values = attn_values,
+    .attn_scores_bf16 = attn_scores_bf16,
+    .attn_values_bf16 = attn_values_bf16,
+    .exp_sum = exp_sum,
 };

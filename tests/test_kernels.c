@@ -261,6 +261,146 @@ static void test_attn(const Kernels *K, enum Fill kind) {
     buf_misalign = -1;
 }
 
+/* The bf16 KV cache's kernels: on rows rounded to bf16, the same numbers as
+ * the fp32 kernels on the widened rows (widening is exact), within the same
+ * summation bound; bit for bit on integers. */
+static void test_attn_bf16(const Kernels *K, enum Fill kind) {
+    begin_checks();
+    const int exact_data = kind == F_INTS;
+    for (int d = 0; d < NELEM(HEAD_DIMS); d++)
+        for (int kk = 0; kk < NELEM(N_KEYS); kk++) {
+            const int hd = HEAD_DIMS[d], nk = N_KEYS[kk] + (d % 2) * 16;   /* also a whole block of 16 keys */
+            buf_misalign = (d + kk) % 3 == 0 ? -1 : 4 * ((d + kk) % 5);
+            float *q = fbuf(hd), *wide_k = fbuf((long)nk * hd), *wide_v = fbuf((long)nk * hd), *probs = fbuf(nk);
+            uint16_t *keys = hbuf((long)nk * hd), *vals = hbuf((long)nk * hd);
+            float *s_got = fbuf(nk), *s_ref = fbuf(nk), *o_got = fbuf(hd), *o_ref = fbuf(hd);
+            fill(q, hd, kind);
+            fill(probs, nk, kind == F_INTS ? F_INTS : F_UNIFORM);
+            for (long i = 0; i < (long)nk * hd; i++) {
+                keys[i] = bf16_round(fill_one(kind));
+                vals[i] = bf16_round(fill_one(kind));
+                wide_k[i] = bf16_widen(keys[i]);
+                wide_v[i] = bf16_widen(vals[i]);
+            }
+            const float scale = exact_data ? 0.125f : 1.0f / sqrtf((float)hd);
+            for (int i = 0; i < hd; i++) o_got[i] = NAN;     /* must be overwritten */
+            K->attn_scores_bf16(s_got, q, keys, nk, hd, scale);
+            kernels_scalar.attn_scores(s_ref, q, wide_k, nk, hd, scale);
+            K->attn_values_bf16(o_got, probs, vals, nk, hd);
+            kernels_scalar.attn_values(o_ref, probs, wide_v, nk, hd);
+            char what[80];
+            snprintf(what, sizeof what, "attn_scores_bf16 head_dim=%d n_keys=%d", hd, nk);
+            for (int j = 0; j < nk; j++) {
+                double ex = 0, abs_sum = 0;
+                for (int c = 0; c < hd; c++) {
+                    double p = (double)q[c] * wide_k[(long)j * hd + c];
+                    ex += p; abs_sum += fabs(p);
+                }
+                if (exact_data) { expect_bits(what, j, s_got[j], s_ref[j]); continue; }
+                double T = fabs(scale) * (gamma_n(hd + 1) * abs_sum + (hd + 1) * DENORM_STEP) + 2 * U * fabs(scale * ex) + DENORM_STEP;
+                expect_close(what, j, s_got[j], scale * ex, T);
+                expect_close(what, j, s_got[j], s_ref[j], 2 * T);
+            }
+            snprintf(what, sizeof what, "attn_values_bf16 head_dim=%d n_keys=%d", hd, nk);
+            for (int c = 0; c < hd; c++) {
+                double ex = 0, abs_sum = 0;
+                for (int j = 0; j < nk; j++) {
+                    double p = (double)probs[j] * wide_v[(long)j * hd + c];
+                    ex += p; abs_sum += fabs(p);
+                }
+                expect_sum(what, c, o_got[c], o_ref[c], ex, abs_sum, nk, exact_data);
+            }
+            bufs_free();
+        }
+    buf_misalign = -1;
+}
+
+/* exp_sum: exp(x - max) in place and their sum, as the reference within exp's
+ * error (1 ULP + rounding) and the sum's. */
+static void test_exp_sum(const Kernels *K) {
+    begin_checks();
+    for (int s = 0; s < N_SIZES; s++) {
+        const int n = SIZES[s];
+        float *x = fbuf(n), *ref = fbuf(n);
+        float max = -INFINITY;
+        for (int i = 0; i < n; i++) { x[i] = ref[i] = rng_range(-30.0f, 10.0f); if (x[i] > max) max = x[i]; }
+        if (n > 2) max += 1.5f;                 /* online softmax: max may exceed the block's own */
+        float got = K->exp_sum(x, n, max), want = kernels_scalar.exp_sum(ref, n, max);
+        char what[64];
+        snprintf(what, sizeof what, "exp_sum n=%d", n);
+        for (int i = 0; i < n; i++) expect_close(what, i, x[i], ref[i], 4 * U * fabs((double)ref[i]) + DENORM_STEP);
+        expect_close(what, -1, got, want, (2 * gamma_n(n + 1) + 4 * U) * fabs((double)want) + DENORM_STEP);
+        if (n == 0) expect_bits("exp_sum of nothing", 0, got, 0.0f);
+        bufs_free();
+    }
+}
+
+/* attn_fused (kernels.h) over this table's kernels against the attention
+ * computed in double (scores, softmax, values), and against the exact path
+ * (attn_scores, softmax, attn_values) of the reference: within
+ * 2e-5 * max |v| (the sums regrouped by block and each partial rescaled; the
+ * bound kernels.h states). Causal tiles of n_q queries, block edges crossed,
+ * keys and values in fp32, in bf16, and mixed (positions `shifted`: rotated
+ * fp32 keys, bf16 values). `sharp` scales the scores up so that the maximum
+ * moves between blocks and the rescaling matters. */
+static void test_attn_fused(const Kernels *K) {
+    static const int dims[] = { 1, 7, 16, 64, 65, 128 };
+    static const int keys_n[] = { 1, 5, 127, 128, 129, 300, 513 };
+    static const int queries_n[] = { 1, 3, 16 };
+    begin_checks();
+    for (int d = 0; d < NELEM(dims); d++)
+        for (int kk = 0; kk < NELEM(keys_n); kk++)
+            for (int qq = 0; qq < NELEM(queries_n); qq++)
+                for (int kind = 0; kind < 4; kind++) {     /* 0 fp32, 1 bf16, 2 fp32 keys + bf16 values, 3 sharp fp32 */
+                    const int hd = dims[d], nk = keys_n[kk], nq = queries_n[qq] < nk ? queries_n[qq] : nk;
+                    const int kb = kind == 1, vb = kind == 1 || kind == 2;
+                    const float scale = (kind == 3 ? 8.0f : 1.0f) / sqrtf((float)hd);
+                    float *q = fbuf((long)nq * hd), *wk = fbuf((long)nk * hd), *wv = fbuf((long)nk * hd);
+                    uint16_t *hk = hbuf((long)nk * hd), *hv = hbuf((long)nk * hd);
+                    float *out = fbuf((long)nq * hd), *exact = fbuf(hd), *row = fbuf(nk);
+                    float *scratch = fbuf(attn_fused_scratch_floats(nq, hd));
+                    fill(q, (long)nq * hd, F_UNIFORM);
+                    for (long i = 0; i < (long)nk * hd; i++) {
+                        wk[i] = fill_one(F_UNIFORM) * (1.0f + (float)(i / hd % 7));   /* uneven scores */
+                        wv[i] = fill_one(F_UNIFORM);
+                        hk[i] = bf16_round(wk[i]);
+                        hv[i] = bf16_round(wv[i]);
+                        if (kb) wk[i] = bf16_widen(hk[i]);
+                        if (vb) wv[i] = bf16_widen(hv[i]);
+                    }
+                    attn_fused(K, out, hd, q, hd, nq, kb ? (const void *)hk : wk, kb, vb ? (const void *)hv : wv, vb,
+                               nk, hd, scale, scratch);
+                    char what[96];
+                    snprintf(what, sizeof what, "attn_fused head_dim=%d n_keys=%d n_q=%d kind=%d", hd, nk, nq, kind);
+                    for (int i = 0; i < nq; i++) {
+                        const int visible = nk - nq + 1 + i;
+                        const float *qi = q + (long)i * hd;
+                        double max_v = 0, m = -INFINITY, l = 0;
+                        for (long x = 0; x < (long)visible * hd; x++) if (fabs(wv[x]) > max_v) max_v = fabs(wv[x]);
+                        kernels_scalar.attn_scores(row, qi, wk, visible, hd, scale);
+                        kernels_scalar.softmax(row, visible);
+                        kernels_scalar.attn_values(exact, row, wv, visible, hd);
+                        double *p = malloc((size_t)visible * sizeof(double));
+                        for (int j = 0; j < visible; j++) {
+                            double dot = 0;
+                            for (int c = 0; c < hd; c++) dot += (double)qi[c] * wk[(long)j * hd + c];
+                            p[j] = scale * dot;
+                            if (p[j] > m) m = p[j];
+                        }
+                        for (int j = 0; j < visible; j++) { p[j] = exp(p[j] - m); l += p[j]; }
+                        const double tol = 2e-5 * max_v + DENORM_STEP;
+                        for (int c = 0; c < hd; c++) {
+                            double want = 0;
+                            for (int j = 0; j < visible; j++) want += p[j] / l * wv[(long)j * hd + c];
+                            expect_close(what, (long)i * hd + c, out[(long)i * hd + c], want, tol);
+                            expect_close(what, (long)i * hd + c, out[(long)i * hd + c], exact[c], tol);
+                        }
+                        free(p);
+                    }
+                    bufs_free();
+                }
+}
+
 /* ---- matmul ------------------------------------------------------------------ */
 typedef struct { int n_tok, n_rows, n_cols; } Shape;
 
@@ -577,10 +717,13 @@ static int required_entries(const Kernels *k, Entry e[]) {
     e[n++] = (Entry){ "silu_mul", (void (*)(void))k->silu_mul };
     e[n++] = (Entry){ "attn_scores", (void (*)(void))k->attn_scores };
     e[n++] = (Entry){ "attn_values", (void (*)(void))k->attn_values };
+    e[n++] = (Entry){ "attn_scores_bf16", (void (*)(void))k->attn_scores_bf16 };
+    e[n++] = (Entry){ "attn_values_bf16", (void (*)(void))k->attn_values_bf16 };
+    e[n++] = (Entry){ "exp_sum", (void (*)(void))k->exp_sum };
     return n;
 }
 #define N_OPTIONAL 1     /* matmul_bf16_dpbf16 */
-_Static_assert(sizeof(Kernels) == sizeof(const char *) + (10 + N_OPTIONAL) * sizeof(void (*)(void)),
+_Static_assert(sizeof(Kernels) == sizeof(const char *) + (13 + N_OPTIONAL) * sizeof(void (*)(void)),
                "Kernels gained a member: add it to required_entries (or N_OPTIONAL)");
 
 /* A new ISA with a single kernel of its own: dot summed in double. Everything
@@ -665,7 +808,13 @@ int main(void) {
         for (int f = 0; f < NELEM(attn_fills); f++) {
             rng_seed(2000 * ti + f);
             CASE(case_name("%s: attn_scores, attn_values (%s)", K->name, FILL_NAME[attn_fills[f]])) test_attn(K, attn_fills[f]);
+            CASE(case_name("%s: attn_scores_bf16, attn_values_bf16 (%s)", K->name, FILL_NAME[attn_fills[f]]))
+                test_attn_bf16(K, attn_fills[f]);
         }
+        rng_seed(2500 * ti);
+        CASE(case_name("%s: exp_sum", K->name)) test_exp_sum(K);
+        CASE(case_name("%s: attn_fused against double and the exact path (fp32, bf16, mixed, sharp)", K->name))
+            test_attn_fused(K);
         const enum Fill mm_fills[] = { F_UNIFORM, F_INTS, F_TINY, F_HUGE, F_DENORMAL, F_ZEROS, F_WIDE };
         for (int bf = 0; bf <= 1; bf++)
             for (int f = 0; f < NELEM(mm_fills); f++) {

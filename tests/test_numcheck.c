@@ -113,8 +113,9 @@ static void test_limits(void) {
     Err err;
     CASE("the context limit: KV bytes for the full context against what is available") {
         load_tiny(&m);
-        size_t per_token = model_kv_bytes_per_token(&m.cfg);   /* 2 * 3 layers * 1 * 8 * 4 = 192 */
+        size_t per_token = model_kv_bytes_per_token(&m.cfg, DTYPE_F32);   /* 2 * 3 layers * 1 * 8 * 4 = 192 */
         CHECK(per_token == 192, "%zu", per_token);
+        CHECK(model_kv_bytes_per_token(&m.cfg, DTYPE_BF16) == 96, "bf16 K+V: half");
         CHECK(numcheck_ctx_fits(&m, 32, 1, 32 * 192, &err) == 0, "exactly fits: %s", err.msg);
         CHECK(numcheck_ctx_fits(&m, 32, 1, -1, &err) == 0, "unknown memory: never refused");
         CHECK(numcheck_ctx_fits(&m, 32, 1, 32 * 192 - 1, &err) != 0 &&

@@ -37,6 +37,14 @@ void *aligned_alloc64(size_t n_bytes);
  * than over huge pages on the development VM. Below 2 MiB it is aligned_alloc64.
  * Returns NULL when out of memory; free with big_free and the same size. */
 void *big_alloc(size_t n_bytes);
+
+/* The memory of ranges [ptrs[i], ptrs[i] + sizes[i]) as the kernel reports it
+ * in /proc/self/smaps: resident bytes and the part on transparent huge pages
+ * (AnonHugePages), summed over the mappings that hold the ranges (a whole
+ * mapping is counted once, however many ranges lie in it). Returns -1 when
+ * smaps cannot be read (not Linux). */
+typedef struct { size_t resident_bytes, huge_bytes; } HugePageShare;
+int huge_page_share(const void *const *ptrs, const size_t *sizes, int n, HugePageShare *out);
 void  big_free(void *p, size_t n_bytes);
 
 double now_seconds(void);          /* monotonic clock */

@@ -41,6 +41,14 @@ int common_option(CommonOpts *o, int argc, char **argv, int *i) {
     else if (!strcmp(a, "--ctx")) o->ctx = (int)cli_int("--ctx", cli_value(argc, argv, i), 1, 1 << 22);
     else if (!strcmp(a, "--mmap")) o->mmap_weights = 1;
     else if (!strcmp(a, "--bf16-dot")) o->bf16_dot = 1;
+    else if (!strcmp(a, "--kv-dtype")) {
+        const char *v = cli_value(argc, argv, i);
+        if (dtype_parse(v, &o->kv_dtype) != 0 || o->kv_dtype == DTYPE_F16)
+            die("--kv-dtype: '%s' is not a KV cache dtype (f32 or bf16)", v);
+    } else if (!strcmp(a, "--attention")) {
+        const char *v = cli_value(argc, argv, i);
+        if (attention_path_parse(v, &o->attention) != 0) die("--attention: '%s' is not exact or fused", v);
+    }
     else return 0;
     return 1;
 }
@@ -49,6 +57,7 @@ void common_setup(const CommonOpts *o) {
     char msg[256];
     if (o->isa && *o->isa && kernels_select(o->isa, msg, sizeof msg) != 0) die("%s", msg);
     ops_set_threads(o->threads);
+    forward_set_defaults(o->kv_dtype, o->attention);
     if (o->bf16_dot && o->dtype != DTYPE_BF16)
         die("--bf16-dot: needs --dtype bf16 (it multiplies bf16 weights)");
     if (o->bf16_dot) common_enable_bf16_dot("--bf16-dot");

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "base/args.h"
+#include "engine/forward.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 
@@ -20,6 +21,8 @@ typedef struct {
     int ctx;                     /* --ctx N (0 = the model's context length) */
     int mmap_weights;            /* --mmap: weights used in place from the file (WEIGHTS_IN_PLACE) */
     int bf16_dot;                /* --bf16-dot: activations rounded to bf16, hardware bf16 dot */
+    DType kv_dtype;              /* --kv-dtype f32|bf16: how the KV cache stores keys and values */
+    AttentionPath attention;     /* --attention exact|fused (engine/forward.h) */
 } CommonOpts;
 
 #define COMMON_OPTS_HELP \
@@ -32,7 +35,11 @@ typedef struct {
     "      --mmap            use weights in place from the mapped file when no conversion is needed:\n" \
     "                        no copy, less memory, instant load, but slower to stream (4 KiB pages)\n" \
     "      --bf16-dot        with --dtype bf16: round activations to bf16 and use the CPU's bf16 dot\n" \
-    "                        instruction (avx512_bf16): faster decode, |dy| <= 2^-8 sum|w x| [off]\n"
+    "                        instruction (avx512_bf16): faster decode, |dy| <= 2^-8 sum|w x| [off]\n" \
+    "      --kv-dtype f32|bf16  KV cache storage: bf16 halves its bytes (keys and values rounded once\n" \
+    "                        when cached, attention summed in fp32; logits within ~1e-2) [f32]\n" \
+    "      --attention exact|fused  without an attention observer: exact (score rows, softmax) or\n" \
+    "                        fused (one pass, online softmax; equal within fp32 rounding) [exact]\n"
 
 
 /* The notes at the end of a --help on the files a command reads and writes:

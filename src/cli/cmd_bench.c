@@ -26,6 +26,7 @@
 #include "simd/peak.h"
 #include "policy/policy.h"
 #include "engine/sampler.h"
+#include "base/splitmix64.h"
 
 static void help(void) {
     printf("usage: kvlab bench -m MODEL [options]     or     kvlab bench --machine\n\n"
@@ -34,6 +35,10 @@ static void help(void) {
            "  --threads LIST      thread counts to run, e.g. 1,2 [all cores]\n"
            "  --dtype LIST        weight dtypes to run, e.g. f32,bf16,bf16d [f32]; bf16d: bf16\n"
            "                      weights through the bf16 dot kernel (as --bf16-dot)\n"
+           "  --attention LIST    attention paths to run: exact, fused or both, e.g. exact,fused [exact]\n"
+           "                      (fused: one pass per tile of queries, online softmax; prefill\n"
+           "                      at long prompts, e.g. --prompt 4096 or 8192, shows the difference)\n"
+           "  --kv-dtype LIST     KV cache storage to run: f32, bf16 or both [f32]\n"
            "  --isa NAME          kernel set (auto, scalar, avx2, avx512, neon) [auto]\n"
            "  --repeat N          runs per configuration; the median is reported [5]\n"
            "  --json FILE         also write every figure as JSON (atomically)\n"
@@ -48,6 +53,21 @@ static void help(void) {
            "  --mmap              weights in place from the mapped file, not copied to huge pages\n"
            "  --bf16-dot          bf16 rows become bf16d: activations rounded to bf16, summed by\n"
            "                      the CPU's bf16 dot instruction (avx512_bf16)\n"
+           "Decode cost against context length (--context): instead of the table above, for each\n"
+           "context length and each cache policy, decode tok/s, the KV bytes in use and read per\n"
+           "token, and the bytes read per token (weights + KV) over the time, against the read\n"
+           "bandwidth measured just before each point:\n"
+           "  --context LIST      cached tokens before decoding, e.g. 512,2048,4096,8192\n"
+           "  --sweep-policies L  the caches compared, NAME or NAME:COMPRESSION, e.g. full,l2:0.9\n"
+           "                      [full,l2:0.5,l2:0.9,window:0.5,window:0.9,h2o:0.5]; they evict\n"
+           "                      every decode step (--schedule step), sinks and the recent\n"
+           "                      tokens as the policy's defaults\n"
+           "  --fill random|prefill  how the cache reaches the context length: random keys and\n"
+           "                      values appended directly (fast; decode cost does not depend on\n"
+           "                      the numbers) or a prefill of a random prompt [random]\n"
+           "  --gen N (decode steps timed per point, after 2 untimed) and --repeat N apply.\n"
+           "Every row also reports the share of the weights and of the KV cache arrays of\n"
+           "2 MiB and more on transparent huge pages (/proc/self/smaps), and warns below 95 %%.\n"
            "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
            "bandwidth measured again just before each configuration (with --interleave:\n"
            "before each run, median; column bw GB/s), since on a shared machine the\n"
@@ -219,9 +239,79 @@ static Stat stat_of(double *v, int n) {
  * through the bf16 dot kernel. */
 static const char *config_name(DType dtype, int bf16_dot) { return bf16_dot ? "bf16d" : dtype_name(dtype); }
 
+/* A row's label: the weight dtype (config_name), then the attention path and
+ * the KV dtype where they are not the defaults: "f32", "bf16/fused/kv-bf16". */
+static const char *row_label(char *buf, size_t size, DType dtype, int bf16_dot, AttentionPath attention, DType kv_dtype) {
+    snprintf(buf, size, "%s%s%s", config_name(dtype, bf16_dot), attention == ATTENTION_FUSED ? "/fused" : "",
+             kv_dtype == DTYPE_BF16 ? "/kv-bf16" : "");
+    return buf;
+}
+
+/* Weights and KV cache on transparent huge pages (huge_page_share). */
+typedef struct {
+    double weight_bytes, weight_huge;     /* weight tensors of 2 MiB and more (copied, or in place from the file) */
+    double kv_bytes, kv_huge;             /* the KV arrays of 2 MiB and more (big_alloc'ed) */
+} HugeReport;
+
+static HugeReport huge_report(const Model *m, const KVCache *c) {
+    HugeReport r = { 0, 0, 0, 0 };
+    HugePageShare hs;
+    const void **ptrs = xmalloc(((size_t)m->n_bigs + 1) * sizeof *ptrs);
+    size_t *sizes = xmalloc(((size_t)m->n_bigs + 1) * sizeof *sizes);
+    int n = 0;
+    const size_t two_mib = (size_t)2 << 20;   /* smaller buffers are malloc'ed (big_alloc), never on huge pages */
+    for (int i = 0; i < m->n_bigs; i++)
+        if (m->bigs[i].n_bytes >= two_mib) {
+            ptrs[n] = m->bigs[i].p;
+            sizes[n++] = m->bigs[i].n_bytes;
+            r.weight_bytes += (double)m->bigs[i].n_bytes;
+        }
+    r.weight_bytes += (double)m->in_place_bytes;     /* file pages (--mmap): never anonymous huge pages */
+    if (n > 0 && huge_page_share(ptrs, sizes, n, &hs) == 0) r.weight_huge = (double)hs.huge_bytes;
+    free(ptrs); free(sizes);
+    int n_heads = c->n_layers * c->n_kv_heads;
+    n = 0;
+    ptrs = xmalloc(2 * (size_t)n_heads * sizeof *ptrs);
+    sizes = xmalloc(2 * (size_t)n_heads * sizeof *sizes);
+    for (int i = 0; i < n_heads; i++) {
+        const KVHead *h = &c->heads[i];
+        size_t bytes = (size_t)h->cap * c->head_dim * dtype_size(c->kv_dtype);
+        if (bytes < two_mib) continue;
+        ptrs[n] = c->kv_dtype == DTYPE_F32 ? (const void *)h->keys : (const void *)h->keys_bf16; sizes[n++] = bytes;
+        ptrs[n] = c->kv_dtype == DTYPE_F32 ? (const void *)h->values : (const void *)h->values_bf16; sizes[n++] = bytes;
+        r.kv_bytes += 2.0 * (double)bytes;
+    }
+    if (n > 0 && huge_page_share(ptrs, sizes, n, &hs) == 0) r.kv_huge = (double)hs.huge_bytes;
+    free(ptrs); free(sizes);
+    if (r.weight_huge > r.weight_bytes) r.weight_huge = r.weight_bytes;   /* a mapping may hold more than the ranges */
+    if (r.kv_huge > r.kv_bytes) r.kv_huge = r.kv_bytes;
+    return r;
+}
+
+/* One line of shares, and a one-line warning with what to do below 95 %. */
+static void print_huge_report(const HugeReport *h, int weights_in_place) {
+    double w = h->weight_bytes > 0 ? 100 * h->weight_huge / h->weight_bytes : 0;
+    double k = h->kv_bytes > 0 ? 100 * h->kv_huge / h->kv_bytes : 100;
+    printf("      huge pages: weights %.1f%% of %.0f MB (tensors of 2 MiB and more)", w, h->weight_bytes / 1e6);
+    if (h->kv_bytes > 0) printf(", KV cache %.1f%% of %.0f MB (arrays of 2 MiB and more)", k, h->kv_bytes / 1e6);
+    printf("\n");
+    if (h->weight_bytes > 0 && w < 95)
+        fprintf(stderr, "kvlab: bench: warning: only %.0f%% of the weights are on huge pages, so decode reads them slower: %s\n",
+                w, weights_in_place ? "drop --mmap (weights copied to huge pages)"
+                                    : "free memory (drop the page cache: sync; echo 1 | sudo tee /proc/sys/vm/drop_caches) "
+                                      "or allow compaction (echo defer+madvise | sudo tee /sys/kernel/mm/transparent_hugepage/defrag), then rerun");
+    if (h->kv_bytes > 0 && k < 95)
+        fprintf(stderr, "kvlab: bench: warning: only %.0f%% of the KV cache arrays are on huge pages: free memory "
+                "(sync; echo 1 | sudo tee /proc/sys/vm/drop_caches) or allow compaction "
+                "(echo defer+madvise | sudo tee /sys/kernel/mm/transparent_hugepage/defrag), then rerun\n", k);
+}
+
 typedef struct {
     DType dtype;
     int bf16_dot;                 /* bf16 weights through the bf16 dot kernel (row label bf16d) */
+    AttentionPath attention;
+    DType kv_dtype;
+    HugeReport huge;
     int threads;
     Stat prefill_tps, decode_tps;
     double prefill_gflops, decode_gbs, weight_bytes;
@@ -234,6 +324,8 @@ typedef struct {
 typedef struct {
     const Model *m;
     int bf16_dot;                    /* set for the runs of this configuration (ops_set_bf16_dot) */
+    AttentionPath attention;
+    DType kv_dtype;
     int threads, P, G, repeat, runs_done;
     int *prompt;
     KVCache cache;
@@ -244,10 +336,10 @@ typedef struct {
     long decode_steps;
 } BenchRun;
 
-static void bench_start(BenchRun *b, const Model *m, int bf16_dot, int threads, int P, int G, int repeat,
-                        uint64_t seed, const PolicyOpts *po) {
+static void bench_start(BenchRun *b, const Model *m, int bf16_dot, AttentionPath attention, DType kv_dtype, int threads,
+                        int P, int G, int repeat, uint64_t seed, const PolicyOpts *po) {
     memset(b, 0, sizeof *b);
-    b->m = m; b->bf16_dot = bf16_dot; b->threads = threads; b->P = P; b->G = G; b->repeat = repeat;
+    b->m = m; b->bf16_dot = bf16_dot; b->attention = attention; b->kv_dtype = kv_dtype; b->threads = threads; b->P = P; b->G = G; b->repeat = repeat;
     Err err;
     b->prompt = xmalloc((size_t)P * sizeof(int));
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -256,8 +348,10 @@ static void bench_start(BenchRun *b, const Model *m, int bf16_dot, int threads, 
         s ^= s << 13; s ^= s >> 7; s ^= s << 17;
         b->prompt[i] = 3 + (int)(s % (uint64_t)(m->cfg.vocab_size - 3));
     }
-    if (forward_cache_init(m, &b->cache, P + G + 1, &err) != 0) die("%s", err.msg);
+    if (forward_cache_init(m, &b->cache, P + G + 1, &err) != 0 || kvcache_set_dtype(&b->cache, kv_dtype, &err) != 0)
+        die("%s", err.msg);
     b->f = forward_create(m, P);
+    forward_set_attention(b->f, attention);
     if (po && !(b->pol = policy_create(po, &m->cfg, P + G + 1, &err))) die("%s", err.msg);
     b->pre = xmalloc((size_t)repeat * sizeof(double));
     b->dec = xmalloc((size_t)repeat * sizeof(double));
@@ -293,15 +387,17 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     b->pre[r] = b->P / (t1 - t0);
     b->dec[r] = b->G / (t2 - t1);
     b->bw[r] = bw_before;
+    char label[48];
     fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
-            config_name(b->m->compute_dtype, b->bf16_dot), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
+            row_label(label, sizeof label, b->m->compute_dtype, b->bf16_dot, b->attention, b->kv_dtype), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
 }
 
 /* The figures of the runs done (medians), and free the state. *bw_median: the
  * median of the bandwidths measured before the runs (0 if none were). */
 static BenchResult bench_finish(BenchRun *b, double *bw_median) {
     const Model *m = b->m;
-    BenchResult r = { m->compute_dtype, b->bf16_dot, b->threads, {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
+    BenchResult r = { m->compute_dtype, b->bf16_dot, b->attention, b->kv_dtype, huge_report(m, &b->cache), b->threads,
+                      {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
     r.prefill_tps = stat_of(b->pre, b->runs_done);
     r.decode_tps = stat_of(b->dec, b->runs_done);
     *bw_median = stat_of(b->bw, b->runs_done).median;
@@ -321,7 +417,11 @@ static BenchResult bench_finish(BenchRun *b, double *bw_median) {
 static cJSON *result_json(const BenchResult *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "dtype", dtype_name(r->dtype));
+    cJSON_AddStringToObject(o, "attention", attention_path_name(r->attention));
+    cJSON_AddStringToObject(o, "kv_dtype", dtype_name(r->kv_dtype));
     cJSON_AddNumberToObject(o, "threads", r->threads);
+    cJSON_AddNumberToObject(o, "weights_huge_page_frac", r->huge.weight_bytes > 0 ? r->huge.weight_huge / r->huge.weight_bytes : -1);
+    cJSON_AddNumberToObject(o, "kv_huge_page_frac", r->huge.kv_bytes > 0 ? r->huge.kv_huge / r->huge.kv_bytes : -1);
     cJSON_AddNumberToObject(o, "prefill_tok_s_median", r->prefill_tps.median);
     cJSON_AddNumberToObject(o, "prefill_tok_s_min", r->prefill_tps.min);
     cJSON_AddNumberToObject(o, "prefill_tok_s_max", r->prefill_tps.max);
@@ -360,7 +460,8 @@ static void load_bench_model(const CommonOpts *o, DType dtype, int P, int G, Mod
 
 /* One row of the table (stdout) and of the JSON "runs". */
 static void report_row(const BenchResult *r, double bw_now, const MachineLimits *lim, const PolicyOpts *po,
-                       cJSON *runs) {
+                       int weights_in_place, cJSON *runs) {
+    char label[48];
     double peak_frac = lim->peak_gflops > 0 ? r->prefill_gflops / lim->peak_gflops * 100 : NAN;
     double bw_frac = bw_now > 0 ? r->decode_gbs / bw_now * 100 : NAN;
     char peak_s[16], bw_s[16], bw_now_s[16];
@@ -368,13 +469,14 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
     figure_or_dash(bw_now_s, sizeof bw_now_s, "%.1f", bw_now);
     printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
-           config_name(r->dtype, r->bf16_dot), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
+           row_label(label, sizeof label, r->dtype, r->bf16_dot, r->attention, r->kv_dtype), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
            r->prefill_gflops, peak_s, r->decode_tps.median, r->decode_tps.min, r->decode_tps.max,
            r->weight_bytes / 1e6, r->decode_gbs, bw_s, bw_now_s);
     if (po)
         printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
                po->name, r->decide_ms, r->apply_ms, r->decide_ms * r->decode_tps.median / 10,
                r->apply_ms * r->decode_tps.median / 10);
+    print_huge_report(&r->huge, weights_in_place);
     fflush(stdout);
     cJSON *rj = result_json(r);
     cJSON_AddBoolToObject(rj, "bf16_dot", r->bf16_dot);
@@ -389,9 +491,14 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
 typedef struct {
     CommonOpts o;
     int P, G, repeat, machine_only, no_machine, interleave;
-    int n_dtypes, n_threads;
+    int n_dtypes, n_threads, n_attention, n_kv_dtypes;
     DType dtypes[4];
     int dots[4];                  /* per --dtype entry: bf16 weights through the bf16 dot kernel (bf16d) */
+    AttentionPath attention[2];   /* --attention LIST */
+    DType kv_dtypes[2];           /* --kv-dtype LIST */
+    int *contexts, n_contexts;    /* --context LIST: the decode-vs-context sweep instead of the table */
+    const char *sweep_policies;   /* --sweep-policies */
+    int fill_prefill;             /* --fill prefill (else random) */
     int *thread_list;
     const char *json_path;
     uint64_t seed;
@@ -413,6 +520,27 @@ static void parse_dtypes(BenchArgs *a, const char *v) {
     }
 }
 
+/* --attention exact,fused and --kv-dtype f32,bf16: each a list of up to 2. */
+static void parse_attention_list(BenchArgs *a, const char *v) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", v);
+    a->n_attention = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+        if (a->n_attention == 2 || attention_path_parse(tok, &a->attention[a->n_attention++]) != 0)
+            die("--attention: '%s' is not a list of exact and fused", v);
+}
+static void parse_kv_dtype_list(BenchArgs *a, const char *v) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", v);
+    a->n_kv_dtypes = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        DType dt;
+        if (a->n_kv_dtypes == 2 || dtype_parse(tok, &dt) != 0 || dt == DTYPE_F16)
+            die("--kv-dtype: '%s' is not a list of KV cache dtypes (f32, bf16)", v);
+        a->kv_dtypes[a->n_kv_dtypes++] = dt;
+    }
+}
+
 /* The options, then what follows from them: the default dtype and thread
  * count, the policy resolved, --bf16-dot spread over the bf16 entries, and
  * the kernels set up (common_setup). */
@@ -429,6 +557,16 @@ static void parse_args(int argc, char **argv, BenchArgs *a) {
         else if (!strcmp(s, "--repeat")) a->repeat = (int)cli_int(s, cli_value(argc, argv, &i), 1, 1000);
         else if (!strcmp(s, "--threads")) a->thread_list = cli_int_list(s, cli_value(argc, argv, &i), 1, 1024, &a->n_threads);
         else if (!strcmp(s, "--dtype")) parse_dtypes(a, cli_value(argc, argv, &i));
+        else if (!strcmp(s, "--attention")) parse_attention_list(a, cli_value(argc, argv, &i));
+        else if (!strcmp(s, "--kv-dtype")) parse_kv_dtype_list(a, cli_value(argc, argv, &i));
+        else if (!strcmp(s, "--context")) a->contexts = cli_int_list(s, cli_value(argc, argv, &i), 1, 1 << 22, &a->n_contexts);
+        else if (!strcmp(s, "--sweep-policies")) a->sweep_policies = cli_value(argc, argv, &i);
+        else if (!strcmp(s, "--fill")) {
+            const char *v = cli_value(argc, argv, &i);
+            if (!strcmp(v, "prefill")) a->fill_prefill = 1;
+            else if (!strcmp(v, "random")) a->fill_prefill = 0;
+            else die("--fill: '%s' is not random or prefill", v);
+        }
         else if (!strcmp(s, "--json")) a->json_path = cli_value(argc, argv, &i);
         else if (!strcmp(s, "--machine")) a->machine_only = 1;
         else if (!strcmp(s, "--no-machine")) a->no_machine = 1;
@@ -437,6 +575,10 @@ static void parse_args(int argc, char **argv, BenchArgs *a) {
         else if (!common_option(&a->o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", s);
     }
     if (a->n_dtypes == 0) { a->dtypes[0] = a->o.dtype; a->n_dtypes = 1; }
+    if (a->n_attention == 0) { a->attention[0] = ATTENTION_EXACT; a->n_attention = 1; }
+    if (a->n_kv_dtypes == 0) { a->kv_dtypes[0] = DTYPE_F32; a->n_kv_dtypes = 1; }
+    if (!a->sweep_policies) a->sweep_policies = "full,l2:0.5,l2:0.9,window:0.5,window:0.9,h2o:0.5";
+    if (a->contexts && a->policy) die("bench: --context compares its own policies (--sweep-policies), not --policy");
     if (a->policy) policy_cli_finish(&a->po);
     int any_dot = 0;
     for (int d = 0; d < a->n_dtypes; d++) {
@@ -473,12 +615,19 @@ static MachineLimits *measure_machine_all(const BenchArgs *a, cJSON *root) {
     return lim;
 }
 
+/* The variants of a configuration besides the thread count: weight dtype x
+ * attention path x KV dtype, in that order (v = (d * n_attention + at) * n_kv_dtypes + kd). */
+static int n_variants(const BenchArgs *a) { return a->n_dtypes * a->n_attention * a->n_kv_dtypes; }
+static int variant_dtype(const BenchArgs *a, int v) { return v / (a->n_attention * a->n_kv_dtypes); }
+static AttentionPath variant_attention(const BenchArgs *a, int v) { return a->attention[v / a->n_kv_dtypes % a->n_attention]; }
+static DType variant_kv_dtype(const BenchArgs *a, int v) { return a->kv_dtypes[v % a->n_kv_dtypes]; }
+
 /* Every model loaded at once (one per weight dtype: bf16 and bf16d share one),
  * then the configurations' runs in turn (1st of each, 2nd of each, ...), so a
  * drift in the machine's bandwidth hits them all alike. Configurations are
- * dtype-major, then thread count: c = d * n_threads + t. */
+ * variant-major, then thread count: c = v * n_threads + t. */
 static void run_interleaved(const BenchArgs *a, const MachineLimits *lim, cJSON *runs) {
-    const int n_configs = a->n_dtypes * a->n_threads;
+    const int n_configs = n_variants(a) * a->n_threads;
     Model *models = xcalloc((size_t)a->n_dtypes, sizeof *models);
     BenchRun *state = xcalloc((size_t)n_configs, sizeof *state);
     int model_of[4];
@@ -489,8 +638,9 @@ static void run_interleaved(const BenchArgs *a, const MachineLimits *lim, cJSON 
         if (model_of[d] == d) load_bench_model(&a->o, a->dtypes[d], a->P, a->G, &models[d]);
     }
     for (int c = 0; c < n_configs; c++) {
-        int d = c / a->n_threads, t = c % a->n_threads;
-        bench_start(&state[c], &models[model_of[d]], a->dots[d], a->thread_list[t], a->P, a->G, a->repeat, a->seed, a->policy);
+        int v = c / a->n_threads, t = c % a->n_threads, d = variant_dtype(a, v);
+        bench_start(&state[c], &models[model_of[d]], a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v),
+                    a->thread_list[t], a->P, a->G, a->repeat, a->seed, a->policy);
         bench_run(&state[c], 1, 0);
     }
     for (int rep = 0; rep < a->repeat; rep++)
@@ -504,7 +654,7 @@ static void run_interleaved(const BenchArgs *a, const MachineLimits *lim, cJSON 
         int t = c % a->n_threads;
         double bw_now;
         BenchResult r = bench_finish(&state[c], &bw_now);
-        report_row(&r, bw_now, &lim[t], a->policy, runs);
+        report_row(&r, bw_now, &lim[t], a->policy, a->o.mmap_weights, runs);
     }
     for (int d = 0; d < a->n_dtypes; d++)
         if (model_of[d] == d) model_free(&models[d]);
@@ -517,17 +667,215 @@ static void run_sequential(const BenchArgs *a, const MachineLimits *lim, cJSON *
     for (int d = 0; d < a->n_dtypes; d++) {
         Model m;
         load_bench_model(&a->o, a->dtypes[d], a->P, a->G, &m);
-        for (int t = 0; t < a->n_threads; t++) {
-            /* On a shared machine (a VM) the bandwidth left to us drifts by tens
-             * of percent over minutes: measure it again right before each
-             * configuration and compare the decode rate with that (bw GB/s). */
-            double bw_now = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 1).read_gbs, bw_median;
-            BenchRun b;
-            bench_start(&b, &m, a->dots[d], a->thread_list[t], a->P, a->G, a->repeat, a->seed, a->policy);
-            for (int rep = 0; rep < a->repeat + 1; rep++) bench_run(&b, rep == 0, bw_now);
-            fprintf(stderr, "\n");
-            BenchResult r = bench_finish(&b, &bw_median);
-            report_row(&r, bw_median, &lim[t], a->policy, runs);
+        for (int v = 0; v < n_variants(a); v++) {
+            if (variant_dtype(a, v) != d) continue;
+            for (int t = 0; t < a->n_threads; t++) {
+                /* On a shared machine (a VM) the bandwidth left to us drifts by tens
+                 * of percent over minutes: measure it again right before each
+                 * configuration and compare the decode rate with that (bw GB/s). */
+                double bw_now = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 1).read_gbs, bw_median;
+                BenchRun b;
+                bench_start(&b, &m, a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v), a->thread_list[t],
+                            a->P, a->G, a->repeat, a->seed, a->policy);
+                for (int rep = 0; rep < a->repeat + 1; rep++) bench_run(&b, rep == 0, bw_now);
+                fprintf(stderr, "\n");
+                BenchResult r = bench_finish(&b, &bw_median);
+                report_row(&r, bw_median, &lim[t], a->policy, a->o.mmap_weights, runs);
+            }
+        }
+        model_free(&m);
+    }
+}
+
+/* ---- decode cost against context length (--context) ---------------------------- */
+
+/* One cache of the sweep: "full", or NAME:COMPRESSION (e.g. l2:0.9) evicting
+ * every decode step to keep 1 - COMPRESSION of the tokens seen. */
+typedef struct { char label[32], name[24]; double compression; } SweepPolicy;
+
+static int parse_sweep_policies(const char *list, SweepPolicy *out, int max) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == max) die("--sweep-policies: more than %d entries", max);
+        SweepPolicy *sp = &out[n++];
+        snprintf(sp->label, sizeof sp->label, "%s", tok);
+        char *colon = strchr(tok, ':');
+        sp->compression = 0;
+        if (colon) {
+            *colon = '\0';
+            sp->compression = cli_float("--sweep-policies", colon + 1, 0.0, 0.999);
+        }
+        snprintf(sp->name, sizeof sp->name, "%s", tok);
+        if (strcmp(sp->name, "full") != 0 && !colon)
+            die("--sweep-policies: '%s' needs a compression, e.g. %s:0.5", sp->name, sp->name);
+    }
+    return n;
+}
+
+/* The policy of a sweep entry (NULL for full), through the command-line parser. */
+static Policy *sweep_policy_create(const SweepPolicy *sp, const Config *cfg, int max_tokens) {
+    if (!strcmp(sp->name, "full")) return NULL;
+    char ratio[32];
+    snprintf(ratio, sizeof ratio, "%.6g", sp->compression);
+    char *argv[] = { "bench", "--policy", (char *)sp->name, "--compression-ratio", ratio, "--schedule", "step" };
+    int argc = (int)(sizeof argv / sizeof argv[0]);
+    PolicyOpts o;
+    policy_defaults(&o);
+    for (int i = 1; i < argc; i++)
+        if (!policy_option(&o, argc, argv, &i)) die("--sweep-policies: cannot set up '%s'", sp->label);
+    policy_cli_finish(&o);
+    Err err;
+    Policy *p = policy_create(&o, cfg, max_tokens, &err);
+    if (!p) die("--sweep-policies: %s", err.msg);
+    return p;
+}
+
+/* Bring an empty cache to C tokens without a forward pass: random keys and
+ * values in [-1, 1) appended layer by layer, in blocks of 256 tokens, through
+ * the policy's two halves (its side columns get their fills; the eviction
+ * after the "prefill" happens as after a real one). */
+static void fill_random(KVCache *c, Policy *p, int C, uint64_t seed) {
+    Err err;
+    if (policy_before_forward(p, c, C, &err) != 0) die("%s", err.msg);
+    const size_t row = (size_t)c->n_kv_heads * c->head_dim, block = 256;
+    float *k = xmalloc(block * row * sizeof(float)), *v = xmalloc(block * row * sizeof(float));
+    uint64_t state = seed;
+    for (int t0 = 0; t0 < C; t0 += (int)block) {
+        int n = C - t0 < (int)block ? C - t0 : (int)block;
+        for (int l = 0; l < c->n_layers; l++) {
+            for (size_t i = 0; i < (size_t)n * row; i++) {
+                k[i] = (float)(2.0 * splitmix64_unit(&state) - 1.0);
+                v[i] = (float)(2.0 * splitmix64_unit(&state) - 1.0);
+            }
+            if (kvcache_append(c, l, k, v, n, &err) != 0) die("%s", err.msg);
+        }
+        c->next_pos += n;
+    }
+    free(k); free(v);
+    if (policy_after_forward(p, c, 0, &err) != 0) die("%s", err.msg);
+}
+
+/* Bytes of keys and values attention reads in one decode step now (every
+ * slot of every head, before the step's own token). */
+static double kv_read_bytes(const KVCache *c) {
+    return (double)kvcache_slots_used(c) * 2.0 * c->head_dim * (double)dtype_size(c->kv_dtype);
+}
+
+typedef struct {
+    Stat tps;
+    double kv_bytes_in_use, kv_read_per_token, weight_bytes, gbs;
+} SweepPoint;
+
+/* Decode at context C: fill, 2 untimed steps, then G timed ones; --repeat times. */
+static SweepPoint sweep_point(const BenchArgs *a, const Model *m, int v, int C, const SweepPolicy *sp, int threads) {
+    Err err;
+    const int G = a->G, ctx = C + G + 3;
+    KVCache cache;
+    if (forward_cache_init(m, &cache, ctx, &err) != 0 || kvcache_set_dtype(&cache, variant_kv_dtype(a, v), &err) != 0)
+        die("%s", err.msg);
+    Forward *f = forward_create(m, a->fill_prefill ? (C < 512 ? C : 512) : 1);
+    forward_set_attention(f, variant_attention(a, v));
+    Policy *p = sweep_policy_create(sp, &m->cfg, ctx);
+    int *prompt = xmalloc((size_t)C * sizeof(int));
+    uint64_t s = a->seed;
+    prompt[0] = m->cfg.bos_id;
+    for (int i = 1; i < C; i++) prompt[i] = 3 + (int)(splitmix64_next(&s) % (uint64_t)(m->cfg.vocab_size - 3));
+    double *tps = xmalloc((size_t)a->repeat * sizeof(double)), kv_read = 0;
+    ops_set_threads(threads);
+    for (int r = 0; r < a->repeat; r++) {
+        kvcache_reset(&cache);
+        if (a->fill_prefill) {
+            if (policy_forward(p, f, &cache, prompt, C, NULL, &err) != 0) die("%s", err.msg);
+        } else {
+            fill_random(&cache, p, C, a->seed + (uint64_t)r);
+        }
+        int tok = prompt[C - 1];
+        double t0 = 0, read = 0;
+        for (int g = -2; g < G; g++) {
+            if (g == 0) t0 = now_seconds();
+            if (g >= 0) read += kv_read_bytes(&cache);
+            if (policy_forward(p, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+            tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
+        }
+        tps[r] = G / (now_seconds() - t0);
+        kv_read += read / G / a->repeat;
+        fprintf(stderr, "\r  context %d, %s: run %d/%d  decode %.2f tok/s   ", C, sp->label, r + 1, a->repeat, tps[r]);
+    }
+    SweepPoint pt;
+    pt.tps = stat_of(tps, a->repeat);
+    pt.kv_bytes_in_use = (double)kvcache_bytes_used(&cache);
+    pt.kv_read_per_token = kv_read;
+    pt.weight_bytes = (double)decode_weight_bytes(m);
+    pt.gbs = (pt.weight_bytes + pt.kv_read_per_token) * pt.tps.median / 1e9;
+    free(tps); free(prompt);
+    policy_free(p);
+    forward_free(f);
+    kvcache_free(&cache);
+    return pt;
+}
+
+/* The sweep: per weight dtype / attention / KV dtype and thread count, every
+ * context x cache; one table row and one JSON object ("context_sweep") each. */
+static void run_context_sweep(const BenchArgs *a, cJSON *root) {
+    SweepPolicy sps[16];
+    int n_sp = parse_sweep_policies(a->sweep_policies, sps, 16);
+    cJSON *rows = cJSON_AddArrayToObject(root, "context_sweep");
+    cJSON_AddStringToObject(root, "fill", a->fill_prefill ? "prefill" : "random");
+    cJSON_AddNumberToObject(root, "gen_tokens", a->G);
+    cJSON_AddNumberToObject(root, "repeat", a->repeat);
+    printf("decode against context (%s fill, %d timed decode steps, median of %d)\n",
+           a->fill_prefill ? "prefill" : "random", a->G, a->repeat);
+    printf("%-18s %3s %7s %-12s | %10s %10s | %9s %17s %8s %6s %8s\n", "config", "thr", "context", "cache",
+           "KV MiB", "KV MB/tok", "decode", "(min..max) tok/s", "GB/s", "%bw", "bw GB/s");
+    fflush(stdout);
+    for (int d = 0; d < a->n_dtypes; d++) {
+        Model m;
+        load_bench_model(&a->o, a->dtypes[d], 1, 1, &m);
+        for (int i = 0; i < a->n_contexts; i++)
+            if (a->contexts[i] + a->G + 3 > m.cfg.max_seq_len)
+                die("bench: --context %d + --gen %d exceeds the model's context (%d; kvlab synth --shape ...,seq=N "
+                    "writes a longer one)", a->contexts[i], a->G, m.cfg.max_seq_len);
+        ops_set_bf16_dot(a->dots[d]);
+        for (int v = 0; v < n_variants(a); v++) {
+            if (variant_dtype(a, v) != d) continue;
+            char label[48];
+            row_label(label, sizeof label, a->dtypes[d], a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v));
+            for (int t = 0; t < a->n_threads; t++)
+                for (int i = 0; i < a->n_contexts; i++)
+                    for (int j = 0; j < n_sp; j++) {
+                        double bw = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
+                        SweepPoint pt = sweep_point(a, &m, v, a->contexts[i], &sps[j], a->thread_list[t]);
+                        char bw_s[16], frac_s[16];
+                        figure_or_dash(bw_s, sizeof bw_s, "%.1f", bw);
+                        figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", bw > 0 ? 100 * pt.gbs / bw : NAN);
+                        fprintf(stderr, "\r");
+                        printf("%-18s %3d %7d %-12s | %10.2f %10.2f | %9.2f (%6.2f..%6.2f) %8.2f %6s %8s\n", label,
+                               a->thread_list[t], a->contexts[i], sps[j].label, pt.kv_bytes_in_use / 1048576.0,
+                               pt.kv_read_per_token / 1e6, pt.tps.median, pt.tps.min, pt.tps.max, pt.gbs, frac_s, bw_s);
+                        fflush(stdout);
+                        cJSON *o = cJSON_CreateObject();
+                        cJSON_AddStringToObject(o, "config", label);
+                        cJSON_AddStringToObject(o, "dtype", dtype_name(a->dtypes[d]));
+                        cJSON_AddStringToObject(o, "attention", attention_path_name(variant_attention(a, v)));
+                        cJSON_AddStringToObject(o, "kv_dtype", dtype_name(variant_kv_dtype(a, v)));
+                        cJSON_AddNumberToObject(o, "threads", a->thread_list[t]);
+                        cJSON_AddNumberToObject(o, "context", a->contexts[i]);
+                        cJSON_AddStringToObject(o, "cache", sps[j].label);
+                        cJSON_AddStringToObject(o, "policy", sps[j].name);
+                        cJSON_AddNumberToObject(o, "compression", sps[j].compression);
+                        cJSON_AddNumberToObject(o, "kv_bytes_in_use", pt.kv_bytes_in_use);
+                        cJSON_AddNumberToObject(o, "kv_bytes_read_per_token", pt.kv_read_per_token);
+                        cJSON_AddNumberToObject(o, "weight_bytes_per_token", pt.weight_bytes);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_median", pt.tps.median);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_min", pt.tps.min);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_max", pt.tps.max);
+                        cJSON_AddNumberToObject(o, "achieved_gb_s", pt.gbs);
+                        cJSON_AddNumberToObject(o, "read_gb_s_before", bw > 0 ? bw : -1);
+                        cJSON_AddNumberToObject(o, "frac_of_bandwidth", bw > 0 ? pt.gbs / bw : -1);
+                        cJSON_AddItemToArray(rows, o);
+                    }
         }
         model_free(&m);
     }
@@ -540,7 +888,11 @@ int cmd_bench(int argc, char **argv) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "isa", kernels_get()->name);
     MachineLimits *lim = measure_machine_all(&a, root);
-    if (!a.machine_only) {
+    if (!a.machine_only && a.contexts) {
+        if (!a.o.model_path) die("bench: -m MODEL is required (or --machine)");
+        cJSON_AddStringToObject(root, "model", a.o.model_path);
+        run_context_sweep(&a, root);
+    } else if (!a.machine_only) {
         if (!a.o.model_path) die("bench: -m MODEL is required (or --machine)");
         cJSON *runs = cJSON_AddArrayToObject(root, "runs");
         cJSON_AddStringToObject(root, "model", a.o.model_path);
@@ -562,6 +914,7 @@ int cmd_bench(int argc, char **argv) {
     if (a.json_path) write_json(a.json_path, root);
     cJSON_Delete(root);
     free(a.thread_list);
+    free(a.contexts);
     free(lim);
     return 0;
 }

@@ -59,8 +59,8 @@ static void print_token(const Tokenizer *tok, int prev, int id, int index, int p
 /* The KV memory and what the policy cost, on stderr. */
 static void report_kv(const KVCache *cache, const Policy *policy, double t_decode) {
     long slots = kvcache_slots_used(cache), full = full_cache_slots(cache);
-    fprintf(stderr, "kv: %.2f MiB in use (%ld slots, %.1f%% of a full cache of %d tokens)",
-            kvcache_bytes_used(cache) / 1048576.0, slots, full ? 100.0 * slots / full : 0.0, cache->next_pos);
+    fprintf(stderr, "kv: %.2f MiB in use, %s K+V (%ld slots, %.1f%% of a full cache of %d tokens)",
+            kvcache_bytes_used(cache) / 1048576.0, dtype_name(cache->kv_dtype), slots, full ? 100.0 * slots / full : 0.0, cache->next_pos);
     if (policy && strcmp(policy_opts(policy)->name, "full") != 0) {
         PolicyTiming t = policy_timing(policy);
         double steps = t.decode_forwards > 0 ? (double)t.decode_forwards : 1.0;
@@ -184,11 +184,12 @@ static void compare_with_full(Forward *f, KVCache *cache, Policy *policy, NumGua
     char *json = policy_json(policy_opts(policy));
     printf("--- prompt: %d tokens ---\n", n_prompt);
     print_prompt(tok, prompt, n_prompt, print_ids);
-    printf("\n--- full cache: %.2f MiB of KV (%ld slots, %d tokens) ---\n", full_bytes / 1048576.0, full_slots, full_tokens);
+    printf("\n--- full cache: %.2f MiB of %s KV (%ld slots, %d tokens) ---\n", full_bytes / 1048576.0,
+           dtype_name(cache->kv_dtype), full_slots, full_tokens);
     print_continuation(tok, prompt, n_prompt, &a, print_ids);
     long policy_full_slots = full_cache_slots(cache);
-    printf("--- %s: %.2f MiB of KV (%ld slots, %.1f%% of a full cache of %d tokens) ---\n", policy_opts(policy)->name,
-           policy_bytes / 1048576.0, policy_slots, policy_full_slots ? 100.0 * policy_slots / policy_full_slots : 0.0,
+    printf("--- %s: %.2f MiB of %s KV (%ld slots, %.1f%% of a full cache of %d tokens) ---\n", policy_opts(policy)->name,
+           policy_bytes / 1048576.0, dtype_name(cache->kv_dtype), policy_slots, policy_full_slots ? 100.0 * policy_slots / policy_full_slots : 0.0,
            cache->next_pos);
     print_continuation(tok, prompt, n_prompt, &b, print_ids);
 

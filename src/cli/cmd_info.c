@@ -44,9 +44,9 @@ int cmd_info(int argc, char **argv) {
                                  : m.converted_bytes ? " (partly in place from the file, --mmap)" : " (in place from the file, --mmap)");
     printf("files:       %zu bytes (%.1f MiB) in %d file(s); weights in memory %zu bytes, in place %zu bytes\n",
            m.file_bytes, (double)m.file_bytes / 1048576.0, m.n_maps, m.converted_bytes, m.in_place_bytes);
-    size_t per_token = model_kv_bytes_per_token(c);
-    printf("kv cache:    %zu bytes per token (fp32 K+V), %.1f MiB at the full context of %d\n",
-           per_token, (double)per_token * c->max_seq_len / 1048576.0, c->max_seq_len);
+    size_t per_token = model_kv_bytes_per_token(c, o.kv_dtype);
+    printf("kv cache:    %zu bytes per token (%s K+V, --kv-dtype), %.1f MiB at the full context of %d\n",
+           per_token, dtype_name(o.kv_dtype), (double)per_token * c->max_seq_len / 1048576.0, c->max_seq_len);
     printf("tokenizer:   %s\n", m.tokenizer_path[0] ? m.tokenizer_path : "(none found next to the model; use -t)");
     model_free(&m);
     return 0;

@@ -290,9 +290,12 @@ static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSO
     Buf j = { 0 };
     buf_printf(&j, "%s\n", json);
     if (eval_write_text(dir, "summary.json", j.data, &err) != 0) die("%s", err.msg);
-    fprintf(stderr, "ppl %.4f (full cache %.4f), accuracy %.4f, KL %.4g, top-1 agreement %.4f, kv %.1f tokens/head\n",
+    double kv_mib = all.kv / all.n * s->m.cfg.n_layers * s->m.cfg.n_kv_heads * (double)kvcache_slot_bytes(&s->cache) / 1048576.0;
+    fprintf(stderr, "ppl %.4f (full cache %.4f), accuracy %.4f, KL %.4g, top-1 agreement %.4f, kv %.1f tokens/head "
+            "(%.2f MiB of %s K+V)\n",
             exp(all.nll / all.n), all.n_ref ? exp(all.nll_ref / all.n_ref) : NAN, all.correct / all.n,
-            all.n_ref ? all.kl / all.n_ref : NAN, all.n_ref ? all.agree / all.n_ref : NAN, all.kv / all.n);
+            all.n_ref ? all.kl / all.n_ref : NAN, all.n_ref ? all.agree / all.n_ref : NAN, all.kv / all.n,
+            kv_mib, dtype_name(s->cache.kv_dtype));
     cJSON_AddItemToObject(meta, "summary", summary);
     runmeta_add_output(meta, "results.csv", "one row per chunk");
     runmeta_add_output(meta, "tokens.csv", "one row per predicted token (pos = its position in the chunk)");

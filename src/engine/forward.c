@@ -39,6 +39,7 @@ struct Forward {
     int krot_cap;
     AttentionObserver observers[FORWARD_MAX_OBSERVERS];
     int n_observers;
+    AttentionPath attention;  /* exact or fused when no observer is attached (forward.h) */
     LayerHook layer_hook;     /* numerical guard (numcheck.h); NULL: none */
     void *layer_hook_ctx;
 };
@@ -49,6 +50,32 @@ static float *alloc_floats(size_t n) {
     memset(p, 0, n * sizeof(float));
     return p;
 }
+
+/* What forward_cache_init and forward_create give a new cache / forward
+ * (forward_set_defaults: the command line's --kv-dtype and --attention). */
+static DType default_kv_dtype = DTYPE_F32;
+static AttentionPath default_attention = ATTENTION_EXACT;
+
+void forward_set_defaults(DType kv_dtype, AttentionPath attention) {
+    default_kv_dtype = kv_dtype;
+    default_attention = attention;
+}
+
+void forward_defaults(DType *kv_dtype, AttentionPath *attention) {
+    *kv_dtype = default_kv_dtype;
+    *attention = default_attention;
+}
+
+const char *attention_path_name(AttentionPath a) { return a == ATTENTION_FUSED ? "fused" : "exact"; }
+
+int attention_path_parse(const char *s, AttentionPath *out) {
+    if (!strcmp(s, "exact")) *out = ATTENTION_EXACT;
+    else if (!strcmp(s, "fused")) *out = ATTENTION_FUSED;
+    else return -1;
+    return 0;
+}
+
+void forward_set_attention(Forward *f, AttentionPath attention) { f->attention = attention; }
 
 Forward *forward_create(const Model *m, int max_batch) {
     const Config *c = &m->cfg;
@@ -72,6 +99,7 @@ Forward *forward_create(const Model *m, int max_batch) {
     for (int i = 0; i < c->head_dim / 2; i++)
         f->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
     f->logits_last = alloc_floats((size_t)c->vocab_size);
+    f->attention = default_attention;
     return f;
 }
 
@@ -86,7 +114,8 @@ void forward_free(Forward *f) {
 
 int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err) {
     const Config *c = &m->cfg;
-    return kvcache_init(cache, c->n_layers, c->n_kv_heads, c->head_dim, max_tokens, err);
+    if (kvcache_init(cache, c->n_layers, c->n_kv_heads, c->head_dim, max_tokens, err) != 0) return -1;
+    return kvcache_set_dtype(cache, default_kv_dtype, err);
 }
 
 void forward_add_observer(Forward *f, const AttentionObserver *obs) {
@@ -199,14 +228,16 @@ static void rope_queries_shifted(Forward *f, const KVCache *cache, int layer, in
     }
 }
 
-/* RoPE for the block's queries (q: [n, H*hd]) and its keys, which the cache
- * already holds as they came out of Wk (its last n slots per KV head): so
+/* RoPE for the block's queries (q: [n, H*hd]) and its keys, which an fp32
+ * cache already holds as they came out of Wk (its last n slots per KV head): so
  * anything the cache derives from a key on append — a cached norm — sees the
  * key before RoPE, and two equal keys at different positions stay equal there.
  * Positions `true`: token t at its position next_pos + t (rope_angles), the
  * cached keys rotated in place. `shifted`: only the queries, to the slot after
  * their KV head's cache; the keys stay as they are, rotated to their slot
- * index when attended (rotate_cached_keys). */
+ * index when attended (rotate_cached_keys). A bf16 cache rounds each key once,
+ * after its RoPE: rope_new_keys rotates the block's keys before they are
+ * appended, so rope_block leaves them alone. */
 static void rope_block(Forward *f, KVCache *cache, int layer, int n) {
     const Config *c = &f->m->cfg;
     const Kernels *k = kernels_get();
@@ -218,11 +249,23 @@ static void rope_block(Forward *f, KVCache *cache, int layer, int n) {
         }
         const float *cs = f->rope_cos + (size_t)t * (hd / 2), *sn = f->rope_sin + (size_t)t * (hd / 2);
         k->rope(f->q + (size_t)t * q_dim, c->n_heads, hd, cs, sn, c->rope_pairing_halves);
+        if (cache->kv_dtype != DTYPE_F32) continue;
         for (int g = 0; g < c->n_kv_heads; g++) {
             KVHead *kv = kvcache_head(cache, layer, g);
             k->rope(kv->keys + (size_t)(kv->len - n + t) * hd, 1, hd, cs, sn, c->rope_pairing_halves);
         }
     }
+}
+
+/* A bf16 cache with positions `true`: the block's keys (f->k [n, KV*hd]) at
+ * their positions, before kvcache_append rounds them. */
+static void rope_new_keys(Forward *f, const KVCache *cache, int n) {
+    const Config *c = &f->m->cfg;
+    if (cache->kv_dtype == DTYPE_F32 || cache->shifted) return;
+    int hd = c->head_dim;
+    for (int t = 0; t < n; t++)
+        kernels_get()->rope(f->k + (size_t)t * c->n_kv_heads * hd, c->n_kv_heads, hd, f->rope_cos + (size_t)t * (hd / 2),
+                            f->rope_sin + (size_t)t * (hd / 2), c->rope_pairing_halves);
 }
 
 /* Positions `shifted`: krot[g] = the pre-RoPE keys of KV head g (the block's
@@ -237,18 +280,28 @@ static void rotate_cached_keys(Forward *f, const KVCache *cache, int layer) {
         int n_slots = kv->len;
         #pragma omp parallel for schedule(static) if (n_slots > 256)
         for (int i = 0; i < n_slots; i++) {
-            memcpy(dst + (size_t)i * hd, kv->keys + (size_t)i * hd, (size_t)hd * sizeof(float));
-            k->rope(dst + (size_t)i * hd, 1, hd, f->pos_cos + (size_t)i * half, f->pos_sin + (size_t)i * half,
-                    c->rope_pairing_halves);
+            float *row = dst + (size_t)i * hd;
+            const float *key = kvcache_key_rows(cache, kv, i, 1, row);   /* bf16: widened into row */
+            if (key != row) memcpy(row, key, (size_t)hd * sizeof(float));
+            k->rope(row, 1, hd, f->pos_cos + (size_t)i * half, f->pos_sin + (size_t)i * half, c->rope_pairing_halves);
         }
     }
 }
 
-/* The keys KV head g is attended with: as cached, or (shifted) rotated to
- * their slot indices by rotate_cached_keys.   [len, hd] */
-static const float *attended_keys(const Forward *f, const KVCache *cache, int layer, int g) {
-    if (cache->shifted) return f->krot + (size_t)g * f->krot_cap * f->m->cfg.head_dim;
-    return kvcache_head(cache, layer, g)->keys;
+/* The keys KV head g is attended with: as cached (fp32 or bf16), or (shifted)
+ * rotated to their slot indices by rotate_cached_keys (fp32).   [len, hd] */
+typedef struct { const void *keys, *values; int keys_bf16, values_bf16; } AttendedRows;
+
+static AttendedRows attended_rows(const Forward *f, const KVCache *cache, int layer, int g) {
+    const KVHead *kv = kvcache_head(cache, layer, g);
+    int bf16 = cache->kv_dtype == DTYPE_BF16;
+    AttendedRows r = { bf16 ? (const void *)kv->keys_bf16 : kv->keys, bf16 ? (const void *)kv->values_bf16 : kv->values,
+                       bf16, bf16 };
+    if (cache->shifted) {
+        r.keys = f->krot + (size_t)g * f->krot_cap * f->m->cfg.head_dim;
+        r.keys_bf16 = 0;
+    }
+    return r;
 }
 
 /* ---- attention -------------------------------------------------------------- */
@@ -260,26 +313,56 @@ static void attend_row(Forward *f, const KVCache *cache, int layer, int n, int t
     const Kernels *k = kernels_get();
     int H = c->n_heads, hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
     const KVHead *kv = kvcache_head(cache, layer, g);
+    AttendedRows rows = attended_rows(f, cache, layer, g);
     int n_keys = kv->len - n + t + 1;    /* the block is cached: its later tokens are masked */
     float *scores = f->scores + (size_t)omp_get_thread_num() * f->scores_cap;
     const float *q = f->q + ((size_t)t * H + h) * hd;
-    k->attn_scores(scores, q, attended_keys(f, cache, layer, g), n_keys, hd, 1.0f / sqrtf((float)hd));
+    float scale = 1.0f / sqrtf((float)hd);
+    if (rows.keys_bf16) k->attn_scores_bf16(scores, q, rows.keys, n_keys, hd, scale);
+    else k->attn_scores(scores, q, rows.keys, n_keys, hd, scale);
     k->softmax(scores, n_keys);
     for (int i = 0; i < f->n_observers; i++)
         f->observers[i].attention(f->observers[i].ctx, layer, h, cache->next_pos + t, scores, kv->pos, n_keys);
-    k->attn_values(f->att + ((size_t)t * H + h) * hd, scores, kv->values, n_keys, hd);
+    float *out = f->att + ((size_t)t * H + h) * hd;
+    if (rows.values_bf16) k->attn_values_bf16(out, scores, rows.values, n_keys, hd);
+    else k->attn_values(out, scores, rows.values, n_keys, hd);
 }
+
+/* Queries [t0, t0 + n_q) of the block, head h, in one pass over the keys
+ * (attn_fused, simd/kernels.h): no probability row is ever stored. */
+static void attend_tile(Forward *f, const KVCache *cache, int layer, int n, int t0, int n_q, int h) {
+    const Config *c = &f->m->cfg;
+    int H = c->n_heads, hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
+    const KVHead *kv = kvcache_head(cache, layer, g);
+    AttendedRows rows = attended_rows(f, cache, layer, g);
+    long ld = (long)H * hd;
+    attn_fused(kernels_get(), f->att + ((size_t)t0 * H + h) * hd, ld, f->q + ((size_t)t0 * H + h) * hd, ld, n_q,
+               rows.keys, rows.keys_bf16, rows.values, rows.values_bf16, kv->len - n + t0 + n_q, hd,
+               1.0f / sqrtf((float)hd), f->scores + (size_t)omp_get_thread_num() * f->scores_cap);
+}
+
+/* Queries per fused task: each block of keys and values is read once for this
+ * many queries of a head (from the CPU's caches after the first). */
+#define FUSED_QUERY_TILE 16
 
 /* Causal attention of the block's queries over the cache, which already holds
  * the block. Query t of the block sees every slot that was cached before the
  * block plus the block's first t+1 tokens (its own key included).
- * Without an observer every (query, head) row is its own task; with one, each
- * head is one task that runs its queries in order, so an observer may
- * accumulate per head without locks and always in the same order (forward.h). */
+ * Without an observer every (query, head) row is its own task, or with the
+ * fused path every (head, tile of queries); with one, each head is one task
+ * that runs its queries in order, so an observer may accumulate per head
+ * without locks and always in the same order (forward.h). */
 static void attention(Forward *f, const KVCache *cache, int layer, int n) {
     int H = f->m->cfg.n_heads;
     if (cache->shifted) rotate_cached_keys(f, cache, layer);
-    if (f->n_observers == 0) {
+    if (f->n_observers == 0 && f->attention == ATTENTION_FUSED) {
+        int tiles = (n + FUSED_QUERY_TILE - 1) / FUSED_QUERY_TILE;
+        #pragma omp parallel for schedule(dynamic, 1) if (tiles * H > 1)
+        for (int task = 0; task < tiles * H; task++) {
+            int h = task / tiles, t0 = task % tiles * FUSED_QUERY_TILE;
+            attend_tile(f, cache, layer, n, t0, n - t0 < FUSED_QUERY_TILE ? n - t0 : FUSED_QUERY_TILE, h);
+        }
+    } else if (f->n_observers == 0) {
         #pragma omp parallel for schedule(dynamic, 1) if (n * H > 1)
         for (int th = 0; th < n * H; th++) attend_row(f, cache, layer, n, th / H, th % H);
     } else {
@@ -293,6 +376,8 @@ static void attention(Forward *f, const KVCache *cache, int layer, int n) {
 
 static void ensure_scores(Forward *f, int n_keys) {
     int threads = omp_get_max_threads();
+    long fused = attn_fused_scratch_floats(FUSED_QUERY_TILE, f->m->cfg.head_dim);   /* attend_tile's scratch */
+    if (n_keys < fused) n_keys = (int)fused;
     if (n_keys <= f->scores_cap && threads <= f->scores_threads) return;
     free(f->scores);
     f->scores_cap = n_keys > f->scores_cap ? n_keys : f->scores_cap;
@@ -336,6 +421,7 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
         rmsnorm_rows(f->xb, f->x, w->attn_norm, n, dim, c->norm_eps);   /* xb = rmsnorm(x)       [n, dim] */
         const MatmulOut qkv[3] = {{f->q, q_dim, &w->wq}, {f->k, kv_dim, &w->wk}, {f->v, kv_dim, &w->wv}};
         op_matmul_many(qkv, 3, f->xb, dim, n);     /* q = xb Wq^T [n, H*hd]; k, v = xb Wk^T, xb Wv^T [n, KV*hd] */
+        rope_new_keys(f, cache, n);                /* bf16 cache, positions true: k rotated before it is rounded */
         if (kvcache_append(cache, l, f->k, f->v, n, err) != 0) return -1;   /* cache <- k, v: n more slots per KV head */
         rope_block(f, cache, l, n);                                     /* rotate q and the cached k by position */
         attention(f, cache, l, n);                 /* att_h = softmax(q_h K_g^T / sqrt(hd)) V_g  [n, H*hd] */

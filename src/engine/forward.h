@@ -39,12 +39,30 @@ typedef struct {
 
 typedef struct Forward Forward;
 
+/* How attention runs when no observer needs its probabilities. exact: per
+ * (query, head) the whole score row, softmax, then the values (the goldens'
+ * numbers; an observer always gets this path). fused: one pass over the keys
+ * and values per tile of queries with an online softmax (simd/kernels.h
+ * attn_fused), never storing a probability row: the same results within fp32
+ * rounding (|d out| <= ~1e-5 max|v|), not bit for bit. */
+typedef enum { ATTENTION_EXACT = 0, ATTENTION_FUSED = 1 } AttentionPath;
+const char *attention_path_name(AttentionPath a);              /* "exact", "fused" */
+int attention_path_parse(const char *s, AttentionPath *out);   /* 0, or -1 if unknown */
+
+/* The KV dtype of every cache forward_cache_init makes from now on, and the
+ * attention path of every forward_create (the command line's --kv-dtype and
+ * --attention; defaults f32 and exact). */
+void forward_set_defaults(DType kv_dtype, AttentionPath attention);
+void forward_defaults(DType *kv_dtype, AttentionPath *attention);
+void forward_set_attention(Forward *f, AttentionPath attention);
+
 /* max_batch: the most tokens one forward() call processes in one pass (longer
  * inputs are split into passes of this size). */
 Forward *forward_create(const Model *m, int max_batch);
 void forward_free(Forward *f);
 
-/* A KV cache sized for this model (max_tokens = context length to allow). */
+/* A KV cache sized for this model (max_tokens = context length to allow),
+ * storing keys and values in the default KV dtype (forward_set_defaults). */
 int forward_cache_init(const Model *m, KVCache *cache, int max_tokens, Err *err);
 
 /* The observers: a short list, each row goes to every one in the order they

@@ -18,21 +18,40 @@ int kvcache_init(KVCache *c, int n_layers, int n_kv_heads, int head_dim, int max
 }
 
 /* Keys and values of one head: big_alloc, so arrays of 2 MiB and more (4096
- * slots of head_dim 128) sit on transparent huge pages, as the weights do:
+ * slots of head_dim 128 in fp32) sit on transparent huge pages, as the weights do:
  * attention streams them every token, and reads them faster there
  * (simd/NOTES.md, "KV cache rows on huge pages"). Shorter heads stay on
- * malloc's memory (a huge page per small head would waste memory). */
-static size_t rows_bytes(int cap, int head_dim) { return (size_t)cap * (size_t)head_dim * sizeof(float); }
+ * malloc's memory (a huge page per small head would waste memory).
+ * Rows are handled as bytes here (elem_bytes 4 or 2) so one code path serves
+ * both storage types. */
+static size_t elem_bytes(const KVCache *c) { return dtype_size(c->kv_dtype); }
+static size_t rows_bytes(const KVCache *c, int cap) { return (size_t)cap * (size_t)c->head_dim * elem_bytes(c); }
 
-static float *rows_alloc(int cap, int head_dim) {
-    float *p = big_alloc(rows_bytes(cap, head_dim));
-    if (!p) die("out of memory: kv cache head of %d slots (%zu bytes)", cap, rows_bytes(cap, head_dim));
+static void *rows_alloc(const KVCache *c, int cap) {
+    void *p = big_alloc(rows_bytes(c, cap));
+    if (!p) die("out of memory: kv cache head of %d slots (%zu bytes)", cap, rows_bytes(c, cap));
     return p;
 }
 
-static void head_free(KVHead *h, int head_dim) {
-    big_free(h->keys, rows_bytes(h->cap, head_dim));
-    big_free(h->values, rows_bytes(h->cap, head_dim));
+/* The head's key (value) array, whatever its type. */
+static char *key_bytes(const KVCache *c, const KVHead *h) {
+    return c->kv_dtype == DTYPE_F32 ? (char *)h->keys : (char *)h->keys_bf16;
+}
+static char *value_bytes(const KVCache *c, const KVHead *h) {
+    return c->kv_dtype == DTYPE_F32 ? (char *)h->values : (char *)h->values_bf16;
+}
+static void set_rows(const KVCache *c, KVHead *h, void *keys, void *values) {
+    if (c->kv_dtype == DTYPE_F32) { h->keys = keys; h->values = values; }
+    else { h->keys_bf16 = keys; h->values_bf16 = values; }
+}
+
+void kvcache_widen_rows(float *out, const uint16_t *rows, size_t count) {
+    for (size_t i = 0; i < count; i++) out[i] = bf16_to_f32(rows[i]);
+}
+
+static void head_free(const KVCache *c, KVHead *h) {
+    big_free(key_bytes(c, h), rows_bytes(c, h->cap));
+    big_free(value_bytes(c, h), rows_bytes(c, h->cap));
     free(h->pos);
     free(h->columns);
     memset(h, 0, sizeof *h);
@@ -40,9 +59,11 @@ static void head_free(KVHead *h, int head_dim) {
 
 void kvcache_free(KVCache *c) {
     if (!c->heads) return;
-    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) head_free(&c->heads[i], c->head_dim);
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) head_free(c, &c->heads[i]);
     free(c->heads);
     c->heads = NULL;
+    free(c->fill_rows);
+    c->fill_rows = NULL;
 }
 
 void kvcache_reset(KVCache *c) {
@@ -59,6 +80,19 @@ int kvcache_set_shifted(KVCache *c, int shifted, Err *err) {
     return 0;
 }
 
+int kvcache_set_dtype(KVCache *c, DType kv_dtype, Err *err) {
+    if (kv_dtype != DTYPE_F32 && kv_dtype != DTYPE_BF16)
+        return err_set(err, "kv cache: keys and values are stored as f32 or bf16, not %s", dtype_name(kv_dtype));
+    if (c->kv_dtype == kv_dtype) return 0;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++)
+        if (c->heads[i].cap > 0)
+            return err_set(err, "kv cache: the KV dtype can only change on an empty cache");
+    c->kv_dtype = kv_dtype;
+    free(c->fill_rows);
+    c->fill_rows = kv_dtype == DTYPE_BF16 ? xcalloc(2 * (size_t)c->head_dim, sizeof(float)) : NULL;
+    return 0;
+}
+
 /* Side-column rows of `cap` slots holding the first `len` of old[rows][old_cap]. */
 static float *columns_resize(float *old, int rows, int old_cap, int len, int cap) {
     if (rows == 0) { free(old); return NULL; }
@@ -71,16 +105,14 @@ static float *columns_resize(float *old, int rows, int old_cap, int len, int cap
 
 /* New arrays of `cap` slots holding the `len` slots in use (len <= cap). */
 static void head_resize(const KVCache *c, KVHead *h, int cap) {
-    int head_dim = c->head_dim;
-    float *keys = rows_alloc(cap, head_dim), *values = rows_alloc(cap, head_dim);
+    void *keys = rows_alloc(c, cap), *values = rows_alloc(c, cap);
     if (h->len > 0) {
-        memcpy(keys, h->keys, rows_bytes(h->len, head_dim));
-        memcpy(values, h->values, rows_bytes(h->len, head_dim));
+        memcpy(keys, key_bytes(c, h), rows_bytes(c, h->len));
+        memcpy(values, value_bytes(c, h), rows_bytes(c, h->len));
     }
-    big_free(h->keys, rows_bytes(h->cap, head_dim));
-    big_free(h->values, rows_bytes(h->cap, head_dim));
-    h->keys = keys;
-    h->values = values;
+    big_free(key_bytes(c, h), rows_bytes(c, h->cap));
+    big_free(value_bytes(c, h), rows_bytes(c, h->cap));
+    set_rows(c, h, keys, values);
     h->pos = xrealloc(h->pos, (size_t)cap * sizeof(int));
     h->columns = columns_resize(h->columns, c->n_column_rows, h->cap, h->len, cap);
     h->cap = cap;
@@ -137,22 +169,32 @@ int kvcache_reserve(KVCache *c, int layer, int extra, Err *err) {
     return 0;
 }
 
+/* Store `count` fp32 numbers as the cache's type: copied, or rounded once to bf16. */
+static void store_row(const KVCache *c, char *dst, const float *src, size_t count) {
+    if (c->kv_dtype == DTYPE_F32) { memcpy(dst, src, count * sizeof(float)); return; }
+    uint16_t *d = (uint16_t *)dst;
+    for (size_t i = 0; i < count; i++) d[i] = f32_to_bf16(src[i]);
+}
+
 int kvcache_append(KVCache *c, int layer, const float *keys, const float *values, int n, Err *err) {
     if (kvcache_reserve(c, layer, n, err) != 0) return -1;
-    size_t d = (size_t)c->head_dim, KV = (size_t)c->n_kv_heads;
+    size_t d = (size_t)c->head_dim, KV = (size_t)c->n_kv_heads, row_bytes = d * elem_bytes(c);
     for (int g = 0; g < c->n_kv_heads; g++) {
         KVHead *h = kvcache_head(c, layer, g);
         for (int t = 0; t < n; t++) {
             size_t slot = (size_t)h->len + t, row = ((size_t)t * KV + g) * d;
-            memcpy(h->keys + slot * d, keys + row, d * sizeof(float));
-            memcpy(h->values + slot * d, values + row, d * sizeof(float));
+            store_row(c, key_bytes(c, h) + slot * row_bytes, keys + row, d);
+            store_row(c, value_bytes(c, h) + slot * row_bytes, values + row, d);
             h->pos[slot] = c->next_pos + t;
         }
         for (int col = 0; col < c->n_columns; col++) {
             const KVColumn *sc = &c->columns[col];
             for (int t = 0; t < n; t++) {
-                size_t slot = (size_t)h->len + t;
-                float v = sc->fill ? sc->fill(h->keys + slot * d, h->values + slot * d, c->head_dim) : 0.0f;
+                int slot = h->len + t;
+                /* the fill sees what the cache holds: in bf16 the rounded rows, widened */
+                float v = sc->fill ? sc->fill(kvcache_key_rows(c, h, slot, 1, c->fill_rows),
+                                              kvcache_value_rows(c, h, slot, 1, c->fill_rows + d), c->head_dim)
+                                   : 0.0f;
                 for (int r = 0; r < sc->rows; r++) kvcache_column(c, layer, g, col, r)[slot] = v;
             }
         }
@@ -165,9 +207,9 @@ int kvcache_append(KVCache *c, int layer, const float *keys, const float *values
  * columns included. */
 static void move_slots(const KVCache *c, KVHead *h, int dst, int src, int count) {
     if (dst == src || count <= 0) return;
-    size_t d = (size_t)c->head_dim;
-    memmove(h->keys + (size_t)dst * d, h->keys + (size_t)src * d, (size_t)count * d * sizeof(float));
-    memmove(h->values + (size_t)dst * d, h->values + (size_t)src * d, (size_t)count * d * sizeof(float));
+    size_t row = (size_t)c->head_dim * elem_bytes(c);
+    memmove(key_bytes(c, h) + (size_t)dst * row, key_bytes(c, h) + (size_t)src * row, (size_t)count * row);
+    memmove(value_bytes(c, h) + (size_t)dst * row, value_bytes(c, h) + (size_t)src * row, (size_t)count * row);
     memmove(h->pos + dst, h->pos + src, (size_t)count * sizeof(int));
     for (int r = 0; r < c->n_column_rows; r++) {
         float *row = h->columns + (size_t)r * h->cap;
@@ -209,18 +251,18 @@ void kvcache_evict(KVCache *c, int layer, int kv_head, const int *slots, int n) 
     shrink(c, h);
 }
 
-static size_t slot_bytes(const KVCache *c) { return 2 * (size_t)c->head_dim * sizeof(float) + sizeof(int); }
+size_t kvcache_slot_bytes(const KVCache *c) { return 2 * (size_t)c->head_dim * elem_bytes(c) + sizeof(int); }
 
 size_t kvcache_bytes_allocated(const KVCache *c) {
     size_t n = 0;
     for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) n += (size_t)c->heads[i].cap;
-    return n * slot_bytes(c);
+    return n * kvcache_slot_bytes(c);
 }
 
 size_t kvcache_bytes_used(const KVCache *c) {
     size_t n = 0;
     for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) n += (size_t)c->heads[i].len;
-    return n * slot_bytes(c);
+    return n * kvcache_slot_bytes(c);
 }
 
 long kvcache_slots_used(const KVCache *c) {

@@ -167,7 +167,7 @@ long long numcheck_mem_available(void) {
 
 int numcheck_ctx_fits(const Model *m, int ctx, int ctx_given, long long available, Err *err) {
     if (available < 0) return 0;
-    double kv = (double)model_kv_bytes_per_token(&m->cfg) * (double)ctx;
+    double kv = (double)model_kv_bytes_per_token(&m->cfg, DTYPE_F32) * (double)ctx;
     /* weights used in place from the mapped file (--mmap) are paged in as they
      * are first read (page cache counts as available); copies were allocated
      * at load and are already out of MemAvailable */

@@ -76,6 +76,12 @@ cJSON *eval_config_new(const char *command, const EvalOpts *o, const Model *m, c
     cJSON *model = runlog_file_identity(m->path);
     cJSON_ReplaceItemInObject(model, "bytes", cJSON_CreateNumber((double)m->file_bytes));
     cJSON_AddStringToObject(model, "compute_dtype", dtype_name(m->compute_dtype));
+    /* the engine's choices, named only when not the defaults (older run directories resume as they are) */
+    DType kv_dtype;
+    AttentionPath attention;
+    forward_defaults(&kv_dtype, &attention);
+    if (kv_dtype != DTYPE_F32) cJSON_AddStringToObject(model, "kv_dtype", dtype_name(kv_dtype));
+    if (attention != ATTENTION_EXACT) cJSON_AddStringToObject(model, "attention", attention_path_name(attention));
     cJSON_AddItemToObject(c, "model", model);
     cJSON_AddItemToObject(c, "tokenizer", runlog_file_identity(tokenizer_path));
     cJSON_AddNumberToObject(c, "ctx", ctx);

@@ -507,8 +507,10 @@ static void update_norms(Correlator *c, const KVCache *cache, int lg) {
     const KVHead *kv = &cache->heads[lg];
     const Kernels *k = kernels_get();
     float *norm = c->norms + (size_t)lg * c->max_keys;
+    float *row = xmalloc((size_t)c->hd * sizeof(float));    /* a bf16 cache's key, widened */
     for (int slot = c->norms_have[lg]; slot < kv->len; slot++)
-        norm[slot] = sqrtf(k->sum_squares(kv->keys + (size_t)slot * c->hd, c->hd));
+        norm[slot] = sqrtf(k->sum_squares(kvcache_key_rows(cache, kv, slot, 1, row), c->hd));
+    free(row);
     c->norms_have[lg] = kv->len;
 }
 

@@ -167,6 +167,7 @@ static float l2_norm(const float *x, int n) {
 /* ‖k‖ and ‖v‖ of every cached token of the selected layers not measured yet
  * (read after each forward(), so tokens a policy evicts later are measured too). */
 static void record_norms(Tracer *t, const KVCache *cache) {
+    float *rows = xmalloc(2 * (size_t)t->hd * sizeof(float));    /* a bf16 cache's row, widened */
     for (int li = 0; li < t->plan.n_layers; li++)
         for (int g = 0; g < t->KV; g++) {
             const KVHead *kv = kvcache_head(cache, t->layers[li], g);
@@ -174,10 +175,11 @@ static void record_norms(Tracer *t, const KVCache *cache) {
             for (int slot = 0; slot < kv->len; slot++) {
                 int p = kv->pos[slot];
                 if (p < 0 || p >= t->P || !isnan(t->key_norm[base + p])) continue;
-                t->key_norm[base + p] = l2_norm(kv->keys + (size_t)slot * t->hd, t->hd);
-                t->value_norm[base + p] = l2_norm(kv->values + (size_t)slot * t->hd, t->hd);
+                t->key_norm[base + p] = l2_norm(kvcache_key_rows(cache, kv, slot, 1, rows), t->hd);
+                t->value_norm[base + p] = l2_norm(kvcache_value_rows(cache, kv, slot, 1, rows + t->hd), t->hd);
             }
         }
+    free(rows);
 }
 
 /* One forward(), between the policy's two halves when there is one, so the

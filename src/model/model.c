@@ -134,8 +134,8 @@ int config_validate(const Config *c, const char *what, Err *err) {
     return 0;
 }
 
-size_t model_kv_bytes_per_token(const Config *c) {
-    return 2u * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim * sizeof(float);
+size_t model_kv_bytes_per_token(const Config *c, DType kv_dtype) {
+    return 2u * (size_t)c->n_layers * (size_t)c->n_kv_heads * (size_t)c->head_dim * dtype_size(kv_dtype);
 }
 
 void model_free(Model *m) {

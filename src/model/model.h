@@ -102,8 +102,8 @@ void model_free(Model *m);
  * n_heads divisible by n_kv_heads, ...). `what` names the file for messages. */
 int config_validate(const Config *c, const char *what, Err *err);
 
-/* Bytes of KV cache per token (fp32 keys and values, all layers). */
-size_t model_kv_bytes_per_token(const Config *c);
+/* Bytes of KV cache per token (keys and values stored as kv_dtype, all layers). */
+size_t model_kv_bytes_per_token(const Config *c, DType kv_dtype);
 
 /* ---- for loaders (model/loader_*.c, declared in loaders.h) ---- */
 

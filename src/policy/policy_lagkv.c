@@ -92,16 +92,19 @@ static int select_lagkv(Policy *p, const KVCache *c, int layer, int g, int budge
         return h->len;
     }
     int m = (h->len - *base) / L;
+    /* a bf16 cache widens the 2L rows of a partition and its reference into this */
+    float *rows = c->kv_dtype == DTYPE_F32 ? NULL : xmalloc(2 * (size_t)L * d * sizeof(float));
     for (int j = 0; j < *base; j++) keep[n++] = j;      /* sinks + compressed region */
     for (int i = 0; i + 1 < m; i++) {
         int a = *base + i * L;
         float *score = sc->sum;
         for (int t = 0; t < L; t++) score[t] = 0;
-        add_lag_score(sc, h->keys + (size_t)a * d, L, d, score);
-        add_lag_score(sc, h->values + (size_t)a * d, L, d, score);
+        add_lag_score(sc, kvcache_key_rows(c, h, a, 2 * L, rows), L, d, score);
+        add_lag_score(sc, kvcache_value_rows(c, h, a, 2 * L, rows), L, d, score);
         int k = policy_select_top(p, h->pos + a, L, score, r, 0, 0, sc->itmp);
         for (int j = 0; j < k; j++) keep[n++] = a + sc->itmp[j];
     }
+    free(rows);
     for (int j = *base + (m - 1) * L; j < h->len; j++) keep[n++] = j;   /* P_{m-1} + remainder */
     *base += (m - 1) * r;
     return n;
