@@ -26,7 +26,7 @@ typedef struct {
 static void help(void) {
     printf("usage: kvlab needle -m MODEL --haystack FILE -o RUN_DIR [--lengths L,...] [--depths D,...]\n"
            "                    [policy options] [--resume]\n\n"
-           "Needle in a haystack (methods.md §6: Kamradt's needle, sentence back-off, the L2 paper's prompt\n"
+           "Needle in a haystack (Kamradt's needle, sentence back-off, the L2 paper's prompt\n"
            "and word-overlap score) on a length x depth grid, with the policy's eviction applied once after\n"
            "the prompt (--schedule prefill unless given: the paper's protocol).\n\n"
            "  --haystack FILE     long text (e.g. ../shared/data/war-and-peace.txt)\n"

@@ -27,9 +27,9 @@ typedef struct {
 static void help(void) {
     printf("usage: kvlab passkey -m MODEL -o RUN_DIR [--lengths L,...] [--depths D,...|random] [--trials N]\n"
            "                     [--seed S] [--digits 5|64] [policy options] [--resume]\n\n"
-           "Passkey retrieval (methods.md §6, the Landmark-attention prompt of the L2 paper), with the\n"
-           "policy's eviction applied once after the prompt (--schedule prefill unless given: full prefill,\n"
-           "first answer token from the full cache, then compress; the paper's protocol).\n\n"
+           "Passkey retrieval (the Landmark-attention prompt of Mohtashami & Jaggi 2023, as in the L2\n"
+           "paper), with the policy's eviction applied once after the prompt (--schedule prefill unless\n"
+           "given: full prefill, first answer token from the full cache, then compress; the paper's protocol).\n\n"
            "  --lengths LIST      prompt lengths in tokens, BOS included; the garbage text is sized with the\n"
            "                      tokenizer to fit [ctx/4, ctx/2, ctx - max-new]\n"
            "  --depths LIST       key depths in percent of the garbage, or 'random' (uniform per trial) [random]\n"
