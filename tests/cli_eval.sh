@@ -170,6 +170,23 @@ expect_ok "sweep: args.all.MODEL" experiments/sweep.sh -c "$TMP/sw2.conf" --mode
     --policies full --out "$TMP/sw2" --kvlab "$KVLAB" --dry-run
 check "sweep: args.all.MODEL reaches every task of that model" \
     test "$(grep -c -- "-m $M --dtype bf16 " "$TMP/out")" = 2 -a "$(grep -c -- "--dtype bf16 --chunk 64 --policy full" "$TMP/out")" = 1
+# points that cannot fit the model's context (stories260k: 512 tokens) are found before
+# anything runs: listed with the reason, refused, or left out with --skip-impossible
+printf 'args.ppl = -f %s --chunk 1024 --chunks 1\nargs.passkey = --lengths 200,508 --trials 1\nargs.needle = --haystack %s --lengths 256\n' \
+    "$TXT" "$TXT" >"$TMP/sw3.conf"
+SW3=(experiments/sweep.sh -c "$TMP/sw3.conf" --models "s=$M" --tasks ppl,passkey,needle --policies "full l2"
+     --ratios "0.1 0.5" --skips 0,1 --out "$TMP/sw3" --kvlab "$KVLAB" --dry-run)
+check "sweep: points longer than the context refused before anything runs" bash -c "
+    out=\$(\"\$@\" 2>&1); rc=\$?; [ \$rc -eq 2 ] || exit 1
+    echo \"\$out\" | grep -q '3 point(s) of s ppl: --chunk 1024 needs 1024 tokens, the context is 512' &&
+    echo \"\$out\" | grep -q '3 point(s) of s passkey: --lengths 200,508 + 10 answer tokens needs 518 tokens, the context is 512' &&
+    echo \"\$out\" | grep -q '6 of 9 points cannot fit' && ! echo \"\$out\" | grep -q 'needle:' && [ ! -e '$TMP/sw3' ]" _ "${SW3[@]}"
+expect_ok "sweep --skip-impossible" "${SW3[@]}" --skip-impossible
+check "sweep --skip-impossible: only the needle points remain" test "$(wc -l <"$TMP/out")" = 3 -a "$(grep -c ' needle ' "$TMP/out")" = 3
+check "sweep: --ctx in a point's args is the context it is checked against" bash -c "
+    printf 'args.ppl = --ctx 256 --chunk 300\n' >'$TMP/sw4.conf'
+    out=\$(experiments/sweep.sh -c '$TMP/sw4.conf' --models 's=$M' --tasks ppl --out '$TMP/sw4' --kvlab '$KVLAB' --dry-run 2>&1)
+    [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'needs 300 tokens, the context is 256'"
 check "sweep: unknown task refused" bash -c "out=\$(experiments/sweep.sh -c /dev/null --models '$M' --tasks nope --kvlab '$KVLAB' 2>&1); [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'unknown task'"
 if [ -x "$PY" ]; then
     expect_ok "collect.py" "$PY" experiments/collect.py "$TMP/sw" -o "$TMP/all.csv" --positions "$TMP/pos.csv" --table
