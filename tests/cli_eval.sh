@@ -118,6 +118,17 @@ check "passkey: resumed = uninterrupted" same_files "$TMP/k4" "$TMP/k5" results.
 expect_ok "passkey: 64 digits, random depths" "$KVLAB" passkey -m "$M" --lengths 300 --trials 3 --digits 64 --threads 1 -o "$TMP/k6"
 check "passkey 64: 64-digit keys, depth deciles in the summary" \
     awk -F, 'NR>1 && length($5)!=64 {bad=1} END{exit bad}' "$TMP/k6/results.csv"
+# --dump-prompts: the prompts a run scores, as files a user can read and feed to generate
+expect_ok "passkey --dump-prompts (no -o, runs nothing)" "${PK[@]}" --dump-prompts "$TMP/kd"
+check "passkey --dump-prompts: 8 prompt files + prompts.csv" \
+    test "$(ls "$TMP"/kd/passkey_L*_D*_T*.txt | wc -l)" = 8 -a "$(rows "$TMP/kd/prompts.csv")" = 8 -a ! -e "$TMP/kd/results.csv"
+check "passkey --dump-prompts: the keys and prompt sizes of the run (same seed)" bash -c "
+    diff <(cut -d, -f2,3,4,5,6,7,8 '$TMP/kd/prompts.csv' | tail -n +2) \
+         <(awk -F, -v OFS=, 'NR>1 {print \$2,\$3,\$4,\$5,\$6,\$7,\$9}' '$TMP/k1/results.csv')"
+check "passkey --dump-prompts: a prompt file holds its key and encodes to its token count" bash -c "
+    f=\$(sed -n 2p '$TMP/kd/prompts.csv'); file=\${f%%,*}; key=\$(echo \"\$f\" | cut -d, -f5); n=\${f##*,}
+    grep -q \"The pass key is \$key. Remember it.\" '$TMP/kd/'\$file &&
+    [ \$('$KVLAB' tokenize -m '$M' -f '$TMP/kd/'\$file | tr ',' '\n' | grep -c .) = \$n ]"
 expect_fail "passkey: --digits 7" "--digits: 7 is not 5 or 64" "${PK[@]}" -o "$TMP/x" --digits 7
 expect_fail "passkey: length too short for the prompt" "--lengths 50: shorter than the passkey prompt" \
     "$KVLAB" passkey -m "$M" --lengths 50 -o "$TMP/x"
@@ -134,6 +145,14 @@ check "needle: depth 0 at the start, depth 100 at the end, scores in [0, 1]" \
 KVLAB_EVAL_STOP_AFTER=2 "${ND[@]}" -o "$TMP/n2" >/dev/null 2>&1
 expect_ok "needle: --resume" "${ND[@]}" -o "$TMP/n2" --resume
 check "needle: resumed = uninterrupted" same_files "$TMP/n1" "$TMP/n2" results.csv summary.csv
+expect_ok "needle --dump-prompts (no -o, runs nothing)" "${ND[@]}" --dump-prompts "$TMP/nd"
+check "needle --dump-prompts: 6 prompt files, the prompt sizes and needle positions of the run" bash -c "
+    [ \$(ls '$TMP'/nd/needle_L*_D*.txt | wc -l) = 6 ] && [ ! -e '$TMP/nd/results.csv' ] &&
+    diff <(cut -d, -f2- '$TMP/nd/prompts.csv' | tail -n +2) \
+         <(awk -F, -v OFS=, 'NR>1 {print \$2,\$3,\$4,\$5,\$6}' '$TMP/n1/results.csv')"
+check "needle --dump-prompts: the needle sentence is in the prompt, the question at its end" bash -c "
+    grep -q 'The best thing to do in San Francisco is eat a sandwich' '$TMP/nd/needle_L300_D50.txt' &&
+    tail -n 2 '$TMP/nd/needle_L300_D50.txt' | grep -q 'Question: What is the best thing to do in San Francisco?'"
 expect_fail "needle: no --haystack" "--haystack FILE is required" "$KVLAB" needle -m "$M" -o "$TMP/x"
 expect_fail "needle: missing haystack" "no such file" "$KVLAB" needle -m "$M" --haystack "$TMP/none" -o "$TMP/x"
 expect_fail "needle: no room for the haystack" "--lengths 120: no room" "${ND[@]}" --lengths 120 -o "$TMP/x"
