@@ -15,6 +15,7 @@ source tests/lib_cli.sh
 M=$SHARED/models/stories260k/stories260K.bin
 TXT=$SHARED/data/tinystories-valid-head.txt
 PY=/usr/bin/python3
+export KVLAB_PLOT_CHECK=1   # every figure drawn is checked (experiments/plots/common.py check_figure)
 
 col() {   # FILE COLUMN [ROW]: a numeric field of a CSV by column name (row 1 = first data row)
     awk -F, -v c="$2" -v r="${3:-1}" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} NR==r+1{print $k; exit}' "$1"
@@ -228,6 +229,22 @@ assert len(list(csv.DictReader(open('$TMP/pos.csv')))) == 4 * 63
             -o "$TMP/plots" --skip 0 --name compare --title "every policy"
         check "plots: compare figure" test -s "$TMP/plots/compare_stories260K.png" -a -s "$TMP/plots/compare_stories260K.pdf"
         check "plots: PNG files" test "$(ls "$TMP"/plots/*.png | wc -l)" -ge 4
+        check "plots: the figure checks catch a bad figure; a narrow log axis is given readable ticks" "$PY" -c "
+import sys; sys.path.insert(0, 'experiments/plots')
+import common, matplotlib.pyplot as plt
+def fails(fig):
+    try: common.check_figure(fig)
+    except AssertionError: return True
+    return False
+fig, ax = plt.subplots(); ax.plot([1, 2], [2, 40]); ax.set_yscale('log'); ax.set_ylim(2, 40)
+assert fails(fig), 'a log axis over 2..40 has fewer than 2 labelled ticks'
+common.readable_log_axes(fig); assert not fails(fig)
+fig, ax = plt.subplots(); ax.plot([0, 1], [0, 1]); ax.set_ylabel('passkey accuracy'); ax.set_ylim(-0.05, 1)
+assert fails(fig), 'an accuracy axis below 0'
+fig, ax = plt.subplots(); ax.plot([0, 1], [0, 1], label='l2'); ax.fill_between([0, 1], [0, 0], [1, 1]); ax.legend()
+assert fails(fig), 'a band nobody explains'
+common.band_legend(ax, 'band: ± 1 std'); assert not fails(fig)
+"
     fi
 fi
 finish
