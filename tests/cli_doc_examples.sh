@@ -86,24 +86,23 @@ run_line() {   # where, line
 }
 
 for doc in README.md experiments/README.md models/README.md data/README.md docs/*.md; do
+    # a sweep config printed in this file is the sweep.conf its commands use (the file may
+    # print the command before the config)
+    awk -f tests/doc_examples.awk "$doc" | awk -F'\t' '$2 == "conf" {print $3}' >"$TMP/conf"
+    if [ -s "$TMP/conf" ]; then
+        cp "$TMP/conf" "$CLONE/sweep.conf"
+        expect_ok "$doc: the sweep.conf as printed: every point fits its model's context" \
+            bash -c "cd '$CLONE' && experiments/sweep.sh -c sweep.conf --dry-run --out '$TMP/sweep-dry'"
+        [ "$MODE" = full ] || sed -E -i -e 's/--chunks [0-9]+/--chunks 1/' -e 's/--chunk [0-9]+/--chunk 256/' \
+            -e 's/--lengths ([0-9]+)(,[0-9]+)+/--lengths \1/' -e 's/--trials [0-9]+/--trials 1/' \
+            -e 's/--depths [0-9]+(,[0-9]+)+/--depths 50/' -e 's/threshold:[0-9]+/threshold:64/' "$CLONE/sweep.conf"
+    fi
     n_doc=0
-    conf=""
     while IFS=$'\t' read -r where kind text; do
-        if [ "$kind" = conf ]; then conf+="$text"$'\n'; continue; fi
-        if [ -n "$conf" ]; then   # a sweep config block just ended: it is the next line's sweep.conf
-            printf '%s' "$conf" >"$CLONE/sweep.conf"
-            expect_ok "$doc: the sweep.conf as printed: every point fits its model's context" \
-                bash -c "cd '$CLONE' && experiments/sweep.sh -c sweep.conf --dry-run --out '$TMP/sweep-dry'"
-            [ "$MODE" = full ] || sed -E -i -e 's/--chunks [0-9]+/--chunks 1/' -e 's/--chunk [0-9]+/--chunk 256/' \
-                -e 's/--lengths ([0-9]+)(,[0-9]+)+/--lengths \1/' -e 's/--trials [0-9]+/--trials 1/' \
-                -e 's/--depths [0-9]+(,[0-9]+)+/--depths 50/' -e 's/threshold:[0-9]+/threshold:64/' \
-                -e 's/^(args\.needle.*)$/\1 --depths 50/' "$CLONE/sweep.conf"
-            conf=""
-        fi
+        [ "$kind" = cmd ] || continue
         run_line "$where" "$text"
         n_doc=$((n_doc + 1))
     done < <(awk -f tests/doc_examples.awk "$doc")
-    [ -n "$conf" ] && echo "note: $doc ends with a sweep config no command uses"
     case $doc in README.md|experiments/README.md)
         check "$doc: command lines found ($n_doc)" test "$n_doc" -ge 4 ;;
     esac
