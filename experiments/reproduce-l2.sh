@@ -32,7 +32,7 @@ usage: experiments/reproduce-l2.sh [--out DIR] [-j N] [--models LIST] [--quick] 
   --no-compare     skip the every-policy comparison
   --compare-all    run the every-policy comparison on every model (default: sink-26m only)
   --quick          stories260k only, ratios 0.5 0.9, skip {0,1}, no comparison:
-                   a smoke test of the pipeline (~1 min)
+                   a smoke test of the pipeline (40 s of CPU time)
   --plots-only     only collect and plot what is finished
   -h, --help       this text
 
@@ -45,7 +45,10 @@ Outputs under DIR:
   plots/                                     PNG + PDF of every figure
 Needs ./kvlab (make kvlab) and, for the plots, Debian's python3-numpy and python3-matplotlib
 (/usr/bin/python3; PLOT_PYTHON=... to use another).
-Cost on 2 idle cores with -j 2: sink-26m about 45 minutes; demo-25m + stories260k about 11.
+Cost in CPU time (measured per point with one thread on this 2-core VM; wall time is about
+half with -j 2 on 2 idle cores): sink-26m about 45 CPU-minutes (a ppl point of 2 x 512 tokens
+15 s, a passkey point 14 s, a needle point 8 s), demo-25m + stories260k about 22 CPU-minutes,
+--quick 40 CPU-seconds.
 EOF
 }
 

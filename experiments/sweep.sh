@@ -26,10 +26,18 @@ usage: experiments/sweep.sh [-c CONFIG] [options]
   --threads N         threads per point (--threads of kvlab) [1]
   --kvlab PATH        the kvlab binary [./kvlab]
   --dry-run           print the pending command lines, run nothing
+  --skip-impossible   leave out the points that do not fit the model's context (below)
+                      instead of refusing the whole sweep
   --slurm FILE        write a Slurm job-array script FILE (+ FILE.commands) instead of running
   -h, --help          this text
 
 LISTs are space- or comma-separated (skip sets are space-separated: "0 0,1").
+
+Before anything runs, every point is checked against its model's context (`kvlab info`,
+or --ctx N in the point's args): ppl needs --chunk (default min(1024, context)), passkey
+its longest --lengths plus the answer (--max-new: 10, or 80 with --digits 64), needle
+its longest --lengths. Points that cannot fit are listed with the reason and the sweep
+stops (exit 2) unless --skip-impossible is given.
 
 CONFIG: "key = value" lines, '#' comments. Keys: models, tasks, policies, ratios, skips,
 out, jobs, threads, kvlab, and the extra kvlab options of a task, for every model or one:
@@ -75,6 +83,7 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || die "$1 needs a value"; CLI[${1#--}]=$2; shift 2 ;;
         -j|--jobs) [ $# -ge 2 ] || die "$1 needs a value"; CLI[jobs]=$2; shift 2 ;;
         --dry-run) CLI[dry-run]=1; shift ;;
+        --skip-impossible) CLI[skip-impossible]=1; shift ;;
         *) die "unknown option '$1' (--help)" ;;
     esac
 done
@@ -104,8 +113,57 @@ for p in ${policies//,/ }; do [ "$p" = full ] || has_compressing=1; done
 abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 if [ -n "$(get slurm)" ]; then kvlab=$(abs "$kvlab"); out=$(abs "$out"); fi
 
+# The value of the last OPTION among the words (kvlab takes the last one), or empty.
+opt_value() {   # option words...
+    local opt=$1 v=""; shift
+    while [ $# -gt 0 ]; do
+        if [ "$1" = "$opt" ] && [ $# -ge 2 ]; then v=$2; shift; fi
+        shift
+    done
+    echo "$v"
+}
+
+# The model's context in tokens, from `kvlab info` (once per model).
+declare -A MODEL_CTX=()
+model_context() {   # path
+    if [ -z "${MODEL_CTX[$1]-}" ]; then
+        local info
+        info=$("$kvlab" info -m "$1" 2>&1) || die "kvlab info -m $1 failed: $(echo "$info" | tail -n 1)"
+        MODEL_CTX[$1]=$(echo "$info" | sed -n 's/^context \([0-9][0-9]*\),.*/\1/p')
+        [ -n "${MODEL_CTX[$1]}" ] || die "kvlab info -m $1 does not report the context"
+    fi
+    echo "${MODEL_CTX[$1]}"
+}
+
+# Why a point of this task and these kvlab options cannot fit the context (empty: it fits).
+# The same rules kvlab applies when it starts (kvlab still checks the exact prompt lengths).
+context_problem() {   # task model_path option words...
+    local task=$1 path=$2; shift 2
+    local ctx; ctx=$(opt_value --ctx "$@")
+    [ -n "$ctx" ] || ctx=$(model_context "$path")
+    local what need=0 l
+    case ${task%%@*} in
+        ppl)
+            need=$(opt_value --chunk "$@"); [ -n "$need" ] || need=$(( ctx < 1024 ? ctx : 1024 ))
+            what="--chunk $need" ;;
+        passkey|needle)
+            local lengths; lengths=$(opt_value --lengths "$@")
+            [ -n "$lengths" ] || return 0          # kvlab sizes its default lengths to the context
+            for l in ${lengths//,/ }; do [[ $l =~ ^[0-9]+$ ]] && [ "$l" -gt "$need" ] && need=$l; done
+            what="--lengths $lengths"
+            if [ "${task%%@*}" = passkey ]; then
+                local answer; answer=$(opt_value --max-new "$@")
+                if [ -z "$answer" ]; then [ "$(opt_value --digits "$@")" = 64 ] && answer=80 || answer=10; fi
+                need=$((need + answer)); what="$what + $answer answer tokens"
+            fi ;;
+    esac
+    [ "$need" -le "$ctx" ] || echo "$what needs $need tokens, the context is $ctx"
+}
+
 # One command line per pending point, shell-quoted (eval'ed by the runner).
 lines=(); n_total=0; n_done=0
+declare -A IMPOSSIBLE=()   # "model task: reason" -> number of points
+n_impossible=0
 add_point() {   # model_name model_path task policy ratio skip
     local name=$1 path=$2 task=$3 policy=$4 ratio=$5 skip=$6 dir
     if [ "$policy" = full ]; then dir="$out/$name/$task/full"
@@ -113,9 +171,16 @@ add_point() {   # model_name model_path task policy ratio skip
     n_total=$((n_total + 1))
     if [ -f "$dir/meta.json" ]; then n_done=$((n_done + 1)); return; fi
     local extra=${CFG[args.$task.$name]-${CFG[args.$task]-}}
-    local cmd=("$kvlab" "${task%%@*}" -m "$path")
     # shellcheck disable=SC2206  # the args are words on purpose
-    cmd+=(${CFG[args.all.$name]-${CFG[args.all]-}} $extra --policy "$policy")
+    local args=(${CFG[args.all.$name]-${CFG[args.all]-}} $extra)
+    local problem; problem=$(context_problem "$task" "$path" "${args[@]}")
+    if [ -n "$problem" ]; then
+        local key="$name $task: $problem"
+        IMPOSSIBLE[$key]=$(( ${IMPOSSIBLE[$key]-0} + 1 )); n_impossible=$((n_impossible + 1))
+        return
+    fi
+    local cmd=("$kvlab" "${task%%@*}" -m "$path")
+    cmd+=("${args[@]}" --policy "$policy")
     [ "$policy" = full ] || cmd+=(--compression-ratio "$ratio" --skip-layers "$skip")
     cmd+=(--threads "$threads" -o "$dir")
     local q qd; q=$(printf '%q ' "${cmd[@]}"); qd=$(printf %q "$dir")
@@ -138,6 +203,15 @@ for m in $models; do
     done
 done
 
+if [ "$n_impossible" -gt 0 ]; then
+    for key in "${!IMPOSSIBLE[@]}"; do
+        echo "sweep: ${IMPOSSIBLE[$key]} point(s) of $key"
+    done | sort >&2
+    if [ -z "${CFG[skip-impossible]-}" ]; then
+        die "$n_impossible of $n_total points cannot fit their model's context (above); fix the lengths, or --skip-impossible to leave them out"
+    fi
+    echo "sweep: --skip-impossible: leaving out those $n_impossible points (not counted as finished or to run)" >&2
+fi
 pending=${#lines[@]}
 echo "sweep: $n_total points, $n_done finished, $pending to run (-j $jobs, $threads threads each) -> $out" >&2
 [ "$pending" -gt 0 ] || exit 0

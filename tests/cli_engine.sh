@@ -52,6 +52,16 @@ check "agreement line counts the identical leading tokens" bash -c "
     a=\$(tr ',' ' ' <'$TMP/full_ids'); b=\$(tr ',' ' ' <'$TMP/l2_ids'); set -- \$a; n=\$#; k=0
     read -ra B <<<\"\$b\"; for x in \$a; do [ \"\$x\" = \"\${B[\$k]:-}\" ] || break; k=\$((k+1)); done
     grep -q \"the first \$k of \$n generated tokens are identical\" '$TMP/out'"
+check "--compare-full prints no JSON (make run's tour reads it)" bash -c "! grep -q '{' '$TMP/out'"
+# the generated text ends its line: the statistics on stderr start a line of their own
+# even when both streams go to one pipe
+check "generate's text ends with a newline before the statistics" bash -c \
+    "$KVLAB generate -m '$S260' -p 'Once upon a time' -n 8 2>&1 | grep -q '^prefill: '"
+check "no --help cites the spec (not in the repository) by section" bash -c '
+    for c in info tokenize generate logits bench trace correlate ppl passkey needle synth convert; do
+        '"$KVLAB"' $c --help >"'"$TMP"'/help.txt" || exit 1
+        if grep -E "§|methods\.md" "'"$TMP"'/help.txt"; then echo "$c --help cites the spec" >&2; exit 1; fi
+    done'
 expect_fail "--compare-full without a policy" "--compare-full: give a policy" $KVLAB generate -m "$S260" -p "Hi" -n 2 --compare-full
 expect_fail "generate -f and -p together" "give exactly one of -p PROMPT, -f FILE or --ids LIST" $KVLAB generate -m "$S260" -p "Hi" -f "$TMP/prompt.txt"
 expect_fail "generate -f a missing file" "nope.txt: cannot open" $KVLAB generate -m "$S260" -f "$TMP/nope.txt"

@@ -15,6 +15,7 @@ source tests/lib_cli.sh
 M=$SHARED/models/stories260k/stories260K.bin
 TXT=$SHARED/data/tinystories-valid-head.txt
 PY=/usr/bin/python3
+export KVLAB_PLOT_CHECK=1   # every figure drawn is checked (experiments/plots/common.py check_figure)
 
 col() {   # FILE COLUMN [ROW]: a numeric field of a CSV by column name (row 1 = first data row)
     awk -F, -v c="$2" -v r="${3:-1}" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} NR==r+1{print $k; exit}' "$1"
@@ -118,6 +119,17 @@ check "passkey: resumed = uninterrupted" same_files "$TMP/k4" "$TMP/k5" results.
 expect_ok "passkey: 64 digits, random depths" "$KVLAB" passkey -m "$M" --lengths 300 --trials 3 --digits 64 --threads 1 -o "$TMP/k6"
 check "passkey 64: 64-digit keys, depth deciles in the summary" \
     awk -F, 'NR>1 && length($5)!=64 {bad=1} END{exit bad}' "$TMP/k6/results.csv"
+# --dump-prompts: the prompts a run scores, as files a user can read and feed to generate
+expect_ok "passkey --dump-prompts (no -o, runs nothing)" "${PK[@]}" --dump-prompts "$TMP/kd"
+check "passkey --dump-prompts: 8 prompt files + prompts.csv" \
+    test "$(ls "$TMP"/kd/passkey_L*_D*_T*.txt | wc -l)" = 8 -a "$(rows "$TMP/kd/prompts.csv")" = 8 -a ! -e "$TMP/kd/results.csv"
+check "passkey --dump-prompts: the keys and prompt sizes of the run (same seed)" bash -c "
+    diff <(cut -d, -f2,3,4,5,6,7,8 '$TMP/kd/prompts.csv' | tail -n +2) \
+         <(awk -F, -v OFS=, 'NR>1 {print \$2,\$3,\$4,\$5,\$6,\$7,\$9}' '$TMP/k1/results.csv')"
+check "passkey --dump-prompts: a prompt file holds its key and encodes to its token count" bash -c "
+    f=\$(sed -n 2p '$TMP/kd/prompts.csv'); file=\${f%%,*}; key=\$(echo \"\$f\" | cut -d, -f5); n=\${f##*,}
+    grep -q \"The pass key is \$key. Remember it.\" '$TMP/kd/'\$file &&
+    [ \$('$KVLAB' tokenize -m '$M' -f '$TMP/kd/'\$file | tr ',' '\n' | grep -c .) = \$n ]"
 expect_fail "passkey: --digits 7" "--digits: 7 is not 5 or 64" "${PK[@]}" -o "$TMP/x" --digits 7
 expect_fail "passkey: length too short for the prompt" "--lengths 50: shorter than the passkey prompt" \
     "$KVLAB" passkey -m "$M" --lengths 50 -o "$TMP/x"
@@ -134,6 +146,14 @@ check "needle: depth 0 at the start, depth 100 at the end, scores in [0, 1]" \
 KVLAB_EVAL_STOP_AFTER=2 "${ND[@]}" -o "$TMP/n2" >/dev/null 2>&1
 expect_ok "needle: --resume" "${ND[@]}" -o "$TMP/n2" --resume
 check "needle: resumed = uninterrupted" same_files "$TMP/n1" "$TMP/n2" results.csv summary.csv
+expect_ok "needle --dump-prompts (no -o, runs nothing)" "${ND[@]}" --dump-prompts "$TMP/nd"
+check "needle --dump-prompts: 6 prompt files, the prompt sizes and needle positions of the run" bash -c "
+    [ \$(ls '$TMP'/nd/needle_L*_D*.txt | wc -l) = 6 ] && [ ! -e '$TMP/nd/results.csv' ] &&
+    diff <(cut -d, -f2- '$TMP/nd/prompts.csv' | tail -n +2) \
+         <(awk -F, -v OFS=, 'NR>1 {print \$2,\$3,\$4,\$5,\$6}' '$TMP/n1/results.csv')"
+check "needle --dump-prompts: the needle sentence is in the prompt, the question at its end" bash -c "
+    grep -q 'The best thing to do in San Francisco is eat a sandwich' '$TMP/nd/needle_L300_D50.txt' &&
+    tail -n 2 '$TMP/nd/needle_L300_D50.txt' | grep -q 'Question: What is the best thing to do in San Francisco?'"
 expect_fail "needle: no --haystack" "--haystack FILE is required" "$KVLAB" needle -m "$M" -o "$TMP/x"
 expect_fail "needle: missing haystack" "no such file" "$KVLAB" needle -m "$M" --haystack "$TMP/none" -o "$TMP/x"
 expect_fail "needle: no room for the haystack" "--lengths 120: no room" "${ND[@]}" --lengths 120 -o "$TMP/x"
@@ -170,6 +190,23 @@ expect_ok "sweep: args.all.MODEL" experiments/sweep.sh -c "$TMP/sw2.conf" --mode
     --policies full --out "$TMP/sw2" --kvlab "$KVLAB" --dry-run
 check "sweep: args.all.MODEL reaches every task of that model" \
     test "$(grep -c -- "-m $M --dtype bf16 " "$TMP/out")" = 2 -a "$(grep -c -- "--dtype bf16 --chunk 64 --policy full" "$TMP/out")" = 1
+# points that cannot fit the model's context (stories260k: 512 tokens) are found before
+# anything runs: listed with the reason, refused, or left out with --skip-impossible
+printf 'args.ppl = -f %s --chunk 1024 --chunks 1\nargs.passkey = --lengths 200,508 --trials 1\nargs.needle = --haystack %s --lengths 256\n' \
+    "$TXT" "$TXT" >"$TMP/sw3.conf"
+SW3=(experiments/sweep.sh -c "$TMP/sw3.conf" --models "s=$M" --tasks ppl,passkey,needle --policies "full l2"
+     --ratios "0.1 0.5" --skips 0,1 --out "$TMP/sw3" --kvlab "$KVLAB" --dry-run)
+check "sweep: points longer than the context refused before anything runs" bash -c "
+    out=\$(\"\$@\" 2>&1); rc=\$?; [ \$rc -eq 2 ] || exit 1
+    echo \"\$out\" | grep -q '3 point(s) of s ppl: --chunk 1024 needs 1024 tokens, the context is 512' &&
+    echo \"\$out\" | grep -q '3 point(s) of s passkey: --lengths 200,508 + 10 answer tokens needs 518 tokens, the context is 512' &&
+    echo \"\$out\" | grep -q '6 of 9 points cannot fit' && ! echo \"\$out\" | grep -q 'needle:' && [ ! -e '$TMP/sw3' ]" _ "${SW3[@]}"
+expect_ok "sweep --skip-impossible" "${SW3[@]}" --skip-impossible
+check "sweep --skip-impossible: only the needle points remain" test "$(wc -l <"$TMP/out")" = 3 -a "$(grep -c ' needle ' "$TMP/out")" = 3
+check "sweep: --ctx in a point's args is the context it is checked against" bash -c "
+    printf 'args.ppl = --ctx 256 --chunk 300\n' >'$TMP/sw4.conf'
+    out=\$(experiments/sweep.sh -c '$TMP/sw4.conf' --models 's=$M' --tasks ppl --out '$TMP/sw4' --kvlab '$KVLAB' --dry-run 2>&1)
+    [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'needs 300 tokens, the context is 256'"
 check "sweep: unknown task refused" bash -c "out=\$(experiments/sweep.sh -c /dev/null --models '$M' --tasks nope --kvlab '$KVLAB' 2>&1); [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'unknown task'"
 if [ -x "$PY" ]; then
     expect_ok "collect.py" "$PY" experiments/collect.py "$TMP/sw" -o "$TMP/all.csv" --positions "$TMP/pos.csv" --table
@@ -192,6 +229,22 @@ assert len(list(csv.DictReader(open('$TMP/pos.csv')))) == 4 * 63
             -o "$TMP/plots" --skip 0 --name compare --title "every policy"
         check "plots: compare figure" test -s "$TMP/plots/compare_stories260K.png" -a -s "$TMP/plots/compare_stories260K.pdf"
         check "plots: PNG files" test "$(ls "$TMP"/plots/*.png | wc -l)" -ge 4
+        check "plots: the figure checks catch a bad figure; a narrow log axis is given readable ticks" "$PY" -c "
+import sys; sys.path.insert(0, 'experiments/plots')
+import common, matplotlib.pyplot as plt
+def fails(fig):
+    try: common.check_figure(fig)
+    except AssertionError: return True
+    return False
+fig, ax = plt.subplots(); ax.plot([1, 2], [2, 40]); ax.set_yscale('log'); ax.set_ylim(2, 40)
+assert fails(fig), 'a log axis over 2..40 has fewer than 2 labelled ticks'
+common.readable_log_axes(fig); assert not fails(fig)
+fig, ax = plt.subplots(); ax.plot([0, 1], [0, 1]); ax.set_ylabel('passkey accuracy'); ax.set_ylim(-0.05, 1)
+assert fails(fig), 'an accuracy axis below 0'
+fig, ax = plt.subplots(); ax.plot([0, 1], [0, 1], label='l2'); ax.fill_between([0, 1], [0, 0], [1, 1]); ax.legend()
+assert fails(fig), 'a band nobody explains'
+common.band_legend(ax, 'band: ± 1 std'); assert not fails(fig)
+"
     fi
 fi
 finish

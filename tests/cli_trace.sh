@@ -9,6 +9,7 @@ SHARED=${KVLAB_SHARED:-../shared}
 MODEL=$SHARED/models/stories260k/stories260K.bin
 TEXT=$SHARED/data/tinystories-valid-head.txt
 PY=/usr/bin/python3
+export KVLAB_PLOT_CHECK=1   # every figure drawn is checked (experiments/plots/common.py check_figure)
 passed=0; failed=0
 tmp=$(mktemp -d /tmp/kvlab_cli_trace.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

@@ -117,6 +117,27 @@ static void test_parsing(void) {
         for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) CHECK(strstr(js, want[i]) != NULL, "%s lacks %s", js, want[i]);
         free(js);
     }
+    CASE("help: every evicting policy names its paper; no text cites the spec, which is not in the repository") {
+        for (int i = 0; i < policy_count(); i++) {
+            const PolicyDef *d = policy_at(i);
+            CHECK(d->paper || (d->flags & POLICY_NEVER_EVICTS), "%s: no paper", d->name);
+            CHECK(!d->paper || (!strstr(d->paper, "\xc2\xa7") && !strstr(d->paper, "methods.md")),
+                  "%s cites the spec: %s", d->name, d->paper);
+        }
+        char *text = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&text, &size);
+        fputs(POLICY_OPTS_HELP, f);
+        policy_print_help(f);
+        fclose(f);
+        CHECK(strstr(text, "arXiv 2406.11430") != NULL, "the l2 paper is not named");
+        CHECK(!strstr(text, "\xc2\xa7") && !strstr(text, "methods.md"), "the help cites the spec:\n%s", text);
+        free(text);
+        PolicyOpts o = opts("--policy l2 --compression-ratio 0.5");
+        char *js = policy_json(&o);
+        CHECK(!strstr(js, "\xc2\xa7") && !strstr(js, "spec"), "%s", js);
+        free(js);
+    }
     CASE("parse: policy defaults (l2 skips 0,1; window 4 sinks; tova layer; snapkv prefill+window)") {
         PolicyOpts o = opts("--policy l2 --compression-ratio 0.5");
         CHECK(o.n_skip == 2 && o.skip[0] == 0 && o.skip[1] == 1, "l2 skip %d", o.n_skip);
@@ -825,7 +846,7 @@ static const PolicyParam no_params[] = { {0} };
 static const PolicyDef policy_test_vnorm = {
     .name = "test-vnorm",
     .rule = "test: keep the lowest value norms",
-    .spec = "-",
+    .paper = "none: a test policy",
     .params = no_params,
     .columns = vnorm_columns,
     .score = score_vnorm,

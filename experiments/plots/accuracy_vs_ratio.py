@@ -57,11 +57,13 @@ def panel(ax, series, full, task, skip, label):
         others = sorted({s for (_, s) in series if s != skip})
         ls = "-" if sk == skip else SKIP_STYLE[others.index(sk) % len(SKIP_STYLE)]
         ax.plot([x * 100 for x in xs], ys, ls, marker="o", ms=3, color=COLOURS.get(policy, "black"),
-                label=f"{policy}, skip {sk or 'none'}")
+                label=f"{policy}, skip {sk or 'none'}", clip_on=task == "ppl")
     if task == "ppl" and ax.get_ylim()[1] > 8:     # a collapsing policy would flatten the others
         ax.set_yscale("log")
     if full is not None:
         ax.axhline(1.0 if task == "ppl" else full, color="black", lw=1, alpha=0.5, label="full cache")
+    if task != "ppl":      # accuracy and score are fractions: the axis shows exactly [0, 1]
+        ax.set_ylim(0, 1)
     ax.set_xlabel("compression ratio (% of the KV cache evicted)")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)

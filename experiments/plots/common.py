@@ -74,8 +74,77 @@ def skip_set(arg):
     return "" if arg == "none" else arg
 
 
+def _labelled_ticks(axis, lo, hi):
+    """The tick labels matplotlib will print on an axis inside [lo, hi] (after a draw)."""
+    ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+    lo, hi = lo * (1 - 1e-9), hi * (1 + 1e-9)
+    return [t for t in ticks if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi]
+
+
+def _labels_hidden(axis):
+    """Tick labels switched off on purpose (an inner panel sharing its axis with one that
+    shows them)."""
+    return not any(t.label1.get_visible() for t in axis.get_major_ticks())
+
+
+def readable_log_axes(fig):
+    """A log axis spanning less than a decade may show one labelled tick (or none): then
+    a reader cannot tell its scale. Give such an axis 3-6 plainly written ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+    fig.canvas.draw()
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() != "log":
+                continue
+            lo, hi = sorted(lim)
+            if _labels_hidden(axis) or len(_labelled_ticks(axis, lo, hi)) >= 2:
+                continue
+            ticks = [t for t in MaxNLocator(nbins=5, min_n_ticks=3).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+            if len(ticks) < 2:
+                ticks = list(np.geomspace(lo, hi, 4))
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
+def band_legend(ax, text, **legend_kw):
+    """The axes' legend with one more entry: a grey patch saying what the shaded bands are."""
+    from matplotlib.patches import Patch
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="0.5", alpha=0.3, lw=0))
+    labels.append(text)
+    ax.legend(handles, labels, **legend_kw)
+
+
+def check_figure(fig):
+    """What every figure must satisfy (tests set KVLAB_PLOT_CHECK=1; raises AssertionError):
+    a log axis shows at least 2 labelled ticks; an accuracy axis stays within [0, 1] (or
+    [0, 100] for percent); shaded bands are explained in a legend entry or the title."""
+    from matplotlib.collections import PolyCollection
+    fig.canvas.draw()
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() == "log" and not _labels_hidden(axis):
+                lo, hi = sorted(lim)
+                n = len(_labelled_ticks(axis, lo, hi))
+                assert n >= 2, f"'{ax.get_title()}': a log axis with {n} labelled tick(s) over [{lo:g}, {hi:g}]"
+        if "accuracy" in ax.get_ylabel():
+            lo, hi = ax.get_ylim()
+            top = 100.5 if "%" in ax.get_ylabel() else 1.05
+            assert lo >= 0 and hi <= top, f"'{ax.get_ylabel()}' axis spans [{lo:g}, {hi:g}], beyond [0, {top:g}]"
+        if any(isinstance(c, PolyCollection) for c in ax.collections):
+            legend = ax.get_legend()
+            words = [t.get_text() for t in legend.get_texts()] if legend else []
+            words += [ax.get_title(), fig._suptitle.get_text() if fig._suptitle else ""]
+            assert any("band" in w or "±" in w for w in words), \
+                f"'{ax.get_title()}': shaded bands with no legend entry or title saying what they are"
+
+
 def save(fig, out_dir, name):
     """Write out_dir/name.png (150 dpi) and out_dir/name.pdf; return the paths."""
+    readable_log_axes(fig)
+    if os.environ.get("KVLAB_PLOT_CHECK"):
+        check_figure(fig)
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):

@@ -46,11 +46,12 @@ def plot(run, out_dir, skip=(), name="loss_vs_ratio"):
     a1.set_xlabel("compression ratio (% of the cache evicted)")
     a1.set_ylabel("attention loss (mass on evicted tokens)")
     a1.set_ylim(0, 1)
-    a1.legend(fontsize=8)
+    common.band_legend(a1, "band: 25th-75th percentile over (layer, head)", fontsize=8)
     a1.set_title("attention loss vs compression")
     a2.set_xlabel("compression ratio (% of the cache evicted)")
     a2.set_ylabel("|kept ∩ oracle kept| / kept")
     a2.set_ylim(0, 1.02)
+    common.band_legend(a2, "band: 25th-75th percentile over (layer, head)", fontsize=8)
     a2.set_title("overlap with the oracle's kept set")
     skipped = f", layers {sorted(skip)} skipped" if skip else ""
     return common.finish(fig, out_dir, name, f"{common.run_label(meta)}{skipped}")

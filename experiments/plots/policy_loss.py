@@ -45,7 +45,7 @@ def plot(run, out_dir, name="policy_loss"):
     a1.set_xlabel("decode step")
     a1.set_ylabel("attention mass on evicted tokens")
     a1.set_ylim(0, 1)
-    a1.legend(fontsize=8)
+    common.band_legend(a1, "band: ± 1 std over layers × heads", fontsize=8)
     a1.set_title("attention loss per step (mean over layers × heads)")
     L = z["attention_loss_mean"].shape[0]
     x = np.arange(L)

@@ -181,7 +181,6 @@ static void compare_with_full(Forward *f, KVCache *cache, Policy *policy, NumGua
     long policy_slots = kvcache_slots_used(cache);
     sampler_free(&sampler);
 
-    char *json = policy_json(policy_opts(policy));
     printf("--- prompt: %d tokens ---\n", n_prompt);
     print_prompt(tok, prompt, n_prompt, print_ids);
     printf("\n--- full cache: %.2f MiB of %s KV (%ld slots, %d tokens) ---\n", full_bytes / 1048576.0,
@@ -198,9 +197,7 @@ static void compare_with_full(Forward *f, KVCache *cache, Policy *policy, NumGua
     for (int i = 0; i < n; i++) same += a.ids[i] == b.ids[i];
     printf("--- agreement: the first %d of %d generated tokens are identical; %d of %d positions equal ---\n",
            same_prefix, a.n, same, n);
-    printf("policy: %s\n", json);
     fflush(stdout);
-    free(json);
     report_speed(&b, n_prompt, m);
     free(a.ids);
     free(b.ids);
@@ -270,6 +267,7 @@ int cmd_generate(int argc, char **argv) {
         Continuation c = continue_prompt(f, &cache, policy, guard, &m, prompt, n_prompt, n_gen, ctx,
                                          &sampler, tok, 1, print_ids);
         printf("\n");
+        fflush(stdout);   /* the text ends its line before the statistics on stderr */
         report_speed(&c, n_prompt, &m);
         report_kv(&cache, policy, c.decode_s);
         free(c.ids);

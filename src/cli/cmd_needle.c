@@ -21,12 +21,13 @@ typedef struct {
     int *lengths, n_lengths;
     int *depths, n_depths;
     int buffer, max_new, batch;
+    const char *dump_dir;       /* --dump-prompts DIR: write the prompts there, run nothing */
 } NeedleOpts;
 
 static void help(void) {
     printf("usage: kvlab needle -m MODEL --haystack FILE -o RUN_DIR [--lengths L,...] [--depths D,...]\n"
            "                    [policy options] [--resume]\n\n"
-           "Needle in a haystack (methods.md §6: Kamradt's needle, sentence back-off, the L2 paper's prompt\n"
+           "Needle in a haystack (Kamradt's needle, sentence back-off, the L2 paper's prompt\n"
            "and word-overlap score) on a length x depth grid, with the policy's eviction applied once after\n"
            "the prompt (--schedule prefill unless given: the paper's protocol).\n\n"
            "  --haystack FILE     long text (e.g. ../shared/data/war-and-peace.txt)\n"
@@ -37,6 +38,9 @@ static void help(void) {
            "  --max-new N         answer tokens, greedy [50]\n"
            "  --batch N           tokens per prefill pass [512]\n"
            "  -o, --output DIR    run directory; --resume continues an interrupted run there\n"
+           "      --dump-prompts DIR  write every cell's prompt to DIR (one .txt per cell and\n"
+           "                      prompts.csv: file, length, depth, tokens, needle position) and\n"
+           "                      run nothing: no -o, no policy; the same prompts a run would score\n"
            COMMON_OPTS_HELP
            "\n"
            POLICY_OPTS_HELP
@@ -64,6 +68,7 @@ static void parse(NeedleOpts *o, int argc, char **argv) {
         else if (!strcmp(a, "--buffer")) o->buffer = (int)cli_int(a, cli_value(argc, argv, &i), 0, 1 << 22);
         else if (!strcmp(a, "--max-new")) o->max_new = (int)cli_int(a, cli_value(argc, argv, &i), 1, 4096);
         else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
+        else if (!strcmp(a, "--dump-prompts")) o->dump_dir = cli_value(argc, argv, &i);
         else if (!common_option(&o->co, argc, argv, &i) && !eval_option(&o->e, argc, argv, &i))
             die("needle: unknown option '%s' (kvlab needle --help)", a);
     }
@@ -74,6 +79,7 @@ static void parse(NeedleOpts *o, int argc, char **argv) {
         o->depths = xmalloc(10 * sizeof(int));
         for (int i = 0; i < 10; i++) o->depths[i] = (int)lround(i * 100.0 / 9.0);
     }
+    if (o->dump_dir) return;    /* nothing runs: no run directory, no policy */
     eval_opts_finish(&o->e, "needle", SCHED_PREFILL);
 }
 
@@ -154,8 +160,10 @@ static char *config_json(const NeedleOpts *o, const NdState *s) {
     return text;
 }
 
-/* The prompt's ids (BOS first) for one cell; *n, *needle_at (in the context). */
-static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int depth, int *n, int *n_context, int *needle_at) {
+/* The prompt's text and ids (BOS first) for one cell; *n, *needle_at (in the context).
+ * *text_out (may be NULL) receives the text, the caller frees it. */
+static int *cell_prompt_text(const NeedleOpts *o, const NdState *s, int length, int depth, int *n, int *n_context,
+                             int *needle_at, char **text_out) {
     Err err;
     int *ctx_ids = xmalloc(((size_t)s->n_hay + s->n_needle) * sizeof(int));
     *n_context = needle_insert(s->e.tok, s->hay, s->n_hay, s->needle, s->n_needle, length - o->buffer, depth, ctx_ids, needle_at);
@@ -169,10 +177,39 @@ static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int d
     if (*n + o->max_new > s->e.ctx)
         die("--lengths %d: the prompt has %d tokens; with %d answer tokens (--max-new) longer than the context (%d; --buffer, --ctx)",
             length, *n, o->max_new, s->e.ctx);
-    buf_free(&b);
+    if (text_out) *text_out = b.data;
+    else buf_free(&b);
     free(context);
     free(ctx_ids);
     return ids;
+}
+
+static int *cell_prompt(const NeedleOpts *o, const NdState *s, int length, int depth, int *n, int *n_context, int *needle_at) {
+    return cell_prompt_text(o, s, length, depth, n, n_context, needle_at, NULL);
+}
+
+/* --dump-prompts DIR: every cell's prompt as a text file a user can read, and an
+ * index; the prompts are the ones a run with the same options scores. */
+static void dump_prompts(const NeedleOpts *o, const NdState *s) {
+    Err err;
+    if (make_dirs(o->dump_dir, &err) != 0) die("%s", err.msg);
+    Buf index = { 0 };
+    buf_printf(&index, "file,length,depth,prompt_tokens,context_tokens,needle_at\n");
+    for (int i = 0; i < o->n_lengths; i++) {
+        for (int j = 0; j < o->n_depths; j++) {
+            int n, n_context, at;
+            char *text = NULL, name[96];
+            free(cell_prompt_text(o, s, o->lengths[i], o->depths[j], &n, &n_context, &at, &text));
+            snprintf(name, sizeof name, "needle_L%d_D%d.txt", o->lengths[i], o->depths[j]);
+            /* the prompt exactly, no newline added: `kvlab generate -f FILE` feeds the same tokens */
+            if (eval_write_text(o->dump_dir, name, text, &err) != 0) die("%s", err.msg);
+            buf_printf(&index, "%s,%d,%d,%d,%d,%d\n", name, o->lengths[i], o->depths[j], n, n_context, at);
+            free(text);
+        }
+    }
+    if (eval_write_text(o->dump_dir, "prompts.csv", index.data, &err) != 0) die("%s", err.msg);
+    fprintf(stderr, "needle: %ld prompts written to %s (prompts.csv lists them)\n", n_units(o), o->dump_dir);
+    buf_free(&index);
 }
 
 #define ND_COLUMNS "length,depth,prompt_tokens,context_tokens,needle_at,depth_actual,kv_tokens,answer,score"
@@ -233,6 +270,16 @@ int cmd_needle(int argc, char **argv) {
     common_load(&o.co, &s.e.m, &s.e.tok, &s.e.ctx);
     check_lengths(&o, &s);
     check_prompts(&o, &s);
+    if (o.dump_dir) {
+        dump_prompts(&o, &s);
+        tokenizer_free(s.e.tok);
+        model_free(&s.e.m);
+        free(s.hay);
+        free(s.needle);
+        free(o.lengths);
+        free(o.depths);
+        return 0;
+    }
     eval_engine_start(&s.e, &o.e, o.batch);
     char *config = config_json(&o, &s);
     cJSON *meta;

@@ -22,14 +22,15 @@ typedef struct {
     int *depths, n_depths;      /* percent; n_depths = 0: random (the spec's protocol) */
     int trials, digits, max_new, batch;
     unsigned long long seed;
+    const char *dump_dir;       /* --dump-prompts DIR: write the prompts there, run nothing */
 } PasskeyOpts;
 
 static void help(void) {
     printf("usage: kvlab passkey -m MODEL -o RUN_DIR [--lengths L,...] [--depths D,...|random] [--trials N]\n"
            "                     [--seed S] [--digits 5|64] [policy options] [--resume]\n\n"
-           "Passkey retrieval (methods.md §6, the Landmark-attention prompt of the L2 paper), with the\n"
-           "policy's eviction applied once after the prompt (--schedule prefill unless given: full prefill,\n"
-           "first answer token from the full cache, then compress; the paper's protocol).\n\n"
+           "Passkey retrieval (the Landmark-attention prompt of Mohtashami & Jaggi 2023, as in the L2\n"
+           "paper), with the policy's eviction applied once after the prompt (--schedule prefill unless\n"
+           "given: full prefill, first answer token from the full cache, then compress; the paper's protocol).\n\n"
            "  --lengths LIST      prompt lengths in tokens, BOS included; the garbage text is sized with the\n"
            "                      tokenizer to fit [ctx/4, ctx/2, ctx - max-new]\n"
            "  --depths LIST       key depths in percent of the garbage, or 'random' (uniform per trial) [random]\n"
@@ -40,6 +41,9 @@ static void help(void) {
            "  --max-new N         tokens decoded greedily [10 for 5 digits, 80 for 64]\n"
            "  --batch N           tokens per prefill pass [512]\n"
            "  -o, --output DIR    run directory; --resume continues an interrupted run there\n"
+           "      --dump-prompts DIR  write every trial's prompt to DIR (one .txt per trial and\n"
+           "                      prompts.csv: file, length, depth, trial, key, tokens) and run\n"
+           "                      nothing: no -o, no policy; the same prompts a run would score\n"
            COMMON_OPTS_HELP
            "\n"
            POLICY_OPTS_HELP
@@ -79,10 +83,12 @@ static void parse(PasskeyOpts *o, int argc, char **argv) {
         }
         else if (!strcmp(a, "--max-new")) o->max_new = (int)cli_int(a, cli_value(argc, argv, &i), 1, 4096);
         else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
+        else if (!strcmp(a, "--dump-prompts")) o->dump_dir = cli_value(argc, argv, &i);
         else if (!common_option(&o->co, argc, argv, &i) && !eval_option(&o->e, argc, argv, &i))
             die("passkey: unknown option '%s' (kvlab passkey --help)", a);
     }
     if (!o->max_new) o->max_new = o->digits == 5 ? 10 : 80;
+    if (o->dump_dir) return;    /* nothing runs: no run directory, no policy */
     eval_opts_finish(&o->e, "passkey", SCHED_PREFILL);
 }
 
@@ -137,38 +143,79 @@ static char *config_json(const PasskeyOpts *o, const EvalEngine *s) {
 
 #define PK_COLUMNS "length,depth,trial,key,n_garbage,n_prefix,depth_actual,prompt_tokens,kv_tokens,answer,correct,partial"
 
+/* The prompt of one trial (unit = length, then depth, then trial): its key,
+ * depth and garbage sized with the tokenizer to the length. */
+typedef struct {
+    int length, depth_index, trial;
+    char key[80];
+    int n_garbage, n_prefix, n_tok;   /* garbage characters, of them before the key; prompt tokens */
+    char *text;                       /* the prompt (BOS not included) */
+} PasskeyTrial;
+
+static void trial_prompt(const PasskeyOpts *o, const Tokenizer *tok, long unit, PasskeyTrial *t) {
+    int per_len = (o->n_depths ? o->n_depths : 1) * o->trials;
+    t->length = o->lengths[unit / per_len];
+    t->depth_index = (int)(unit % per_len) / o->trials;
+    t->trial = (int)(unit % o->trials);
+    EvalRng rng = eval_rng(o->seed, 0x7061737367ULL /* "passk" */, (uint64_t)unit);
+    passkey_make_key(&rng, o->digits, t->key, sizeof t->key);
+    double depth = o->n_depths ? o->depths[t->depth_index] / 100.0 : eval_uniform(&rng);
+    Err err;
+    err.msg[0] = '\0';
+    t->n_tok = 0;
+    t->n_garbage = passkey_fit(tok, t->length, depth, t->key, &t->n_tok, &err);
+    if (t->n_garbage < 0) {
+        if (err.msg[0]) die("%s", err.msg);
+        die("--lengths %d: shorter than the prompt without garbage (%d tokens)", t->length, t->n_tok);
+    }
+    t->n_prefix = (int)floor(depth * t->n_garbage);
+    t->text = passkey_prompt(t->n_garbage, t->n_prefix, t->key);
+}
+
 /* One trial: build, prefill (+ eviction), greedy answer, score; the row. */
 static void run_trial(const void *opts, void *state, long unit, Buf *row) {
     const PasskeyOpts *o = opts;
     EvalEngine *s = state;
     Err err;
-    int per_len = (o->n_depths ? o->n_depths : 1) * o->trials;
-    int length = o->lengths[unit / per_len], di = (int)(unit % per_len) / o->trials, trial = (int)(unit % o->trials);
-    EvalRng rng = eval_rng(o->seed, 0x7061737367ULL /* "passk" */, (uint64_t)unit);
-    char key[80];
-    passkey_make_key(&rng, o->digits, key, sizeof key);
-    double depth = o->n_depths ? o->depths[di] / 100.0 : eval_uniform(&rng);
-    int n_tok = 0;
-    err.msg[0] = '\0';
-    int n_garbage = passkey_fit(s->tok, length, depth, key, &n_tok, &err);
-    if (n_garbage < 0) {
-        if (err.msg[0]) die("%s", err.msg);
-        die("--lengths %d: shorter than the prompt without garbage (%d tokens)", length, n_tok);
-    }
-    int n_prefix = (int)floor(depth * n_garbage);
-    char *text = passkey_prompt(n_garbage, n_prefix, key);
-    int *ids = xmalloc(((size_t)n_tok + 1) * sizeof(int));
-    tokenizer_encode(s->tok, text, 1, ids, n_tok, &err);
+    PasskeyTrial t;
+    trial_prompt(o, s->tok, unit, &t);
+    int *ids = xmalloc(((size_t)t.n_tok + 1) * sizeof(int));
+    tokenizer_encode(s->tok, t.text, 1, ids, t.n_tok, &err);
     double kv;
-    char *answer = eval_answer(s, ids, n_tok, o->max_new, &kv);
-    int correct = o->digits == 5 ? passkey_correct(answer, key) : strstr(answer, key) != NULL;
-    double partial = (double)longest_common_substring(answer, key) / (double)strlen(key);
+    char *answer = eval_answer(s, ids, t.n_tok, o->max_new, &kv);
+    int correct = o->digits == 5 ? passkey_correct(answer, t.key) : strstr(answer, t.key) != NULL;
+    double partial = (double)longest_common_substring(answer, t.key) / (double)strlen(t.key);
     char *q = csv_quote(answer);
-    if (o->n_depths) buf_printf(row, "%d,%d", length, o->depths[di]);
-    else buf_printf(row, "%d,", length);
-    buf_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
-              n_garbage ? 100.0 * n_prefix / n_garbage : 0.0, n_tok, kv, q, correct, partial);
-    free(q); free(answer); free(ids); free(text);
+    if (o->n_depths) buf_printf(row, "%d,%d", t.length, o->depths[t.depth_index]);
+    else buf_printf(row, "%d,", t.length);
+    buf_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", t.trial, t.key, t.n_garbage, t.n_prefix,
+              t.n_garbage ? 100.0 * t.n_prefix / t.n_garbage : 0.0, t.n_tok, kv, q, correct, partial);
+    free(q); free(answer); free(ids); free(t.text);
+}
+
+/* --dump-prompts DIR: every trial's prompt as a text file a user can read, and an
+ * index; the prompts are the ones a run with the same options scores. */
+static void dump_prompts(const PasskeyOpts *o, const Tokenizer *tok) {
+    Err err;
+    if (make_dirs(o->dump_dir, &err) != 0) die("%s", err.msg);
+    Buf index = { 0 };
+    buf_printf(&index, "file,length,depth,trial,key,n_garbage,n_prefix,prompt_tokens\n");
+    for (long u = 0; u < n_units(o); u++) {
+        PasskeyTrial t;
+        trial_prompt(o, tok, u, &t);
+        char name[96], depth[16];
+        if (o->n_depths) snprintf(depth, sizeof depth, "%d", o->depths[t.depth_index]);
+        else snprintf(depth, sizeof depth, "random");
+        snprintf(name, sizeof name, "passkey_L%d_D%s_T%d.txt", t.length, depth, t.trial);
+        /* the prompt exactly, no newline added: `kvlab generate -f FILE` feeds the same tokens */
+        if (eval_write_text(o->dump_dir, name, t.text, &err) != 0) die("%s", err.msg);
+        buf_printf(&index, "%s,%d,%s,%d,%s,%d,%d,%d\n", name, t.length, o->n_depths ? depth : "",
+                   t.trial, t.key, t.n_garbage, t.n_prefix, t.n_tok);
+        free(t.text);
+    }
+    if (eval_write_text(o->dump_dir, "prompts.csv", index.data, &err) != 0) die("%s", err.msg);
+    fprintf(stderr, "passkey: %ld prompts written to %s (prompts.csv lists them)\n", n_units(o), o->dump_dir);
+    buf_free(&index);
 }
 
 /* ---- summary: accuracy per (length, depth), per length, per depth, overall ------------- */
@@ -223,6 +270,14 @@ int cmd_passkey(int argc, char **argv) {
     common_load(&o.co, &s.m, &s.tok, &s.ctx);
     check_lengths(&o, s.ctx);
     check_fit(&o, s.tok);
+    if (o.dump_dir) {
+        dump_prompts(&o, s.tok);
+        tokenizer_free(s.tok);
+        model_free(&s.m);
+        free(o.lengths);
+        free(o.depths);
+        return 0;
+    }
     eval_engine_start(&s, &o.e, o.batch);
     char *config = config_json(&o, &s);
     cJSON *meta;

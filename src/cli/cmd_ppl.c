@@ -25,7 +25,7 @@ typedef struct {
 
 static void help(void) {
     printf("usage: kvlab ppl -m MODEL -f TEXT -o RUN_DIR [--chunk N] [--chunks K] [policy options] [--resume]\n\n"
-           "Perplexity with a compressed KV cache (methods.md §6): each chunk = BOS + the next N-1 tokens of\n"
+           "Perplexity with a compressed KV cache: each chunk = BOS + the next N-1 tokens of\n"
            "TEXT, decoded one token per forward from an empty cache, the policy's schedule applied after\n"
            "each step (the L2 paper / StreamingLLM protocol; the paper's: --policy l2 --keep-ratio K\n"
            "--schedule threshold:T). A full-cache run of the same tokens alongside gives KL(full || policy)\n"

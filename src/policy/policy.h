@@ -77,7 +77,7 @@ typedef struct {
 } PolicyOpts;
 
 #define POLICY_OPTS_HELP \
-    "  KV-cache eviction (methods.md §0; every policy, its parameters and defaults below):\n" \
+    "  KV-cache eviction (every policy, its parameters and defaults below):\n" \
     "      --policy NAME[:k=v,...]    eviction policy and its parameters [full]\n" \
     "      --budget N                 tokens kept per layer\n" \
     "      --compression-ratio R      fraction REMOVED, keep n*(1-R) (kvpress convention)\n" \
@@ -210,7 +210,9 @@ typedef struct {
 typedef struct PolicyDef {
     const char *name;
     const char *rule;          /* one line: the rule, for --help */
-    const char *spec;          /* its section of ../shared/spec/methods.md, e.g. "§1" */
+    const char *paper;         /* where the rule comes from, for --help: authors, year, arXiv
+                                  id (NULL: none, e.g. full). Never a section of the spec,
+                                  which is not part of the repository */
     const PolicyParam *params; /* terminated by {0} */
     const PolicyColumn *const *columns;   /* per-slot statistics, NULL-terminated (NULL: none) */
     unsigned flags;            /* POLICY_OWN_BUDGET | POLICY_NEVER_EVICTS */

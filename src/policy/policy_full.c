@@ -8,7 +8,6 @@ static const PolicyParam params[] = { {0} };
 const PolicyDef policy_full = {
     .name = "full",
     .rule = "no eviction: the reference",
-    .spec = "§4.7",
     .params = params,
     .flags = POLICY_OWN_BUDGET | POLICY_NEVER_EVICTS,
 };

@@ -244,7 +244,8 @@ void policy_print_help(FILE *out) {
     fprintf(out, "  policies (--policy NAME or NAME:key=val,key=val; docs/policies.md):\n");
     for (int i = 0; i < policy_count(); i++) {
         const PolicyDef *d = policy_at(i);
-        fprintf(out, "    %-9s %s (%s)\n", d->name, d->rule, d->spec);
+        fprintf(out, "    %-9s %s\n", d->name, d->rule);
+        if (d->paper) fprintf(out, "              (%s)\n", d->paper);
         for (const PolicyParam *q = d->params; q && q->key; q++) {
             char kv[64];
             snprintf(kv, sizeof kv, "%s=%s", q->key, q->def);
@@ -283,7 +284,7 @@ char *policy_json(const PolicyOpts *o) {
     FILE *f = open_memstream(&buf, &size);
     if (!f) die("out of memory writing the policy's JSON");
     const PolicyDef *d = policy_find(o->name);
-    fprintf(f, "{\"policy\":\"%s\",\"spec\":\"%s\",\"params\":{", o->name, d ? d->spec : "");
+    fprintf(f, "{\"policy\":\"%s\",\"params\":{", o->name);
     for (int i = 0; i < o->n_params; i++) {
         if (i) fputc(',', f);
         json_param(f, d, o->param_key[i], o->param_val[i]);
