@@ -108,9 +108,9 @@ static void test_parsing(void) {
     CASE("parse: name, parameters, defaults filled, JSON has every knob") {
         PolicyOpts o = opts("--policy lagkv:sink=16,lag=128,ratio=0.25 --skip-layers 0,1");
         CHECK(!strcmp(o.name, "lagkv"), "name %s", o.name);
-        CHECK(o.n_params == 3, "%d params", o.n_params);
+        CHECK(o.n_params == 4, "%d params", o.n_params);
         char *js = policy_json(&o);
-        const char *want[] = { "\"policy\":\"lagkv\"", "\"sink\":16", "\"lag\":128", "\"ratio\":0.25", "\"budget\":null",
+        const char *want[] = { "\"policy\":\"lagkv\"", "\"sink\":16", "\"lag\":128", "\"ratio\":0.25", "\"select\":\"partition\"", "\"budget\":null",
                                "\"rounding\":\"floor\"", "\"schedule\":\"step\"", "\"skip_layers\":[0,1]",
                                "\"protect_sinks\":0", "\"protect_recent\":0", "\"positions\":\"true\"",
                                "\"granularity\":\"head\"" };
