@@ -79,13 +79,21 @@ static void budgets_pr238(Policy *p, const KVCache *c, int avg, int *budget, int
                 lmba[l] += minimal_budget_pr238(a, len, tau) / (double)p->n_heads;
             }
         } else {     /* v2: the inner press's score per KV head, negative mass as 0,
-                      * the kept window scored as the highest other score (F.pad value=max) */
+                      * the kept window scored as the layer's highest other score
+                      * (kvpress SnapKVPress: F.pad(..., value=scores.max())) */
+            float top = -INFINITY;
             for (int g = 0; g < p->n_kv_heads; g++) {
                 int len = kvcache_head(c, l, g)->len, w = p->window_protect < len ? p->window_protect : len;
                 const float *s = p->scorer->score(p, c, l, g, policy_scratch(p)->score);
-                float top = 0;
                 for (int j = 0; j < len - w; j++) if (policy_rank(s[j]) > top) top = s[j];
-                for (int j = 0; j < len; j++) a[j] = j >= len - w ? top : s[j] > 0 ? s[j] : 0;
+            }
+            for (int g = 0; g < p->n_kv_heads; g++) {
+                int len = kvcache_head(c, l, g)->len, w = p->window_protect < len ? p->window_protect : len;
+                const float *s = p->scorer->score(p, c, l, g, policy_scratch(p)->score);
+                for (int j = 0; j < len; j++) {
+                    float v = j >= len - w ? top : s[j];
+                    a[j] = v > 0 ? v : 0;
+                }
                 lmba[l] += minimal_budget_pr238(a, len, tau) / (double)p->n_kv_heads;
             }
         }
@@ -146,6 +154,9 @@ static int zigzag_defaults(PolicyOpts *o, Err *err) {
     if (pr238 && o->recent < 0) o->recent = atoi(policy_opts_param(o, "window"));
     if (!strcmp(policy_opts_param(o, "b"), "auto"))
         policy_opts_set_param(o, "b", !strcmp(impl, "pr238v1") ? "0.1" : "0.2");
+    /* kvpress's SnapKVPress pools with avg_pool1d, kernel 5 */
+    if (!strcmp(policy_opts_param(o, "kernel"), "auto")) policy_opts_set_param(o, "kernel", pr238 ? "5" : "7");
+    if (!strcmp(policy_opts_param(o, "pool"), "auto")) policy_opts_set_param(o, "pool", pr238 ? "avg" : "max");
     return 0;
 }
 
@@ -161,8 +172,8 @@ static const PolicyParam params[] = {
     { "window", "64", "int", 1, 1 << 20, "w: queries averaged for the layer uncertainty (and the SnapKV score)" },
     { "tau", "0.9", "float", 1e-6, 1, "attention mass the minimal budget must cover" },
     { "b", "auto", "float", 0, 1, "B_bound = b * B_avg, the floor every layer gets (auto: 0.2; pr238v1: 0.1)" },
-    { "kernel", "7", "int", 1, 1023, "SnapKV pooling kernel size" },
-    { "pool", "max", "max|avg", 0, 0, "SnapKV pooling" },
+    { "kernel", "auto", "int", 1, 1023, "SnapKV pooling kernel size (auto: 7; pr238v1/v2: 5, kvpress's)" },
+    { "pool", "auto", "max|avg", 0, 0, "SnapKV pooling (auto: max; pr238v1/v2: avg, kvpress's)" },
     { "impl", "kvlab", "kvlab|pr238v1|pr238v2", 0, 0,
       "kvlab: the reconstruction; pr238v1/v2: the two versions of kvpress PR 238" },
     { "score", "snapkv", "snapkv|l2|l2-high|random|h2o|tova|window|vnorm|keydiff", 0, 0, "token score inside a layer" },
