@@ -170,6 +170,10 @@ expect_ok "sweep: args.all.MODEL" experiments/sweep.sh -c "$TMP/sw2.conf" --mode
     --policies full --out "$TMP/sw2" --kvlab "$KVLAB" --dry-run
 check "sweep: args.all.MODEL reaches every task of that model" \
     test "$(grep -c -- "-m $M --dtype bf16 " "$TMP/out")" = 2 -a "$(grep -c -- "--dtype bf16 --chunk 64 --policy full" "$TMP/out")" = 1
+expect_ok "sweep: policies with parameters" experiments/sweep.sh -c /dev/null --models "s=$M" --tasks ppl \
+    --policies "full,lagkv:select=global,sink=4 l2,zigzag:impl=pr238v2" --ratios 0.5 --skips 0 --out "$TMP/sw3" --kvlab "$KVLAB" --dry-run
+check "sweep: a NAME:k=v,k=v spec stays one policy (4 points)" test "$(wc -l <"$TMP/out")" = 4
+check "sweep: the spec reaches kvlab whole" grep -q -- '--policy lagkv:select=global\\,sink=4 ' "$TMP/out"
 check "sweep: unknown task refused" bash -c "out=\$(experiments/sweep.sh -c /dev/null --models '$M' --tasks nope --kvlab '$KVLAB' 2>&1); [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'unknown task'"
 if [ -x "$PY" ]; then
     expect_ok "collect.py" "$PY" experiments/collect.py "$TMP/sw" -o "$TMP/all.csv" --positions "$TMP/pos.csv" --table

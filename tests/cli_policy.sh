@@ -101,6 +101,7 @@ expect_fail "bad zigzag impl" "--policy zigzag: impl='pr238' is not one of kvlab
 TXT=$SHARED/data/tinystories-valid-head.txt
 expect_ok "ppl with keydiff, adaptive" $KVLAB ppl -m "$S260" -f "$TXT" --chunk 64 --chunks 1 --threads 1 --policy keydiff --compression-ratio 0.5 --budget-alloc adaptive -o "$TMP/ppl_kd"
 check "ppl: config.json records the policy and the allocation" grep -q '"budget_alloc"' "$TMP/ppl_kd/config.json"
+check "ppl: meta.json records each head's budget" grep -q '"policy_budgets"' "$TMP/ppl_kd/meta.json"
 expect_ok "passkey with lagkv-l2" $KVLAB passkey -m "$S260" --lengths 200 --depths 50 --trials 1 --threads 1 --policy lagkv-l2:lag=16 --compression-ratio 0.5 -o "$TMP/pk_l2"
 expect_ok "correlate with vnorm" $KVLAB correlate -m "$S260" -f "$TXT" --chunk 64 --chunks 1 --threads 1 --policy vnorm --compression-ratio 0.5 -o "$TMP/corr_v"
 expect_ok "trace with zigzag pr238v2" $KVLAB trace -m "$S260" -p "Once upon a time there was" --gen 2 --threads 1 --policy zigzag:impl=pr238v2,window=4 --compression-ratio 0.5 -o "$TMP/trace_z"
