@@ -350,8 +350,15 @@ static void eviction_budgets(Policy *p, const KVCache *c) {
     int KV = p->n_kv_heads;
     for (int l = 0; l < p->n_layers; l++) {
         int *hb = p->head_budget + (size_t)l * KV;
-        if (p->budget[l] >= 0 && p->o.head_alloc == ALLOC_ADAPTIVE) policy_adaptive_head_budgets(p, c, l, p->budget[l], hb);
-        else for (int g = 0; g < KV; g++) hb[g] = p->budget[l];
+        if (p->budget[l] >= 0 && p->o.head_alloc == ALLOC_ADAPTIVE) {
+            policy_adaptive_head_budgets(p, c, l, p->budget[l], hb);
+            /* threshold:T promises every head below T after an eviction ("max kv T"):
+             * a head's share may not reach it */
+            if (p->o.schedule == SCHED_THRESHOLD)
+                for (int g = 0; g < KV; g++) if (hb[g] >= p->o.schedule_n) hb[g] = p->o.schedule_n - 1;
+        } else {
+            for (int g = 0; g < KV; g++) hb[g] = p->budget[l];
+        }
     }
 }
 

@@ -12,7 +12,18 @@
  * clamped to [1, layer length] with the total kept at N·B_avg
  * (policy_distribute). Inside a layer the tokens are the top B_l by the SnapKV
  * score (score=NAME: any other policy's score, e.g. zigzag:score=l2 — the
- * allocator only needs the window attention). Runs after prefill. */
+ * allocator only needs the window attention). Runs after prefill.
+ *
+ * impl=pr238v1|pr238v2 reproduce instead the two versions of kvpress pull
+ * request 238 (ZigZagKVPress, closed unmerged), the only public code:
+ *   v1: LMBA from the mean attention of the last w queries (as above), b = 0.1,
+ *       B_avg = n·(1 − r) unrounded, each B_l clamped to [1, n] and floored,
+ *       no total kept;
+ *   v2: LMBA from the inner press's score per KV head (negative mass as 0),
+ *       b = 0.2, B_l = int(round(·)) clamped to [1, n], no total kept;
+ * both keep the last w prompt tokens (kvpress's SnapKVPress scores its window
+ * highest) and pool like SnapKVPress (avg, kernel 5). docs/policies.md has
+ * the side-by-side table. */
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
