@@ -24,7 +24,7 @@ import os
 import sys
 
 TAGS = ["run", "task", "variant", "model", "policy", "budget_kind", "budget", "compression_ratio",
-        "skip_layers", "schedule", "schedule_n", "positions"]
+        "skip_layers", "schedule", "schedule_n", "positions", "policy_params", "budget_alloc"]
 
 
 def find_runs(roots):
@@ -72,6 +72,9 @@ def tags(run):
         "schedule": pol.get("schedule", ""),
         "schedule_n": pol.get("schedule_n", ""),
         "positions": pol.get("positions", ""),
+        # lagkv vs lagkv:select=global, zigzag's impl=...: the resolved parameters
+        "policy_params": ",".join(f"{k}={v}" for k, v in (pol.get("params") or {}).items()),
+        "budget_alloc": pol.get("budget_alloc", "uniform"),
     }
 
 

@@ -18,7 +18,9 @@ usage: experiments/sweep.sh [-c CONFIG] [options]
   --models LIST       NAME=PATH or PATH entries (NAME defaults to the file/dir name)
   --tasks LIST        ppl passkey needle; CMD@VARIANT (e.g. ppl@step) is the kvlab command CMD
                       run with its own args (args.ppl@step = ...) into its own directory
-  --policies LIST     e.g. "full l2 l2-high random"
+  --policies LIST     e.g. "full l2 l2-high random"; a policy may carry parameters,
+                      "lagkv:select=global,sink=4 zigzag:impl=pr238v2" (a comma-separated
+                      key=value after NAME:... belongs to that policy)
   --ratios LIST       compression ratios (fraction removed), e.g. "0.1 0.5 0.9"
   --skips LIST        skip-layer sets, e.g. "0 0,1 0,1,2" (or none)
   --out DIR           root of the run directories [runs/sweep]
@@ -32,6 +34,10 @@ usage: experiments/sweep.sh [-c CONFIG] [options]
   -h, --help          this text
 
 LISTs are space- or comma-separated (skip sets are space-separated: "0 0,1").
+Knobs that are not part of a policy spec (--budget-alloc adaptive, --target-size ...)
+go in args.TASK / args.all lines; a task variant runs the same task with other
+knobs into its own directory, e.g. tasks = ppl ppl@ada and
+    args.ppl@ada = -f FILE --budget-alloc adaptive
 
 Before anything runs, every point is checked against its model's context (`kvlab info`,
 or --ctx N in the point's args): ppl needs --chunk (default min(1024, context)), passkey
@@ -92,6 +98,20 @@ for k in "${!CLI[@]}"; do CFG[$k]=${CLI[$k]}; done
 
 get() { echo "${CFG[$1]:-${2:-}}"; }
 models=$(get models); tasks=$(get tasks); policies=$(get policies "full")
+# The policy specs, one per line: split on spaces and commas, except that a
+# key=value piece (no ':') continues the previous NAME:key=value spec.
+split_policies() {
+    local word piece spec=""
+    for word in ${1//,/ , }; do
+        if [ "$word" = , ]; then continue; fi
+        if [[ $word == *=* && $word != *:* && -n $spec && $spec == *:* ]]; then spec+=",$word"; continue; fi
+        [ -n "$spec" ] && printf '%s\n' "$spec"
+        spec=$word
+    done
+    [ -n "$spec" ] && printf '%s\n' "$spec"
+    return 0
+}
+mapfile -t policy_list < <(split_policies "$policies")
 ratios=$(get ratios); skips=$(get skips "0,1"); out=$(get out runs/sweep)
 jobs=$(get jobs 1); threads=$(get threads 1); kvlab=$(get kvlab ./kvlab)
 [ -n "$models" ] || die "no models (--models or 'models =' in the config)"
@@ -106,7 +126,7 @@ for r in ${ratios//,/ }; do
     [[ $r =~ ^0?\.[0-9]+$|^0$ ]] || die "ratio '$r' is not a fraction in [0, 1)"
 done
 has_compressing=0
-for p in ${policies//,/ }; do [ "$p" = full ] || has_compressing=1; done
+for p in "${policy_list[@]}"; do [ "$p" = full ] || has_compressing=1; done
 [ $has_compressing = 0 ] || [ -n "$ratios" ] || die "no ratios for the compressing policies (--ratios)"
 
 # Slurm and xargs run the lines from elsewhere: use absolute paths there.
@@ -193,7 +213,7 @@ for m in $models; do
     if [ "$name" = "$m" ]; then name=$(basename "${path%/}"); name=${name%.bin}; fi
     [ -e "$path" ] || die "model '$path' not found"
     for task in ${tasks//,/ }; do
-        for policy in ${policies//,/ }; do
+        for policy in "${policy_list[@]}"; do
             if [ "$policy" = full ]; then add_point "$name" "$path" "$task" full "" ""; continue; fi
             task_ratios=${CFG[ratios.$task]-$ratios}; task_skips=${CFG[skips.$task]-$skips}
             for ratio in ${task_ratios//,/ }; do

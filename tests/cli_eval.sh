@@ -207,6 +207,10 @@ check "sweep: --ctx in a point's args is the context it is checked against" bash
     printf 'args.ppl = --ctx 256 --chunk 300\n' >'$TMP/sw4.conf'
     out=\$(experiments/sweep.sh -c '$TMP/sw4.conf' --models 's=$M' --tasks ppl --out '$TMP/sw4' --kvlab '$KVLAB' --dry-run 2>&1)
     [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'needs 300 tokens, the context is 256'"
+expect_ok "sweep: policies with parameters" experiments/sweep.sh -c /dev/null --models "s=$M" --tasks ppl \
+    --policies "full,lagkv:select=global,sink=4 l2,zigzag:impl=pr238v2" --ratios 0.5 --skips 0 --out "$TMP/sw5" --kvlab "$KVLAB" --dry-run
+check "sweep: a NAME:k=v,k=v spec stays one policy (4 points)" test "$(wc -l <"$TMP/out")" = 4
+check "sweep: the spec reaches kvlab whole" grep -q -- '--policy lagkv:select=global\\,sink=4 ' "$TMP/out"
 check "sweep: unknown task refused" bash -c "out=\$(experiments/sweep.sh -c /dev/null --models '$M' --tasks nope --kvlab '$KVLAB' 2>&1); [ \$? -eq 2 ] && echo \"\$out\" | grep -q 'unknown task'"
 if [ -x "$PY" ]; then
     expect_ok "collect.py" "$PY" experiments/collect.py "$TMP/sw" -o "$TMP/all.csv" --positions "$TMP/pos.csv" --table

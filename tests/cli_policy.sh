@@ -14,14 +14,18 @@ check "stderr reports evictions and decide time per decode step" grep -qE "polic
 check "every knob in the JSON metadata" grep -qE '^policy: \{"policy":"l2",.*"budget":\{"kind":"compression_ratio","value":0.5\},"rounding":"floor","schedule":"step","schedule_n":0,"skip_layers":\[0,1\],"protect_sinks":0,"protect_recent":0,"positions":"true","granularity":"head"\}' "$TMP/err"
 
 expect_ok "lagkv with parameters" $GEN -n 300 --policy lagkv:sink=16,lag=64,ratio=0.25
-check "lagkv parameters in the metadata" grep -q '"params":{"sink":16,"lag":64,"ratio":0.25}' "$TMP/err"
+check "lagkv parameters in the metadata" grep -q '"params":{"sink":16,"lag":64,"ratio":0.25,"select":"partition"}' "$TMP/err"
 # 301 tokens seen: 16 + 16*(285/64 - 1) + 64 + 285 % 64 = 16 + 48 + 64 + 29 = 157 per head; 5 layers x 4 KV heads
 check "lagkv cache length follows the formula (157 slots per head)" grep -q "(3140 slots" "$TMP/err"
 
 for spec in "full" "l2 --budget 32" "l2-high --keep-ratio 0.5" "random:seed=5 --budget 32" "window --budget 32" \
             "h2o:recent=8 --budget 32" "snapkv:window=8 --budget 32" "tova --budget 32" "pyramid:window=8 --budget 32" \
             "zigzag:window=16,score=l2 --budget 32" "lagkv:lag=32" "l2 --keep-ratio 0.5 --schedule threshold:48" \
-            "h2o --budget 32 --schedule interval:8 --protect-sinks 4" "window --budget 32 --positions shifted"; do
+            "h2o --budget 32 --schedule interval:8 --protect-sinks 4" "window --budget 32 --positions shifted" \
+            "vnorm --budget 32" "keydiff --compression-ratio 0.5" "lagkv-l2:lag=32" "lagkv:select=global,lag=16 --compression-ratio 0.5" \
+            "zigzag:impl=pr238v1,window=8 --budget 32" "zigzag:impl=pr238v2,window=8 --budget 32" \
+            "pyramid:window=8,clamp=official --budget 32" "l2 --target-size 24 --compression-interval 8" \
+            "snapkv:window=4 --target-compression-ratio 0.5 --compression-interval 4" "keydiff --budget 16 --budget-alloc adaptive"; do
     expect_ok "policy $spec" $GEN -n 80 --policy $spec
 done
 
@@ -36,10 +40,11 @@ expect_ok "demo-25m (MHA): zigzag after prefill" $KVLAB generate -m "$DEMO" --dt
 
 expect_ok "--help" $KVLAB generate --help
 for knob in --policy --budget --compression-ratio --keep-ratio --rounding --schedule --skip-layers \
-            --protect-sinks --protect-recent --positions --granularity; do
+            --protect-sinks --protect-recent --positions --granularity --budget-alloc --head-floor \
+            --target-size --target-compression-ratio --compression-interval; do
     check "--help documents $knob" grep -q -- "$knob" "$TMP/out"
 done
-for name in full l2 l2-high random window h2o snapkv tova pyramid lagkv zigzag; do
+for name in full l2 l2-high random window h2o snapkv tova pyramid lagkv zigzag vnorm keydiff lagkv-l2; do
     check "--help lists policy $name" grep -qE "^    $name " "$TMP/out"
 done
 check "--help lists lagkv's parameters with defaults" grep -qE "sink=16 .*lag=1024|lag=1024" "$TMP/out"
@@ -68,4 +73,36 @@ expect_fail "bad granularity" "--granularity: 'token' is not head or layer" $GEN
 expect_fail "lagkv refuses --budget" "--policy lagkv: --budget does not apply" $GEN --policy lagkv --budget 8
 expect_fail "lagkv refuses layer granularity" "--granularity layer: policy lagkv chooses its tokens per KV head" $GEN --policy lagkv --granularity layer
 expect_fail "negative sinks" "--protect-sinks: -1 is out of range" $GEN --policy l2 --budget 8 --protect-sinks -1
+
+# ---- head-wise adaptive budgets: the heads hold different counts, the memory is freed
+LONG="Once upon a time there was a little girl who liked to play with her dog in the park every day"
+expect_ok "adaptive head budgets: per-head budgets on stderr" $KVLAB generate -m "$S260" -p "$LONG" --print-ids --threads 1 -n 40 --policy l2 --budget 12 --skip-layers none --schedule prefill --budget-alloc adaptive
+check "adaptive: JSON records the allocation" grep -q '"budget_alloc":"adaptive","head_floor":0.2}' "$TMP/err"
+check "adaptive: per-head budgets differ and sum to 4 x 12 per layer" python3 -c "
+import json, re, sys
+line = [l for l in open('$TMP/err') if l.startswith('budgets: ')][0]
+b = json.loads(line[len('budgets: '):])
+assert b['layer'] == [12] * 5, b
+assert all(sum(h) == 48 for h in b['head']), b
+assert any(len(set(h)) > 1 for h in b['head']), b
+"
+# 31 prompt tokens cut to 48 per layer, then 39 decode tokens x 20 heads: 240 + 780 slots
+check "adaptive: the KV bytes in use are the kept slots" grep -qE "^kv: [0-9.]+ MiB in use \(1020 slots" "$TMP/err"
+expect_fail "adaptive refused for lagkv" "--budget-alloc adaptive: policy lagkv has no per-token score" $GEN --policy lagkv --budget-alloc adaptive
+expect_fail "adaptive refused for tova's layer granularity" "add --granularity head" $GEN --policy tova --budget 8 --budget-alloc adaptive
+expect_fail "bad --budget-alloc" "--budget-alloc: 'some' is not uniform or adaptive" $GEN --policy l2 --budget 8 --budget-alloc some
+expect_fail "bad --head-floor" "--head-floor: 2 is out of range" $GEN --policy l2 --budget 8 --budget-alloc adaptive --head-floor 2
+expect_fail "target size and a ratio" "--target-size: a budget was already given with --keep-ratio" $GEN --policy l2 --keep-ratio 0.5 --target-size 8
+expect_fail "target compression ratio 1" "--target-compression-ratio: 1 is out of range" $GEN --policy l2 --target-compression-ratio 1
+expect_fail "lagkv:select=global needs a budget" "needs a budget" $GEN --policy lagkv:select=global
+expect_fail "bad zigzag impl" "--policy zigzag: impl='pr238' is not one of kvlab\|pr238v1\|pr238v2" $GEN --policy zigzag:impl=pr238 --budget 8
+
+# ---- the new policies from every subcommand that takes a policy
+TXT=$SHARED/data/tinystories-valid-head.txt
+expect_ok "ppl with keydiff, adaptive" $KVLAB ppl -m "$S260" -f "$TXT" --chunk 64 --chunks 1 --threads 1 --policy keydiff --compression-ratio 0.5 --budget-alloc adaptive -o "$TMP/ppl_kd"
+check "ppl: config.json records the policy and the allocation" grep -q '"budget_alloc"' "$TMP/ppl_kd/config.json"
+check "ppl: meta.json records each head's budget" grep -q '"policy_budgets"' "$TMP/ppl_kd/meta.json"
+expect_ok "passkey with lagkv-l2" $KVLAB passkey -m "$S260" --lengths 200 --depths 50 --trials 1 --threads 1 --policy lagkv-l2:lag=16 --compression-ratio 0.5 -o "$TMP/pk_l2"
+expect_ok "correlate with vnorm" $KVLAB correlate -m "$S260" -f "$TXT" --chunk 64 --chunks 1 --threads 1 --policy vnorm --compression-ratio 0.5 -o "$TMP/corr_v"
+expect_ok "trace with zigzag pr238v2" $KVLAB trace -m "$S260" -p "Once upon a time there was" --gen 2 --threads 1 --policy zigzag:impl=pr238v2,window=4 --compression-ratio 0.5 -o "$TMP/trace_z"
 finish

@@ -108,9 +108,9 @@ static void test_parsing(void) {
     CASE("parse: name, parameters, defaults filled, JSON has every knob") {
         PolicyOpts o = opts("--policy lagkv:sink=16,lag=128,ratio=0.25 --skip-layers 0,1");
         CHECK(!strcmp(o.name, "lagkv"), "name %s", o.name);
-        CHECK(o.n_params == 3, "%d params", o.n_params);
+        CHECK(o.n_params == 4, "%d params", o.n_params);
         char *js = policy_json(&o);
-        const char *want[] = { "\"policy\":\"lagkv\"", "\"sink\":16", "\"lag\":128", "\"ratio\":0.25", "\"budget\":null",
+        const char *want[] = { "\"policy\":\"lagkv\"", "\"sink\":16", "\"lag\":128", "\"ratio\":0.25", "\"select\":\"partition\"", "\"budget\":null",
                                "\"rounding\":\"floor\"", "\"schedule\":\"step\"", "\"skip_layers\":[0,1]",
                                "\"protect_sinks\":0", "\"protect_recent\":0", "\"positions\":\"true\"",
                                "\"granularity\":\"head\"" };
@@ -916,6 +916,393 @@ static void test_outside_policy(void) {
     }
 }
 
+
+/* ---- norm-family policies ------------------------------------------------------------- */
+
+/* key[0] = x[t], the rest 0 (values: key * 0.5 + t, as append() makes them) */
+static void key_first(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)layer; (void)g;
+    memset(key, 0, (size_t)hd * sizeof(float));
+    key[0] = ((const float *)ctx)[t];
+}
+
+/* keydiff: five keys along e0, one along e1, one on the diagonal */
+static void key_directions(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)layer; (void)g; (void)ctx;
+    memset(key, 0, (size_t)hd * sizeof(float));
+    if (t < 5) key[0] = 1;
+    else if (t == 5) key[1] = 1;
+    else key[0] = key[1] = 1;
+}
+
+static void test_norm_family(void) {
+    KVCache c;
+    Err err;
+    CASE("vnorm: keep the highest value norms") {
+        /* values (0.5x + t, t, t, t): norms 10, 2, 4, 5.2, 8, 8.7 */
+        static const float x[6] = { 20, 0, 0, -6, 0, -10 };
+        Config cfg = shape(1, 1, 1, 4);
+        Policy *p = make("--policy vnorm --budget 3", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 6, key_first, (void *)x);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,4,5");
+        CHECK(policy_opts(p)->n_skip == 0, "vnorm skips %d layers", policy_opts(p)->n_skip);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("keydiff: keep the keys least like the mean unit key (ties: lower position)") {
+        /* mean unit key (5 + 1/√2, 1 + 1/√2)/7: cos 0.96 (e0), 0.29 (e1), 0.88 (diagonal) */
+        Config cfg = shape(1, 1, 1, 4);
+        Policy *p = make("--policy keydiff --budget 3", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 7, key_directions, NULL);
+        float score[8];
+        const float *s = p->scorer->score(p, &c, 0, 0, score);
+        double a0 = (5 + 1 / sqrt(2.0)) / 7, a1 = (1 + 1 / sqrt(2.0)) / 7, an = sqrt(a0 * a0 + a1 * a1);
+        CHECK_CLOSE(s[0], -a0 / an, 1e-6, "score of an e0 key");
+        CHECK_CLOSE(s[5], -a1 / an, 1e-6, "score of the e1 key");
+        CHECK_CLOSE(s[6], -(a0 + a1) / (sqrt(2.0) * an), 1e-6, "score of the diagonal key");
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,5,6");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("lagkv-l2: each partition keeps its int(rL) lowest key norms; sinks and window kept; skips 0,1") {
+        /* S = 2, L = 4, n = 15: P0 = 2..5 and P1 = 6..9 scored; 10..14 stay */
+        static const float x[15] = { 9, 9, 5, 1, 3, 2, 0.5f, 9, 0.25f, 4, 9, 9, 9, 9, 9 };
+        Config cfg = shape(1, 1, 1, 8);
+        PolicyOpts o = opts("--policy lagkv-l2 --compression-ratio 0.5");
+        CHECK(o.n_skip == 2 && o.skip[0] == 0 && o.skip[1] == 1, "lagkv-l2 skips %d layers", o.n_skip);
+        const char *lines[2] = { "--policy lagkv-l2:sink=2,lag=4,ratio=0.5 --skip-layers none",
+                                 "--policy lagkv-l2:sink=2,lag=4,ratio=0.5,keep=high --skip-layers none" };
+        const char *want[2] = { "0,1,3,5,6,8,10,11,12,13,14", "0,1,2,4,7,9,10,11,12,13,14" };
+        for (int r = 0; r < 2; r++) {
+            Policy *p = make(lines[r], &cfg, 64);
+            kvcache_init(&c, 1, 1, 8, 64, &err);
+            append(p, &c, 15, key_first, (void *)x);
+            after(p, &c, 0);
+            CHECK_KEPT(&c, 0, 0, want[r]);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+    }
+    CASE("lagkv-l2: v_ratio adds the value norm (score_v_ratio)") {
+        /* keys all of norm 1; values (0.5 + t, t, ...): the value norm grows with t,
+         * so keep=low with v_ratio=1 keeps the first two of each partition */
+        static const float one[15] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+        Config cfg = shape(1, 1, 1, 8);
+        Policy *p = make("--policy lagkv-l2:sink=2,lag=4,ratio=0.5,v_ratio=1 --skip-layers none", &cfg, 64);
+        kvcache_init(&c, 1, 1, 8, 64, &err);
+        append(p, &c, 15, key_first, (void *)one);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,6,7,10,11,12,13,14");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("lagkv-l2 decode: the cache length follows LagKV's formula") {
+        Config cfg = shape(1, 1, 1, 8);
+        Policy *p = make("--policy lagkv-l2:sink=3,lag=4,ratio=0.25 --skip-layers none", &cfg, 256);
+        kvcache_init(&c, 1, 1, 8, 256, &err);
+        int bad = 0;
+        for (int n = 1; n <= 120; n++) {
+            int start = c.next_pos;
+            append(p, &c, 1, zero_key, NULL);
+            after(p, &c, start);
+            int want = n >= 3 + 8 ? lag_len(n, 3, 4, 1) : n;
+            bad += kvcache_head(&c, 0, 0)->len != want;
+        }
+        CHECK(bad == 0, "%d lengths off the formula", bad);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("lagkv:select=global (kvpress LagKVPress): ranks per partition, one top-k over the head") {
+        int S = 2, L = 4, n = 15;
+        Config cfg = shape(1, 1, 1, 8);
+        Policy *p = make("--policy lagkv:sink=2,lag=4,select=global --budget 10", &cfg, 64);
+        CHECK(policy_opts(p)->schedule == SCHED_PREFILL, "schedule %d", policy_opts(p)->schedule);
+        kvcache_init(&c, 1, 1, 8, 64, &err);
+        append(p, &c, n, key_lag, NULL);
+        /* 7 slots score 1 (sinks, last partition + remainder); then rank 3/4:
+         * the best of P0 and of P1; then rank 2/4: P0's second (lower position) */
+        const KVHead *h = kvcache_head(&c, 0, 0);
+        int best[2], second0 = -1;
+        for (int i = 0; i < 2; i++) {
+            int a = S + i * L;
+            double sc[8];
+            lag_reference(h->keys + a * 8, h->values + a * 8, L, 8, sc);
+            best[i] = 0;
+            for (int t = 1; t < L; t++) if (sc[t] > sc[best[i]]) best[i] = t;
+            if (i == 0)
+                for (int t = 0; t < L; t++)
+                    if (t != best[0] && (second0 < 0 || sc[t] > sc[second0])) second0 = t;
+            best[i] += a;
+        }
+        second0 += S;
+        int keep_pos[16], m = 0;
+        for (int t = 0; t < n; t++)
+            if (t < S || t >= S + L * 2 || t == best[0] || t == best[1] || t == second0) keep_pos[m++] = t;
+        char want[128] = "";
+        for (int i = 0; i < m; i++) snprintf(want + strlen(want), sizeof want - strlen(want), i ? ",%d" : "%d", keep_pos[i]);
+        after(p, &c, 0);
+        CHECK(m == 10, "the test expects 10, built %d", m);
+        CHECK_KEPT(&c, 0, 0, want);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("lagkv:select=global on a head shorter than S + 2L: the sinks and the newest") {
+        Config cfg = shape(1, 1, 1, 8);
+        Policy *p = make("--policy lagkv:sink=2,lag=4,select=global --compression-ratio 0.4", &cfg, 64);
+        kvcache_init(&c, 1, 1, 8, 64, &err);
+        append(p, &c, 8, key_lag, NULL);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,6,7");   /* floor(8 * 0.6) = 4: the sinks and the 2 newest */
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("lagkv:select=global needs a budget; lagkv (partition) refuses --budget") {
+        PolicyOpts o;
+        policy_defaults(&o);
+        CHECK(policy_parse_spec(&o, "lagkv:select=global", &err) == 0, "%s", err.msg);
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "needs a budget"), "resolve: %s", err.msg);
+        policy_defaults(&o);
+        policy_parse_spec(&o, "lagkv-l2", &err);
+        o.budget_kind = BUDGET_TOKENS;
+        o.budget = 8;
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "--budget does not apply"), "resolve: %s", err.msg);
+    }
+}
+
+/* ---- head-wise adaptive budgets (Ada-KV) ------------------------------------------------- */
+
+/* head 0: every key of norm 1; head 1: norm 9, but its last key 0.5 */
+static void key_two_heads(int layer, int g, int t, float *key, int hd, void *ctx) {
+    (void)layer; (void)ctx;
+    memset(key, 0, (size_t)hd * sizeof(float));
+    key[0] = g == 0 ? 1.0f : t == 7 ? 0.5f : 9.0f;
+}
+
+static void test_adaptive(void) {
+    Config cfg = shape(1, 4, 2, 4);
+    KVCache c;
+    Err err;
+    CASE("adaptive: the layer's 2x4 slots go to the best scores of both heads; memory is released") {
+        Policy *p = make("--policy l2 --budget 4 --skip-layers none --budget-alloc adaptive", &cfg, 64);
+        kvcache_init(&c, 1, 2, 4, 64, &err);
+        append(p, &c, 8, key_two_heads, NULL);
+        after(p, &c, 0);
+        /* safeguard max(1, 0.2*4) = 1 each (head 1: pos 7); the other 6 are head 0's (-1 > -9) */
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,4,5,6");
+        CHECK_KEPT(&c, 0, 1, "7");
+        const int *hb = policy_last_head_budgets(p);
+        CHECK(hb[0] == 7 && hb[1] == 1, "head budgets %d %d", hb[0], hb[1]);
+        CHECK(kvcache_bytes_used(&c) == 8 * (2 * 4 * sizeof(float) + sizeof(int)), "bytes %zu", kvcache_bytes_used(&c));
+        char *js = policy_budgets_json(p);
+        CHECK(!strcmp(js, "{\"layer\":[4],\"head\":[[7,1]]}"), "budgets %s", js);
+        free(js);
+        js = policy_json(policy_opts(p));
+        CHECK(strstr(js, "\"budget_alloc\":\"adaptive\",\"head_floor\":0.2") != NULL, "%s", js);
+        free(js);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("adaptive: --head-floor 0.5 guarantees each head its own top 2") {
+        Policy *p = make("--policy l2 --budget 4 --skip-layers none --budget-alloc adaptive --head-floor 0.5", &cfg, 64);
+        kvcache_init(&c, 1, 2, 4, 64, &err);
+        append(p, &c, 8, key_two_heads, NULL);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3,4,5");
+        CHECK_KEPT(&c, 0, 1, "0,7");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("uniform (the default): each head keeps the layer's budget; no budget_alloc in the JSON") {
+        Policy *p = make("--policy l2 --budget 4 --skip-layers none", &cfg, 64);
+        kvcache_init(&c, 1, 2, 4, 64, &err);
+        append(p, &c, 8, key_two_heads, NULL);
+        after(p, &c, 0);
+        CHECK_KEPT(&c, 0, 0, "0,1,2,3");
+        CHECK_KEPT(&c, 0, 1, "0,1,2,7");
+        char *js = policy_json(policy_opts(p));
+        CHECK(strstr(js, "budget_alloc") == NULL, "%s", js);
+        free(js);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("adaptive, step schedule: the layer never holds more than 2 x budget, each head >= 1") {
+        Policy *p = make("--policy l2 --budget 5 --skip-layers none --budget-alloc adaptive --schedule step", &cfg, 64);
+        kvcache_init(&c, 1, 2, 4, 64, &err);
+        int bad = 0, differ = 0;
+        for (int t = 0; t < 40; t++) {
+            int start = c.next_pos;
+            append(p, &c, 1, key_hash, NULL);
+            after(p, &c, start);
+            int a = kvcache_head(&c, 0, 0)->len, b = kvcache_head(&c, 0, 1)->len;
+            bad += a + b > (t + 1 < 10 ? t + 1 : 10) * 2 || a < 1 || b < 1 || (t + 1 >= 5 && a + b != 10);
+            differ += a != b;
+        }
+        CHECK(bad == 0, "%d steps broke the layer total or emptied a head", bad);
+        CHECK(differ > 0, "the heads never held different counts: the test does not test");
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("adaptive works with an attention score (snapkv) and a borrowed one (pyramid:score=l2)") {
+        const char *lines[2] = { "--policy snapkv:window=2 --budget 4 --budget-alloc adaptive",
+                                 "--policy pyramid:window=2,score=l2 --budget 4 --budget-alloc adaptive" };
+        for (int r = 0; r < 2; r++) {
+            Policy *p = make(lines[r], &cfg, 64);
+            kvcache_init(&c, 1, 2, 4, 64, &err);
+            append(p, &c, 10, key_two_heads, NULL);
+            observe_all(p, &c, 10, att_snap);
+            after(p, &c, 0);
+            int a = kvcache_head(&c, 0, 0)->len, b = kvcache_head(&c, 0, 1)->len;
+            CHECK(a + b == 8 && a >= 2 && b >= 2, "%s: heads hold %d and %d", lines[r], a, b);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+    }
+    CASE("adaptive: refused where a head has no score to share by (lagkv) or one set per layer (tova)") {
+        PolicyOpts o;
+        policy_defaults(&o);
+        policy_parse_spec(&o, "tova", &err);
+        o.budget_kind = BUDGET_TOKENS;
+        o.budget = 8;
+        o.head_alloc = ALLOC_ADAPTIVE;
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "--granularity head"), "tova: %s", err.msg);
+        o.resolved = 0;
+        o.granularity = GRAN_HEAD;
+        CHECK(policy_resolve(&o, &err) == 0, "tova --granularity head: %s", err.msg);
+        policy_defaults(&o);
+        policy_parse_spec(&o, "lagkv", &err);
+        o.head_alloc = ALLOC_ADAPTIVE;
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "no per-token score"), "lagkv: %s", err.msg);
+    }
+}
+
+/* ---- kvpress's decoding-press names ---------------------------------------------------- */
+
+static void test_decoding_press(void) {
+    Config cfg = shape(1, 1, 1, 4);
+    KVCache c;
+    Err err;
+    CASE("--target-size N --compression-interval K: every K decode steps back to N, never after the prompt") {
+        PolicyOpts o = opts("--policy snapkv --target-size 6");
+        CHECK(o.budget_kind == BUDGET_TOKENS && o.budget == 6 && o.schedule == SCHED_INTERVAL && o.schedule_n == 512,
+              "target-size alone: budget %g schedule %d/%d", o.budget, o.schedule, o.schedule_n);
+        Policy *p = make("--policy l2 --skip-layers none --target-size 6 --compression-interval 3", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 10, key_hash, NULL);
+        after(p, &c, 0);
+        int lens[7];
+        lens[0] = kvcache_head(&c, 0, 0)->len;
+        for (int s = 1; s <= 6; s++) {
+            int start = c.next_pos;
+            append(p, &c, 1, key_hash, NULL);
+            after(p, &c, start);
+            lens[s] = kvcache_head(&c, 0, 0)->len;
+        }
+        CHECK(lens[0] == 10 && lens[1] == 11 && lens[2] == 12 && lens[3] == 6 && lens[4] == 7 && lens[5] == 8 && lens[6] == 6,
+              "lengths %d %d %d %d %d %d %d", lens[0], lens[1], lens[2], lens[3], lens[4], lens[5], lens[6]);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("--target-compression-ratio R: keep n*(1-R) of the tokens seen (CompressionRatioDecodingPress)") {
+        Policy *p = make("--policy l2 --skip-layers none --target-compression-ratio 0.5 --compression-interval 2", &cfg, 64);
+        kvcache_init(&c, 1, 1, 4, 64, &err);
+        append(p, &c, 10, key_hash, NULL);
+        after(p, &c, 0);
+        int lens[5];
+        for (int s = 1; s <= 4; s++) {
+            int start = c.next_pos;
+            append(p, &c, 1, key_hash, NULL);
+            after(p, &c, start);
+            lens[s] = kvcache_head(&c, 0, 0)->len;
+        }
+        /* step 2: 12 seen -> 6; step 4: 14 seen -> 7 */
+        CHECK(lens[1] == 11 && lens[2] == 6 && lens[3] == 7 && lens[4] == 7, "lengths %d %d %d %d", lens[1], lens[2], lens[3], lens[4]);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
+/* ---- PyramidKV's official clamp, ZigZag's PR 238 versions ----------------------------- */
+
+static float att_flat(int layer, int head, int q, int j) {
+    (void)layer; (void)head; (void)q; (void)j;
+    return 1.0f;
+}
+
+static void test_official_budgets(void) {
+    Config cfg = shape(4, 2, 1, 4);
+    KVCache c;
+    Err err;
+    CASE("pyramid clamp=official: max <= n - w, min takes the rest; below 2(C - w) every layer C") {
+        /* C = 20, w = 4, n = 34: min 0.8, max 31.2 -> clamp: max 30, min 2, step 28/3:
+         * 34, 24.67, 15.33, 6 -> 34, 25, 15, 6. Without the clamp: 35.2 > 34 is cut
+         * and its excess goes to the layers below their targets: 34, 26, 15, 5. */
+        const char *lines[2] = { "--policy pyramid:window=4,clamp=official --budget 20", "--policy pyramid:window=4 --budget 20" };
+        const int want[2][4] = { { 34, 25, 15, 6 }, { 34, 26, 15, 5 } };
+        for (int r = 0; r < 2; r++) {
+            Policy *p = make(lines[r], &cfg, 128);
+            kvcache_init(&c, 4, 1, 4, 128, &err);
+            append(p, &c, 34, zero_key, NULL);
+            int b[4];
+            policy_layer_budgets(p, &c, 20, b);
+            CHECK(!memcmp(b, want[r], sizeof b), "%s: %d %d %d %d", lines[r], b[0], b[1], b[2], b[3]);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+        Policy *p = make(lines[0], &cfg, 128);
+        kvcache_init(&c, 4, 1, 4, 128, &err);
+        append(p, &c, 30, zero_key, NULL);   /* 30 < 2(20 - 4): SnapKV's C everywhere */
+        int b[4];
+        policy_layer_budgets(p, &c, 20, b);
+        CHECK(b[0] == 20 && b[1] == 20 && b[2] == 20 && b[3] == 20, "%d %d %d %d", b[0], b[1], b[2], b[3]);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+    CASE("zigzag impl: kvlab floors B_avg and keeps N*B_avg; pr238v1 floors each layer, pr238v2 rounds half to even") {
+        /* flat attention: every layer equally uncertain, each gets B_avg = 100 * 0.375 = 37.5 */
+        const char *lines[3] = { "--policy zigzag:window=4 --keep-ratio 0.375", "--policy zigzag:window=4,impl=pr238v1 --keep-ratio 0.375",
+                                 "--policy zigzag:window=4,impl=pr238v2 --keep-ratio 0.375" };
+        const int want[3] = { 37, 37, 38 };
+        for (int r = 0; r < 3; r++) {
+            Policy *p = make(lines[r], &cfg, 128);
+            kvcache_init(&c, 4, 1, 4, 128, &err);
+            append(p, &c, 100, zero_key, NULL);
+            observe_all(p, &c, 100, att_flat);
+            after(p, &c, 0);
+            int bad = 0;
+            for (int l = 0; l < 4; l++) bad += kvcache_head(&c, l, 0)->len != want[r];
+            CHECK(bad == 0, "%s: %d layers off %d (layer 0 holds %d)", lines[r], bad, want[r], kvcache_head(&c, 0, 0)->len);
+            kvcache_free(&c);
+            policy_free(p);
+        }
+    }
+    CASE("zigzag pr238v1/v2: b 0.1/0.2, the window of w prompt tokens kept; kvlab keeps neither") {
+        PolicyOpts o = opts("--policy zigzag:impl=pr238v1 --budget 8");
+        CHECK(!strcmp(policy_opts_param(&o, "b"), "0.1") && o.recent == 64, "v1: b %s recent %d", policy_opts_param(&o, "b"), o.recent);
+        o = opts("--policy zigzag:impl=pr238v2 --budget 8");
+        CHECK(!strcmp(policy_opts_param(&o, "b"), "0.2") && o.recent == 64, "v2: b %s recent %d", policy_opts_param(&o, "b"), o.recent);
+        o = opts("--policy zigzag --budget 8");
+        CHECK(!strcmp(policy_opts_param(&o, "b"), "0.2") && o.recent == 0, "kvlab: b %s recent %d", policy_opts_param(&o, "b"), o.recent);
+        o = opts("--policy zigzag:impl=pr238v1,b=0.3 --budget 8");
+        CHECK(!strcmp(policy_opts_param(&o, "b"), "0.3"), "given b: %s", policy_opts_param(&o, "b"));
+    }
+    CASE("zigzag pr238v1: concentrated layers get less, no total kept (floors), B_bound = 0.1 B_avg") {
+        Policy *p = make("--policy zigzag:window=4,impl=pr238v1 --budget 20", &cfg, 128);
+        kvcache_init(&c, 4, 1, 4, 128, &err);
+        append(p, &c, 100, zero_key, NULL);
+        observe_all(p, &c, 100, att_spread);
+        int b[4];
+        policy_layer_budgets(p, &c, 20, b);
+        CHECK(b[0] < b[1] && b[0] >= 2, "layer 0 (one token holds the mass) %d vs %d", b[0], b[1]);
+        CHECK(b[0] + b[1] + b[2] + b[3] <= 80, "sum %d", b[0] + b[1] + b[2] + b[3]);
+        kvcache_free(&c);
+        policy_free(p);
+    }
+}
+
 int main(void) {
     test_parsing();
     test_selection();
@@ -928,5 +1315,9 @@ int main(void) {
     test_parallel();
     test_lagkv();
     test_outside_policy();
+    test_norm_family();
+    test_adaptive();
+    test_decoding_press();
+    test_official_budgets();
     return check_summary();
 }

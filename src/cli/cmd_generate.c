@@ -74,6 +74,11 @@ static void report_kv(const KVCache *cache, const Policy *policy, double t_decod
         char *json = policy_json(policy_opts(policy));
         fprintf(stderr, "\npolicy: %s", json);
         free(json);
+        if (policy_opts(policy)->head_alloc == ALLOC_ADAPTIVE) {   /* each head's share of the last eviction */
+            json = policy_budgets_json(policy);
+            fprintf(stderr, "\nbudgets: %s", json);
+            free(json);
+        }
     }
     fputc('\n', stderr);
 }

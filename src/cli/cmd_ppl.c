@@ -297,6 +297,7 @@ static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSO
             all.n_ref ? all.kl / all.n_ref : NAN, all.n_ref ? all.agree / all.n_ref : NAN, all.kv / all.n,
             kv_mib, dtype_name(s->cache.kv_dtype));
     cJSON_AddItemToObject(meta, "summary", summary);
+    runmeta_add_budgets(meta, s->policy);   /* each (layer, KV head)'s budget, e.g. Ada-KV's shares */
     runmeta_add_output(meta, "results.csv", "one row per chunk");
     runmeta_add_output(meta, "tokens.csv", "one row per predicted token (pos = its position in the chunk)");
     runmeta_add_output(meta, "positions.csv", "per position over chunks: mean and cumulative NLL / perplexity");

@@ -181,6 +181,14 @@ void runmeta_add_policy(cJSON *meta, const PolicyOpts *po) {
     free(json);
 }
 
+void runmeta_add_budgets(cJSON *meta, const Policy *p) {
+    if (!p || policy_timing(p).decisions == 0) return;
+    char *json = policy_budgets_json(p);
+    cJSON *b = cJSON_Parse(json);
+    if (b) cJSON_AddItemToObject(meta, "policy_budgets", b);
+    free(json);
+}
+
 int runmeta_write(cJSON *meta, const char *run_dir, double t_start, Err *err) {
     char path[4200];
     cJSON_AddNumberToObject(meta, "wall_seconds", now_seconds() - t_start);

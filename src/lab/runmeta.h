@@ -33,6 +33,10 @@ struct cJSON *runmeta_knobs(struct cJSON *meta);       /* the "knobs" object */
 void runmeta_add_output(struct cJSON *meta, const char *file, const char *what);
 /* meta's "policy": policy_json of the options. */
 void runmeta_add_policy(struct cJSON *meta, const PolicyOpts *po);
+/* meta's "policy_budgets": the per-layer and per-(layer, KV head) budgets of
+ * the policy's most recent decision (policy_budgets_json); nothing if it never
+ * decided (full, or no eviction ran in this process). */
+void runmeta_add_budgets(struct cJSON *meta, const Policy *p);
 /* Adds wall_seconds (now − t_start), writes RUN_DIR/meta.json atomically, frees meta. */
 int runmeta_write(struct cJSON *meta, const char *run_dir, double t_start, Err *err);
 

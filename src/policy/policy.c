@@ -24,7 +24,10 @@
     X(policy_tova)     \
     X(policy_pyramid)  \
     X(policy_lagkv)    \
-    X(policy_zigzag)
+    X(policy_zigzag)   \
+    X(policy_vnorm)    \
+    X(policy_keydiff)  \
+    X(policy_lagkv_l2)
 
 #define POLICY_DECLARE(def) extern const PolicyDef def;
 POLICY_LIST(POLICY_DECLARE)
@@ -89,11 +92,24 @@ static void ensure_scratch(Policy *p, int n_threads) {
         s->order = xcalloc(T, sizeof(int));
         s->itmp = xcalloc(T, sizeof(int));
         s->mark = xcalloc(T, 1);
+        s->rows = NULL;
+        s->rows_cap = 0;
     }
     p->n_scratch = n_threads;
 }
 
 PolicyScratch *policy_scratch(Policy *p) { return &p->scratch[omp_get_thread_num()]; }
+
+float *policy_rows(Policy *p, int n) {
+    PolicyScratch *s = policy_scratch(p);
+    size_t need = (size_t)n * p->head_dim;
+    if (need > s->rows_cap) {
+        free(s->rows);
+        s->rows = xmalloc((need > 0 ? need : 1) * sizeof(float));
+        s->rows_cap = need;
+    }
+    return s->rows;
+}
 
 /* The columns of d not listed yet (a borrowed score brings its own). */
 static int add_columns(Policy *p, const PolicyDef *d, Err *err) {
@@ -145,6 +161,13 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
     size_t L = (size_t)p->n_layers, T = (size_t)max_tokens;
     p->budget = xcalloc(L, sizeof(int));
     p->last_budget = xcalloc(L, sizeof(int));
+    p->head_budget = xcalloc(L * p->n_kv_heads, sizeof(int));
+    p->last_head_budget = xcalloc(L * p->n_kv_heads, sizeof(int));
+    if (o.head_alloc == ALLOC_ADAPTIVE) {
+        p->alloc_score = xcalloc(p->n_kv_heads * T, sizeof(float));
+        p->alloc_key = xcalloc(p->n_kv_heads * T, sizeof(int));
+        p->alloc_idx = xcalloc(p->n_kv_heads * T, sizeof(int));
+    }
     p->keeps = xcalloc(L * p->n_kv_heads * T, sizeof(int));
     p->n_keeps = xcalloc(L * p->n_kv_heads, sizeof(int));
     p->evicts = xcalloc(L * p->n_kv_heads * POLICY_FEW, sizeof(int));
@@ -159,10 +182,11 @@ Policy *policy_create(const PolicyOpts *opts, const Config *cfg, int max_tokens,
 void policy_free(Policy *p) {
     if (!p) return;
     if (p->def->free) p->def->free(p);
+    free(p->head_budget); free(p->last_head_budget); free(p->alloc_score); free(p->alloc_key); free(p->alloc_idx);
     free(p->skip); free(p->budget); free(p->last_budget); free(p->keeps); free(p->n_keeps); free(p->evicts); free(p->n_evicts);
     for (int i = 0; i < p->n_scratch; i++) {
         PolicyScratch *s = &p->scratch[i];
-        free(s->score); free(s->sum); free(s->tmp); free(s->dtmp); free(s->order); free(s->itmp); free(s->mark);
+        free(s->score); free(s->sum); free(s->tmp); free(s->dtmp); free(s->order); free(s->itmp); free(s->mark); free(s->rows);
     }
     free(p->scratch);
     free(p);
@@ -183,6 +207,36 @@ int policy_observer(Policy *p, AttentionObserver *out) {
 PolicyTiming policy_timing(const Policy *p) { return p->timing; }
 void policy_timing_reset(Policy *p) { memset(&p->timing, 0, sizeof p->timing); }
 const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
+const int *policy_last_head_budgets(const Policy *p) { return p->last_head_budget; }
+
+static void json_budget(FILE *f, int b) {
+    if (b < 0 || b == INT_MAX) fputs("null", f);
+    else fprintf(f, "%d", b);
+}
+
+char *policy_budgets_json(const Policy *p) {
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f) die("out of memory writing the policy's budgets");
+    fputs("{\"layer\":[", f);
+    for (int l = 0; l < p->n_layers; l++) {
+        if (l) fputc(',', f);
+        json_budget(f, p->timing.decisions ? p->budget[l] : -1);
+    }
+    fputs("],\"head\":[", f);
+    for (int l = 0; l < p->n_layers; l++) {
+        fputs(l ? ",[" : "[", f);
+        for (int g = 0; g < p->n_kv_heads; g++) {
+            if (g) fputc(',', f);
+            json_budget(f, p->timing.decisions ? p->head_budget[l * p->n_kv_heads + g] : -1);
+        }
+        fputc(']', f);
+    }
+    fputs("]}", f);
+    fclose(f);
+    return buf;
+}
 
 /* ---- observing attention (spec: h2o, snapkv, tova, pyramid, zigzag) ---------- */
 
@@ -292,6 +346,20 @@ static void eviction_budgets(Policy *p, const KVCache *c) {
         policy_layer_budgets(p, c, policy_budget_of(&p->o, c->next_pos), p->budget);
         for (int l = 0; l < p->n_layers; l++) if (p->skip[l]) p->budget[l] = -1;
     }
+    /* each KV head's share: the layer's budget, or Ada-KV's (policy_headalloc.c) */
+    int KV = p->n_kv_heads;
+    for (int l = 0; l < p->n_layers; l++) {
+        int *hb = p->head_budget + (size_t)l * KV;
+        if (p->budget[l] >= 0 && p->o.head_alloc == ALLOC_ADAPTIVE) {
+            policy_adaptive_head_budgets(p, c, l, p->budget[l], hb);
+            /* threshold:T promises every head below T after an eviction ("max kv T"):
+             * a head's share may not reach it */
+            if (p->o.schedule == SCHED_THRESHOLD)
+                for (int g = 0; g < KV; g++) if (hb[g] >= p->o.schedule_n) hb[g] = p->o.schedule_n - 1;
+        } else {
+            for (int g = 0; g < KV; g++) hb[g] = p->budget[l];
+        }
+    }
 }
 
 static int schedule_fires(Policy *p, int start_pos) {
@@ -319,7 +387,7 @@ static void decide_all(Policy *p, const KVCache *c, int *bad_layer) {
         *n_keep = *n_evict = -1;
         if (p->budget[l] < 0) continue;
         *n_keep = per_layer ? decide_layer(p, c, l, p->budget[l], keep)
-                            : decide_head(p, c, l, g, p->budget[l], keep, evict, n_evict);
+                            : decide_head(p, c, l, g, p->head_budget[l * KV + g], keep, evict, n_evict);
         if (*n_keep == -2) {
             *n_keep = -1;
             #pragma omp critical(policy_bad_layer)
@@ -351,6 +419,7 @@ int policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err) {
     p->timing.forwards++;
     if (decode) p->timing.decode_forwards++;
     for (int l = 0; l < p->n_layers; l++) p->last_budget[l] = -1;
+    for (int i = 0; i < p->n_layers * p->n_kv_heads; i++) p->last_head_budget[i] = -1;
     if ((p->flags & POLICY_NEVER_EVICTS) || !schedule_fires(p, start_pos)) return 0;
     p->timing.decisions++;
     ensure_scratch(p, omp_get_max_threads());
@@ -374,6 +443,7 @@ int policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err) {
     if (decode) p->timing.decide_decode_s += t1 - t0;
     p->timing.apply_s += now_seconds() - t1;
     memcpy(p->last_budget, p->budget, (size_t)p->n_layers * sizeof(int));
+    memcpy(p->last_head_budget, p->head_budget, (size_t)p->n_layers * p->n_kv_heads * sizeof(int));
     if (bad_layer >= 0)
         return err_set(err, "granularity layer: the KV heads of layer %d hold different tokens", bad_layer);
     return 0;

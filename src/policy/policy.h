@@ -50,6 +50,7 @@ typedef enum { BUDGET_NONE = 0, BUDGET_TOKENS, BUDGET_COMPRESSION, BUDGET_KEEP }
 typedef enum { ROUND_AUTO = 0, ROUND_FLOOR, ROUND_CEIL } Rounding;
 typedef enum { SCHED_DEFAULT = 0, SCHED_PREFILL, SCHED_STEP, SCHED_INTERVAL, SCHED_THRESHOLD } Schedule;
 typedef enum { GRAN_DEFAULT = 0, GRAN_HEAD, GRAN_LAYER } Granularity;
+typedef enum { ALLOC_UNIFORM = 0, ALLOC_ADAPTIVE } HeadAlloc;
 
 #define POLICY_MAX_PARAMS 12
 #define POLICY_FEW 8   /* evicting at most this many slots of a head takes the one-pass path */
@@ -73,6 +74,10 @@ typedef struct {
     int sinks, recent;                      /* --protect-sinks S, --protect-recent W (-1 unset) */
     int positions_shifted;                  /* --positions true|shifted */
     Granularity granularity;                /* --granularity head|layer */
+    HeadAlloc head_alloc;                   /* --budget-alloc uniform|adaptive */
+    double head_floor;                      /* --head-floor A: adaptive's per-head safeguard (-1 unset) */
+    int decoding_press;                     /* --target-size / --target-compression-ratio given:
+                                               the schedule defaults to interval:512 (kvpress) */
     int resolved;
 } PolicyOpts;
 
@@ -95,7 +100,21 @@ typedef struct {
     "                                 [snapkv, pyramid: their window; others: 0]\n" \
     "      --positions true|shifted   true: keys keep their original RoPE; shifted\n" \
     "                                 (StreamingLLM): keys re-rotated to their slot [true]\n" \
-    "      --granularity head|layer   one token set per KV head or per layer [tova: layer]\n"
+    "      --granularity head|layer   one token set per KV head or per layer [tova: layer]\n" \
+    "      --budget-alloc uniform|adaptive\n" \
+    "                                 uniform: every KV head of a layer keeps the layer's\n" \
+    "                                 budget; adaptive (Ada-KV, arXiv 2407.11550): the\n" \
+    "                                 layer's budget x KV heads goes to the top scores of\n" \
+    "                                 all its heads together, so heads keep different\n" \
+    "                                 counts and the freed slots are released [uniform]\n" \
+    "      --head-floor A             adaptive: each head first keeps its own top\n" \
+    "                                 max(1, A x budget) (Ada-KV's safeguard) [0.2]\n" \
+    "  kvpress names (DecodingPress, CompressionRatioDecodingPress):\n" \
+    "      --target-size N            = --budget N, compressing only while decoding\n" \
+    "      --target-compression-ratio R\n" \
+    "                                 = --compression-ratio R of the tokens seen, the same\n" \
+    "      --compression-interval K   = --schedule interval:K (every K decode steps back\n" \
+    "                                 to the budget) [512 after the two above]\n"
 
 void policy_defaults(PolicyOpts *o);
 /* If argv[*i] is a policy option, consume it (and its value) and return 1.
@@ -153,6 +172,14 @@ int  policy_observer(Policy *p, AttentionObserver *out);
 void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out);
 /* The per-layer budgets of the last eviction (-1 for a layer not evicted then). */
 const int *policy_last_budgets(const Policy *p);
+/* The per-(layer, KV head) budgets of the last eviction, [n_layers * n_kv_heads]
+ * (-1: not evicted then). Uniform allocation: the layer's budget for each head;
+ * adaptive: what each head was given of the layer's total. */
+const int *policy_last_head_budgets(const Policy *p);
+/* The budgets of the most recent decision (the schedule ran the policy) as
+ * JSON (malloc'ed): {"layer":[...],"head":[[...],...]}; null for a layer that
+ * decision left alone (skipped, under a threshold) or before any decision. */
+char *policy_budgets_json(const Policy *p);
 
 typedef struct {
     double decide_s;         /* scoring + selection, all forwards */
@@ -244,6 +271,8 @@ typedef struct {
     double *dtmp;                /* [max_tokens] */
     int    *order, *itmp;        /* [max_tokens] */
     unsigned char *mark;         /* [max_tokens] */
+    float  *rows;                /* [rows_cap] cached key/value rows (policy_rows) */
+    size_t  rows_cap;
 } PolicyScratch;
 
 struct Policy {
@@ -267,6 +296,10 @@ struct Policy {
      * parallel, then applied in parallel */
     int   *budget;               /* [L] */
     int   *last_budget;          /* [L] */
+    int   *head_budget;          /* [L, KV] per head: the layer's, or adaptive's share */
+    int   *last_head_budget;     /* [L, KV] */
+    float *alloc_score;          /* [KV * max_tokens] adaptive: a layer's scores, all heads */
+    int   *alloc_key, *alloc_idx;/* [KV * max_tokens] their tie-break keys, the selection */
     int   *keeps;                /* [L, KV, max_tokens] the slots each head keeps */
     int   *n_keeps;              /* [L, KV] how many; -1 = the head is left alone */
     int   *evicts;               /* [L, KV, POLICY_FEW] or, when a head loses at most
@@ -295,6 +328,9 @@ const char *policy_param_str_or(const Policy *p, const char *key, const char *fa
 /* The calling thread's scratch (valid inside the policy's hooks and for
  * policy_select_top; thread 0 outside a parallel region). */
 PolicyScratch *policy_scratch(Policy *p);
+/* The calling thread's room for n cached rows (kvcache_key_rows'
+ * scratch: n * head_dim floats), grown as needed. */
+float *policy_rows(Policy *p, int n);
 
 /* The row, by slot, of the policy's column `name` in cache c: of (layer, KV
  * head `head`), or for a per-query-head column of (layer, query head `head`).
@@ -320,6 +356,15 @@ int policy_select_top(Policy *p, const int *pos, int len, const float *score,
  * ints, not the whole head. */
 int policy_select_top_few(Policy *p, const int *pos, int len, const float *score, int budget, int sinks,
                           int recent, int *keep, int *evict, int *n_evict);
+
+/* Rearrange idx[0..m) (indices into score[] and key[]) so that idx[0..k)
+ * are the k best: higher score, then lower key (Wirth's selection, expected
+ * O(m)); 1 <= k <= m. */
+void policy_select_best(int *idx, int m, int k, const float *score, const int *key);
+
+/* Adaptive head budgets (Ada-KV) for `layer`, whose heads share
+ * budget * n_kv_heads slots: out[g] for each KV head g (policy_headalloc.c). */
+void policy_adaptive_head_budgets(Policy *p, const KVCache *c, int layer, int budget, int *out);
 
 /* A score as ranked: NaN counts as the lowest, so the order stays total. */
 static inline float policy_rank(float v) { return v == v ? v : -INFINITY; }

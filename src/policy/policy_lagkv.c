@@ -30,13 +30,37 @@
  *  - ties are broken by position (torch.topk leaves them unspecified).
  * Keys are scored as cached: post-RoPE with `true` positions (as the official
  * code sees HF's cache), pre-RoPE with `shifted`. The budget comes from ratio
- * (or 1 − --compression-ratio, or --keep-ratio); --budget does not apply. */
+ * (or 1 − --compression-ratio, or --keep-ratio); --budget does not apply.
+ *
+ * `lagkv:select=global` is kvpress's LagKVPress (kvpress/presses/lagkv_press.py)
+ * instead: not recursive — each decision scores the whole head — and the
+ * partitions only rank: with the same s_K + s_V, each token of a scored
+ * partition gets its rank inside it over L (0 = worst, (L−1)/L = best), the S
+ * sinks and the last partition + remainder get 1, and ONE top-k over the whole
+ * head keeps k = ⌊n·(1 − r)⌋ (the common budget: --compression-ratio r). A head
+ * shorter than S + 2L scores its sinks 1 and the rest (j − S)/(n − S): it
+ * keeps the sinks and the newest tokens. Equal ranks (every partition has a
+ * best token): the lower position. Runs after the prompt (kvpress presses
+ * compress the prefill), like snapkv.
+ *
+ * `lagkv-l2` is LagKV's own L2 variant, L2KV of the official repository
+ * (AI-Lab-China-Merchants-Bank/LagKV, l2_kv.py): the same recursive
+ * partitions, each P_i (i <= m−2) scored on its own, without the reference
+ * partition:
+ *
+ *   score(t) = −‖k_t‖ − v·‖v_t‖      (keep=low, the default: use_low_norm)
+ *   score(t) = +‖k_t‖ + v·‖v_t‖      (keep=high)
+ *
+ * v = score_v_ratio (default 0), keep the int(r·L) best of each partition;
+ * layers 0 and 1 are never compressed (skip_layer_idx = [0, 1]). The paper
+ * reports this "L2 score inside the same recursive framework" as its ablation. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "policy/policy.h"
+#include "simd/kernels.h"
 
 typedef struct {
     int *base;          /* [L*KV] end of the compressed region, per (layer, KV head) */
@@ -79,12 +103,77 @@ static int keep_per_partition(const Policy *p) {
     return (int)(policy_param(p, "ratio") * policy_param(p, "lag"));   /* int(r·L), as the official code */
 }
 
+extern const PolicyDef policy_lagkv_l2;
+
+/* The score of the L tokens of the partition at slots [a, a + L) of h, into
+ * score[0..L): LagKV's s_K + s_V against the next partition [a + L, a + 2L),
+ * or lagkv-l2's signed norms. */
+static void partition_score(Policy *p, const KVCache *c, const KVHead *h, int a, int L, float *score) {
+    PolicyScratch *sc = policy_scratch(p);
+    int d = p->head_dim;
+    float *rows = policy_rows(p, 2 * L);
+    if (p->def == &policy_lagkv_l2) {
+        const Kernels *k = kernels_get();
+        double sign = strcmp(policy_param_str(p, "keep"), "high") ? -1.0 : 1.0, v_ratio = policy_param(p, "v_ratio");
+        const float *keys = kvcache_key_rows(c, h, a, L, rows);
+        for (int t = 0; t < L; t++) score[t] = (float)(sign * sqrtf(k->sum_squares(keys + (size_t)t * d, d)));
+        if (v_ratio != 0) {
+            const float *values = kvcache_value_rows(c, h, a, L, rows);
+            for (int t = 0; t < L; t++)
+                score[t] += (float)(sign * v_ratio * sqrtf(k->sum_squares(values + (size_t)t * d, d)));
+        }
+        return;
+    }
+    for (int t = 0; t < L; t++) score[t] = 0;
+    add_lag_score(sc, kvcache_key_rows(c, h, a, 2 * L, rows), L, d, score);
+    add_lag_score(sc, kvcache_value_rows(c, h, a, 2 * L, rows), L, d, score);
+}
+
+typedef struct { float score; int t; } Ranked;
+
+/* ascending score; equal scores: the later token first (ranks lower) */
+static int cmp_ranked(const void *x, const void *y) {
+    const Ranked *a = x, *b = y;
+    float u = policy_rank(a->score), v = policy_rank(b->score);
+    if (u != v) return u < v ? -1 : 1;
+    return b->t - a->t;
+}
+
+/* select=global (kvpress LagKVPress): ranks per partition, one top-k. */
+static int select_global(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
+    (void)layer; (void)g;
+    const KVHead *h = kvcache_head(c, layer, g);
+    int n = h->len, L = (int)policy_param(p, "lag"), S = (int)policy_param(p, "sink");
+    if (n <= budget) {
+        for (int j = 0; j < n; j++) keep[j] = j;
+        return n;
+    }
+    float *score = policy_scratch(p)->score;
+    if (n < S + 2 * L) {        /* no partition to score: sinks, then the newest */
+        for (int j = 0; j < n; j++) score[j] = j < S ? 1.0f : (float)(j - S) / (float)(n - S);
+    } else {
+        int end = S + (n - S) / L * L;
+        Ranked *r = xmalloc((size_t)L * sizeof *r);
+        float *part = policy_scratch(p)->sum;
+        for (int a = S; a + L < end; a += L) {
+            partition_score(p, c, h, a, L, part);
+            for (int t = 0; t < L; t++) r[t] = (Ranked){ part[t], t };
+            qsort(r, (size_t)L, sizeof *r, cmp_ranked);
+            for (int k = 0; k < L; k++) score[a + r[k].t] = (float)k / (float)L;
+        }
+        free(r);
+        for (int j = 0; j < S; j++) score[j] = 1.0f;
+        for (int j = end - L; j < n; j++) score[j] = 1.0f;
+    }
+    return policy_select_top(p, h->pos, n, score, budget, 0, 0, keep);
+}
+
 static int select_lagkv(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
-    (void)budget;
+    if (!strcmp(policy_param_str_or(p, "select", "partition"), "global")) return select_global(p, c, layer, g, budget, keep);
     LagState *st = p->priv;
     PolicyScratch *sc = policy_scratch(p);
     const KVHead *h = kvcache_head(c, layer, g);
-    int L = (int)policy_param(p, "lag"), S = (int)policy_param(p, "sink"), r = keep_per_partition(p), d = p->head_dim;
+    int L = (int)policy_param(p, "lag"), S = (int)policy_param(p, "sink"), r = keep_per_partition(p);
     int *base = &st->base[layer * p->n_kv_heads + g], n = 0;
     if (*base < S) *base = S;
     if (h->len < *base + 2 * L) {          /* not triggered: keep everything */
@@ -92,19 +181,14 @@ static int select_lagkv(Policy *p, const KVCache *c, int layer, int g, int budge
         return h->len;
     }
     int m = (h->len - *base) / L;
-    /* a bf16 cache widens the 2L rows of a partition and its reference into this */
-    float *rows = c->kv_dtype == DTYPE_F32 ? NULL : xmalloc(2 * (size_t)L * d * sizeof(float));
     for (int j = 0; j < *base; j++) keep[n++] = j;      /* sinks + compressed region */
     for (int i = 0; i + 1 < m; i++) {
         int a = *base + i * L;
         float *score = sc->sum;
-        for (int t = 0; t < L; t++) score[t] = 0;
-        add_lag_score(sc, kvcache_key_rows(c, h, a, 2 * L, rows), L, d, score);
-        add_lag_score(sc, kvcache_value_rows(c, h, a, 2 * L, rows), L, d, score);
+        partition_score(p, c, h, a, L, score);
         int k = policy_select_top(p, h->pos + a, L, score, r, 0, 0, sc->itmp);
         for (int j = 0; j < k; j++) keep[n++] = a + sc->itmp[j];
     }
-    free(rows);
     for (int j = *base + (m - 1) * L; j < h->len; j++) keep[n++] = j;   /* P_{m-1} + remainder */
     *base += (m - 1) * r;
     return n;
@@ -117,8 +201,9 @@ static void reset_lagkv(Policy *p) {
 }
 
 static int init_lagkv(Policy *p, Err *err) {
-    if (keep_per_partition(p) < 1)
-        return err_set(err, "--policy lagkv: ratio*lag = %g keeps no token of a partition",
+    int global = !strcmp(policy_param_str_or(p, "select", "partition"), "global");
+    if (!global && keep_per_partition(p) < 1)
+        return err_set(err, "--policy %s: ratio*lag = %g keeps no token of a partition", p->def->name,
                        policy_param(p, "ratio") * policy_param(p, "lag"));
     LagState *st = xcalloc(1, sizeof *st);
     st->base = xcalloc((size_t)p->n_layers * p->n_kv_heads, sizeof(int));
@@ -138,10 +223,17 @@ static void free_lagkv(Policy *p) {
 /* ratio from the common budget knobs when not given; --budget and the
  * protections have no meaning here (sink= is LagKV's own). */
 static int lagkv_defaults(PolicyOpts *o, Err *err) {
-    if (o->budget_kind == BUDGET_TOKENS)
-        return err_set(err, "--policy lagkv: --budget does not apply (lagkv:ratio=R, or --compression-ratio / --keep-ratio)");
+    const char *sel = policy_opts_param(o, "select");
+    if (sel && !strcmp(sel, "global")) {
+        /* kvpress's LagKVPress: the common budget, once after the prompt */
+        if (o->budget_kind == BUDGET_NONE)
+            return err_set(err, "--policy lagkv:select=global needs a budget (--compression-ratio R, as kvpress, or --budget N / --keep-ratio K)");
+        if (o->schedule == SCHED_DEFAULT) o->schedule = SCHED_PREFILL;
+    } else if (o->budget_kind == BUDGET_TOKENS) {
+        return err_set(err, "--policy %s: --budget does not apply (%s:ratio=R, or --compression-ratio / --keep-ratio)", o->name, o->name);
+    }
     if (o->sinks > 0 || o->recent > 0)
-        return err_set(err, "--policy lagkv: --protect-sinks/--protect-recent do not apply (lagkv:sink=S; the last L..2L tokens are never compressed)");
+        return err_set(err, "--policy %s: --protect-sinks/--protect-recent do not apply (%s:sink=S; the last L..2L tokens are never compressed)", o->name, o->name);
     const char *r = policy_opts_param(o, "ratio");
     if (r && !strcmp(r, "auto")) {
         char v[64];
@@ -156,6 +248,27 @@ static const PolicyParam params[] = {
     { "sink", "16", "int", 0, 1 << 22, "S: first tokens never touched" },
     { "lag", "1024", "int", 2, 1 << 22, "L: partition size; the next partition scores the previous" },
     { "ratio", "auto", "float", 1e-9, 1, "r: fraction of each partition kept (auto: 1 - compression ratio, keep ratio, else 0.5)" },
+    { "select", "partition", "partition|global", 0, 0,
+      "partition: the official int(rL) per partition; global: kvpress LagKVPress, ranks + one top-k" },
+    {0},
+};
+
+/* lagkv-l2 skips layers 0 and 1 (the official skip_layer_idx) */
+static int lagkv_l2_defaults(PolicyOpts *o, Err *err) {
+    if (!o->skip_given) {
+        o->n_skip = 2;
+        o->skip[0] = 0;
+        o->skip[1] = 1;
+    }
+    return lagkv_defaults(o, err);
+}
+
+static const PolicyParam l2_params[] = {
+    { "sink", "16", "int", 0, 1 << 22, "S: first tokens never touched" },
+    { "lag", "1024", "int", 2, 1 << 22, "L: partition size (each partition of L tokens is scored on its own)" },
+    { "ratio", "auto", "float", 1e-9, 1, "r: fraction of each partition kept (auto: 1 - compression ratio, keep ratio, else 0.5)" },
+    { "keep", "low", "low|high", 0, 0, "low: keep the lowest norms (use_low_norm); high: the highest" },
+    { "v_ratio", "0", "float", -1e9, 1e9, "weight of the value norm in the score (score_v_ratio)" },
     {0},
 };
 
@@ -166,6 +279,19 @@ const PolicyDef policy_lagkv = {
     .params = params,
     .flags = POLICY_OWN_BUDGET,
     .defaults = lagkv_defaults,
+    .init = init_lagkv,
+    .free = free_lagkv,
+    .reset = reset_lagkv,
+    .select = select_lagkv,
+};
+
+const PolicyDef policy_lagkv_l2 = {
+    .name = "lagkv-l2",
+    .rule = "LagKV's L2KV: recursive L-partitions, keep each one's lowest key norms; skips layers 0,1",
+    .paper = "Liang et al. 2025, LagKV (l2_kv.py of the official code), arXiv 2504.04704",
+    .params = l2_params,
+    .flags = POLICY_OWN_BUDGET,
+    .defaults = lagkv_l2_defaults,
     .init = init_lagkv,
     .free = free_lagkv,
     .reset = reset_lagkv,

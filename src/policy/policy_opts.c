@@ -38,6 +38,7 @@ void policy_defaults(PolicyOpts *o) {
     snprintf(o->name, sizeof o->name, "full");
     o->sinks = -1;
     o->recent = -1;
+    o->head_floor = -1;
 }
 
 static const PolicyParam *find_param(const PolicyDef *d, const char *key) {
@@ -195,6 +196,22 @@ int policy_option(PolicyOpts *o, int argc, char **argv, int *i) {
         if (!strcmp(v, "true")) o->positions_shifted = 0;
         else if (!strcmp(v, "shifted")) o->positions_shifted = 1;
         else die("--positions: '%s' is not true or shifted", v);
+    } else if (!strcmp(a, "--target-size")) {             /* kvpress DecodingPress */
+        set_budget(o, BUDGET_TOKENS, (double)cli_int(a, cli_value(argc, argv, i), 1, 1 << 22), a);
+        o->decoding_press = 1;
+    } else if (!strcmp(a, "--target-compression-ratio")) {   /* kvpress CompressionRatioDecodingPress */
+        set_budget(o, BUDGET_COMPRESSION, ratio_option(a, cli_value(argc, argv, i), 0), a);
+        o->decoding_press = 1;
+    } else if (!strcmp(a, "--compression-interval")) {
+        o->schedule = SCHED_INTERVAL;
+        o->schedule_n = (int)cli_int(a, cli_value(argc, argv, i), 1, 1 << 22);
+    } else if (!strcmp(a, "--budget-alloc")) {
+        const char *v = cli_value(argc, argv, i);
+        if (!strcmp(v, "uniform")) o->head_alloc = ALLOC_UNIFORM;
+        else if (!strcmp(v, "adaptive")) o->head_alloc = ALLOC_ADAPTIVE;
+        else die("--budget-alloc: '%s' is not uniform or adaptive", v);
+    } else if (!strcmp(a, "--head-floor")) {
+        o->head_floor = cli_float(a, cli_value(argc, argv, i), 0.0, 1.0);
     } else if (!strcmp(a, "--granularity")) {
         const char *v = cli_value(argc, argv, i);
         if (!strcmp(v, "head")) o->granularity = GRAN_HEAD;
@@ -217,6 +234,9 @@ int policy_resolve(PolicyOpts *o, Err *err) {
         const char *v = policy_opts_param(&given, q->key);
         policy_opts_set_param(o, q->key, v ? v : q->def);
     }
+    /* kvpress's DecodingPress compresses every compression_interval (512)
+     * decode steps, never after the prompt */
+    if (o->decoding_press && o->schedule == SCHED_DEFAULT) { o->schedule = SCHED_INTERVAL; o->schedule_n = 512; }
     /* the policy's own defaults first, then the common ones (../shared/spec/methods.md §0) */
     if (d->defaults && d->defaults(o, err) != 0) return -1;
     if (o->schedule == SCHED_DEFAULT) o->schedule = SCHED_STEP;
@@ -231,6 +251,11 @@ int policy_resolve(PolicyOpts *o, Err *err) {
         return err_set(err, "--schedule threshold:%d: --budget %g must be below the threshold", o->schedule_n, o->budget);
     if (o->granularity == GRAN_LAYER && d->select)
         return err_set(err, "--granularity layer: policy %s chooses its tokens per KV head", d->name);
+    if (o->head_floor < 0) o->head_floor = 0.2;
+    if (o->head_alloc == ALLOC_ADAPTIVE && o->granularity == GRAN_LAYER)
+        return err_set(err, "--budget-alloc adaptive: policy %s keeps one token set per layer (add --granularity head)", d->name);
+    if (o->head_alloc == ALLOC_ADAPTIVE && d->select && !d->score)
+        return err_set(err, "--budget-alloc adaptive: policy %s has no per-token score to share a budget by", d->name);
     o->resolved = 1;
     return 0;
 }
@@ -295,9 +320,12 @@ char *policy_json(const PolicyOpts *o) {
     fprintf(f, ",\"rounding\":\"%s\",\"schedule\":\"%s\",\"schedule_n\":%d,\"skip_layers\":[",
             o->rounding == ROUND_CEIL ? "ceil" : "floor", schedule_name(o->schedule), o->schedule_n);
     for (int i = 0; i < o->n_skip; i++) fprintf(f, i ? ",%d" : "%d", o->skip[i]);
-    fprintf(f, "],\"protect_sinks\":%d,\"protect_recent\":%d,\"positions\":\"%s\",\"granularity\":\"%s\"}",
+    fprintf(f, "],\"protect_sinks\":%d,\"protect_recent\":%d,\"positions\":\"%s\",\"granularity\":\"%s\"",
             o->sinks, o->recent, o->positions_shifted ? "shifted" : "true",
             o->granularity == GRAN_LAYER ? "layer" : "head");
+    if (o->head_alloc == ALLOC_ADAPTIVE)   /* uniform, the default, adds nothing: records stay as they were */
+        fprintf(f, ",\"budget_alloc\":\"adaptive\",\"head_floor\":%g", o->head_floor);
+    fputc('}', f);
     fclose(f);
     return buf;
 }

@@ -9,22 +9,47 @@
  * N·C; kvlab rounds the real-valued targets with policy_distribute so the
  * total is exactly N·C (each layer within [1, its length]). When C <= w the
  * formula has no room and every layer gets C. Tokens inside a layer: the
- * SnapKV score (score=NAME borrows another policy's score). Runs after prefill. */
+ * SnapKV score (score=NAME borrows another policy's score). Runs after prefill.
+ *
+ * clamp=official adds the two rules of the official code (Zefan-Cai/
+ * KVCache-Factory, pyramidkv/pyramidkv_utils.py, PyramidKVCluster.update_kv),
+ * with n the prompt's length:
+ *   - n < 2(C − w): no pyramid, every layer keeps C (its SnapKV branch);
+ *   - max >= n − w: max = n − w, min = 2(C − w) − max (the top of the pyramid
+ *     never asks for more than the prompt; the total stays N·C).
+ * kvpress's PyramidKVPress has the same clamp. The default (clamp=none) is
+ * kvlab's original rule, where policy_distribute moves what a layer cannot
+ * hold to the layers below their target instead. Both keep real-valued steps
+ * (the official code floors (C − w)/β and the step). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "policy/policy.h"
 
 static void budgets_pyramid(Policy *p, const KVCache *c, int avg, int *budget) {
     double x[POLICY_MAX_LAYERS], C = avg, w = p->window, beta = policy_param(p, "beta");
-    int hi[POLICY_MAX_LAYERS], n = 0;
-    for (int l = 0; l < p->n_layers; l++) n += !p->skip[l];
-    double mn = (C - w) / beta, mx = 2 * (C - w) - mn, step = n > 1 ? (mx - mn) / (n - 1) : 0;
-    for (int l = 0, i = 0; l < p->n_layers; l++) {
+    int hi[POLICY_MAX_LAYERS], n = 0, len = 0;
+    for (int l = 0; l < p->n_layers; l++) {
         hi[l] = 0;
         for (int g = 0; g < c->n_kv_heads; g++)
             if (kvcache_head(c, l, g)->len > hi[l]) hi[l] = kvcache_head(c, l, g)->len;
         if (p->skip[l]) continue;
-        x[l] = C > w ? mx - i * step + w : C;
+        n++;
+        if (hi[l] > len) len = hi[l];
+    }
+    double mn = (C - w) / beta, mx = 2 * (C - w) - mn;
+    int pyramid = C > w;
+    if (!strcmp(policy_param_str(p, "clamp"), "official")) {
+        /* pyramidkv_utils.py: a prompt shorter than 2(C − w) falls back to SnapKV
+         * (every layer C); else the top layer's share is at most len − w, and the
+         * bottom one takes what that frees */
+        if (len < 2 * (C - w)) pyramid = 0;
+        else if (mx >= len - w) { mx = len - w; mn = 2 * (C - w) - mx; }
+    }
+    double step = n > 1 ? (mx - mn) / (n - 1) : 0;
+    for (int l = 0, i = 0; l < p->n_layers; l++) {
+        if (p->skip[l]) continue;
+        x[l] = pyramid ? mx - i * step + w : C;
         i++;
     }
     policy_distribute(x, p->skip, p->n_layers, (long)avg * n, 1, hi, budget);
@@ -52,7 +77,9 @@ static const PolicyParam params[] = {
     { "beta", "20", "float", 1e-6, 1e9, "budget slope: min = (C - w)/beta" },
     { "kernel", "7", "int", 1, 1023, "SnapKV pooling kernel size" },
     { "pool", "max", "max|avg", 0, 0, "SnapKV pooling" },
-    { "score", "snapkv", "snapkv|l2|l2-high|random|h2o|tova|window", 0, 0, "token score inside a layer" },
+    { "clamp", "none", "none|official", 0, 0,
+      "official: PyramidKV's max <= len - w clamp and SnapKV fallback (pyramidkv_utils.py)" },
+    { "score", "snapkv", "snapkv|l2|l2-high|random|h2o|tova|window|vnorm|keydiff", 0, 0, "token score inside a layer" },
     {0},
 };
 

@@ -15,9 +15,8 @@ static inline int better(const float *score, const int *pos, int a, int b) {
     return x > y || (x == y && pos[a] < pos[b]);
 }
 
-/* Rearrange idx[0..m) so that idx[0..k) are the k best (Wirth's selection,
- * expected O(m)); 1 <= k <= m. */
-static void select_best(int *idx, int m, int k, const float *score, const int *pos) {
+/* policy.h: idx[0..k) the k best of idx[0..m), by score then lower key. */
+void policy_select_best(int *idx, int m, int k, const float *score, const int *pos) {
     int lo = 0, hi = m - 1, kth = k - 1;
     while (lo < hi) {
         int pivot = idx[kth], i = lo, j = hi;
@@ -80,7 +79,7 @@ int policy_select_top_few(Policy *p, const int *pos, int len, const float *score
     int *idx = sc->order;
     unsigned char *mark = sc->mark;           /* mark[j] = 1: candidate j is kept */
     for (int j = 0; j < m; j++) idx[j] = lo + j;
-    if (k > 0) select_best(idx, m, k, score, pos);
+    if (k > 0) policy_select_best(idx, m, k, score, pos);
     memset(mark + lo, 0, (size_t)m);
     for (int j = 0; j < k; j++) mark[idx[j]] = 1;
     for (int j = 0; j < lo; j++) keep[n++] = j;
