@@ -133,6 +133,19 @@ check "needle: depth 0 at the start, depth 100 at the end, scores in [0, 1]" \
     awk -F, 'NR>1 { if (($3==0 && $6!=0) || ($3==100 && $7!=100) || $NF<0 || $NF>1) bad=1 } END{exit bad}' "$TMP/n1/results.csv"
 KVLAB_EVAL_STOP_AFTER=2 "${ND[@]}" -o "$TMP/n2" >/dev/null 2>&1
 expect_ok "needle: --resume" "${ND[@]}" -o "$TMP/n2" --resume
+# every evaluation's meta.json carries the sink profile of its first prompt / chunk
+check "meta.json of ppl, passkey, needle: a sink profile per layer and head" "$PY" - "$TMP/pf" "$TMP/k1" "$TMP/n1" <<'EOF'
+import json, sys
+for run in sys.argv[1:]:
+    s = json.load(open(run + "/meta.json"))["sinks"]
+    assert s["threshold"] == 0.3 and 1 <= s["tokens"] <= 1024, run
+    assert len(s["layers"]) == 5, run                     # stories260K: 5 layers, 8 heads, 4 KV heads
+    for l in s["layers"]:
+        h = l["head_first_token_attn"]
+        assert len(h) == 8 and len(l["kv_key_norm_ratio"]) == 4 and all(0 < a <= 1 for a in h), run
+        assert abs(l["first_token_attn"] - sum(h) / 8) < 1e-9, run
+        assert l["sink_head_share"] == sum(a > 0.3 for a in h) / 8, run
+EOF
 check "needle: resumed = uninterrupted" same_files "$TMP/n1" "$TMP/n2" results.csv summary.csv
 expect_fail "needle: no --haystack" "--haystack FILE is required" "$KVLAB" needle -m "$M" -o "$TMP/x"
 expect_fail "needle: missing haystack" "no such file" "$KVLAB" needle -m "$M" --haystack "$TMP/none" -o "$TMP/x"

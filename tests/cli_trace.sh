@@ -40,6 +40,9 @@ TP=$tmp/trace_policy
 check "trace --policy l2 --compression-ratio 0.5 --steps decode" \
     "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 64 --gen 6 --policy l2 --compression-ratio 0.5 --steps decode -o "$TP"
 
+check "trace meta.json: the sink profile of the first prompt, per layer and head" \
+    "$PY" -c "import json, sys; s = json.load(open(sys.argv[1] + '/meta.json'))['sinks']; assert len(s['layers']) == 5 and all(len(l['head_first_token_attn']) == 8 for l in s['layers'])" "$T"
+
 # ---- correlate -------------------------------------------------------------------------
 C=$tmp/corr
 check "correlate -f --chunk 128 --chunks 4 (first-gen)" \

@@ -12,6 +12,7 @@
 #include "lab/runlog.h"
 #include "engine/sampler.h"
 #include "lab/runmeta.h"
+#include "lab/sinks.h"
 
 /* ---- the command ------------------------------------------------------------------------ */
 
@@ -48,6 +49,8 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per trial: key, depth, prompt tokens, kv kept, answer, correct,\n"
            "partial), summary.csv (accuracy per length x depth, per length, per depth, overall), summary.json,\n"
            "config.json, meta.json (written last), log/.\n"
+           "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
+           "trial's prompt (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab passkey -m ../shared/models/demo-25m --lengths 512,1024 --depths 0,50,100 --trials 5 \\\n"
            "           --policy l2 --compression-ratio 0.9 -o runs/passkey-l2\n");
 }
@@ -136,28 +139,41 @@ static char *config_json(const PasskeyOpts *o, const EvalEngine *s) {
 
 #define PK_COLUMNS "length,depth,trial,key,n_garbage,n_prefix,depth_actual,prompt_tokens,kv_tokens,answer,correct,partial"
 
+/* The prompt of one trial: its ids (BOS first, *n_tok of them), key, garbage and prefix. */
+typedef struct { char key[80]; int length, di, trial, n_garbage, n_prefix, n_tok; } TrialPrompt;
+
+static int *trial_prompt(const PasskeyOpts *o, const EvalEngine *s, long unit, TrialPrompt *tp) {
+    Err err;
+    int per_len = (o->n_depths ? o->n_depths : 1) * o->trials;
+    tp->length = o->lengths[unit / per_len];
+    tp->di = (int)(unit % per_len) / o->trials;
+    tp->trial = (int)(unit % o->trials);
+    EvalRng rng = eval_rng(o->seed, 0x7061737367ULL /* "passk" */, (uint64_t)unit);
+    passkey_make_key(&rng, o->digits, tp->key, sizeof tp->key);
+    double depth = o->n_depths ? o->depths[tp->di] / 100.0 : eval_uniform(&rng);
+    tp->n_tok = 0;
+    err.msg[0] = '\0';
+    tp->n_garbage = passkey_fit(s->tok, tp->length, depth, tp->key, &tp->n_tok, &err);
+    if (tp->n_garbage < 0) {
+        if (err.msg[0]) die("%s", err.msg);
+        die("--lengths %d: shorter than the prompt without garbage (%d tokens)", tp->length, tp->n_tok);
+    }
+    tp->n_prefix = (int)floor(depth * tp->n_garbage);
+    char *text = passkey_prompt(tp->n_garbage, tp->n_prefix, tp->key);
+    int *ids = xmalloc(((size_t)tp->n_tok + 1) * sizeof(int));
+    tokenizer_encode(s->tok, text, 1, ids, tp->n_tok, &err);
+    free(text);
+    return ids;
+}
+
 /* One trial: build, prefill (+ eviction), greedy answer, score; the row. */
 static void run_trial(const void *opts, void *state, long unit, Buf *row) {
     const PasskeyOpts *o = opts;
     EvalEngine *s = state;
-    Err err;
-    int per_len = (o->n_depths ? o->n_depths : 1) * o->trials;
-    int length = o->lengths[unit / per_len], di = (int)(unit % per_len) / o->trials, trial = (int)(unit % o->trials);
-    EvalRng rng = eval_rng(o->seed, 0x7061737367ULL /* "passk" */, (uint64_t)unit);
-    char key[80];
-    passkey_make_key(&rng, o->digits, key, sizeof key);
-    double depth = o->n_depths ? o->depths[di] / 100.0 : eval_uniform(&rng);
-    int n_tok = 0;
-    err.msg[0] = '\0';
-    int n_garbage = passkey_fit(s->tok, length, depth, key, &n_tok, &err);
-    if (n_garbage < 0) {
-        if (err.msg[0]) die("%s", err.msg);
-        die("--lengths %d: shorter than the prompt without garbage (%d tokens)", length, n_tok);
-    }
-    int n_prefix = (int)floor(depth * n_garbage);
-    char *text = passkey_prompt(n_garbage, n_prefix, key);
-    int *ids = xmalloc(((size_t)n_tok + 1) * sizeof(int));
-    tokenizer_encode(s->tok, text, 1, ids, n_tok, &err);
+    TrialPrompt tp;
+    int *ids = trial_prompt(o, s, unit, &tp);
+    const char *key = tp.key;
+    int length = tp.length, di = tp.di, trial = tp.trial, n_garbage = tp.n_garbage, n_prefix = tp.n_prefix, n_tok = tp.n_tok;
     double kv;
     char *answer = eval_answer(s, ids, n_tok, o->max_new, &kv);
     int correct = o->digits == 5 ? passkey_correct(answer, key) : strstr(answer, key) != NULL;
@@ -167,7 +183,7 @@ static void run_trial(const void *opts, void *state, long unit, Buf *row) {
     else buf_printf(row, "%d,", length);
     buf_printf(row, ",%d,%s,%d,%d,%.4f,%d,%.2f,%s,%d,%.6g", trial, key, n_garbage, n_prefix,
               n_garbage ? 100.0 * n_prefix / n_garbage : 0.0, n_tok, kv, q, correct, partial);
-    free(q); free(answer); free(ids); free(text);
+    free(q); free(answer); free(ids);
 }
 
 /* ---- summary: accuracy per (length, depth), per length, per depth, overall ------------- */
@@ -226,6 +242,10 @@ int cmd_passkey(int argc, char **argv) {
     char *config = config_json(&o, &s);
     cJSON *meta;
     RunLog *log = eval_log_open("passkey", &o.e, &s, config, PK_COLUMNS, n_units(&o), argc, argv, &meta);
+    TrialPrompt first;
+    int *first_ids = trial_prompt(&o, &s, 0, &first);
+    sink_profile_add(meta, &s.m, first_ids, first.n_tok);   /* on the first trial's prompt */
+    free(first_ids);
     eval_run_units(log, "passkey", "trials", n_units(&o), run_trial, &o, &s);
     write_outputs(&o, log, meta, t_start);
     runlog_close(log);

@@ -13,6 +13,7 @@
 #include "lab/runlog.h"
 #include "engine/sampler.h"
 #include "lab/runmeta.h"
+#include "lab/sinks.h"
 
 /* ---- the command --------------------------------------------------------------------- */
 
@@ -44,6 +45,8 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per chunk), tokens.csv (one row per predicted token),\n"
            "positions.csv (mean and cumulative NLL / perplexity per position over chunks), summary.csv,\n"
            "summary.json, config.json, meta.json (written last), log/ (the resumable append-only logs).\n"
+           "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
+           "chunk (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab ppl -m ../shared/models/demo-25m -f ../shared/data/wikitext-2-raw-test.txt \\\n"
            "           --chunk 1024 --chunks 4 --policy l2 --keep-ratio 0.5 --schedule threshold:512 -o runs/l2\n");
 }
@@ -316,6 +319,7 @@ int cmd_ppl(int argc, char **argv) {
     RunLog *log = runlog_open(&spec, &err);
     if (!log) die("%s", err.msg);
     cJSON *meta = runlog_meta_new("ppl", argc, argv, &s.m, &o.e.po, config);
+    sink_profile_add(meta, &s.m, s.chunks, o.chunk);   /* on the first chunk */
     run_chunks(&o, &s, log);
     write_outputs(&o, &s, log, meta, t_start);
     runlog_close(log);
