@@ -51,6 +51,26 @@ check "ppl l2: KL > 0, fewer kv slots than the full cache" \
 check "ppl l2: identical to the full run before the first eviction (positions 1..31: KL 0)" \
     awk -F, 'NR>1 && $1<=31 && $9!=0 {bad=1} END{exit bad}' "$TMP/pl/positions.csv"
 
+# --output-error: the policy run's attention output against the full-cache run's
+expect_ok "ppl l2 --output-error" "${PPL[@]}" --chunks 2 "${L2[@]}" --output-error -o "$TMP/poe"
+check "ppl --output-error: the same chunk rows (ppl, KL, ...) as without it" \
+    test "$(head -n 3 "$TMP/poe/results.csv")" = "$(head -n 3 "$TMP/pl/results.csv")"
+# l2 never touches layers 0 and 1, whose inputs do not depend on later layers: their outputs
+# stay exactly the full cache's; the others lose attention and drift once l2 evicts
+check "ppl --output-error: 0 in layers 0,1 (skipped), > 0 after the first eviction elsewhere, p95 >= mean" \
+    awk -F, 'NR>1 && $2=="" { if ($1<2 && ($5!=0 || $7!=0)) bad=1; if ($1>=2 && !($5>0 && $7>=$5)) bad=1; n++ }
+             END{exit bad || n!=10}' "$TMP/poe/output_error.csv"
+check "ppl --output-error: per position, 0 before the first eviction (positions 1..31)" \
+    awk -F, 'NR>1 && $1<=31 && ($2!=0 || $4!=0) {bad=1} NR>1 {n++} END{exit bad || n!=127}' "$TMP/poe/output_error_steps.csv"
+expect_ok "ppl --output-error with a budget never reached" "${PPL[@]}" --chunks 1 --policy l2 --budget 1000 --output-error -o "$TMP/poe0"
+check "ppl --output-error: a policy that never evicts has output error 0 everywhere" \
+    awk -F, 'NR>1 && ($5!=0 || $7!=0) {bad=1} END{exit bad}' "$TMP/poe0/output_error.csv"
+check "ppl --output-error: meta.json has the per-layer mean and p95" \
+    "$PY" -c "import json, sys; o = json.load(open(sys.argv[1]))['output_error']['layers']; assert len(o) == 5 and all('output_error_p95' in l for l in o)" "$TMP/poe/meta.json"
+expect_fail "ppl --output-error --no-reference" "--no-reference" "${PPL[@]}" --policy l2 --budget 8 --output-error --no-reference -o "$TMP/x"
+expect_fail "ppl --output-error with full" "never evicts" "${PPL[@]}" --output-error -o "$TMP/x"
+expect_fail "ppl --output-error --resume" "--resume" "${PPL[@]}" --policy l2 --budget 8 --output-error --resume -o "$TMP/x"
+
 # resume (1): the test hook stops the process right after its 2nd chunk; a torn row follows
 KVLAB_EVAL_STOP_AFTER=2 "${PPL[@]}" --chunks 3 "${L2[@]}" -o "$TMP/pr" >"$TMP/out" 2>"$TMP/err"
 check "ppl: STOP_AFTER=2 exits 75, no meta.json, 2 units logged" \
