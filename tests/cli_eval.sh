@@ -176,6 +176,9 @@ for c in ppl passkey needle; do
     expect_ok "$c --help" "$KVLAB" "$c" --help
     check "$c --help: documents RUN_DIR and the policies" grep -q "^RUN_DIR: .*results.csv" "$TMP/out"
 done
+"$KVLAB" ppl --help >"$TMP/out"
+check "ppl --help documents --output-error and its files" \
+    bash -c 'grep -q -- "--output-error" "$1" && grep -q "output_error_steps.csv" "$1"' _ "$TMP/out"
 
 # ---- sweep, collect, plots ------------------------------------------------------------
 expect_ok "sweep.sh --help" experiments/sweep.sh --help

@@ -105,6 +105,15 @@ static Policy *score_policy(const char *spec, const Config *cfg, int max_keys, E
     return p;
 }
 
+/* The place of column col in the union (-1: not there). The same name, rows
+ * and fill is the same column (policies borrowing a column share it). */
+static int union_index(const ScoreSet *s, const KVColumn *col) {
+    for (int u = 0; u < s->n_columns; u++)
+        if (s->columns[u].fill == col->fill && s->columns[u].rows == col->rows && !strcmp(s->columns[u].name, col->name))
+            return u;
+    return -1;
+}
+
 ScoreSet *scoreset_create(const char *list, const Config *cfg, int max_keys, Err *err) {
     ScoreSet *s = xcalloc(1, sizeof *s);
     s->L = cfg->n_layers; s->H = cfg->n_heads; s->KV = cfg->n_kv_heads;
@@ -124,11 +133,7 @@ ScoreSet *scoreset_create(const char *list, const Config *cfg, int max_keys, Err
         /* the union of the side columns (policies declaring the same column share it) */
         for (int c = 0; c < s->policy[i]->n_columns; c++) {
             const KVColumn *col = &s->policy[i]->cache_columns[c];
-            int u = 0;
-            while (u < s->n_columns && !(s->columns[u].fill == col->fill && s->columns[u].rows == col->rows &&
-                                         !strcmp(s->columns[u].name, col->name)))
-                u++;
-            if (u < s->n_columns) continue;
+            if (union_index(s, col) >= 0) continue;
             if (s->n_columns == KVCACHE_MAX_COLUMNS) {
                 err_set(err, "--score: the scores need more than %d per-slot columns together", KVCACHE_MAX_COLUMNS);
                 scoreset_free(s);
@@ -179,10 +184,8 @@ static void refresh_view(ScoreSet *s, int i) {
     *v = *s->cache;
     v->n_columns = p->n_columns;
     for (int c = 0; c < p->n_columns; c++) {
-        int u = 0;
-        while (strcmp(s->columns[u].name, p->cache_columns[c].name)) u++;   /* present: scoreset_create */
         v->columns[c] = p->cache_columns[c];
-        v->column_row[c] = s->cache->column_row[u];
+        v->column_row[c] = s->cache->column_row[union_index(s, &p->cache_columns[c])];   /* there: scoreset_create */
     }
 }
 
