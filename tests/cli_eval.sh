@@ -52,6 +52,26 @@ check "ppl l2: KL > 0, fewer kv slots than the full cache" \
 check "ppl l2: identical to the full run before the first eviction (positions 1..31: KL 0)" \
     awk -F, 'NR>1 && $1<=31 && $9!=0 {bad=1} END{exit bad}' "$TMP/pl/positions.csv"
 
+# --output-error: the policy run's attention output against the full-cache run's
+expect_ok "ppl l2 --output-error" "${PPL[@]}" --chunks 2 "${L2[@]}" --output-error -o "$TMP/poe"
+check "ppl --output-error: the same chunk rows (ppl, KL, ...) as without it" \
+    test "$(head -n 3 "$TMP/poe/results.csv")" = "$(head -n 3 "$TMP/pl/results.csv")"
+# l2 never touches layers 0 and 1, whose inputs do not depend on later layers: their outputs
+# stay exactly the full cache's; the others lose attention and drift once l2 evicts
+check "ppl --output-error: 0 in layers 0,1 (skipped), > 0 after the first eviction elsewhere, p95 >= mean" \
+    awk -F, 'NR>1 && $2=="" { if ($1<2 && ($5!=0 || $7!=0)) bad=1; if ($1>=2 && !($5>0 && $7>=$5)) bad=1; n++ }
+             END{exit bad || n!=10}' "$TMP/poe/output_error.csv"
+check "ppl --output-error: per position, 0 before the first eviction (positions 1..31)" \
+    awk -F, 'NR>1 && $1<=31 && ($2!=0 || $4!=0) {bad=1} NR>1 {n++} END{exit bad || n!=127}' "$TMP/poe/output_error_steps.csv"
+expect_ok "ppl --output-error with a budget never reached" "${PPL[@]}" --chunks 1 --policy l2 --budget 1000 --output-error -o "$TMP/poe0"
+check "ppl --output-error: a policy that never evicts has output error 0 everywhere" \
+    awk -F, 'NR>1 && ($5!=0 || $7!=0) {bad=1} END{exit bad}' "$TMP/poe0/output_error.csv"
+check "ppl --output-error: meta.json has the per-layer mean and p95" \
+    "$PY" -c "import json, sys; o = json.load(open(sys.argv[1]))['output_error']['layers']; assert len(o) == 5 and all('output_error_p95' in l for l in o)" "$TMP/poe/meta.json"
+expect_fail "ppl --output-error --no-reference" "--no-reference" "${PPL[@]}" --policy l2 --budget 8 --output-error --no-reference -o "$TMP/x"
+expect_fail "ppl --output-error with full" "never evicts" "${PPL[@]}" --output-error -o "$TMP/x"
+expect_fail "ppl --output-error --resume" "--resume" "${PPL[@]}" --policy l2 --budget 8 --output-error --resume -o "$TMP/x"
+
 # resume (1): the test hook stops the process right after its 2nd chunk; a torn row follows
 KVLAB_EVAL_STOP_AFTER=2 "${PPL[@]}" --chunks 3 "${L2[@]}" -o "$TMP/pr" >"$TMP/out" 2>"$TMP/err"
 check "ppl: STOP_AFTER=2 exits 75, no meta.json, 2 units logged" \
@@ -145,6 +165,19 @@ check "needle: depth 0 at the start, depth 100 at the end, scores in [0, 1]" \
     awk -F, 'NR>1 { if (($3==0 && $6!=0) || ($3==100 && $7!=100) || $NF<0 || $NF>1) bad=1 } END{exit bad}' "$TMP/n1/results.csv"
 KVLAB_EVAL_STOP_AFTER=2 "${ND[@]}" -o "$TMP/n2" >/dev/null 2>&1
 expect_ok "needle: --resume" "${ND[@]}" -o "$TMP/n2" --resume
+# every evaluation's meta.json carries the sink profile of its first prompt / chunk
+check "meta.json of ppl, passkey, needle: a sink profile per layer and head" "$PY" - "$TMP/pf" "$TMP/k1" "$TMP/n1" <<'EOF'
+import json, sys
+for run in sys.argv[1:]:
+    s = json.load(open(run + "/meta.json"))["sinks"]
+    assert s["threshold"] == 0.3 and 1 <= s["tokens"] <= 1024, run
+    assert len(s["layers"]) == 5, run                     # stories260K: 5 layers, 8 heads, 4 KV heads
+    for l in s["layers"]:
+        h = l["head_first_token_attn"]
+        assert len(h) == 8 and len(l["kv_key_norm_ratio"]) == 4 and all(0 < a <= 1 for a in h), run
+        assert abs(l["first_token_attn"] - sum(h) / 8) < 1e-9, run
+        assert l["sink_head_share"] == sum(a > 0.3 for a in h) / 8, run
+EOF
 check "needle: resumed = uninterrupted" same_files "$TMP/n1" "$TMP/n2" results.csv summary.csv
 expect_ok "needle --dump-prompts (no -o, runs nothing)" "${ND[@]}" --dump-prompts "$TMP/nd"
 check "needle --dump-prompts: 6 prompt files, the prompt sizes and needle positions of the run" bash -c "
@@ -163,6 +196,9 @@ for c in ppl passkey needle; do
     expect_ok "$c --help" "$KVLAB" "$c" --help
     check "$c --help: documents RUN_DIR and the policies" grep -q "^RUN_DIR: .*results.csv" "$TMP/out"
 done
+"$KVLAB" ppl --help >"$TMP/out"
+check "ppl --help documents --output-error and its files" \
+    bash -c 'grep -q -- "--output-error" "$1" && grep -q "output_error_steps.csv" "$1"' _ "$TMP/out"
 
 # ---- sweep, collect, plots ------------------------------------------------------------
 expect_ok "sweep.sh --help" experiments/sweep.sh --help

@@ -41,6 +41,9 @@ TP=$tmp/trace_policy
 check "trace --policy l2 --compression-ratio 0.5 --steps decode" \
     "$KVLAB" trace -m "$MODEL" -f "$TEXT" --chunk 64 --gen 6 --policy l2 --compression-ratio 0.5 --steps decode -o "$TP"
 
+check "trace meta.json: the sink profile of the first prompt, per layer and head" \
+    "$PY" -c "import json, sys; s = json.load(open(sys.argv[1] + '/meta.json'))['sinks']; assert len(s['layers']) == 5 and all(len(l['head_first_token_attn']) == 8 for l in s['layers'])" "$T"
+
 # ---- correlate -------------------------------------------------------------------------
 C=$tmp/corr
 check "correlate -f --chunk 128 --chunks 4 (first-gen)" \
@@ -75,6 +78,15 @@ check "sink-26m metrics.csv: layer 0 no sink; layers 1-6 first-token attention .
              }' "$CS/metrics.csv"
 check "correlate --query all-decode --gen 8" \
     "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 96 --chunks 2 --query all-decode --gen 8 -o "$tmp/corr_dec"
+CSC=$tmp/corr_score
+check "correlate --score l2,tova,h2o: one table per score on stdout" \
+    bash -c "'$KVLAB' correlate -m '$MODEL' -f '$TEXT' --chunk 96 --chunks 2 --score l2,tova,h2o -o '$CSC' 2>/dev/null >'$tmp/score_out' && [ \$(grep -c '^score ' '$tmp/score_out') = 3 ]"
+rows=$(($(wc -l <"$CSC/metrics.csv" 2>/dev/null || echo 0) - 1))
+[ "$rows" -eq $((5 * 8 * 69 + 5 * 3 + 3 * 5 * 8 * (4 + 4 * 9))) ] && ok "--score: metrics.csv gains 3 x 40 x 40 score rows" \
+    || fail "--score: metrics.csv gains 3 x 40 x 40 score rows" "$rows rows"
+check_error "--score with last-prefill" "--score" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score l2 --query last-prefill -o "$tmp/x"
+check_error "--score with a policy" "--score" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score l2 --policy l2 --compression-ratio 0.5 -o "$tmp/x"
+check_error "--score unknown" "nosuch" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score l2,nosuch -o "$tmp/x"
 check "correlate --query last-prefill --ids" \
     "$KVLAB" correlate -m "$MODEL" --ids 1,403,407,261,378,410,262,283,306,429 --query last-prefill -o "$tmp/corr_ids"
 check "all-decode: n = 2 chunks x 8 steps per (layer, head)" \
@@ -109,7 +121,7 @@ missing=""
 for o in -p --ids -f --chunk --chunks --gen --layers --heads --steps --every --max-bytes -o --batch --threads --ctx; do
     grep -q -- "$o" "$tmp/h_trace" || missing="$missing trace:$o"; done
 "$KVLAB" correlate --help >"$tmp/h_corr"
-for o in -f --chunk --chunks -p --ids --query first-gen all-decode last-prefill --gen --seed -o --batch --threads --policy --compression-ratio; do
+for o in -f --chunk --chunks -p --ids --query first-gen all-decode last-prefill --gen --seed --score -o --batch --threads --policy --compression-ratio; do
     grep -q -- "$o" "$tmp/h_corr" || missing="$missing correlate:$o"; done
 [ -z "$missing" ] && ok "--help documents every option" || fail "--help documents every option" "missing:$missing"
 
@@ -157,6 +169,16 @@ assert fa.shape == (5, 8) and np.all((fa >= 0) & (fa <= 1))
 assert np.allclose(z["sink_first_token_attn"], fa.mean(axis=1))
 assert np.allclose(z["sink_key_norm_ratio"], z["first_key_norm_ratio_mean"][:, ::2].mean(axis=1))   # 4 KV heads of 2
 EOF
+    check "numpy: --score members: shapes, every query measured, no score beats the oracle" $PY - "$CSC" <<'EOF'
+import sys, numpy as np
+z = np.load(sys.argv[1] + "/metrics.npz")
+for key in ("l2", "tova", "h2o"):
+    rho, loss = z[f"score_{key}_spearman_mean"], z[f"score_{key}_loss_mean"]
+    assert rho.shape == (5, 8) and loss.shape == (5, 8, 9), key
+    assert np.all(np.abs(rho) <= 1) and np.all(z[f"score_{key}_spearman_n"] == 2), key
+    assert np.all(loss >= z[f"score_{key}_loss_oracle_mean"] - 1e-9), key
+    assert np.array_equal(z[f"score_{key}_loss_oracle_mean"], z["score_l2_loss_oracle_mean"]), key
+EOF
 else
     echo "skip  numpy checks: $PY has no numpy (apt-get install python3-numpy)"
 fi
@@ -164,8 +186,8 @@ fi
 # ---- plots ------------------------------------------------------------------------------
 if $PY -c 'import matplotlib, numpy' 2>/dev/null; then
     check "make plots RUN=\"trace correlate policy\" renders every figure" \
-        make -s plots RUN="$T $C $CS $PR" PLOTS_OUT="$tmp/plots"
-    for f in fig1_attention_vs_norm_trace fig1_per_layer_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer sink_diagnostics policy_loss_probe; do
+        make -s plots RUN="$T $C $CS $PR $CSC" PLOTS_OUT="$tmp/plots"
+    for f in fig1_attention_vs_norm_trace fig1_per_layer_trace fig2_alr_heatmap_corr loss_vs_ratio_corr rho_per_layer sink_diagnostics policy_loss_probe score_tova_corr_score score_l2_corr_score; do
         png=$tmp/plots/$f.png pdf=$tmp/plots/$f.pdf
         if [ "$(head -c 8 "$png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] &&
            [ "$(stat -c %s "$png" 2>/dev/null || echo 0)" -gt 20000 ] &&

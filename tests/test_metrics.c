@@ -20,6 +20,7 @@
 #include "model/tokenizer.h"
 #include "lab/runmeta.h"
 #include "lab/trace.h"
+#include "lab/sinks.h"
 
 /* ---- independent reference implementations -------------------------------------- */
 
@@ -591,6 +592,57 @@ static void remove_tmp(const char *name) {
 }
 
 /* Trace all prefill rows of the golden prompt, write, read back: = golden attn / key_norm. */
+/* The sink profile of run metadata (sinks.h): per head, the attention on the
+ * first token averaged over every query of the prompt, and per KV head the
+ * first key's norm over the median, against the float64 reference's maps. */
+static void test_sink_profile(void) {
+    CASE("sink profile of sink-26m (every prompt query) = the float64 reference's maps and norms") {
+        Golden g = golden_load("golden/golden_sink26m_wikitext.npz");
+        char path[4096];
+        Model m;
+        Err err;
+        if (model_load(&m, shared_path(path, sizeof path, "models/sink-26m"), DTYPE_F32, &err) != 0) {
+            fprintf(stderr, "%s\n", err.msg); exit(1);
+        }
+        int *ids = ids_int(&g);
+        SinkProfile sp;
+        CHECK(sink_profile_measure(&sp, &m, ids, g.T, &err) == 0, "%s", err.msg);
+        CHECK(sp.n_tokens == g.T, "%d tokens", sp.n_tokens);
+        float *sorted = malloc(g.T * sizeof(float));
+        double worst_attn = 0, worst_ratio = 0;
+        int layers_with_sinks = 0;
+        for (int l = 0; l < g.L; l++) {
+            int sinks = 0;
+            for (int h = 0; h < g.H; h++) {
+                double a0 = 0;
+                for (int t = 0; t < g.T; t++) a0 += golden_row(&g, l, h, t)[0];
+                a0 /= g.T;
+                sinks += a0 > SINK_THRESHOLD;
+                worst_attn = fmax(worst_attn, fabs(sp.head_first_attn[l * g.H + h] - a0));
+            }
+            for (int kv = 0; kv < g.KV; kv++) {
+                memcpy(sorted, golden_norms(&g, l, kv), g.T * sizeof(float));
+                qsort(sorted, g.T, sizeof(float), cmp_float);
+                double median = g.T % 2 ? sorted[g.T / 2] : 0.5 * (sorted[g.T / 2 - 1] + sorted[g.T / 2]);
+                worst_ratio = fmax(worst_ratio, fabs(sp.kv_key_norm_ratio[l * g.KV + kv] - golden_norms(&g, l, kv)[0] / median));
+            }
+            LayerSink ls = sink_profile_layer(&sp, l);
+            CHECK(ls.sink_heads == sinks, "layer %d: %d sink heads, the reference %d", l, ls.sink_heads, sinks);
+            layers_with_sinks += sinks > 0;
+        }
+        printf("      worst |diff|: head first-token attention %.2e, KV-head key norm ratio %.2e; %d layers with sinks\n",
+               worst_attn, worst_ratio, layers_with_sinks);
+        CHECK(worst_attn < 1e-4 && worst_ratio < 1e-4, "attn %.3g ratio %.3g", worst_attn, worst_ratio);
+        CHECK(layers_with_sinks >= 5, "sink-26m has sinks in layers 1-6: %d layers", layers_with_sinks);
+        sink_profile_free(&sp);
+        CHECK(sink_profile_measure(&sp, &m, ids, 0, &err) != 0 && strstr(err.msg, "empty"), "%s", err.msg);
+        free(sorted);
+        free(ids);
+        model_free(&m);
+        golden_free(&g);
+    }
+}
+
 static void test_trace_roundtrip(void) {
     CASE("trace of the golden prompt, read back with npz_read = the golden attention and key norms") {
         Golden g = golden_load("golden/golden_stories260K_text.npz");
@@ -918,6 +970,7 @@ int main(void) {
     test_golden_maps("golden/golden_demo_wikitext.npz");
     test_correlator_last_prefill();
     test_correlator_sink();
+    test_sink_profile();
     test_trace_roundtrip();
     test_trace_subset_and_first_gen();
     test_guards_and_outputs();

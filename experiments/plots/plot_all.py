@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Render every plot that applies to the given kvlab run directories:
   trace.npz   -> fig1_attention_vs_norm (one layer/head), fig1_per_layer
-  metrics.npz -> fig2_alr_heatmap, loss_vs_ratio, and rho_per_layer and
+  metrics.npz -> fig2_alr_heatmap, loss_vs_ratio, score_<KEY> (one per score
+                 of a `correlate --score` run), and rho_per_layer and
                  sink_diagnostics (all such runs together: one line per run/model;
                  sink_diagnostics leaves out runs of kvlab builds before the sink
                  metrics)
@@ -20,6 +21,7 @@ import fig2_alr_heatmap  # noqa: E402
 import loss_vs_ratio  # noqa: E402
 import policy_loss  # noqa: E402
 import rho_per_layer  # noqa: E402
+import score_heatmap  # noqa: E402
 import sink_diagnostics  # noqa: E402
 
 
@@ -43,6 +45,8 @@ def main():
         if os.path.exists(os.path.join(run, "metrics.npz")):
             paths += fig2_alr_heatmap.plot(run, out, name="fig2_alr_heatmap" + tag)
             paths += loss_vs_ratio.plot(run, out, name="loss_vs_ratio" + tag)
+            for spec, key in score_heatmap.score_keys(run):
+                paths += score_heatmap.plot_one(run, out, spec, key, f"score_{key}" + tag)
             correlate_runs.append(run)
             found = True
         if os.path.exists(os.path.join(run, "policy.npz")):

@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "engine/forward.h"
 #include "lab/metrics.h"
+#include "lab/score_metrics.h"
 #include "policy/policy.h"
 #include "cli/trace_input.h"
 #include "lab/runmeta.h"
@@ -42,6 +43,19 @@ static void help(void) {
            "                         all-decode   every step of --gen greedy decode steps\n"
            "      --gen N          greedy decode steps for --query all-decode and policy mode [128]\n"
            "      --seed S         seed of the random eviction baseline [1]\n"
+           "      --score LIST     also measure these token scores, NAME[:k=v,...][,NAME...]: any\n"
+           "                       policy with a per-token score (higher = keep), e.g. l2 (-|k|),\n"
+           "                       l2-high (+|k|), h2o, tova, snapkv, random, and the policies' own\n"
+           "                       parameters (snapkv:window=16). Each score is taken just before\n"
+           "                       the measured query's forward, over the tokens cached then (what\n"
+           "                       a policy evicting after the previous forward ranks; attention\n"
+           "                       scores have seen every earlier query), and compared with that\n"
+           "                       query's attention on them: Spearman/Pearson of (score,\n"
+           "                       attention) (positive = a good score), ALR, attention loss and\n"
+           "                       oracle overlap when keeping the top scores. One table per score\n"
+           "                       on stdout; metrics.csv/npz gain score_<NAME>_* rows/members\n"
+           "                       (NAME with every character outside [A-Za-z0-9] as '_').\n"
+           "                       Not with --query last-prefill or a policy option.\n"
            "  -o, --output DIR     run directory: metrics.csv, metrics.npz, meta.json (written last)\n"
            "      --batch N        tokens per prefill pass [512]\n"
            COMMON_OPTS_HELP
@@ -78,6 +92,7 @@ typedef struct {
     int policy_mode;          /* a policy option was given: measure it against the full cache */
     TraceInput in;
     const char *out;
+    const char *scores;       /* --score LIST, or NULL */
     int gen, batch;
     QueryMode query;
     long seed;
@@ -98,12 +113,16 @@ static void parse_args(CorrOpts *o, int argc, char **argv) {
             const char *v = cli_value(argc, argv, &i);
             if (query_mode_parse(v, &o->query) != 0) die("--query: '%s' is not first-gen, all-decode or last-prefill", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--score")) o->scores = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
         else if (policy_option(&o->policy, argc, argv, &i)) o->policy_mode = 1;
         else if (!common_option(&o->common, argc, argv, &i)) die("correlate: unknown option '%s' (kvlab correlate --help)", a);
     }
     if (o->policy_mode) policy_cli_finish(&o->policy);
     if (!o->out) die("correlate: -o RUN_DIR is required");
+    if (o->scores && o->policy_mode) die("--score: measures scores on the full cache; not with a policy option");
+    if (o->scores && o->query == QUERY_LAST_PREFILL)
+        die("--score: scores are taken before a decode query; not with --query last-prefill");
     if ((!!o->in.text + !!o->in.ids_str + !!o->in.file) != 1) die("correlate: give exactly one of -f FILE, -p PROMPT or --ids LIST");
 }
 
@@ -162,6 +181,19 @@ static void add_knobs(cJSON *knobs, const CorrOpts *o, int n_seqs, int seq_len) 
     cJSON_AddStringToObject(knobs, "compression_ratio", "fraction removed; keep = max(1, floor(n*(1-ratio)))");
 }
 
+/* --score: the scores as given and their member-name keys (only when asked,
+ * so the meta of a key-norm run stays as it was). */
+static void add_scores(cJSON *knobs, const ScoreSet *s) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < scoreset_count(s); i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "score", scoreset_spec(s, i));
+        cJSON_AddStringToObject(o, "key", scoreset_key(s, i));
+        cJSON_AddItemToArray(arr, o);
+    }
+    cJSON_AddItemToObject(knobs, "scores", arr);
+}
+
 static void add_timing(cJSON *meta, const CorrelatorTiming *t) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "prefill_seconds", t->prefill_seconds);
@@ -173,8 +205,8 @@ static void add_timing(cJSON *meta, const CorrelatorTiming *t) {
     cJSON_AddItemToObject(meta, "timing", o);
 }
 
-static void write_outputs(const Correlator *c, const CorrOpts *o, const Model *m, int argc, char **argv,
-                          int n_seqs, int seq_len, double t_start) {
+static void write_outputs(const Correlator *c, const ScoreSet *scores, const CorrOpts *o, const Model *m,
+                          int argc, char **argv, int n_seqs, int seq_len, double t_start) {
     Err err;
     char path[4200];
     if (make_dirs(o->out, &err) != 0) die("-o: %s", err.msg);
@@ -184,6 +216,7 @@ static void write_outputs(const Correlator *c, const CorrOpts *o, const Model *m
     if (correlator_write_npz(c, path, &err) != 0) die("%s", err.msg);
     cJSON *meta = runmeta_new("correlate", argc, argv, m);
     add_knobs(runmeta_knobs(meta), o, n_seqs, seq_len);
+    if (scores) add_scores(runmeta_knobs(meta), scores);
     CorrelatorTiming t = correlator_timing(c);
     add_timing(meta, &t);
     runmeta_add_output(meta, "metrics.csv", "layer,head,kv_head,metric,ratio,mean,std,n");
@@ -279,6 +312,11 @@ int cmd_correlate(int argc, char **argv) {
     if (forward_cache_init(&m, &cache, seq_len + steps, &err) != 0) die("%s", err.msg);
     Forward *f = forward_create(&m, o.batch);
     Correlator *c = correlator_create(&m.cfg, seq_len + steps, (uint64_t)o.seed);
+    ScoreSet *scores = NULL;
+    if (o.scores) {
+        if (!(scores = scoreset_create(o.scores, &m.cfg, seq_len + steps, &err))) die("%s", err.msg);
+        correlator_set_scores(c, scores);
+    }
     ProgressLine prog;
     progress_line_start(&prog, "correlate", "tokens", (int64_t)n_seqs * (seq_len + steps), 0);
     StepHook hook = progress_hook(&prog);
@@ -287,7 +325,8 @@ int cmd_correlate(int argc, char **argv) {
             die("%s", err.msg);
     progress_line_end(&prog);
 
-    write_outputs(c, &o, &m, argc, argv, n_seqs, seq_len, t_start);
+    write_outputs(c, scores, &o, &m, argc, argv, n_seqs, seq_len, t_start);
+    if (scores) scoreset_print_tables(scores, stdout);
     outlock_release(&lock);
     CorrelatorTiming t = correlator_timing(c);
     print_summary(c, &m.cfg, stderr);
@@ -302,6 +341,7 @@ int cmd_correlate(int argc, char **argv) {
             fwd_ms + met_ms, fwd_ms, met_ms, fwd_ms > 0 ? (fwd_ms + met_ms) / fwd_ms : 1.0, o.out);
 
     correlator_free(c);
+    scoreset_free(scores);
     free(seqs);
     forward_free(f);
     kvcache_free(&cache);

@@ -11,6 +11,7 @@
 #include "lab/eval.h"
 #include "lab/runlog.h"
 #include "lab/runmeta.h"
+#include "lab/sinks.h"
 
 /* ---- the command -------------------------------------------------------------------------- */
 
@@ -49,6 +50,8 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per cell: prompt tokens, needle position, kv kept, answer, score),\n"
            "summary.csv (score per length x depth, per length, per depth, overall), summary.json,\n"
            "config.json, meta.json (written last), log/.\n"
+           "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
+           "cell's prompt (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab needle -m ../shared/models/demo-25m --haystack ../shared/data/war-and-peace.txt \\\n"
            "           --lengths 512,1024 --policy l2 --compression-ratio 0.5 -o runs/needle-l2\n");
     cli_print_file_notes(stdout, HELP_INPUTS | HELP_RUN_DIR);
@@ -284,6 +287,10 @@ int cmd_needle(int argc, char **argv) {
     char *config = config_json(&o, &s);
     cJSON *meta;
     RunLog *log = eval_log_open("needle", &o.e, &s.e, config, ND_COLUMNS, n_units(&o), argc, argv, &meta);
+    int first_n, first_context, first_at;   /* the sink profile, on the first cell's prompt */
+    int *first_ids = cell_prompt(&o, &s, o.lengths[0], o.depths[0], &first_n, &first_context, &first_at);
+    sink_profile_add(meta, &s.e.m, first_ids, first_n);
+    free(first_ids);
     eval_run_units(log, "needle", "cells", n_units(&o), run_cell, &o, &s);
     write_outputs(&o, log, meta, t_start);
     runlog_close(log);

@@ -12,6 +12,7 @@
 #include "lab/runlog.h"
 #include "engine/sampler.h"
 #include "lab/runmeta.h"
+#include "lab/sinks.h"
 
 /* ---- the command ------------------------------------------------------------------------ */
 
@@ -52,6 +53,8 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per trial: key, depth, prompt tokens, kv kept, answer, correct,\n"
            "partial), summary.csv (accuracy per length x depth, per length, per depth, overall), summary.json,\n"
            "config.json, meta.json (written last), log/.\n"
+           "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
+           "trial's prompt (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab passkey -m ../shared/models/demo-25m --lengths 512,1024 --depths 0,50,100 --trials 5 \\\n"
            "           --policy l2 --compression-ratio 0.9 -o runs/passkey-l2\n");
     cli_print_file_notes(stdout, HELP_INPUTS | HELP_RUN_DIR);
@@ -282,6 +285,14 @@ int cmd_passkey(int argc, char **argv) {
     char *config = config_json(&o, &s);
     cJSON *meta;
     RunLog *log = eval_log_open("passkey", &o.e, &s, config, PK_COLUMNS, n_units(&o), argc, argv, &meta);
+    PasskeyTrial first;
+    trial_prompt(&o, s.tok, 0, &first);
+    Err err;
+    int *first_ids = xmalloc(((size_t)first.n_tok + 1) * sizeof(int));
+    tokenizer_encode(s.tok, first.text, 1, first_ids, first.n_tok, &err);
+    sink_profile_add(meta, &s.m, first_ids, first.n_tok);   /* on the first trial's prompt */
+    free(first_ids);
+    free(first.text);
     eval_run_units(log, "passkey", "trials", n_units(&o), run_trial, &o, &s);
     write_outputs(&o, log, meta, t_start);
     runlog_close(log);

@@ -13,6 +13,8 @@
 #include "lab/runlog.h"
 #include "engine/sampler.h"
 #include "lab/runmeta.h"
+#include "lab/output_error.h"
+#include "lab/sinks.h"
 
 /* ---- the command --------------------------------------------------------------------- */
 
@@ -21,6 +23,7 @@ typedef struct {
     CommonOpts co;
     const char *text_path;
     int chunk, n_chunks, reference;
+    int output_error;          /* --output-error */
 } PplOpts;
 
 static void help(void) {
@@ -34,6 +37,14 @@ static void help(void) {
            "      --chunk N        tokens per chunk, BOS included [1024, at most the context]\n"
            "      --chunks K       chunks to score, from the start of the text [all whole chunks]\n"
            "      --no-reference   skip the full-cache run (no KL / agreement; half the time)\n"
+           "      --output-error   also compare the attention OUTPUT with the full-cache run's, per decode\n"
+           "                       step, layer and head: |o_policy - o_full| / |o_full| of each head's\n"
+           "                       output before Wo, beside the attention mass lost and the KL of the\n"
+           "                       logits; output_error.csv (mean, std, p95 per layer x head and per\n"
+           "                       layer), output_error_steps.csv (per position), meta.json\n"
+           "                       \"output_error\" (per layer mean and p95). Needs a policy that evicts\n"
+           "                       and the reference; not with --resume (every value is held: 8 bytes\n"
+           "                       per layer x head x token)\n"
            "  -o, --output DIR     run directory (see below)\n"
            "      --resume         continue an interrupted run in DIR: finished chunks are kept\n"
            COMMON_OPTS_HELP
@@ -44,6 +55,8 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per chunk), tokens.csv (one row per predicted token),\n"
            "positions.csv (mean and cumulative NLL / perplexity per position over chunks), summary.csv,\n"
            "summary.json, config.json, meta.json (written last), log/ (the resumable append-only logs).\n"
+           "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
+           "chunk (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab ppl -m ../shared/models/demo-25m -f ../shared/data/wikitext-2-raw-test.txt \\\n"
            "           --chunk 1024 --chunks 4 --policy l2 --keep-ratio 0.5 --schedule threshold:512 -o runs/l2\n");
     cli_print_file_notes(stdout, HELP_INPUTS | HELP_RUN_DIR);
@@ -61,12 +74,16 @@ static void parse(PplOpts *o, int argc, char **argv) {
         else if (!strcmp(a, "--chunk")) o->chunk = (int)cli_int(a, cli_value(argc, argv, &i), 2, 1 << 22);
         else if (!strcmp(a, "--chunks")) o->n_chunks = (int)cli_int(a, cli_value(argc, argv, &i), 1, 1 << 24);
         else if (!strcmp(a, "--no-reference")) o->reference = 0;
+        else if (!strcmp(a, "--output-error")) o->output_error = 1;
         else if (!common_option(&o->co, argc, argv, &i) && !eval_option(&o->e, argc, argv, &i))
             die("ppl: unknown option '%s' (kvlab ppl --help)", a);
     }
     if (!o->text_path) die("ppl: -f TEXT is required (kvlab ppl --help)");
     if (!path_exists(o->text_path)) die("-f: %s: no such file", o->text_path);
     eval_opts_finish(&o->e, "ppl", SCHED_DEFAULT);
+    if (o->output_error && !o->reference) die("--output-error: compares with the full-cache run; not with --no-reference");
+    if (o->output_error && o->e.resume)
+        die("--output-error: the percentiles need every step of every chunk in one run; not with --resume");
     if (o->e.po.schedule == SCHED_PREFILL && strcmp(o->e.po.name, "full") != 0)
         fprintf(stderr, "kvlab: ppl: warning: --schedule prefill (policy %s's default) evicts once, after the first "
                 "token: give --schedule step, interval:N or threshold:T to compress while decoding\n", o->e.po.name);
@@ -118,6 +135,7 @@ typedef struct {
     KVCache cache, cache_ref;
     Policy *policy;
     NumGuard *guard;       /* checks the policy run's logits after every token */
+    OutputError *output_error;   /* --output-error, else NULL */
 } PplState;
 
 static void setup(PplOpts *o, PplState *s) {
@@ -140,6 +158,11 @@ static void setup(PplOpts *o, PplState *s) {
         if (forward_cache_init(&s->m, &s->cache_ref, o->chunk, &err) != 0) die("%s", err.msg);
         s->f_ref = forward_create(&s->m, 1);
     }
+    if (o->output_error) {
+        if (!s->f_ref) die("--output-error: policy %s never evicts: its output is the full cache's", o->e.po.name);
+        s->output_error = output_error_create(&s->m.cfg, o->chunk, o->chunk);
+        output_error_attach(s->output_error, s->f, s->f_ref);
+    }
 }
 
 static char *config_json(const PplOpts *o, const PplState *s) {
@@ -157,7 +180,7 @@ static char *config_json(const PplOpts *o, const PplState *s) {
 static void run_chunks(const PplOpts *o, PplState *s, RunLog *log) {
     Err err;
     PplRunner r = { s->f, s->f_ref, &s->cache, s->f_ref ? &s->cache_ref : NULL, s->policy,
-                    o->reference && !s->f_ref, s->m.cfg.vocab_size, s->guard };
+                    o->reference && !s->f_ref, s->m.cfg.vocab_size, s->guard, s->output_error };
     PplToken *tokens = xmalloc((size_t)o->chunk * sizeof(PplToken));
     ProgressLine pl;
     progress_line_start(&pl, "ppl", "tok", (int64_t)s->n_chunks * (o->chunk - 1), runlog_count(log) * (int64_t)(o->chunk - 1));
@@ -275,6 +298,25 @@ static char *object_csv(const cJSON *o) {
     return b.data;
 }
 
+/* --output-error: its two files, its per-layer summary in meta.json, one line on stderr. */
+static void write_output_error(const OutputError *oe, const char *dir, cJSON *meta) {
+    Err err;
+    if (output_error_write(oe, dir, &err) != 0) die("%s", err.msg);
+    cJSON *j = output_error_json(oe);
+    cJSON *layers = cJSON_GetObjectItem(j, "layers");
+    double mean = 0, p95 = 0;
+    int n = cJSON_GetArraySize(layers);
+    for (int l = 0; l < n; l++) {
+        mean += cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(layers, l), "output_error_mean"));
+        p95 += cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(layers, l), "output_error_p95"));
+    }
+    fprintf(stderr, "ppl: attention output error |o - o_full| / |o_full|: mean %.4g, p95 %.4g (averaged over %d layers)\n",
+            mean / n, p95 / n, n);
+    cJSON_AddItemToObject(meta, "output_error", j);
+    runmeta_add_output(meta, "output_error.csv", "layer,head,kv_head,metric,mean,std,p95,n (per layer: head empty)");
+    runmeta_add_output(meta, "output_error_steps.csv", "per position over chunks, layers and heads: output error, attention loss, KL");
+}
+
 static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSON *meta, double t_start) {
     Err err;
     int n_pos = o->chunk - 1;
@@ -302,6 +344,7 @@ static void write_outputs(const PplOpts *o, const PplState *s, RunLog *log, cJSO
     runmeta_add_output(meta, "tokens.csv", "one row per predicted token (pos = its position in the chunk)");
     runmeta_add_output(meta, "positions.csv", "per position over chunks: mean and cumulative NLL / perplexity");
     runmeta_add_output(meta, "summary.csv", "overall, one row");
+    if (s->output_error) write_output_error(s->output_error, dir, meta);
     if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
     buf_free(&j);
     free(positions); free(csv); free(json); free(pos);
@@ -321,11 +364,14 @@ int cmd_ppl(int argc, char **argv) {
     RunLog *log = runlog_open(&spec, &err);
     if (!log) die("%s", err.msg);
     cJSON *meta = runlog_meta_new("ppl", argc, argv, &s.m, &o.e.po, config);
+    sink_profile_add(meta, &s.m, s.chunks, o.chunk);   /* on the first chunk */
     run_chunks(&o, &s, log);
     write_outputs(&o, &s, log, meta, t_start);
     runlog_close(log);
     free(config);
     free(s.chunks);
+    if (s.output_error) output_error_detach(s.output_error, s.f, s.f_ref);
+    output_error_free(s.output_error);
     policy_free(s.policy);
     numguard_free(s.guard);
     forward_free(s.f);

@@ -12,6 +12,7 @@
 #include "policy/policy.h"
 #include "cli/trace_input.h"
 #include "lab/runmeta.h"
+#include "lab/sinks.h"
 #include "lab/trace.h"
 
 static void help(void) {
@@ -34,6 +35,9 @@ static void help(void) {
            "      --every K         record every K-th selected query, counted back from the last [1]\n"
            "      --max-bytes B     refuse a trace larger than B bytes in memory (suffix K/M/G) [1G]\n"
            "  -o, --output DIR      run directory: trace.npz and meta.json (meta.json written last)\n"
+           "                        meta.json's \"sinks\": the model's attention sinks per layer and\n"
+           "                        head, measured once on the first prompt (full cache, up to 1024\n"
+           "                        tokens; docs/analyses.md)\n"
            "      --batch N         tokens per prefill pass [512]\n"
            COMMON_OPTS_HELP
            "\ntrace.npz (S sequences, NL layers, NH heads, Q queries, P = prompt + gen positions,\n"
@@ -179,6 +183,7 @@ int cmd_trace(int argc, char **argv) {
     size_t bytes = trace_plan_bytes(&plan, &m.cfg);
     add_knobs(runmeta_knobs(meta), &o, &plan, bytes);
     runmeta_add_policy(meta, &o.policy);
+    sink_profile_add(meta, &m, seqs, seq_len);   /* on the first sequence's prompt */
     runmeta_add_output(meta, "trace.npz", "attn, key_norm, value_norm, query_pos, key_pos, layers, heads, kv_head, ids, n_prompt");
     if (runmeta_write(meta, o.out, t_start, &err) != 0) die("%s", err.msg);
     outlock_release(&lock);

@@ -42,6 +42,8 @@ struct Forward {
     AttentionPath attention;  /* exact or fused when no observer is attached (forward.h) */
     LayerHook layer_hook;     /* numerical guard (numcheck.h); NULL: none */
     void *layer_hook_ctx;
+    AttentionOutputHook output_hook;   /* sees att before Wo; NULL: none */
+    void *output_hook_ctx;
 };
 
 static float *alloc_floats(size_t n) {
@@ -140,6 +142,11 @@ const float *forward_last_logits(const Forward *f) { return f->logits_last; }
 void forward_set_layer_hook(Forward *f, LayerHook fn, void *ctx) {
     f->layer_hook = fn;
     f->layer_hook_ctx = ctx;
+}
+
+void forward_set_output_hook(Forward *f, AttentionOutputHook fn, void *ctx) {
+    f->output_hook = fn;
+    f->output_hook_ctx = ctx;
 }
 
 /* ---- the pieces of a layer ---------------------------------------------- */
@@ -425,6 +432,7 @@ static int forward_block(Forward *f, KVCache *cache, const int *tokens, int n, f
         if (kvcache_append(cache, l, f->k, f->v, n, err) != 0) return -1;   /* cache <- k, v: n more slots per KV head */
         rope_block(f, cache, l, n);                                     /* rotate q and the cached k by position */
         attention(f, cache, l, n);                 /* att_h = softmax(q_h K_g^T / sqrt(hd)) V_g  [n, H*hd] */
+        if (f->output_hook) f->output_hook(f->output_hook_ctx, l, cache->next_pos, f->att, n);
         op_matmul(f->xb, dim, f->att, q_dim, &w->wo, n);                /* xb = att Wo^T         [n, dim] */
         add_rows(f->x, f->xb, (size_t)n * dim);                         /* x += xb (residual) */
         /* feed-forward block (SwiGLU) */

@@ -81,6 +81,13 @@ void forward_remove_observer(Forward *f, const AttentionObserver *obs);
 typedef void (*LayerHook)(void *ctx, int layer, const float *x, int n, int dim);
 void forward_set_layer_hook(Forward *f, LayerHook fn, void *ctx);
 
+/* Called after every layer's attention with its output before Wo: att [n,
+ * n_heads * head_dim], row t = the token at position pos0 + t, head h at
+ * att[t * n_heads * head_dim + h * head_dim] (e.g. by the output-error
+ * measurement of `kvlab ppl --output-error`). NULL fn removes it. */
+typedef void (*AttentionOutputHook)(void *ctx, int layer, int pos0, const float *att, int n);
+void forward_set_output_hook(Forward *f, AttentionOutputHook fn, void *ctx);
+
 /* Run tokens[0..n) (n >= 1). If logits_all is non-NULL it receives n x vocab
  * logits (row t = the prediction after token t); the last row is always
  * available from forward_last_logits(). Errors: token id out of range, the

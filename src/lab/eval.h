@@ -45,6 +45,7 @@ typedef struct {
     int ref_is_policy;        /* the policy never evicts: the reference is the run itself */
     int vocab;
     NumGuard *guard;          /* NULL: logits not checked (numcheck.h) */
+    struct OutputError *output_error;   /* NULL: not measured (output_error.h; needs f_ref) */
 } PplRunner;
 
 /* Runs ids[0..n) one token at a time from an empty cache (policy_forward:

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "lab/eval.h"
+#include "lab/output_error.h"
 #include "lab/progress.h"
 #include "lab/runlog.h"
 #include "engine/sampler.h"
@@ -73,6 +74,7 @@ int ppl_run_sequence(PplRunner *r, const int *ids, int n, PplToken *out,
             ref = logits;
         }
         ppl_token_score(logits, ref, r->vocab, ids[t + 1], &out[t]);
+        if (r->output_error && output_error_step(r->output_error, t + 1, out[t].kl, err) != 0) return -1;
         out[t].kv = eval_kv_per_head(r->cache);
         if (tick) tick(tick_ctx);
     }

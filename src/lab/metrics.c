@@ -12,6 +12,7 @@
 #include "policy/policy.h"
 #include "engine/sampler.h"
 #include "base/splitmix64.h"
+#include "lab/score_metrics.h"
 
 int metrics_ratio_pct(int i) { return 10 * (i + 1); }
 
@@ -429,6 +430,7 @@ struct Correlator {
     RowScratch *scratch;   /* [n_threads] */
     int n_threads;
     MetricsAcc *acc;       /* [L*H] */
+    ScoreSet *scores;      /* other scores measured on the same queries (NULL: none; not owned) */
     CorrelatorTiming time;
 };
 
@@ -475,6 +477,8 @@ void correlator_free(Correlator *c) {
     free(c->ns); free(c->scratch); free(c->acc);
     free(c);
 }
+
+void correlator_set_scores(Correlator *c, ScoreSet *scores) { c->scores = scores; }
 
 const MetricsAcc *correlator_acc(const Correlator *c, int layer, int head) {
     return &c->acc[(size_t)layer * c->H + head];
@@ -528,6 +532,10 @@ static int correlator_collect(Correlator *c, const KVCache *cache, int seq_index
         normstats_extend(&c->ns[lg], c->norms + (size_t)lg * c->max_keys, cache->heads[lg].len,
                          &c->scratch[omp_get_thread_num()]);
     }
+    if (c->scores &&
+        scoreset_measure(c->scores, c->rows, c->row_n, c->max_keys,
+                         splitmix64_at(splitmix64_at(c->seed, (uint64_t)seq_index), (uint64_t)query_pos), err) != 0)
+        return -1;
     int bad = -1;
     #pragma omp parallel for schedule(dynamic, 1) reduction(max: bad)
     for (int lh = 0; lh < LH; lh++) {
@@ -549,15 +557,30 @@ static int correlator_collect(Correlator *c, const KVCache *cache, int seq_index
     return 0;
 }
 
+/* Other scores: taken before the measured query's forward (score_metrics.h),
+ * then the policies' hooks for the forward about to run. */
+static int scores_before_forward(Correlator *c, int n, int measured, Err *err) {
+    double t0 = now_seconds();
+    if (measured) scoreset_snapshot(c->scores);
+    int rc = scoreset_before_forward(c->scores, n, err);
+    c->time.metric_seconds += now_seconds() - t0;
+    return rc;
+}
+
 /* One forward(); the observer is installed only when a row is wanted, so the
- * other forwards keep the engine's faster observer-free attention path. */
+ * other forwards keep the engine's faster observer-free attention path
+ * (unless a score observes attention: then it sees every forward). */
 static int run_step(Correlator *c, Forward *f, KVCache *cache, const int *ids, int n,
                     int capture_pos, const StepHook *hook, Err *err) {
-    AttentionObserver obs = { c, correlator_observe };
+    AttentionObserver obs = { c, correlator_observe }, score_obs = { c->scores, scoreset_observe };
+    int scores_observe = c->scores && scoreset_needs_attention(c->scores);
+    if (c->scores && scores_before_forward(c, n, capture_pos >= 0, err) != 0) return -1;
     c->target_pos = capture_pos;
     if (capture_pos >= 0) forward_add_observer(f, &obs);
+    if (scores_observe) forward_add_observer(f, &score_obs);
     int rc = forward(f, cache, ids, n, NULL, err);
     forward_remove_observer(f, &obs);
+    if (scores_observe) forward_remove_observer(f, &score_obs);
     c->target_pos = -1;
     if (rc == 0 && hook && hook->step) hook->step(hook->ctx, n);
     return rc;
@@ -569,7 +592,11 @@ int correlator_run(Correlator *c, Forward *f, KVCache *cache, const int *ids, in
     if (n + steps > c->max_keys)
         return err_set(err, "correlate: %d prompt + %d decode tokens exceed the %d keys the correlator holds",
                        n, steps, c->max_keys);
+    if (c->scores && mode == QUERY_LAST_PREFILL)
+        return err_set(err, "correlate: scores are taken before a decode query (first-gen or all-decode), "
+                       "not for the last prompt row");
     kvcache_reset(cache);
+    if (c->scores && scoreset_start(c->scores, cache, err) != 0) return -1;
     memset(c->norms_have, 0, (size_t)c->L * c->KV * sizeof(int));
     for (int lg = 0; lg < c->L * c->KV; lg++) c->ns[lg].n = 0;    /* new norms: sort afresh */
     memset(c->row_n, 0, (size_t)c->L * c->H * sizeof(int));
@@ -641,6 +668,7 @@ int correlator_write_csv(const Correlator *c, const char *path, Err *err) {
     csv_head_rows(c, af.f, 0, SLOT_FIRST_ATTN);
     csv_head_rows(c, af.f, SLOT_FIRST_ATTN, SLOT_N);
     csv_layer_sink_rows(c, af.f);
+    if (c->scores) scoreset_write_csv_rows(c->scores, af.f);
     return atomic_commit(&af, err);
 }
 
@@ -693,6 +721,7 @@ int correlator_write_npz(const Correlator *c, const char *path, Err *err) {
     if (rc == 0) rc = npz_add(w, "sink_first_token_attn", NPY_F64, 1, &nl, attn, err);
     if (rc == 0) rc = npz_add(w, "sink_head_share", NPY_F64, 1, &nl, share, err);
     if (rc == 0) rc = npz_add(w, "sink_key_norm_ratio", NPY_F64, 1, &nl, ratio, err);
+    if (rc == 0 && c->scores) rc = scoreset_add_npz(c->scores, w, err);
     free(attn); free(share); free(ratio);
     if (rc != 0) { npz_abort(w); return -1; }
     return npz_close(w, err);

@@ -187,6 +187,11 @@ typedef struct Correlator Correlator;
 
 Correlator *correlator_create(const Config *cfg, int max_keys, uint64_t seed);
 void correlator_free(Correlator *c);
+/* Also measure the scores of `scores` (score_metrics.h) on the same queries
+ * (decode queries only); their rows and members follow the key-norm ones in
+ * metrics.csv / metrics.npz. Not owned. */
+struct ScoreSet;
+void correlator_set_scores(Correlator *c, struct ScoreSet *scores);
 /* One sequence: prefill ids[0..n) into an empty cache, then (by mode) one or
  * n_gen greedy decode steps; accumulates the metrics of the chosen queries.
  * seq_index makes the random eviction order differ between sequences. */
