@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cli_html.sh — `kvlab trace --html`: the page of the README's example on sink-26m
+# cli_html.sh — `kvlab trace --html` and `kvlab view`: the page of the README's example on sink-26m
 # (its size, one file with nothing fetched), the refusals, then the page in headless
 # Chromium (tests/browser/page_test.js, playwright-core from npm): no console error,
 # the slider and menus work, the values shown equal trace.npz, a screenshot is saved.
@@ -43,6 +43,16 @@ expect_fail "--html with two sequences" "--html: the page shows one sequence" \
 check "refused runs leave no page and no run directory" bash -c "[ ! -e '$TMP/x' ] && [ ! -e '$TMP/x.html' ]"
 "$KVLAB" trace --help >"$TMP/help"
 check "trace --help documents --html and --html-max-bytes" bash -c "grep -q -- '--html FILE' '$TMP/help' && grep -q -- '--html-max-bytes' '$TMP/help'"
+
+expect_ok "view: the page again from the run directory" "$KVLAB" view "$R" -o "$TMP/view.html"
+check "view writes the same bytes as trace --html" cmp "$R.html" "$TMP/view.html"
+expect_fail "view --html-max-bytes too small: says the size needed" "--html-max-bytes: this page needs [0-9]+ bytes" \
+    "$KVLAB" view "$R" -o "$TMP/y.html" --html-max-bytes 100K
+expect_fail "view of a directory without a trace" "meta.json" "$KVLAB" view "$TMP" -o "$TMP/y.html"
+expect_fail "view without -o" "-o" "$KVLAB" view "$R"
+check "refused views leave no page" test ! -e "$TMP/y.html"
+"$KVLAB" view --help >"$TMP/help_view"
+check "view --help documents every option" bash -c "for o in RUN_DIR -o -t -m --html-max-bytes; do grep -q -- \"\$o\" '$TMP/help_view' || exit 1; done"
 
 # ---- in a real browser ------------------------------------------------------------------
 skip=""

@@ -39,7 +39,8 @@ static void help(void) {
            "                        watch the decoding step by step: per layer, query head and\n"
            "                        recorded query, the attention over the cached tokens beside their\n"
            "                        key/value norms, with --policy its scores, evictions and KV bytes;\n"
-           "                        per layer Spearman rho, ALR/n and the first-token sink (one sequence)\n"
+           "                        per layer Spearman rho, ALR/n and the first-token sink (one sequence;\n"
+           "                        kvlab view RUN_DIR -o FILE makes the same page later)\n"
            "      --html-max-bytes B  refuse a page larger than B bytes (suffix K/M/G) [16M]; the\n"
            "                        attention row of one layer x head x step takes 16*P/3 bytes\n"
            "      --batch N         tokens per prefill pass [512]\n"
@@ -166,24 +167,6 @@ static void check_page_size(const TraceOpts *o, const TracePlan *plan, const Con
     }
 }
 
-static void write_page(const TraceOpts *o, const Model *m, const Tokenizer *tok, const char *npz_path, cJSON *meta) {
-    char *policy = o->policy_given ? policy_json(&o->policy) : NULL;
-    const cJSON *line = cJSON_GetObjectItemCaseSensitive(meta, "command_line");
-    TracePageInfo info = {
-        .model = o->common.model_path,
-        .command_line = cJSON_IsString(line) ? line->valuestring : NULL,
-        .policy_json = policy,
-        .tok = tok,
-        /* a cache slot: fp32 key and value plus its position (kvcache_bytes_used) */
-        .kv_bytes_per_token = (int64_t)m->cfg.n_layers * m->cfg.n_kv_heads *
-                              (2 * m->cfg.head_dim * (int64_t)sizeof(float) + (int64_t)sizeof(int)),
-    };
-    Err err;
-    if (trace_page_write(npz_path, &info, o->html, &err) != 0) die("%s", err.msg);
-    free(policy);
-    cJSON_AddStringToObject(runmeta_knobs(meta), "html", o->html);
-}
-
 int cmd_trace(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { help(); return 0; }
     double t_start = now_seconds();
@@ -231,7 +214,10 @@ int cmd_trace(int argc, char **argv) {
     add_knobs(runmeta_knobs(meta), &o, &plan, bytes);
     runmeta_add_policy(meta, &o.policy);
     runmeta_add_output(meta, "trace.npz", "attn, key_norm, value_norm, query_pos, key_pos, layers, heads, kv_head, ids, n_prompt");
-    if (o.html) write_page(&o, &m, tok, path, meta);
+    if (o.html) {
+        if (trace_page_write_run(o.out, meta, tok, (size_t)o.html_max_bytes, o.html, &err) != 0) die("%s", err.msg);
+        cJSON_AddStringToObject(runmeta_knobs(meta), "html", o.html);
+    }
     if (runmeta_write(meta, o.out, t_start, &err) != 0) die("%s", err.msg);
     fprintf(stderr, "trace: %d sequence(s) x %d queries x %d layers x %d heads (%s) -> %s\n", n_seqs,
             trace_plan_queries(&plan, NULL), plan.n_layers, plan.n_heads,

@@ -2,6 +2,7 @@
  * with one line, the comment KVLAB_TRACE_DATA, replaced by `const TRACE = {...};`. */
 #include "lab/trace_page.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "base/buf.h"
 #include "formats/npy.h"
 #include "lab/metrics.h"
+#include "lab/runmeta.h"
 
 /* The template, as bytes in the binary: the assembler copies the file in
  * (.incbin; paths are relative to the directory the compiler runs in, the
@@ -258,7 +260,7 @@ static void put_data(Buf *b, const TraceArrays *t, const TracePageInfo *info, si
     free(rho); free(alr); free(first); free(first_ratio);
 }
 
-int trace_page_write(const char *npz_path, const TracePageInfo *info, const char *html_path, Err *err) {
+int trace_page_write(const char *npz_path, const TracePageInfo *info, size_t max_bytes, const char *html_path, Err *err) {
     const char *page = kvlab_trace_page_html, *marker = strstr(page, DATA_MARKER);
     if (!marker) return err_set(err, "trace page: the built-in template has no data marker (a build problem)");
     TraceArrays t;
@@ -275,6 +277,14 @@ int trace_page_write(const char *npz_path, const TracePageInfo *info, const char
     snprintf(total, sizeof total, "%-16zu", b.len);
     memcpy(b.data + page_bytes_at, total, 16);
     free_arrays(&t);
+    if (b.len > max_bytes) {
+        char need[32], limit[32];
+        err_set(err, "--html-max-bytes: this page needs %zu bytes (%s), more than the limit %zu (%s): "
+                "trace fewer --layers/--heads/--steps or raise the limit", b.len,
+                format_bytes((double)b.len, need, sizeof need), max_bytes, format_bytes((double)max_bytes, limit, sizeof limit));
+        buf_free(&b);
+        return -1;
+    }
 
     AtomicFile af;
     int rc = -1;
@@ -286,5 +296,39 @@ int trace_page_write(const char *npz_path, const TracePageInfo *info, const char
             rc = atomic_commit(&af, err);
     }
     buf_free(&b);
+    return rc;
+}
+
+static const char *meta_string(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int meta_int(const cJSON *obj, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(v) ? v->valueint : 0;
+}
+
+int trace_page_write_run(const char *run_dir, const cJSON *meta, const Tokenizer *tok, size_t max_bytes,
+                         const char *html_path, Err *err) {
+    char npz[4200];
+    path_join(npz, sizeof npz, run_dir, "trace.npz");
+    int with_policy = npz_has(npz, "score", err);
+    if (with_policy < 0) return -1;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(meta, "model");
+    if (!cJSON_IsObject(model) || meta_int(model, "n_layers") <= 0)
+        return err_set(err, "%s: meta.json has no model description (not a kvlab trace run?)", run_dir);
+    /* a cache slot: fp32 key and value plus its position (kvcache_bytes_used) */
+    int64_t slot_bytes = 2 * (int64_t)meta_int(model, "head_dim") * (int64_t)sizeof(float) + (int64_t)sizeof(int);
+    char *policy = with_policy ? cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(meta, "policy")) : NULL;
+    TracePageInfo info = {
+        .model = meta_string(model, "path"),
+        .command_line = meta_string(meta, "command_line"),
+        .policy_json = policy,
+        .tok = tok,
+        .kv_bytes_per_token = (int64_t)meta_int(model, "n_layers") * meta_int(model, "n_kv_heads") * slot_bytes,
+    };
+    int rc = trace_page_write(npz, &info, max_bytes, html_path, err);
+    free(policy);
     return rc;
 }

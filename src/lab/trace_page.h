@@ -34,7 +34,16 @@ size_t trace_page_row_bytes(int n_positions);
  * are counted at 24 bytes each), to refuse a selection before tracing it. */
 size_t trace_page_bytes(const TracePlan *plan, const Config *cfg);
 
-/* Write the page of the one-sequence trace in npz_path to html_path (atomically). */
-int trace_page_write(const char *npz_path, const TracePageInfo *info, const char *html_path, Err *err);
+/* Write the page of the one-sequence trace in npz_path to html_path (atomically);
+ * refused (err names the size) when it would exceed max_bytes. */
+int trace_page_write(const char *npz_path, const TracePageInfo *info, size_t max_bytes, const char *html_path, Err *err);
+
+/* The same for a run directory's trace.npz and its meta.json object (lab/runmeta.h):
+ * the model, command line and policy (when trace.npz holds its scores) come from
+ * meta, the tokens' texts from tok (may be NULL). `kvlab trace --html` and
+ * `kvlab view` both write their page this way, so the two pages are the same. */
+struct cJSON;
+int trace_page_write_run(const char *run_dir, const struct cJSON *meta, const Tokenizer *tok, size_t max_bytes,
+                         const char *html_path, Err *err);
 
 #endif
