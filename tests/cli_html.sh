@@ -28,6 +28,41 @@ check "nothing to fetch: no element with src= or href=, no url( or @import; no t
     bash -c "! grep -qiE '<[a-z]+[^>]* (src|href)=|url\\(|@import' '$R.html' && [ -z \"\$(find '$TMP' -name '*.tmp.*')\" ]"
 check "meta.json names the page" grep -q '"html":' "$R/meta.json"
 
+# what trace records of the policy (trace.h), checked against the attention rows themselves
+if $PY -c 'import numpy' 2>/dev/null; then
+    check "numpy: score = -key norm (l2) where cached, NaN in the skipped layers 0,1; evicted_at and kv_bytes agree with the rows" \
+        $PY - "$R" <<'EOF'
+import sys, numpy as np
+z = np.load(sys.argv[1] + "/trace.npz")
+a, k, s, e, kb = z["attn"][0], z["key_norm"][0], z["score"][0], z["evicted_at"][0], z["kv_bytes"][0]
+qpos, kvh = z["query_pos"], list(z["kv_head"])
+NL, NH, Q, P = a.shape
+KV = k.shape[1]
+assert s.shape == (NL, KV, Q, P) and e.shape == (NL, KV, P) and kb.shape == (Q, 2)
+assert np.all(np.isnan(s[:2])) and np.all(e[:2] == -1), "l2 skips layers 0 and 1"
+for li in range(NL):
+    for hi in range(NH):
+        g = kvh[hi]
+        for q in range(Q):
+            cached = np.isfinite(a[li, hi, q])
+            # cached = not evicted before this query and not in its future
+            before = (e[li, g] >= 0) & (e[li, g] < qpos[q])
+            assert np.array_equal(cached, (np.arange(P) <= qpos[q]) & ~before), (li, hi, q)
+            if li < 2:
+                continue
+            # the score l2 ranks by: -|k| before RoPE; trace's norm is after RoPE (a rotation)
+            assert np.array_equal(np.isfinite(s[li, g, q]), cached), (li, hi, q)
+            assert np.allclose(s[li, g, q, cached], -k[li, g, cached], rtol=1e-5), (li, hi, q)
+slot = 2 * 64 * 4 + 4                         # fp32 key + value of head_dim 64, a position
+for q in range(Q):
+    gone = int((e == qpos[q]).sum())          # slots evicted after this query's forward, all layers
+    assert kb[q, 0] - kb[q, 1] == gone * slot, (q, kb[q], gone)
+    held = sum(int(np.isfinite(a[li, kvh.index(g), q]).sum()) for li in range(NL) for g in range(KV))
+    assert kb[q, 0] == held * slot, (q, kb[q], held)
+assert (e >= 0).sum() > 0
+EOF
+fi
+
 expect_ok "trace --html without a policy (stories260k, all steps)" \
     "$KVLAB" trace -m "$STORIES" -p "Once upon a time, there was a cat" --gen 6 -o "$TMP/plain" --html "$TMP/plain.html"
 check "without a policy the page has no score, evicted_at or kv_bytes data" \
