@@ -40,7 +40,8 @@
  *                                      the token was evicted; -1: never evicted
  *   kv_bytes    i64 [S, Q, 2]          KV-cache bytes in use (all layers) when
  *                                      query q attended [..., 0] and after the
- *                                      eviction that followed its forward [..., 1] */
+ *                                      eviction that followed its forward [..., 1]
+ *                                      (0 for a prefill query other than the last) */
 #ifndef KVLAB_TRACE_H
 #define KVLAB_TRACE_H
 
