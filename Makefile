@@ -162,5 +162,9 @@ test-asan:
 clean:
 	rm -rf build build-asan build-arm64 kvlab
 
+# The trace page's template is built into the binary by the assembler (.incbin in
+# src/lab/trace_page.c), which the compiler's dependency files do not see.
+$(foreach b,$(BUILD) $(ARM_BUILD) $(FUZZ_BUILD),$(b)/obj/src/lab/trace_page.o): src/lab/trace_page.html
+
 -include experiments/plots/plots.mk
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

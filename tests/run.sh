@@ -18,6 +18,7 @@ run_one() {   # name, command...
     if [ "$p" = 0 ] && [ "$f" = 0 ]; then f=1; echo "  (no RESULT line)" >>"$log"; fi
     passed=$((passed + p)); failed=$((failed + f))
     printf '%-32s %3d passed %3d failed  %3ds\n' "$name" "$p" "$f" $((SECONDS - t0))
+    grep '^skip ' "$log" | sed 's/^/    /'          # a part not run, and why
     if [ "$f" != 0 ]; then broken+=("$name"); sed 's/^/    /' "$log" | grep -v '^    ok ' | tail -n 40; fi
     rm -f "$log"
 }

@@ -14,11 +14,12 @@
 #include "lab/runmeta.h"
 #include "lab/sinks.h"
 #include "lab/trace.h"
+#include "lab/trace_page.h"
 
 static void help(void) {
     printf("usage: kvlab trace -m MODEL (-p PROMPT | --ids LIST | -f FILE [--chunk N --chunks K])\n"
            "                   [--gen N] [--layers L,..] [--heads H,..] [--steps prefill|decode|all]\n"
-           "                   [--every K] [--max-bytes B] -o RUN_DIR\n\n"
+           "                   [--every K] [--max-bytes B] [--html FILE [--html-max-bytes B]] -o RUN_DIR\n\n"
            "Runs the prompt (or K chunks of a text file) through the model, then N greedy decode\n"
            "steps, and records for the selected layers / query heads / queries the attention\n"
            "probabilities over the cached tokens, next to those tokens' key and value L2 norms.\n"
@@ -38,6 +39,14 @@ static void help(void) {
            "                        meta.json's \"sinks\": the model's attention sinks per layer and\n"
            "                        head, measured once on the first prompt (full cache, up to 1024\n"
            "                        tokens; docs/analyses.md)\n"
+           "      --html FILE       also write one self-contained HTML page (no network needed) to\n"
+           "                        watch the decoding step by step: per layer, query head and\n"
+           "                        recorded query, the attention over the cached tokens beside their\n"
+           "                        key/value norms, with --policy its scores, evictions and KV bytes;\n"
+           "                        per layer Spearman rho, ALR/n and the first-token sink (one sequence;\n"
+           "                        kvlab view RUN_DIR -o FILE makes the same page later)\n"
+           "      --html-max-bytes B  refuse a page larger than B bytes (suffix K/M/G) [16M]; the\n"
+           "                        attention row of one layer x head x step takes 16*P/3 bytes\n"
            "      --batch N         tokens per prefill pass [512]\n"
            COMMON_OPTS_HELP
            "\ntrace.npz (S sequences, NL layers, NH heads, Q queries, P = prompt + gen positions,\n"
@@ -51,7 +60,15 @@ static void help(void) {
            "  layers i32 [NL], heads i32 [NH], kv_head i32 [NH], ids i32 [S,P], n_prompt i32 []\n"
            "With --policy, the traced cache is evicted from as the policy decides: attn is NaN on\n"
            "the tokens evicted before that step, so the kept set of a recorded query is\n"
-           "isfinite(attn[..., q, :]); key/value norms are taken before eviction.\n\n"
+           "isfinite(attn[..., q, :]); key/value norms are taken before eviction. With --policy\n"
+           "it also holds what the policy saw and did:\n"
+           "  score       f32 [S,NL,KV,Q,P]  the policy's score (higher = keep) of each cached token\n"
+           "                                 after query q's forward, before its eviction (NaN where\n"
+           "                                 the policy ranks nothing; prefill: the last row only)\n"
+           "  evicted_at  i32 [S,NL,KV,P]    position of the query after whose forward the token\n"
+           "                                 was evicted; -1: never\n"
+           "  kv_bytes    i64 [S,Q,2]        KV bytes in use when query q attended / after the\n"
+           "                                 eviction that followed (0 for other prefill rows)\n\n"
            POLICY_OPTS_HELP);
     policy_print_help(stdout);
     cli_print_file_notes(stdout, HELP_INPUTS | HELP_OUTPUT);
@@ -62,10 +79,10 @@ typedef struct {
     PolicyOpts policy;
     int policy_given;
     TraceInput in;
-    const char *out, *layers_str, *heads_str;
+    const char *out, *layers_str, *heads_str, *html;
     int gen, every, batch;
     TraceSteps steps;
-    int64_t max_bytes;
+    int64_t max_bytes, html_max_bytes;
 } TraceOpts;
 
 static TraceSteps parse_steps(const char *v) {
@@ -82,6 +99,7 @@ static void parse_args(TraceOpts *o, int argc, char **argv) {
     o->in.chunk = 256; o->in.chunks = 1; o->every = 1; o->batch = 512;
     o->steps = TRACE_ALL;
     o->max_bytes = (int64_t)1 << 30;
+    o->html_max_bytes = (int64_t)16 << 20;
     o->layers_str = o->heads_str = "all";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -94,6 +112,10 @@ static void parse_args(TraceOpts *o, int argc, char **argv) {
         else if (!strcmp(a, "--max-bytes")) {
             const char *v = cli_value(argc, argv, &i);
             if ((o->max_bytes = parse_bytes(v)) < 0) die("--max-bytes: '%s' is not a size (e.g. 1000000, 512M, 2G)", v);
+        } else if (!strcmp(a, "--html")) o->html = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--html-max-bytes")) {
+            const char *v = cli_value(argc, argv, &i);
+            if ((o->html_max_bytes = parse_bytes(v)) < 0) die("--html-max-bytes: '%s' is not a size (e.g. 1000000, 16M)", v);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) o->out = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--batch")) o->batch = (int)cli_int(a, cli_value(argc, argv, &i), 1, 65536);
         else if (policy_option(&o->policy, argc, argv, &i)) o->policy_given = 1;
@@ -137,6 +159,19 @@ static void add_knobs(cJSON *knobs, const TraceOpts *o, const TracePlan *plan, s
     cJSON_AddStringToObject(knobs, "decoding", "greedy");
 }
 
+/* --html: one sequence, and a page below --html-max-bytes (refused before tracing). */
+static void check_page_size(const TraceOpts *o, const TracePlan *plan, const Config *cfg) {
+    if (plan->n_seqs != 1) die("--html: the page shows one sequence; this trace has %d (use -p, --ids or --chunks 1)", plan->n_seqs);
+    size_t need = trace_page_bytes(plan, cfg);
+    if (need > (size_t)o->html_max_bytes) {
+        char a[32], b[32];
+        die("--html-max-bytes: this selection makes a page of about %zu bytes (%s; %zu per layer x head x step), "
+            "more than the limit %lld (%s): select fewer --layers/--heads/--steps, a larger --every, or raise --html-max-bytes",
+            need, format_bytes((double)need, a, sizeof a), trace_page_row_bytes(plan->n_prompt + plan->n_gen),
+            (long long)o->html_max_bytes, format_bytes((double)o->html_max_bytes, b, sizeof b));
+    }
+}
+
 int cmd_trace(int argc, char **argv) {
     if (cli_wants_help(argc, argv)) { help(); return 0; }
     double t_start = now_seconds();
@@ -149,7 +184,8 @@ int cmd_trace(int argc, char **argv) {
     if (seq_len + o.gen > ctx)
         die("--gen: %d prompt + %d decode tokens exceed the context of %d (--ctx, --chunk)", seq_len, o.gen, ctx);
 
-    TracePlan plan = { .steps = o.steps, .every = o.every, .n_prompt = seq_len, .n_gen = o.gen, .n_seqs = n_seqs };
+    TracePlan plan = { .steps = o.steps, .every = o.every, .n_prompt = seq_len, .n_gen = o.gen, .n_seqs = n_seqs,
+                       .with_policy = o.policy_given };
     int *layers = parse_selection("--layers", o.layers_str, m.cfg.n_layers, &plan.n_layers);
     int *heads = parse_selection("--heads", o.heads_str, m.cfg.n_heads, &plan.n_heads);
     plan.layers = layers;
@@ -159,6 +195,7 @@ int cmd_trace(int argc, char **argv) {
     if (!t) die("%s", err.msg);
     OutLock lock;   /* one writer per output directory */
     if (run_dir_lock(&lock, o.out, &err) != 0) die("%s", err.msg);
+    if (o.html) check_page_size(&o, &plan, &m.cfg);
     if (make_dirs(o.out, &err) != 0) die("-o: %s", err.msg);
 
     KVCache cache;
@@ -185,6 +222,10 @@ int cmd_trace(int argc, char **argv) {
     runmeta_add_policy(meta, &o.policy);
     sink_profile_add(meta, &m, seqs, seq_len);   /* on the first sequence's prompt */
     runmeta_add_output(meta, "trace.npz", "attn, key_norm, value_norm, query_pos, key_pos, layers, heads, kv_head, ids, n_prompt");
+    if (o.html) {
+        if (trace_page_write_run(o.out, meta, tok, (size_t)o.html_max_bytes, o.html, &err) != 0) die("%s", err.msg);
+        cJSON_AddStringToObject(runmeta_knobs(meta), "html", o.html);
+    }
     if (runmeta_write(meta, o.out, t_start, &err) != 0) die("%s", err.msg);
     outlock_release(&lock);
     fprintf(stderr, "trace: %d sequence(s) x %d queries x %d layers x %d heads (%s) -> %s\n", n_seqs,

@@ -11,6 +11,7 @@ int cmd_synth(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
+int cmd_view(int argc, char **argv);
 int cmd_correlate(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_passkey(int argc, char **argv);

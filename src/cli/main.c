@@ -18,6 +18,7 @@ static const Command commands[] = {
     { "logits",   cmd_logits,   "write the T x vocab next-token logits of a prompt to a .npy file" },
     { "bench",    cmd_bench,    "measure prefill/decode speed against the machine's bandwidth and FMA peak" },
     { "trace",    cmd_trace,    "record selected attention rows with key/value norms (NPZ + meta.json)" },
+    { "view",     cmd_view,     "the HTML page of a trace run, to watch decoding step by step (as trace --html)" },
     { "correlate", cmd_correlate, "key norm vs attention per layer/head: Spearman, Pearson, ALR, eviction loss" },
     { "ppl",      cmd_ppl,      "perplexity with a compressed KV cache, token by token, vs the full cache" },
     { "passkey",  cmd_passkey,  "passkey retrieval (Landmark prompt) accuracy per length and depth" },

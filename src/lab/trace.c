@@ -34,7 +34,10 @@ size_t trace_plan_bytes(const TracePlan *p, const Config *cfg) {
     size_t S = (size_t)p->n_seqs, P = (size_t)p->n_prompt + p->n_gen, Q = (size_t)trace_plan_queries(p, NULL);
     size_t attn = S * p->n_layers * p->n_heads * Q * P;
     size_t norms = 2 * S * p->n_layers * cfg->n_kv_heads * P;
-    return (attn + norms + S * P) * sizeof(float);
+    size_t bytes = (attn + norms + S * P) * sizeof(float);
+    if (p->with_policy)   /* score, evicted_at, kv_bytes */
+        bytes += (S * p->n_layers * cfg->n_kv_heads * (Q + 1) * P) * sizeof(float) + S * Q * 2 * sizeof(int64_t);
+    return bytes;
 }
 
 /* ---- the tracer ----------------------------------------------------------------- */
@@ -49,6 +52,12 @@ struct Tracer {
     int *query_pos;               /* [Q] */
     float *attn, *key_norm, *value_norm;
     int *ids;                     /* [S, P] */
+    /* with_policy: what the policy saw and did (trace.h) */
+    float *score;                 /* [S, NL, KV, Q, P] */
+    int *evicted_at;              /* [S, NL, KV, P] */
+    int64_t *kv_bytes;            /* [S, Q, 2] */
+    unsigned char *cached;        /* [NL, KV, P] the token is in the cache (this sequence) */
+    float *head_scores;           /* [P] one head's scores, by slot */
     int seq;                      /* the sequence being run */
     Policy *policy;               /* evicts from the traced cache (NULL: none) */
     NumGuard *guard;              /* checks each forward's logits (NULL: none) */
@@ -126,7 +135,18 @@ Tracer *tracer_create(const Config *cfg, const TracePlan *plan, size_t max_bytes
     t->key_norm = nan_array(S * NL * t->KV * t->P);
     t->value_norm = nan_array(S * NL * t->KV * t->P);
     t->ids = xcalloc(S * t->P, sizeof(int));
-    if (!t->attn || !t->key_norm || !t->value_norm) {
+    int policy_ok = 1;
+    if (plan->with_policy) {
+        size_t heads = NL * t->KV;
+        t->score = nan_array(S * heads * Q * t->P);
+        t->evicted_at = malloc(S * heads * t->P * sizeof(int) + 1);
+        if (t->evicted_at) for (size_t i = 0; i < S * heads * t->P; i++) t->evicted_at[i] = -1;
+        t->kv_bytes = xcalloc(S * Q * 2, sizeof(int64_t));
+        t->cached = xcalloc(heads * t->P, 1);
+        t->head_scores = xmalloc((size_t)t->P * sizeof(float));
+        policy_ok = t->score && t->evicted_at;
+    }
+    if (!t->attn || !t->key_norm || !t->value_norm || !policy_ok) {
         tracer_free(t);
         err_set(err, "trace: out of memory for %zu bytes of trace", need);
         return NULL;
@@ -139,6 +159,7 @@ void tracer_free(Tracer *t) {
     free(t->layers); free(t->heads); free(t->layer_sel); free(t->head_sel);
     free(t->query_row); free(t->query_pos);
     free(t->attn); free(t->key_norm); free(t->value_norm); free(t->ids);
+    free(t->score); free(t->evicted_at); free(t->kv_bytes); free(t->cached); free(t->head_scores);
     free(t);
 }
 
@@ -182,6 +203,46 @@ static void record_norms(Tracer *t, const KVCache *cache) {
     free(rows);
 }
 
+/* with_policy, after forward() and before the policy's eviction: the bytes
+ * in use, the new tokens marked cached and, when the forward's last token is a
+ * recorded query, the score the policy is about to rank each cached token by. */
+static void record_policy_view(Tracer *t, const KVCache *cache, int last_pos) {
+    int q = last_pos < t->P ? t->query_row[last_pos] : -1;
+    size_t S = (size_t)t->seq, NL = (size_t)t->plan.n_layers;
+    if (q >= 0) t->kv_bytes[(S * t->Q + q) * 2] = (int64_t)kvcache_bytes_used(cache);
+    for (int li = 0; li < t->plan.n_layers; li++)
+        for (int g = 0; g < t->KV; g++) {
+            const KVHead *kv = kvcache_head(cache, t->layers[li], g);
+            unsigned char *cached = t->cached + ((size_t)li * t->KV + g) * t->P;
+            for (int slot = 0; slot < kv->len; slot++)
+                if (kv->pos[slot] >= 0 && kv->pos[slot] < t->P) cached[kv->pos[slot]] = 1;
+            if (q < 0 || policy_head_scores(t->policy, cache, t->layers[li], g, t->head_scores) != 0) continue;
+            float *row = t->score + (((S * NL + li) * t->KV + g) * t->Q + q) * t->P;
+            for (int slot = 0; slot < kv->len; slot++)
+                if (kv->pos[slot] >= 0 && kv->pos[slot] < t->P) row[kv->pos[slot]] = t->head_scores[slot];
+        }
+}
+
+/* with_policy, after the eviction: tokens cached before and gone now were
+ * evicted after the forward whose last token sits at last_pos. */
+static void record_evictions(Tracer *t, const KVCache *cache, int last_pos) {
+    int q = last_pos < t->P ? t->query_row[last_pos] : -1;
+    size_t S = (size_t)t->seq, NL = (size_t)t->plan.n_layers;
+    if (q >= 0) t->kv_bytes[(S * t->Q + q) * 2 + 1] = (int64_t)kvcache_bytes_used(cache);
+    for (int li = 0; li < t->plan.n_layers; li++)
+        for (int g = 0; g < t->KV; g++) {
+            const KVHead *kv = kvcache_head(cache, t->layers[li], g);
+            unsigned char *cached = t->cached + ((size_t)li * t->KV + g) * t->P;
+            int *evicted_at = t->evicted_at + ((S * NL + li) * t->KV + g) * t->P;
+            for (int slot = 0; slot < kv->len; slot++)       /* 2 = still cached */
+                if (kv->pos[slot] >= 0 && kv->pos[slot] < t->P) cached[kv->pos[slot]] = 2;
+            for (int p = 0; p < t->P; p++) {
+                if (cached[p] == 1) { evicted_at[p] = last_pos; cached[p] = 0; }
+                else if (cached[p] == 2) cached[p] = 1;
+            }
+        }
+}
+
 /* One forward(), between the policy's two halves when there is one, so the
  * norms of this forward's tokens are recorded before the policy may evict
  * them. Our observer is added only when one of these positions is a recorded
@@ -202,7 +263,10 @@ static int traced_forward(Tracer *t, Forward *f, KVCache *cache, const int *ids,
     if (rc != 0) return -1;
     if (t->guard && numguard_check(t->guard, forward_last_logits(f), 1, err) != 0) return -1;
     record_norms(t, cache);
+    int view = t->policy && t->plan.with_policy;
+    if (view) record_policy_view(t, cache, p0 + n - 1);
     if (policy_after_forward(t->policy, cache, p0, err) != 0) return -1;
+    if (view) record_evictions(t, cache, p0 + n - 1);
     if (hook && hook->step) hook->step(hook->ctx, n);
     return 0;
 }
@@ -215,12 +279,22 @@ int tracer_run(Tracer *t, Forward *f, KVCache *cache, const int *prompt, int seq
     memcpy(ids, prompt, (size_t)n * sizeof(int));
     t->seq = seq_index;
     kvcache_reset(cache);
+    if (t->cached) memset(t->cached, 0, (size_t)t->plan.n_layers * t->KV * t->P);
     int rc = traced_forward(t, f, cache, ids, n, hook, err);
     for (int s = 0; rc == 0 && s < t->plan.n_gen; s++) {
         ids[n + s] = argmax(forward_last_logits(f), t->vocab);    /* greedy */
         rc = traced_forward(t, f, cache, &ids[n + s], 1, hook, err);
     }
     return rc;
+}
+
+static int write_policy_view(const Tracer *t, NpzWriter *w, Err *err) {
+    const TracePlan *p = &t->plan;
+    int64_t S = p->n_seqs, NL = p->n_layers, Q = t->Q, P = t->P, KV = t->KV;
+    int64_t score_shape[5] = { S, NL, KV, Q, P }, evicted_shape[4] = { S, NL, KV, P }, bytes_shape[3] = { S, Q, 2 };
+    return npz_add(w, "score", NPY_F32, 5, score_shape, t->score, err) != 0 ||
+           npz_add(w, "evicted_at", NPY_I32, 4, evicted_shape, t->evicted_at, err) != 0 ||
+           npz_add(w, "kv_bytes", NPY_I64, 3, bytes_shape, t->kv_bytes, err) != 0 ? -1 : 0;
 }
 
 int tracer_write_npz(const Tracer *t, const char *path, Err *err) {
@@ -241,7 +315,8 @@ int tracer_write_npz(const Tracer *t, const char *path, Err *err) {
         npz_add(w, "heads", NPY_I32, 1, &NH, t->heads, err) == 0 &&
         npz_add(w, "kv_head", NPY_I32, 1, &NH, kv_head, err) == 0 &&
         npz_add(w, "ids", NPY_I32, 2, ids_shape, t->ids, err) == 0 &&
-        npz_add(w, "n_prompt", NPY_I32, 0, NULL, &n_prompt, err) == 0)
+        npz_add(w, "n_prompt", NPY_I32, 0, NULL, &n_prompt, err) == 0 &&
+        (!p->with_policy || write_policy_view(t, w, err) == 0))
         rc = npz_close(w, err);
     else if (w)
         npz_abort(w);

@@ -25,7 +25,23 @@
  * With an eviction policy (tracer_set_policy), a recorded row is NaN on the
  * tokens the policy had evicted before that step: the kept set of query q is
  * isfinite(attn[..., q, :]) (the same for every query head of a KV head), and
- * the norms of evicted tokens are still recorded (taken before eviction). */
+ * the norms of evicted tokens are still recorded (taken before eviction).
+ * A plan with_policy also records what the policy saw and did:
+ *
+ *   score       f32 [S, NL, KV, Q, P]  the policy's score (higher = keep) of each
+ *                                      cached token, taken right after the forward
+ *                                      of query q, before that forward's eviction;
+ *                                      NaN where the policy ranks nothing (a
+ *                                      skipped layer, full, lagkv), for tokens not
+ *                                      cached, and for a prefill query other than
+ *                                      the prompt's last (the policy decides once
+ *                                      per forward)
+ *   evicted_at  i32 [S, NL, KV, P]     position of the query after whose forward
+ *                                      the token was evicted; -1: never evicted
+ *   kv_bytes    i64 [S, Q, 2]          KV-cache bytes in use (all layers) when
+ *                                      query q attended [..., 0] and after the
+ *                                      eviction that followed its forward [..., 1]
+ *                                      (0 for a prefill query other than the last) */
 #ifndef KVLAB_TRACE_H
 #define KVLAB_TRACE_H
 
@@ -50,6 +66,7 @@ typedef struct {
     int n_prompt;                       /* tokens per sequence, BOS included */
     int n_gen;                          /* greedy decode steps after the prompt */
     int n_seqs;                         /* sequences (chunks) */
+    int with_policy;                    /* also record score, evicted_at, kv_bytes */
 } TracePlan;
 
 /* The query positions the plan records, ascending (pos may be NULL); returns Q. */

@@ -309,6 +309,15 @@ static int decide_head(Policy *p, const KVCache *c, int layer, int g, int budget
     return policy_select_top_few(p, h->pos, h->len, score, budget, p->o.sinks, p->o.recent, keep, evict, n_evict);
 }
 
+int policy_head_scores(Policy *p, const KVCache *c, int layer, int kv_head, float *out) {
+    if (!p || p->skip[layer] || (p->flags & POLICY_NEVER_EVICTS) || !p->scorer->score) return -1;
+    ensure_scratch(p, 1);
+    int len = kvcache_head(c, layer, kv_head)->len;
+    const float *score = p->scorer->score(p, c, layer, kv_head, p->scratch[0].score);
+    memcpy(out, score, (size_t)len * sizeof(float));
+    return 0;
+}
+
 /* Granularity `layer` (TOVA): one token set for every head of the layer,
  * chosen by the score averaged over its KV heads, which must hold the same
  * tokens. Returns the count, -1 to leave the layer alone, -2 on mismatch. */

@@ -167,6 +167,13 @@ int  policy_needs_attention(const Policy *p);
  * (returns 1), for callers that run forward themselves; else 0. */
 int  policy_observer(Policy *p, AttentionObserver *out);
 
+/* The score (higher = keep) the policy gives each slot of (layer, kv_head)
+ * now, in out[0..len) of that head: what its next decision would rank by.
+ * Returns 0, or -1 (out untouched) where it ranks nothing: a skipped layer, a
+ * policy that never evicts or chooses without a score (full, lagkv). For
+ * tools that show the decision (kvlab trace); one thread at a time. */
+int policy_head_scores(Policy *p, const KVCache *c, int layer, int kv_head, float *out);
+
 /* Budgets per layer for an average of `avg` tokens per compressed layer (what
  * the policy's allocator gives; skipped layers get INT_MAX). out: [n_layers]. */
 void policy_layer_budgets(Policy *p, const KVCache *c, int avg, int *out);

@@ -1,0 +1,102 @@
+// page_test.js — the page of `kvlab trace --html` in headless Chromium, driven by
+// playwright-core: no console error, the step slider and the layer and head menus
+// work, and what the page shows for a few tokens equals trace.npz.
+//   node page_test.js PAGE.html EXPECTED.json SCREENSHOT.png
+// EXPECTED.json (expected_values.py): per check, the selection (layer index, head
+// index, query index, its position) and, per token, the values in trace.npz.
+// Prints "ok NAME" / "FAIL NAME ..." lines and "RESULT page_test passed=N failed=N".
+"use strict";
+const fs = require("fs");
+const path = require("path");
+const { chromium } = require("playwright-core");
+
+const [pagePath, expectedPath, shotPath] = process.argv.slice(2);
+const expected = JSON.parse(fs.readFileSync(expectedPath, "utf8"));
+let passed = 0, failed = 0;
+const ok = name => { passed++; console.log("ok    " + name); };
+const fail = (name, why) => { failed++; console.log("FAIL  " + name + (why ? "\n      " + why : "")); };
+const check = (name, cond, why) => (cond ? ok(name) : fail(name, why));
+
+// Float32 values reach the page and this test as the same double (both sides read the
+// same 4 bytes), so they are compared exactly; NaN (not cached, no score) is null.
+const same = (shown, want) => (want === null ? shown === "" : shown !== "" && Number(shown) === want);
+
+async function hoverToken(page, p) {
+  await page.hover(`#text span[data-pos="${p}"]`);
+  return page.$eval("#tip", t => ({ hidden: t.hidden, ...t.dataset }));
+}
+
+async function hoverColumn(page, p) {
+  const box = await page.$eval("#strip", c => {
+    const r = c.getBoundingClientRect();
+    return { x: r.left, y: r.top, left: Number(c.dataset.left), cw: Number(c.dataset.colWidth) };
+  });
+  await page.mouse.move(box.x + box.left + (p + 0.5) * box.cw, box.y + 12);
+  return page.$eval("#tip", t => ({ hidden: t.hidden, ...t.dataset }));
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1500 } });
+  const errors = [];
+  page.on("console", m => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", e => errors.push(String(e)));
+  // nothing may be fetched: the page is one file
+  const requests = [];
+  page.on("request", r => { if (!r.url().startsWith("file:") && !r.url().startsWith("data:")) requests.push(r.url()); });
+  await page.goto("file://" + path.resolve(pagePath));
+  await page.waitForSelector("#text span");
+  check("the page loads and draws the text (" + expected.n_positions + " tokens)",
+        (await page.$$("#text span")).length === expected.n_positions);
+
+  for (const c of expected.checks) {
+    const what = `layer ${c.layer}, head ${c.head}, query at ${c.query_pos}`;
+    await page.selectOption("#layer", String(c.li));
+    await page.selectOption("#head", String(c.hi));
+    // the slider, moved as a user would: Home, then the arrow key
+    await page.focus("#step");
+    await page.keyboard.press("Home");
+    for (let i = 0; i < c.q; i++) await page.keyboard.press("ArrowRight");
+    const label = await page.textContent("#step-label");
+    check(`${what}: the slider and menus select it`, label.includes(`query at position ${c.query_pos} `) &&
+          label.includes(`in layer ${c.layer},`), label);
+    for (const t of c.tokens) {
+      for (const [how, tip] of [["token", await hoverToken(page, t.pos)], ["strip column", await hoverColumn(page, t.pos)]]) {
+        const good = !tip.hidden && Number(tip.pos) === t.pos && same(tip.attn, t.attn) && same(tip.keyNorm, t.key_norm) &&
+                     same(tip.valueNorm, t.value_norm) && (t.score === undefined || same(tip.score, t.score)) &&
+                     (t.evicted_at === undefined || Number(tip.evictedAt) === t.evicted_at);
+        check(`${what}, position ${t.pos} (hover ${how}): attention, key/value norm${t.score !== undefined ? ", score, evicted_at" : ""} = trace.npz`,
+              good, `page ${JSON.stringify(tip)} vs npz ${JSON.stringify(t)}`);
+      }
+    }
+    const rho = await page.$eval("#layers tr.current", tr => ({ layer: tr.dataset.layer, rho: tr.cells[1].dataset.value }));
+    check(`${what}: the table's current row is the layer, ρ = numpy's Spearman (${c.spearman.toFixed(6)})`,
+          Number(rho.layer) === c.layer && Math.abs(Number(rho.rho) - c.spearman) < 1e-5, JSON.stringify(rho));
+    if (c.kv_bytes !== undefined)
+      check(`${what}: the KV bytes shown = trace.npz (${c.kv_bytes})`,
+            Number(await page.$eval("#kv-label", e => e.dataset.bytes)) === c.kv_bytes);
+  }
+  // back to a state worth a picture: the last step of the layer given for it
+  if (expected.screenshot) {
+    await page.selectOption("#layer", String(expected.screenshot.li));
+    await page.selectOption("#head", String(expected.screenshot.hi));
+    await page.focus("#step");
+    await page.keyboard.press("End");
+    await page.mouse.move(0, 0);
+    const p = expected.screenshot.hover;
+    if (p !== undefined) await hoverColumn(page, p);
+  }
+  await page.screenshot({ path: shotPath, fullPage: true });
+  check("no console error, no page error", errors.length === 0, errors.join(" | "));
+  check("no network request", requests.length === 0, requests.join(" "));
+  await browser.close();
+  console.log(`RESULT page_test passed=${passed} failed=${failed}`);
+  process.exit(failed ? 1 : 0);
+})().catch(e => {
+  console.log("FAIL  the browser test stopped: " + (e && e.stack || e));
+  console.log(`RESULT page_test passed=${passed} failed=${failed + 1}`);
+  process.exit(1);
+});

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# cli_html.sh — `kvlab trace --html` and `kvlab view`: the page of the README's example on sink-26m
+# (its size, one file with nothing fetched), the refusals, then the page in headless
+# Chromium (tests/browser/page_test.js, playwright-core from npm): no console error,
+# the slider and menus work, the values shown equal trace.npz, a screenshot is saved.
+# The browser part is skipped, with a line saying why, without /usr/bin/chromium,
+# node/npm or numpy (CI installs them: .ci/run). Run from the repository root.
+# PAGE_SCREENSHOT=FILE.png keeps the screenshot (docs/figures/trace_page_sink-26m.png
+# is made this way).
+set -u
+source "$(dirname "$0")/lib_cli.sh"
+MODEL=$SHARED/models/sink-26m
+STORIES=$SHARED/models/stories260k/stories260K.bin
+PY=/usr/bin/python3
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+BROWSER_DIR=tests/browser
+# the README's example (README.md, "Watch the cache"): the tour's pass-key prompt, l2 at 50 %
+PAGE_LIMIT=$((2500 * 1024))   # the README states "about 1.9 MB"
+
+R=$TMP/page
+expect_ok "trace --html: the README's example on sink-26m (403-token prompt, 8 steps, l2 at 0.5)" \
+    "$KVLAB" trace -m "$MODEL" -p "$(cat docs/tour-prompt.txt)" --gen 8 --steps decode \
+    --policy l2 --compression-ratio 0.5 -o "$R" --html "$R.html"
+size=$(stat -c %s "$R.html" 2>/dev/null || echo 0)
+check "the page is one HTML file below $PAGE_LIMIT bytes ($size)" \
+    bash -c "[ $size -gt 100000 ] && [ $size -lt $PAGE_LIMIT ] && head -c 15 '$R.html' | grep -qi '<!doctype html>'"
+check "nothing to fetch: no element with src= or href=, no url( or @import; no temporary file left" \
+    bash -c "! grep -qiE '<[a-z]+[^>]* (src|href)=|url\\(|@import' '$R.html' && [ -z \"\$(find '$TMP' -name '*.tmp.*')\" ]"
+check "meta.json names the page" grep -q '"html":' "$R/meta.json"
+
+# what trace records of the policy (trace.h), checked against the attention rows themselves
+if $PY -c 'import numpy' 2>/dev/null; then
+    check "numpy: score = -key norm (l2) where cached, NaN in the skipped layers 0,1; evicted_at and kv_bytes agree with the rows" \
+        $PY - "$R" <<'EOF'
+import sys, numpy as np
+z = np.load(sys.argv[1] + "/trace.npz")
+a, k, s, e, kb = z["attn"][0], z["key_norm"][0], z["score"][0], z["evicted_at"][0], z["kv_bytes"][0]
+qpos, kvh = z["query_pos"], list(z["kv_head"])
+NL, NH, Q, P = a.shape
+KV = k.shape[1]
+assert s.shape == (NL, KV, Q, P) and e.shape == (NL, KV, P) and kb.shape == (Q, 2)
+assert np.all(np.isnan(s[:2])) and np.all(e[:2] == -1), "l2 skips layers 0 and 1"
+for li in range(NL):
+    for hi in range(NH):
+        g = kvh[hi]
+        for q in range(Q):
+            cached = np.isfinite(a[li, hi, q])
+            # cached = not evicted before this query and not in its future
+            before = (e[li, g] >= 0) & (e[li, g] < qpos[q])
+            assert np.array_equal(cached, (np.arange(P) <= qpos[q]) & ~before), (li, hi, q)
+            if li < 2:
+                continue
+            # the score l2 ranks by: -|k| before RoPE; trace's norm is after RoPE (a rotation)
+            assert np.array_equal(np.isfinite(s[li, g, q]), cached), (li, hi, q)
+            assert np.allclose(s[li, g, q, cached], -k[li, g, cached], rtol=1e-5), (li, hi, q)
+slot = 2 * 64 * 4 + 4                         # fp32 key + value of head_dim 64, a position
+for q in range(Q):
+    gone = int((e == qpos[q]).sum())          # slots evicted after this query's forward, all layers
+    assert kb[q, 0] - kb[q, 1] == gone * slot, (q, kb[q], gone)
+    held = sum(int(np.isfinite(a[li, kvh.index(g), q]).sum()) for li in range(NL) for g in range(KV))
+    assert kb[q, 0] == held * slot, (q, kb[q], held)
+assert (e >= 0).sum() > 0
+EOF
+fi
+
+expect_ok "trace --html without a policy (stories260k, all steps)" \
+    "$KVLAB" trace -m "$STORIES" -p "Once upon a time, there was a cat" --gen 6 -o "$TMP/plain" --html "$TMP/plain.html"
+check "without a policy the page has no score, evicted_at or kv_bytes data" \
+    grep -q '"score":null,"evicted_at":null,"kv_bytes":null' "$TMP/plain.html"
+
+expect_fail "--html-max-bytes too small: says the size needed, per layer x head x step" \
+    "--html-max-bytes: this selection makes a page of about [0-9]+ bytes .* per layer x head x step" \
+    "$KVLAB" trace -m "$STORIES" -p "Once upon a time" --gen 4 -o "$TMP/x" --html "$TMP/x.html" --html-max-bytes 20K
+expect_fail "--html-max-bytes not a size" "--html-max-bytes" \
+    "$KVLAB" trace -m "$STORIES" -p "Once upon a time" -o "$TMP/x" --html "$TMP/x.html" --html-max-bytes lots
+expect_fail "--html with two sequences" "--html: the page shows one sequence" \
+    "$KVLAB" trace -m "$STORIES" -f "$SHARED/data/tinystories-valid-head.txt" --chunk 32 --chunks 2 -o "$TMP/x" --html "$TMP/x.html"
+check "refused runs leave no page and no run directory" bash -c "[ ! -e '$TMP/x' ] && [ ! -e '$TMP/x.html' ]"
+"$KVLAB" trace --help >"$TMP/help"
+check "trace --help documents --html and --html-max-bytes" bash -c "grep -q -- '--html FILE' '$TMP/help' && grep -q -- '--html-max-bytes' '$TMP/help'"
+
+expect_ok "view: the page again from the run directory" "$KVLAB" view "$R" -o "$TMP/view.html"
+check "view writes the same bytes as trace --html" cmp "$R.html" "$TMP/view.html"
+expect_fail "view --html-max-bytes too small: says the size needed" "--html-max-bytes: this page needs [0-9]+ bytes" \
+    "$KVLAB" view "$R" -o "$TMP/y.html" --html-max-bytes 100K
+expect_fail "view of a directory without a trace" "meta.json" "$KVLAB" view "$TMP" -o "$TMP/y.html"
+expect_fail "view without -o" "-o" "$KVLAB" view "$R"
+check "refused views leave no page" test ! -e "$TMP/y.html"
+"$KVLAB" view --help >"$TMP/help_view"
+check "view --help documents every option" bash -c "for o in RUN_DIR -o -t -m --html-max-bytes; do grep -q -- \"\$o\" '$TMP/help_view' || exit 1; done"
+
+# ---- in a real browser ------------------------------------------------------------------
+skip=""
+[ -x "$CHROMIUM" ] || skip="$CHROMIUM is not installed (apt-get install chromium)"
+[ -z "$skip" ] && ! command -v node >/dev/null && skip="node is not installed (apt-get install nodejs npm)"
+[ -z "$skip" ] && ! command -v npm >/dev/null && skip="npm is not installed (apt-get install npm)"
+[ -z "$skip" ] && ! $PY -c 'import numpy' 2>/dev/null && skip="$PY has no numpy"
+if [ -n "$skip" ]; then
+    echo "skip  the browser test: $skip"
+else
+    # playwright-core, pinned by package-lock.json, into the git-ignored tests/browser/node_modules
+    if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+        (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error) >"$TMP/npm.log" 2>&1 ||
+            fail "npm ci in $BROWSER_DIR (playwright-core)" "$(tail -n 5 "$TMP/npm.log")"
+    fi
+    if [ -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+        check "numpy reads the values the page must show" $PY "$BROWSER_DIR/expected_values.py" "$R" "$TMP/expected.json"
+        shot=${PAGE_SCREENSHOT:-$TMP/page.png}
+        CHROMIUM=$CHROMIUM timeout 120 node "$BROWSER_DIR/page_test.js" "$R.html" "$TMP/expected.json" "$shot" >"$TMP/browser.log" 2>&1
+        grep -E '^(ok|FAIL|      )' "$TMP/browser.log"
+        line=$(grep '^RESULT ' "$TMP/browser.log" | tail -n 1)
+        if [[ $line =~ passed=([0-9]+)\ failed=([0-9]+) ]]; then
+            PASSED=$((PASSED + BASH_REMATCH[1])); FAILED=$((FAILED + BASH_REMATCH[2]))
+        else
+            fail "the browser test ran to its end" "$(tail -n 5 "$TMP/browser.log")"
+        fi
+        check "the screenshot is a PNG" bash -c "[ \"\$(head -c 4 '$shot' | tail -c 3)\" = PNG ] && [ \$(stat -c %s '$shot') -gt 20000 ]"
+    fi
+fi
+finish
