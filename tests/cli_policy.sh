@@ -87,7 +87,7 @@ assert all(sum(h) == 48 for h in b['head']), b
 assert any(len(set(h)) > 1 for h in b['head']), b
 "
 # 31 prompt tokens cut to 48 per layer, then 39 decode tokens x 20 heads: 240 + 780 slots
-check "adaptive: the KV bytes in use are the kept slots" grep -qE "^kv: [0-9.]+ MiB in use \(1020 slots" "$TMP/err"
+check "adaptive: the KV bytes in use are the kept slots" grep -qE "^kv: [0-9.]+ MiB in use, f32 K\+V \(1020 slots" "$TMP/err"
 expect_fail "adaptive refused for lagkv" "--budget-alloc adaptive: policy lagkv has no per-token score" $GEN --policy lagkv --budget-alloc adaptive
 expect_fail "adaptive refused for tova's layer granularity" "add --granularity head" $GEN --policy tova --budget 8 --budget-alloc adaptive
 expect_fail "bad --budget-alloc" "--budget-alloc: 'some' is not uniform or adaptive" $GEN --policy l2 --budget 8 --budget-alloc some

@@ -20,7 +20,7 @@ static const float *score_key0(Policy *p, const KVCache *c, int layer, int g, fl
 }
 static const PolicyParam no_params[] = { {0} };
 static const PolicyDef policy_key0 = {
-    .name = "test-key0", .rule = "test: keep the highest first key channel", .spec = "-",
+    .name = "test-key0", .rule = "test: keep the highest first key channel", .paper = NULL,
     .params = no_params, .score = score_key0,
 };
 
