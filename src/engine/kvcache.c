@@ -192,8 +192,9 @@ int kvcache_append(KVCache *c, int layer, const float *keys, const float *values
             for (int t = 0; t < n; t++) {
                 int slot = h->len + t;
                 /* the fill sees what the cache holds: in bf16 the rounded rows, widened */
-                float v = sc->fill ? sc->fill(kvcache_key_rows(c, h, slot, 1, c->fill_rows),
-                                              kvcache_value_rows(c, h, slot, 1, c->fill_rows + d), c->head_dim)
+                float *key_scratch = c->fill_rows, *value_scratch = c->fill_rows ? c->fill_rows + d : NULL;
+                float v = sc->fill ? sc->fill(kvcache_key_rows(c, h, slot, 1, key_scratch),
+                                              kvcache_value_rows(c, h, slot, 1, value_scratch), c->head_dim)
                                    : 0.0f;
                 for (int r = 0; r < sc->rows; r++) kvcache_column(c, layer, g, col, r)[slot] = v;
             }
