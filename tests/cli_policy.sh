@@ -88,7 +88,9 @@ assert any(len(set(h)) > 1 for h in b['head']), b
 "
 # 31 prompt tokens cut to 48 per layer, then 39 decode tokens x 20 heads: 240 + 780 slots
 check "adaptive: the KV bytes in use are the kept slots" grep -qE "^kv: [0-9.]+ MiB in use, f32 K\+V \(1020 slots" "$TMP/err"
-expect_fail "adaptive refused for lagkv" "--budget-alloc adaptive: policy lagkv has no per-token score" $GEN --policy lagkv --budget-alloc adaptive
+expect_fail "adaptive refused for lagkv's partition rule" "--budget-alloc adaptive: lagkv keeps int.r.L. of each partition, not a budget to share" $GEN --policy lagkv --budget-alloc adaptive
+expect_fail "adaptive refused for lagkv-l2" "--budget-alloc adaptive: lagkv-l2 keeps int.r.L." $GEN --policy lagkv-l2 --budget-alloc adaptive
+expect_ok "adaptive with lagkv:select=global" $GEN -n 60 --policy lagkv:select=global,lag=8,sink=4 --compression-ratio 0.5 --budget-alloc adaptive
 expect_fail "adaptive refused for tova's layer granularity" "add --granularity head" $GEN --policy tova --budget 8 --budget-alloc adaptive
 expect_fail "bad --budget-alloc" "--budget-alloc: 'some' is not uniform or adaptive" $GEN --policy l2 --budget 8 --budget-alloc some
 expect_fail "bad --head-floor" "--head-floor: 2 is out of range" $GEN --policy l2 --budget 8 --budget-alloc adaptive --head-floor 2
@@ -103,6 +105,33 @@ expect_ok "ppl with keydiff, adaptive" $KVLAB ppl -m "$S260" -f "$TXT" --chunk 6
 check "ppl: config.json records the policy and the allocation" grep -q '"budget_alloc"' "$TMP/ppl_kd/config.json"
 check "ppl: meta.json records each head's budget" grep -q '"policy_budgets"' "$TMP/ppl_kd/meta.json"
 expect_ok "passkey with lagkv-l2" $KVLAB passkey -m "$S260" --lengths 200 --depths 50 --trials 1 --threads 1 --policy lagkv-l2:lag=16 --compression-ratio 0.5 -o "$TMP/pk_l2"
+expect_ok "passkey with adaptive head budgets" $KVLAB passkey -m "$S260" --lengths 200,300 --depths 50 --trials 2 --threads 1 --policy l2 --budget 40 --skip-layers 0 --budget-alloc adaptive -o "$TMP/pk_ada"
+check "passkey: head_budgets.csv holds each trial's per-head budgets, summing to the layer's, and the slots kept" python3 -c "
+import csv, json, collections
+rows = list(csv.DictReader(open('$TMP/pk_ada/head_budgets.csv')))
+assert len(rows) == 4 * 5 * 4, len(rows)                      # trials x layers x KV heads
+per = collections.defaultdict(list)
+for r in rows: per[(r['unit'], r['layer'])].append(r)
+for (u, l), hs in per.items():
+    if l == '0':                                             # skipped: no budget, every slot kept
+        assert all(h['budget'] == '' for h in hs), hs
+        continue
+    b = [int(h['budget']) for h in hs]
+    assert sum(b) == 4 * 40, (u, l, b)
+    assert [int(h['slots']) for h in hs] == b, hs            # the prompt is longer than every head's share
+assert any(len(set(h['budget'] for h in hs)) > 1 for (u, l), hs in per.items() if l != '0')
+m = json.load(open('$TMP/pk_ada/meta.json'))
+assert m['head_budgets']['mean_budget'][0] == [None] * 4 and abs(sum(m['head_budgets']['mean_slots'][1]) - 160) < 1e-9, m['head_budgets']
+assert 'head_budgets.csv' in json.dumps(m['outputs'])
+"
+expect_ok "needle with adaptive head budgets" $KVLAB needle -m "$S260" --haystack "$TXT" --lengths 300 --depths 50 --buffer 100 --max-new 8 --threads 1 --policy vnorm --budget 50 --budget-alloc adaptive -o "$TMP/nd_ada"
+check "needle: head_budgets.csv per cell" python3 -c "
+import csv
+rows = list(csv.DictReader(open('$TMP/nd_ada/head_budgets.csv')))
+assert len(rows) == 5 * 4 and all(r['unit'] == '0' for r in rows), len(rows)
+"
+expect_ok "passkey with the full cache" $KVLAB passkey -m "$S260" --lengths 200 --depths 50 --trials 1 --threads 1 -o "$TMP/pk_full"
+check "full cache: no head_budgets.csv" test ! -e "$TMP/pk_full/head_budgets.csv"
 expect_ok "correlate with vnorm" $KVLAB correlate -m "$S260" -f "$TXT" --chunk 64 --chunks 1 --threads 1 --policy vnorm --compression-ratio 0.5 -o "$TMP/corr_v"
 expect_ok "trace with zigzag pr238v2" $KVLAB trace -m "$S260" -p "Once upon a time there was" --gen 2 --threads 1 --policy zigzag:impl=pr238v2,window=4 --compression-ratio 0.5 -o "$TMP/trace_z"
 finish

@@ -86,6 +86,10 @@ rows=$(($(wc -l <"$CSC/metrics.csv" 2>/dev/null || echo 0) - 1))
     || fail "--score: metrics.csv gains 3 x 40 x 40 score rows" "$rows rows"
 check_error "--score with last-prefill" "--score" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score l2 --query last-prefill -o "$tmp/x"
 check_error "--score with a policy" "--score" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score l2 --policy l2 --compression-ratio 0.5 -o "$tmp/x"
+check "correlate --score lagkv,vnorm,keydiff: a table each, lagkv's ranks correlate with attention (rho > 0 in some layer)" \
+    bash -c "'$KVLAB' correlate -m '$MODEL' -f '$TEXT' --chunk 96 --chunks 2 --score lagkv:lag=16,sink=4,vnorm,keydiff -o '$tmp/corr_lag' 2>/dev/null >'$tmp/lag_out' && [ \$(grep -c '^score ' '$tmp/lag_out') = 3 ] && grep -q '^score lagkv:lag=16,sink=4 ' '$tmp/lag_out' && awk -F, '\$4 == \"score_lagkv_lag_16_sink_4_spearman\" && \$6 > 0 { found = 1 } END { exit !found }' '$tmp/corr_lag/metrics.csv'"
+check_error "--score lagkv-l2 (no score of its own)" "ranks tokens by its own selection" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score lagkv-l2 -o "$tmp/x"
+check "correlate --help lists every score" bash -c "'$KVLAB' correlate --help | grep -qE '^Scores for --score: .*lagkv.* vnorm keydiff'"
 check_error "--score unknown" "nosuch" "$KVLAB" correlate -m "$MODEL" -f "$TEXT" --chunk 64 --score l2,nosuch -o "$tmp/x"
 check "correlate --query last-prefill --ids" \
     "$KVLAB" correlate -m "$MODEL" --ids 1,403,407,261,378,410,262,283,306,429 --query last-prefill -o "$tmp/corr_ids"

@@ -1050,6 +1050,35 @@ static void test_norm_family(void) {
         kvcache_free(&c);
         policy_free(p);
     }
+    CASE("lagkv's score (policy_head_scores, correlate --score lagkv): the ranks select=global keeps by, in either mode") {
+        int S = 2, L = 4, n = 15;
+        Config cfg = shape(1, 1, 1, 8);
+        Policy *p = make("--policy lagkv:sink=2,lag=4", &cfg, 64);   /* the official partition rule */
+        kvcache_init(&c, 1, 1, 8, 64, &err);
+        append(p, &c, n, key_lag, NULL);
+        const KVHead *h = kvcache_head(&c, 0, 0);
+        float score[16];
+        CHECK(policy_head_scores(p, &c, 0, 0, score) == 0, "lagkv gives no score");
+        for (int t = 0; t < n; t++) {
+            double want = 1.0;                                 /* sinks, last partition, remainder */
+            if (t >= S && t < S + 2 * L) {                     /* P0, P1: rank by the reference over L */
+                int a = S + (t - S) / L * L, below = 0;
+                double sc[8];
+                lag_reference(h->keys + a * 8, h->values + a * 8, L, 8, sc);
+                for (int u = 0; u < L; u++)
+                    below += sc[u] < sc[t - a] || (sc[u] == sc[t - a] && u > t - a);
+                want = (double)below / L;
+            }
+            CHECK(score[t] == (float)want, "slot %d: score %g, want %g", t, score[t], want);
+        }
+        kvcache_free(&c);
+        policy_free(p);
+        PolicyOpts o;
+        policy_defaults(&o);
+        policy_parse_spec(&o, "lagkv", &err);
+        o.head_alloc = ALLOC_ADAPTIVE;
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "not a budget to share"), "resolve: %s", err.msg);
+    }
     CASE("lagkv:select=global on a head shorter than S + 2L: the sinks and the newest") {
         Config cfg = shape(1, 1, 1, 8);
         Policy *p = make("--policy lagkv:sink=2,lag=4,select=global --compression-ratio 0.4", &cfg, 64);
@@ -1161,7 +1190,7 @@ static void test_adaptive(void) {
             policy_free(p);
         }
     }
-    CASE("adaptive: refused where a head has no score to share by (lagkv) or one set per layer (tova)") {
+    CASE("adaptive: refused where there is no budget to share (lagkv's partitions) or one set per layer (tova)") {
         PolicyOpts o;
         policy_defaults(&o);
         policy_parse_spec(&o, "tova", &err);
@@ -1173,9 +1202,15 @@ static void test_adaptive(void) {
         o.granularity = GRAN_HEAD;
         CHECK(policy_resolve(&o, &err) == 0, "tova --granularity head: %s", err.msg);
         policy_defaults(&o);
-        policy_parse_spec(&o, "lagkv", &err);
+        policy_parse_spec(&o, "lagkv-l2", &err);
         o.head_alloc = ALLOC_ADAPTIVE;
-        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "no per-token score"), "lagkv: %s", err.msg);
+        CHECK(policy_resolve(&o, &err) != 0 && strstr(err.msg, "not a budget to share"), "lagkv-l2: %s", err.msg);
+        policy_defaults(&o);
+        policy_parse_spec(&o, "lagkv:select=global", &err);
+        o.budget_kind = BUDGET_COMPRESSION;
+        o.budget = 0.5;
+        o.head_alloc = ALLOC_ADAPTIVE;
+        CHECK(policy_resolve(&o, &err) == 0, "lagkv:select=global: %s", err.msg);
     }
 }
 

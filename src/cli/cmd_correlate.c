@@ -44,9 +44,11 @@ static void help(void) {
            "      --gen N          greedy decode steps for --query all-decode and policy mode [128]\n"
            "      --seed S         seed of the random eviction baseline [1]\n"
            "      --score LIST     also measure these token scores, NAME[:k=v,...][,NAME...]: any\n"
-           "                       policy with a per-token score (higher = keep), e.g. l2 (-|k|),\n"
-           "                       l2-high (+|k|), h2o, tova, snapkv, random, and the policies' own\n"
-           "                       parameters (snapkv:window=16). Each score is taken just before\n"
+           "                       policy with a per-token score (higher = keep; the list below),\n"
+           "                       e.g. l2 (-|k|), l2-high (+|k|), vnorm (|v|, VATP), keydiff\n"
+           "                       (-cos(k, mean key)), h2o, tova, snapkv, lagkv (rank inside its\n"
+           "                       lag partition, as kvpress's LagKVPress), random, with the\n"
+           "                       policies' own parameters (snapkv:window=16). Each score is taken just before\n"
            "                       the measured query's forward, over the tokens cached then (what\n"
            "                       a policy evicting after the previous forward ranks; attention\n"
            "                       scores have seen every earlier query), and compared with that\n"
@@ -82,6 +84,11 @@ static void help(void) {
            "metrics.npz: ratios [9]; <metric>_mean, <metric>_std (f64), <metric>_n (i64), each\n"
            "[layers, heads] for scalars and [layers, heads, 9] for loss_* / overlap_*;\n"
            "sink_first_token_attn, sink_head_share, sink_key_norm_ratio [layers].\n\n");
+    /* the scores --score takes: every registered policy with a score function */
+    printf("Scores for --score:");
+    for (int i = 0; i < policy_count(); i++)
+        if (policy_at(i)->score && !(policy_at(i)->flags & POLICY_NEVER_EVICTS)) printf(" %s", policy_at(i)->name);
+    printf("\n\n");
     policy_print_help(stdout);
     cli_print_file_notes(stdout, HELP_INPUTS | HELP_OUTPUT);
 }

@@ -50,6 +50,9 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per cell: prompt tokens, needle position, kv kept, answer, score),\n"
            "summary.csv (score per length x depth, per length, per depth, overall), summary.json,\n"
            "config.json, meta.json (written last), log/.\n"
+           "With a policy that evicts: head_budgets.csv (per unit, layer and KV head: the budget at the\n"
+           "eviction after the prompt, empty if none, and the slots kept; --budget-alloc adaptive gives\n"
+           "heads different shares) and their means per (layer, KV head) in meta.json's \"head_budgets\".\n"
            "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
            "cell's prompt (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab needle -m ../shared/models/demo-25m --haystack ../shared/data/war-and-peace.txt \\\n"
@@ -249,7 +252,7 @@ static char *summary_csv(const NeedleOpts *o, const RunLog *log, double *mean) {
     return csv;
 }
 
-static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double t_start) {
+static void write_outputs(const NeedleOpts *o, const EvalEngine *e, RunLog *log, cJSON *meta, double t_start) {
     double mean;
     char *csv = summary_csv(o, log, &mean);
     cJSON *sum = cJSON_CreateObject();
@@ -257,7 +260,7 @@ static void write_outputs(const NeedleOpts *o, RunLog *log, cJSON *meta, double 
     cJSON_AddNumberToObject(sum, "score", mean);
     eval_write_summaries(log, csv, sum);
     fprintf(stderr, "needle: mean score %.3f over %ld cells\n", mean, n_units(o));
-    eval_finish_meta(log, meta, sum, "one row per (length, depth) cell", "score per length x depth ('all' = aggregated)",
+    eval_finish_meta(log, e, meta, sum, "one row per (length, depth) cell", "score per length x depth ('all' = aggregated)",
                      t_start);
     free(csv);
 }
@@ -291,8 +294,8 @@ int cmd_needle(int argc, char **argv) {
     int *first_ids = cell_prompt(&o, &s, o.lengths[0], o.depths[0], &first_n, &first_context, &first_at);
     sink_profile_add(meta, &s.e.m, first_ids, first_n);
     free(first_ids);
-    eval_run_units(log, "needle", "cells", n_units(&o), run_cell, &o, &s);
-    write_outputs(&o, log, meta, t_start);
+    eval_run_units(log, &s.e, "needle", "cells", n_units(&o), run_cell, &o, &s);
+    write_outputs(&o, &s.e, log, meta, t_start);
     runlog_close(log);
     free(config);
     eval_engine_free(&s.e);

@@ -53,6 +53,9 @@ static void help(void) {
     printf("\nRUN_DIR: results.csv (one row per trial: key, depth, prompt tokens, kv kept, answer, correct,\n"
            "partial), summary.csv (accuracy per length x depth, per length, per depth, overall), summary.json,\n"
            "config.json, meta.json (written last), log/.\n"
+           "With a policy that evicts: head_budgets.csv (per unit, layer and KV head: the budget at the\n"
+           "eviction after the prompt, empty if none, and the slots kept; --budget-alloc adaptive gives\n"
+           "heads different shares) and their means per (layer, KV head) in meta.json's \"head_budgets\".\n"
            "meta.json's \"sinks\": the model's attention sinks per layer and head, measured once on the first\n"
            "trial's prompt (full cache, up to 1024 tokens; docs/analyses.md).\n"
            "example: kvlab passkey -m ../shared/models/demo-25m --lengths 512,1024 --depths 0,50,100 --trials 5 \\\n"
@@ -248,7 +251,7 @@ static char *summary_csv(const PasskeyOpts *o, const RunLog *log, GridMean *all)
     return csv;
 }
 
-static void write_outputs(const PasskeyOpts *o, RunLog *log, cJSON *meta, double t_start) {
+static void write_outputs(const PasskeyOpts *o, const EvalEngine *e, RunLog *log, cJSON *meta, double t_start) {
     GridMean all;
     char *csv = summary_csv(o, log, &all);
     double accuracy = all.sum[0] / all.n, partial = all.sum[1] / all.n;
@@ -258,7 +261,7 @@ static void write_outputs(const PasskeyOpts *o, RunLog *log, cJSON *meta, double
     cJSON_AddNumberToObject(sum, "partial", partial);
     eval_write_summaries(log, csv, sum);
     fprintf(stderr, "passkey: accuracy %.3f (%ld trials), partial %.3f\n", accuracy, all.n, partial);
-    eval_finish_meta(log, meta, sum, "one row per trial", "accuracy per length x depth ('all' = aggregated)", t_start);
+    eval_finish_meta(log, e, meta, sum, "one row per trial", "accuracy per length x depth ('all' = aggregated)", t_start);
     free(csv);
 }
 
@@ -293,8 +296,8 @@ int cmd_passkey(int argc, char **argv) {
     sink_profile_add(meta, &s.m, first_ids, first.n_tok);   /* on the first trial's prompt */
     free(first_ids);
     free(first.text);
-    eval_run_units(log, "passkey", "trials", n_units(&o), run_trial, &o, &s);
-    write_outputs(&o, log, meta, t_start);
+    eval_run_units(log, &s, "passkey", "trials", n_units(&o), run_trial, &o, &s);
+    write_outputs(&o, &s, log, meta, t_start);
     runlog_close(log);
     free(config);
     eval_engine_free(&s);

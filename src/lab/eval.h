@@ -144,7 +144,15 @@ typedef struct {
     KVCache cache;
     Policy *policy;
     NumGuard *guard;          /* NaN/Inf in the logits stops the run, naming the layer and tensor */
+    Buf head_rows;            /* eval_answer: the unit's EVAL_HEAD_COLUMNS rows (policies that evict) */
 } EvalEngine;
+
+/* head_budgets.csv of passkey and needle: per trial, each (layer, KV head)'s
+ * budget at the eviction after the prompt (empty: no eviction then, e.g. a
+ * skipped layer or a decode-time schedule) and the slots it holds after it.
+ * With --budget-alloc adaptive the heads of a layer hold different numbers. */
+#define EVAL_HEAD_COLUMNS "layer,kv_head,budget,slots"
+
 
 /* With e->m, e->tok and e->ctx loaded (cli.h common_load): the cache (ctx),
  * a forward of `batch` tokens a pass and the policy. */
@@ -153,7 +161,8 @@ void eval_engine_free(EvalEngine *e);
 
 /* Prefill ids[0..n) from an empty cache (policy_forward: the eviction of the
  * schedule), then eval_greedy for up to max_new tokens: the answer's text.
- * *kv = eval_kv_per_head after the prefill. Dies on error. */
+ * *kv = eval_kv_per_head after the prefill; e->head_rows = the per-head
+ * budgets and slots after it (when the policy evicts). Dies on error. */
 char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv);
 
 /* Open the run directory (config.json written, resume checked) and start meta.json. */
@@ -161,17 +170,20 @@ RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *
                       const char *columns, long n_units, int argc, char **argv, struct cJSON **meta);
 
 /* Every unit not yet in the log: run(opts, state, unit, row) fills its row,
- * appended to the log; a progress line counts `unit_name`s. */
+ * appended to the log with e->head_rows as its detail rows; a progress line
+ * counts `unit_name`s. */
 typedef void (*EvalUnitFn)(const void *opts, void *state, long unit, Buf *row);
-void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
+void eval_run_units(RunLog *log, const EvalEngine *e, const char *command, const char *unit_name, long n_units,
                     EvalUnitFn run, const void *opts, void *state);
 
 /* results.csv, summary.csv (csv) and summary.json (summary, pretty-printed). Dies on error. */
 void eval_write_summaries(RunLog *log, const char *csv, const struct cJSON *summary);
 /* meta.json, last: the summary (now owned by meta), what results.csv and
- * summary.csv hold, then runlog_finish. Dies on error. */
-void eval_finish_meta(RunLog *log, struct cJSON *meta, struct cJSON *summary, const char *results_what,
-                      const char *summary_what, double t_start);
+ * summary.csv hold; for a policy that evicts, head_budgets.csv and the mean
+ * budget and slots per (layer, KV head) over the units; then runlog_finish.
+ * Dies on error. */
+void eval_finish_meta(RunLog *log, const EvalEngine *e, struct cJSON *meta, struct cJSON *summary,
+                      const char *results_what, const char *summary_what, double t_start);
 
 /* ---- passkey and needle: the summary over the length x depth grid ------------------------- */
 

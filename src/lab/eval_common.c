@@ -4,6 +4,7 @@
 #include "lab/eval.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,12 +115,30 @@ void eval_engine_start(EvalEngine *e, const EvalOpts *o, int batch) {
 }
 
 void eval_engine_free(EvalEngine *e) {
+    buf_free(&e->head_rows);
     policy_free(e->policy);
     numguard_free(e->guard);
     forward_free(e->f);
     kvcache_free(&e->cache);
     tokenizer_free(e->tok);
     model_free(&e->m);
+}
+
+/* The budget each (layer, KV head) got at the eviction after the prompt and the
+ * slots it holds now: what Ada-KV's head-wise allocation gave each head. */
+static void head_rows(EvalEngine *e) {
+    e->head_rows.len = 0;
+    if (e->head_rows.data) e->head_rows.data[0] = '\0';
+    if (!policy_evicts(e->policy)) return;
+    const int *budget = policy_last_head_budgets(e->policy);
+    int KV = e->cache.n_kv_heads;
+    for (int l = 0; l < e->cache.n_layers; l++)
+        for (int g = 0; g < KV; g++) {
+            int b = budget[l * KV + g];
+            buf_printf(&e->head_rows, "%d,%d,", l, g);
+            if (b >= 0 && b != INT_MAX) buf_printf(&e->head_rows, "%d", b);
+            buf_printf(&e->head_rows, ",%d\n", kvcache_head(&e->cache, l, g)->len);
+        }
 }
 
 char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv) {
@@ -129,6 +148,7 @@ char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv)
     if (policy_forward(e->policy, e->f, &e->cache, ids, n, NULL, &err) != 0) die("%s", err.msg);
     if (numguard_check(e->guard, forward_last_logits(e->f), 1, &err) != 0) die("%s", err.msg);
     *kv = eval_kv_per_head(&e->cache);
+    head_rows(e);
     int n_ans = eval_greedy(e->policy, e->f, &e->cache, e->m.cfg.vocab_size, e->m.cfg.eos_id, max_new, e->ctx, ans, &err);
     if (n_ans < 0) die("%s", err.msg);
     /* the last answer token's logits: a NaN appearing during decoding shows here */
@@ -142,14 +162,15 @@ char *eval_answer(EvalEngine *e, const int *ids, int n, int max_new, double *kv)
 RunLog *eval_log_open(const char *command, const EvalOpts *o, const EvalEngine *e, const char *config,
                       const char *columns, long n_units, int argc, char **argv, cJSON **meta) {
     Err err;
-    RunLogSpec spec = { o->out_dir, config, columns, NULL, n_units, o->resume };
+    RunLogSpec spec = { o->out_dir, config, columns, policy_evicts(e->policy) ? EVAL_HEAD_COLUMNS : NULL, n_units,
+                        o->resume };
     RunLog *log = runlog_open(&spec, &err);
     if (!log) die("%s", err.msg);
     *meta = runlog_meta_new(command, argc, argv, &e->m, &o->po, config);
     return log;
 }
 
-void eval_run_units(RunLog *log, const char *command, const char *unit_name, long n_units,
+void eval_run_units(RunLog *log, const EvalEngine *e, const char *command, const char *unit_name, long n_units,
                     EvalUnitFn run, const void *opts, void *state) {
     Err err;
     ProgressLine pl;
@@ -159,7 +180,8 @@ void eval_run_units(RunLog *log, const char *command, const char *unit_name, lon
         double t0 = now_seconds();
         Buf row = { 0 };
         run(opts, state, u, &row);
-        if (runlog_append(log, u, row.data, NULL, now_seconds() - t0, &err) != 0) die("%s", err.msg);
+        const char *details = policy_evicts(e->policy) ? e->head_rows.data : NULL;
+        if (runlog_append(log, u, row.data, details, now_seconds() - t0, &err) != 0) die("%s", err.msg);
         buf_free(&row);
         progress_line_add(&pl, 1);
     }
@@ -179,12 +201,54 @@ void eval_write_summaries(RunLog *log, const char *csv, const cJSON *summary) {
     free(json);
 }
 
-void eval_finish_meta(RunLog *log, cJSON *meta, cJSON *summary, const char *results_what, const char *summary_what,
-                      double t_start) {
+/* meta.json "head_budgets": the mean budget and slots of each (layer, KV head)
+ * over the units done ([n_layers][n_kv_heads]; null where never evicted). */
+static cJSON *head_means(const RunLog *log, long n_units, int n_layers, int n_kv_heads) {
+    int col_layer = runlog_detail_column(log, "layer"), col_head = runlog_detail_column(log, "kv_head");
+    int col_budget = runlog_detail_column(log, "budget"), col_slots = runlog_detail_column(log, "slots");
+    size_t n = (size_t)n_layers * n_kv_heads;
+    double *budget = xcalloc(n, sizeof(double)), *slots = xcalloc(n, sizeof(double));
+    long *n_budget = xcalloc(n, sizeof(long)), *n_slots = xcalloc(n, sizeof(long));
+    for (long u = 0; u < n_units; u++) {
+        if (!runlog_done(log, u)) continue;
+        for (int r = 0; r < runlog_detail_count(log, u); r++) {
+            int l = atoi(runlog_detail_field(log, u, r, col_layer)), g = atoi(runlog_detail_field(log, u, r, col_head));
+            if (l < 0 || l >= n_layers || g < 0 || g >= n_kv_heads) continue;
+            const char *b = runlog_detail_field(log, u, r, col_budget);
+            size_t i = (size_t)l * n_kv_heads + g;
+            if (b && *b) { budget[i] += atof(b); n_budget[i]++; }
+            slots[i] += atof(runlog_detail_field(log, u, r, col_slots));
+            n_slots[i]++;
+        }
+    }
+    cJSON *j = cJSON_CreateObject(), *jb = cJSON_AddArrayToObject(j, "mean_budget"), *js = cJSON_AddArrayToObject(j, "mean_slots");
+    for (int l = 0; l < n_layers; l++) {
+        cJSON *rb = cJSON_CreateArray(), *rs = cJSON_CreateArray();
+        for (int g = 0; g < n_kv_heads; g++) {
+            size_t i = (size_t)l * n_kv_heads + g;
+            cJSON_AddItemToArray(rb, n_budget[i] ? cJSON_CreateNumber(budget[i] / n_budget[i]) : cJSON_CreateNull());
+            cJSON_AddItemToArray(rs, n_slots[i] ? cJSON_CreateNumber(slots[i] / n_slots[i]) : cJSON_CreateNull());
+        }
+        cJSON_AddItemToArray(jb, rb);
+        cJSON_AddItemToArray(js, rs);
+    }
+    free(budget); free(slots); free(n_budget); free(n_slots);
+    return j;
+}
+
+void eval_finish_meta(RunLog *log, const EvalEngine *e, cJSON *meta, cJSON *summary, const char *results_what,
+                      const char *summary_what, double t_start) {
     Err err;
     cJSON_AddItemToObject(meta, "summary", summary);
     runmeta_add_output(meta, "results.csv", results_what);
     runmeta_add_output(meta, "summary.csv", summary_what);
+    if (policy_evicts(e->policy)) {
+        if (runlog_write_details(log, "head_budgets.csv", &err) != 0) die("%s", err.msg);
+        cJSON_AddItemToObject(meta, "head_budgets", head_means(log, runlog_units(log), e->cache.n_layers,
+                                                               e->cache.n_kv_heads));
+        runmeta_add_output(meta, "head_budgets.csv", "per trial: each (layer, KV head)'s budget at the eviction after "
+                           "the prompt (empty: none then) and the slots it holds after it");
+    }
     if (runlog_finish(log, meta, t_start, &err) != 0) die("%s", err.msg);
 }
 

@@ -394,6 +394,7 @@ void runlog_close(RunLog *r) {
 
 int runlog_done(const RunLog *r, long unit) { return unit >= 0 && unit < r->n_units && r->units[unit].done; }
 long runlog_count(const RunLog *r) { return r->n_done; }
+long runlog_units(const RunLog *r) { return r->n_units; }
 const char *runlog_dir(const RunLog *r) { return r->dir; }
 
 /* ---- appending --------------------------------------------------------------------- */

@@ -62,6 +62,7 @@ void runlog_close(RunLog *r);
 
 int  runlog_done(const RunLog *r, long unit);
 long runlog_count(const RunLog *r);            /* finished units */
+long runlog_units(const RunLog *r);            /* units of the run, done or not */
 
 /* Record a finished unit: `details` (NULL or rows "fields\n", without the unit
  * column) first, then "unit,fields,seconds". Fields are CSV already (see

@@ -207,6 +207,7 @@ int policy_observer(Policy *p, AttentionObserver *out) {
 PolicyTiming policy_timing(const Policy *p) { return p->timing; }
 void policy_timing_reset(Policy *p) { memset(&p->timing, 0, sizeof p->timing); }
 const int *policy_last_budgets(const Policy *p) { return p->last_budget; }
+int policy_evicts(const Policy *p) { return p && !(p->flags & POLICY_NEVER_EVICTS); }
 const int *policy_last_head_budgets(const Policy *p) { return p->last_head_budget; }
 
 static void json_budget(FILE *f, int b) {

@@ -163,6 +163,8 @@ int  policy_after_forward(Policy *p, KVCache *c, int start_pos, Err *err);
 /* The AttentionObserver callback (public so tests can feed attention rows). */
 void policy_observe(void *policy, int layer, int head, int query_pos, const float *probs, const int *key_pos, int n_keys);
 int  policy_needs_attention(const Policy *p);
+/* 1 if the policy can remove slots (every policy but full; NULL: 0). */
+int  policy_evicts(const Policy *p);
 /* The policy's observer {p, policy_observe} in *out, if it needs attention
  * (returns 1), for callers that run forward themselves; else 0. */
 int  policy_observer(Policy *p, AttentionObserver *out);

@@ -37,11 +37,13 @@
  * partitions only rank: with the same s_K + s_V, each token of a scored
  * partition gets its rank inside it over L (0 = worst, (L−1)/L = best), the S
  * sinks and the last partition + remainder get 1, and ONE top-k over the whole
- * head keeps k = ⌊n·(1 − r)⌋ (the common budget: --compression-ratio r). A head
+ * head keeps k = ⌊n·(1 − r)⌋ (the common budget: --compression-ratio r;
+ * with --budget-alloc adaptive, Ada-KV's share of each head). A head
  * shorter than S + 2L scores its sinks 1 and the rest (j − S)/(n − S): it
  * keeps the sinks and the newest tokens. Equal ranks (every partition has a
  * best token): the lower position. Runs after the prompt (kvpress presses
- * compress the prefill), like snapkv.
+ * compress the prefill), like snapkv. These ranks are lagkv's score
+ * (score_lagkv) wherever a tool asks a policy for one, whatever select is.
  *
  * `lagkv-l2` is LagKV's own L2 variant, L2KV of the official repository
  * (AI-Lab-China-Merchants-Bank/LagKV, l2_kv.py): the same recursive
@@ -139,16 +141,14 @@ static int cmp_ranked(const void *x, const void *y) {
     return b->t - a->t;
 }
 
-/* select=global (kvpress LagKVPress): ranks per partition, one top-k. */
-static int select_global(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
-    (void)layer; (void)g;
+/* kvpress LagKVPress's score of every slot of (layer, g), into score[0..len):
+ * its rank inside its partition over L, 1 for the sinks and the last
+ * partition + remainder. The score of select=global, and lagkv's score for the
+ * tools that take one (`kvlab correlate --score lagkv`, zigzag/pyramid
+ * score=lagkv, Ada-KV head shares with select=global). */
+static const float *score_lagkv(Policy *p, const KVCache *c, int layer, int g, float *score) {
     const KVHead *h = kvcache_head(c, layer, g);
     int n = h->len, L = (int)policy_param(p, "lag"), S = (int)policy_param(p, "sink");
-    if (n <= budget) {
-        for (int j = 0; j < n; j++) keep[j] = j;
-        return n;
-    }
-    float *score = policy_scratch(p)->score;
     if (n < S + 2 * L) {        /* no partition to score: sinks, then the newest */
         for (int j = 0; j < n; j++) score[j] = j < S ? 1.0f : (float)(j - S) / (float)(n - S);
     } else {
@@ -165,7 +165,18 @@ static int select_global(Policy *p, const KVCache *c, int layer, int g, int budg
         for (int j = 0; j < S; j++) score[j] = 1.0f;
         for (int j = end - L; j < n; j++) score[j] = 1.0f;
     }
-    return policy_select_top(p, h->pos, n, score, budget, 0, 0, keep);
+    return score;
+}
+
+/* select=global (kvpress LagKVPress): ranks per partition, one top-k. */
+static int select_global(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
+    const KVHead *h = kvcache_head(c, layer, g);
+    if (h->len <= budget) {
+        for (int j = 0; j < h->len; j++) keep[j] = j;
+        return h->len;
+    }
+    const float *score = score_lagkv(p, c, layer, g, policy_scratch(p)->score);
+    return policy_select_top(p, h->pos, h->len, score, budget, 0, 0, keep);
 }
 
 static int select_lagkv(Policy *p, const KVCache *c, int layer, int g, int budget, int *keep) {
@@ -229,6 +240,9 @@ static int lagkv_defaults(PolicyOpts *o, Err *err) {
         if (o->budget_kind == BUDGET_NONE)
             return err_set(err, "--policy lagkv:select=global needs a budget (--compression-ratio R, as kvpress, or --budget N / --keep-ratio K)");
         if (o->schedule == SCHED_DEFAULT) o->schedule = SCHED_PREFILL;
+    } else if (o->head_alloc == ALLOC_ADAPTIVE) {
+        return err_set(err, "--budget-alloc adaptive: %s keeps int(r*L) of each partition, not a budget to share "
+                       "(lagkv:select=global takes one)", o->name);
     } else if (o->budget_kind == BUDGET_TOKENS) {
         return err_set(err, "--policy %s: --budget does not apply (%s:ratio=R, or --compression-ratio / --keep-ratio)", o->name, o->name);
     }
@@ -282,6 +296,7 @@ const PolicyDef policy_lagkv = {
     .init = init_lagkv,
     .free = free_lagkv,
     .reset = reset_lagkv,
+    .score = score_lagkv,
     .select = select_lagkv,
 };
 
