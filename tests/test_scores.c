@@ -131,7 +131,7 @@ static void test_hand_scores(void) {
             scoreset_free(s);
         }
         CHECK(!scoreset_create("nosuch", &cfg, 8, &err) && strstr(err.msg, "nosuch"), "%s", err.msg);
-        CHECK(!scoreset_create("lagkv", &cfg, 8, &err) && strstr(err.msg, "lagkv"), "%s", err.msg);
+        CHECK(!scoreset_create("lagkv-l2", &cfg, 8, &err) && strstr(err.msg, "lagkv-l2") && strstr(err.msg, "own selection"), "%s", err.msg);
         CHECK(!scoreset_create("l2,l2", &cfg, 8, &err) && strstr(err.msg, "twice"), "%s", err.msg);
         CHECK(!scoreset_create("l2,", &cfg, 8, &err) && strstr(err.msg, "trailing"), "%s", err.msg);
         CHECK(!scoreset_create("window=3", &cfg, 8, &err), "parameters with no score");
