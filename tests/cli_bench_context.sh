@@ -9,8 +9,8 @@ PY=${PLOT_PYTHON:-/usr/bin/python3}
 expect_ok "bench --attention exact,fused --kv-dtype f32,bf16 --interleave" \
     $KVLAB bench -m "$M" --prompt 64 --gen 4 --repeat 1 --threads 1 --attention exact,fused --kv-dtype f32,bf16 \
     --interleave --no-machine --json "$TMP/paths.json"
-check "bench: four rows f32, f32/kv-bf16, f32/fused, f32/fused/kv-bf16 in that order" bash -c \
-    "[ \"\$(grep -oE '^f32[a-z/0-9-]* ' '$TMP/out' | tr -d ' ' | tr '\n' ' ')\" = 'f32 f32/kv-bf16 f32/fused f32/fused/kv-bf16 ' ]"
+check "bench: four rows f32/exact, f32/exact/kv-bf16, f32, f32/kv-bf16 in that order (fused is the default)" bash -c \
+    "[ \"\$(grep -oE '^f32[a-z/0-9-]* ' '$TMP/out' | tr -d ' ' | tr '\n' ' ')\" = 'f32/exact f32/exact/kv-bf16 f32 f32/kv-bf16 ' ]"
 check "bench: a huge-page line per row" bash -c "[ \$(grep -c '      huge pages: weights' '$TMP/out') = 4 ]"
 check "bench json: attention and kv_dtype per row" bash -c \
     "grep -q '\"attention\":[[:space:]]*\"fused\"' '$TMP/paths.json' && grep -q '\"kv_dtype\":[[:space:]]*\"bf16\"' '$TMP/paths.json' && grep -q weights_huge_page_frac '$TMP/paths.json'"

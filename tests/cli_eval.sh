@@ -54,8 +54,12 @@ check "ppl l2: identical to the full run before the first eviction (positions 1.
 
 # --output-error: the policy run's attention output against the full-cache run's
 expect_ok "ppl l2 --output-error" "${PPL[@]}" --chunks 2 "${L2[@]}" --output-error -o "$TMP/poe"
-check "ppl --output-error: the same chunk rows (ppl, KL, ...) as without it" \
-    test "$(head -n 3 "$TMP/poe/results.csv")" = "$(head -n 3 "$TMP/pl/results.csv")"
+# it observes attention, so both runs take the exact path: the same rows as --attention exact
+expect_ok "ppl l2 --attention exact" "${PPL[@]}" --chunks 2 "${L2[@]}" --attention exact -o "$TMP/pl_exact"
+check "ppl --output-error: the same chunk rows (ppl, KL, ...) as without it (exact attention)" \
+    test "$(head -n 3 "$TMP/poe/results.csv")" = "$(head -n 3 "$TMP/pl_exact/results.csv")"
+check "ppl: fused (the default) and exact attention agree to 4 digits of the chunk perplexity" \
+    bash -c "paste -d, <(cut -d, -f5 '$TMP/pl/results.csv') <(cut -d, -f5 '$TMP/pl_exact/results.csv') | awk -F, 'NR>1 && NR<4 { d = \$1 - \$2; if (d < 0) d = -d; if (d > 1e-4 * \$2) bad = 1; n++ } END { exit bad || n != 2 }'"
 # l2 never touches layers 0 and 1, whose inputs do not depend on later layers: their outputs
 # stay exactly the full cache's; the others lose attention and drift once l2 evicts
 check "ppl --output-error: 0 in layers 0,1 (skipped), > 0 after the first eviction elsewhere, p95 >= mean" \

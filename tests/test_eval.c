@@ -56,7 +56,7 @@ static void golden_ppl(const char *model_rel, const char *npz_rel) {
     policy_defaults(&po);             /* full */
     policy_resolve(&po, &err);
     Policy *p = policy_create(&po, &m.cfg, n, &err);
-    PplRunner r = { f, NULL, &cache, NULL, p, 1, m.cfg.vocab_size, NULL };
+    PplRunner r = { f, NULL, &cache, NULL, p, 1, m.cfg.vocab_size, NULL, NULL };
     PplToken *tok = xmalloc((size_t)n * sizeof(PplToken));
     int rc = ppl_run_sequence(&r, ids, n, tok, NULL, NULL, &err);
     CHECK(rc == 0, "%s", err.msg);
@@ -101,7 +101,7 @@ static void reference_run(void) {
     for (int i = 1; i < 7; i++) policy_option(&po, 7, (char **)argv, &i);
     CHECK(policy_resolve(&po, &err) == 0, "%s", err.msg);
     Policy *p = policy_create(&po, &m.cfg, n, &err);
-    PplRunner r = { f1, f2, &c1, &c2, p, 0, m.cfg.vocab_size, NULL };
+    PplRunner r = { f1, f2, &c1, &c2, p, 0, m.cfg.vocab_size, NULL, NULL };
     PplToken tok[96];
     CHECK(ppl_run_sequence(&r, ids, n, tok, NULL, NULL, &err) == 0, "%s", err.msg);
     int same_before = 1, differs_after = 0;

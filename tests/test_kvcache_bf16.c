@@ -19,6 +19,7 @@
 #include "check.h"
 #include "engine/forward.h"
 #include "policy/policy.h"
+#include "policy_line.h"
 
 static float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
@@ -176,21 +177,7 @@ static void test_forward_rounding(void) {
     }
 }
 
-static Policy *policy_from_line(const char *line) {
-    PolicyOpts o;
-    policy_defaults(&o);
-    char buf[512], *argv[64];
-    int argc = 0;
-    snprintf(buf, sizeof buf, "x %s", line);
-    for (char *t = strtok(buf, " "); t && argc < 64; t = strtok(NULL, " ")) argv[argc++] = t;
-    for (int i = 1; i < argc; i++)
-        if (!policy_option(&o, argc, argv, &i)) { fprintf(stderr, "bad option %s\n", argv[i]); exit(1); }
-    policy_cli_finish(&o);
-    Err err;
-    Policy *p = policy_create(&o, &model.cfg, CTX, &err);
-    if (!p) fail(err.msg);
-    return p;
-}
+static Policy *model_policy(const char *line) { return policy_from_line(line, &model.cfg, CTX); }
 
 /* Every policy on a bf16 cache: evicts (the budget holds), finite logits;
  * with the budget above the length it changes nothing. */
@@ -217,7 +204,7 @@ static void test_policies(void) {
         char name[256];
         snprintf(name, sizeof name, "bf16 cache: %s evicts, logits finite", lines[i]);
         CASE(name) {
-            Policy *p = policy_from_line(lines[i]);
+            Policy *p = model_policy(lines[i]);
             run(&c, DTYPE_BF16, strstr(lines[i], "shifted") != NULL, p, got);
             int finite = 1;
             for (int v = 0; v < V; v++) finite &= isfinite(got[v]) != 0;
@@ -229,7 +216,7 @@ static void test_policies(void) {
         }
     }
     CASE("bf16 cache: l2 with a budget above the length == no policy, bit for bit") {
-        Policy *p = policy_from_line("--policy l2 --budget 4096");
+        Policy *p = model_policy("--policy l2 --budget 4096");
         run(&c, DTYPE_BF16, 0, p, got);
         CHECK(!memcmp(got, ref, (size_t)V * sizeof(float)), "logits differ");
         kvcache_free(&c);

@@ -649,7 +649,7 @@ static void test_trace_roundtrip(void) {
         Model m = load_stories();
         Err err;
         int layers[5] = { 0, 1, 2, 3, 4 }, heads[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
-        TracePlan plan = { 5, layers, 8, heads, TRACE_PREFILL, 1, g.T, 0, 1 };
+        TracePlan plan = { 5, layers, 8, heads, TRACE_PREFILL, 1, g.T, 0, 1, 0 };
         Tracer *t = tracer_create(&m.cfg, &plan, (size_t)1 << 30, &err);
         CHECK(t != NULL, "%s", err.msg);
         KVCache cache;
@@ -707,7 +707,7 @@ static void test_trace_subset_and_first_gen(void) {
         Model m = load_stories();
         Err err;
         int layers[2] = { 1, 3 }, heads[2] = { 2, 5 }, T = g.T, gen = 3;
-        TracePlan plan = { 2, layers, 2, heads, TRACE_ALL, 5, T, gen, 1 };
+        TracePlan plan = { 2, layers, 2, heads, TRACE_ALL, 5, T, gen, 1, 0 };
         int Q = trace_plan_queries(&plan, NULL), qpos[256];
         trace_plan_queries(&plan, qpos);
         /* candidates 0..T+2, every 5th counted back from T+2 */
@@ -747,7 +747,7 @@ static void test_trace_subset_and_first_gen(void) {
 
         /* first-gen (query at position T) through the correlator vs the traced row:
          * same row, same norms -> the same metrics (random eviction aside) */
-        TracePlan p1 = { 2, layers, 2, heads, TRACE_DECODE, 1, T, 1, 1 };
+        TracePlan p1 = { 2, layers, 2, heads, TRACE_DECODE, 1, T, 1, 1, 0 };
         Tracer *t1 = tracer_create(&m.cfg, &p1, (size_t)1 << 30, &err);
         CHECK(tracer_run(t1, f, &cache, ids, 0, NULL, &err) == 0, "%s", err.msg);
         snprintf(path, sizeof path, "%s/first.npz", tmpdir);
@@ -791,7 +791,7 @@ static void test_guards_and_outputs(void) {
         Model m = load_stories();
         Err err;
         int layers[2] = { 0, 4 }, heads[1] = { 3 }, bad_layers[2] = { 4, 0 };
-        TracePlan plan = { 2, layers, 1, heads, TRACE_ALL, 1, 200, 10, 2 };
+        TracePlan plan = { 2, layers, 1, heads, TRACE_ALL, 1, 200, 10, 2, 0 };
         size_t need = trace_plan_bytes(&plan, &m.cfg);
         /* attn 2*2*1*210*210 + norms 2*2*2*4*210 + ids 2*210, all 4 bytes */
         CHECK(need == (size_t)(2 * 2 * 210 * 210 + 2 * 2 * 2 * 4 * 210 + 2 * 210) * 4, "need %zu", need);
@@ -915,7 +915,7 @@ static void test_policy_probe(void) {
 
         /* reference: the first decode row of the full cache and the key norms */
         int layers[5] = { 0, 1, 2, 3, 4 }, heads[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
-        TracePlan plan = { 5, layers, 8, heads, TRACE_DECODE, 1, T, 1, 1 };
+        TracePlan plan = { 5, layers, 8, heads, TRACE_DECODE, 1, T, 1, 1, 0 };
         Tracer *t = tracer_create(&m.cfg, &plan, (size_t)1 << 30, &err);
         CHECK(tracer_run(t, f, &full, ids, 0, NULL, &err) == 0, "%s", err.msg);
         char path[512];

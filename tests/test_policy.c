@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "policy/policy.h"
+#include "policy_line.h"
 
 /* ---- a hand-made cache ------------------------------------------------------ */
 
@@ -28,23 +29,13 @@ static Config shape(int layers, int heads, int kv_heads, int head_dim) {
 /* Options from a command line ("--policy l2 --budget 4 ..."), resolved. */
 static PolicyOpts opts(const char *line) {
     PolicyOpts o;
-    policy_defaults(&o);
-    char buf[512], *argv[64];
-    int argc = 0;
-    snprintf(buf, sizeof buf, "x %s", line);
-    for (char *t = strtok(buf, " "); t && argc < 64; t = strtok(NULL, " ")) argv[argc++] = t;
-    for (int i = 1; i < argc; i++)
-        if (!policy_option(&o, argc, argv, &i)) { fprintf(stderr, "bad test option %s\n", argv[i]); exit(1); }
+    policy_opts_from_line(line, &o);
     policy_cli_finish(&o);
     return o;
 }
 
 static Policy *make(const char *line, const Config *cfg, int max_tokens) {
-    PolicyOpts o = opts(line);
-    Err err;
-    Policy *p = policy_create(&o, cfg, max_tokens, &err);
-    if (!p) { fprintf(stderr, "%s\n", err.msg); exit(1); }
-    return p;
+    return policy_from_line(line, cfg, max_tokens);
 }
 
 /* key(layer, g, t) fills one key row; the value row gets key * 0.5 + t. */

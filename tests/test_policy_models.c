@@ -25,6 +25,7 @@
 #include "check.h"
 #include "engine/ops.h"
 #include "policy/policy.h"
+#include "policy_line.h"
 
 typedef struct {
     const char *label;
@@ -77,26 +78,6 @@ static void fixture_free(Fixture *fx) {
     model_free(&fx->m);
 }
 
-/* The policy options of a command line ("--policy l2 --budget 4 ..."), unresolved. */
-static void opts_from_line(const char *line, PolicyOpts *o) {
-    policy_defaults(o);
-    char buf[512], *argv[64];
-    int argc = 0;
-    snprintf(buf, sizeof buf, "x %s", line);
-    for (char *t = strtok(buf, " "); t && argc < 64; t = strtok(NULL, " ")) argv[argc++] = t;
-    for (int i = 1; i < argc; i++)
-        if (!policy_option(o, argc, argv, &i)) { fprintf(stderr, "bad option %s\n", argv[i]); exit(1); }
-}
-
-static Policy *policy_from_line(const char *line, const Config *cfg, int ctx) {
-    PolicyOpts o;
-    opts_from_line(line, &o);
-    policy_cli_finish(&o);
-    Err err;
-    Policy *p = policy_create(&o, cfg, ctx, &err);
-    if (!p) fail(err.msg);
-    return p;
-}
 
 /* ---- the invariants ------------------------------------------------------------ */
 
@@ -481,7 +462,7 @@ static void test_degenerate_budgets(Fixture *fx) {
                     snprintf(line, sizeof line, "--policy %.60s %s %s", d->name, budgets[b], variants[v]);
                     /* combinations a policy refuses (lagkv: --budget; tova: adaptive) are its own error, not a run */
                     PolicyOpts o;
-                    opts_from_line(line, &o);
+                    policy_opts_from_line(line, &o);
                     Err err;
                     if (policy_resolve(&o, &err) != 0) continue;
                     Policy *p = policy_create(&o, &fx->m.cfg, fx->ctx, &err);

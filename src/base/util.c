@@ -245,6 +245,16 @@ int filemap_open(FileMap *map, const char *path, Err *err) {
     return 0;
 }
 
+void filemap_release(const void *p, size_t n_bytes) {
+#ifdef MADV_PAGEOUT
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = ((uintptr_t)p + page - 1) / page * page, end = ((uintptr_t)p + n_bytes) / page * page;
+    if (end > first) madvise((void *)first, end - first, MADV_PAGEOUT);   /* a hint: failure changes nothing */
+#else
+    (void)p; (void)n_bytes;
+#endif
+}
+
 void filemap_close(FileMap *map) {
     if (map->data) munmap(map->data, map->size_bytes);
     map->data = NULL;

@@ -72,6 +72,11 @@ int file_head(const char *path, void *buf, size_t n);
 typedef struct { void *data; size_t size_bytes; } FileMap;
 int  filemap_open(FileMap *map, const char *path, Err *err);
 void filemap_close(FileMap *map);
+/* Drop the whole pages of [p, p + n_bytes), part of a file mapping, from memory
+ * (MADV_PAGEOUT: clean file pages leave the page cache; a later read faults
+ * them in again). For a file read once and copied: the copy then does not
+ * share memory with a second, cached copy of the file. */
+void filemap_release(const void *p, size_t n_bytes);
 
 /* Atomic output: write to "PATH.tmp.PID", rename onto PATH on commit, so an
  * interrupted run never leaves a file that looks finished. The temporary file

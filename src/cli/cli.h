@@ -39,7 +39,7 @@ typedef struct {
     "      --kv-dtype f32|bf16  KV cache storage: bf16 halves its bytes (keys and values rounded once\n" \
     "                        when cached, attention summed in fp32; logits within ~1e-2) [f32]\n" \
     "      --attention exact|fused  without an attention observer: exact (score rows, softmax) or\n" \
-    "                        fused (one pass, online softmax; equal within fp32 rounding) [exact]\n"
+    "                        fused (one pass, online softmax; equal within fp32 rounding) [fused]\n"
 
 
 /* The notes at the end of a --help on the files a command reads and writes:

@@ -35,7 +35,7 @@ static void help(void) {
            "  --threads LIST      thread counts to run, e.g. 1,2 [all cores]\n"
            "  --dtype LIST        weight dtypes to run, e.g. f32,bf16,bf16d [f32]; bf16d: bf16\n"
            "                      weights through the bf16 dot kernel (as --bf16-dot)\n"
-           "  --attention LIST    attention paths to run: exact, fused or both, e.g. exact,fused [exact]\n"
+           "  --attention LIST    attention paths to run: exact, fused or both, e.g. exact,fused [fused]\n"
            "                      (fused: one pass per tile of queries, online softmax; prefill\n"
            "                      at long prompts, e.g. --prompt 4096 or 8192, shows the difference)\n"
            "  --kv-dtype LIST     KV cache storage to run: f32, bf16 or both [f32]\n"
@@ -240,9 +240,9 @@ static Stat stat_of(double *v, int n) {
 static const char *config_name(DType dtype, int bf16_dot) { return bf16_dot ? "bf16d" : dtype_name(dtype); }
 
 /* A row's label: the weight dtype (config_name), then the attention path and
- * the KV dtype where they are not the defaults: "f32", "bf16/fused/kv-bf16". */
+ * the KV dtype where they are not the defaults: "f32", "bf16/exact/kv-bf16". */
 static const char *row_label(char *buf, size_t size, DType dtype, int bf16_dot, AttentionPath attention, DType kv_dtype) {
-    snprintf(buf, size, "%s%s%s", config_name(dtype, bf16_dot), attention == ATTENTION_FUSED ? "/fused" : "",
+    snprintf(buf, size, "%s%s%s", config_name(dtype, bf16_dot), attention == ATTENTION_EXACT ? "/exact" : "",
              kv_dtype == DTYPE_BF16 ? "/kv-bf16" : "");
     return buf;
 }
@@ -575,7 +575,7 @@ static void parse_args(int argc, char **argv, BenchArgs *a) {
         else if (!common_option(&a->o, argc, argv, &i)) die("bench: unknown option '%s' (kvlab bench --help)", s);
     }
     if (a->n_dtypes == 0) { a->dtypes[0] = a->o.dtype; a->n_dtypes = 1; }
-    if (a->n_attention == 0) { a->attention[0] = ATTENTION_EXACT; a->n_attention = 1; }
+    if (a->n_attention == 0) { a->attention[0] = ATTENTION_FUSED; a->n_attention = 1; }
     if (a->n_kv_dtypes == 0) { a->kv_dtypes[0] = DTYPE_F32; a->n_kv_dtypes = 1; }
     if (!a->sweep_policies) a->sweep_policies = "full,l2:0.5,l2:0.9,window:0.5,window:0.9,h2o:0.5";
     if (a->contexts && a->policy) die("bench: --context compares its own policies (--sweep-policies), not --policy");

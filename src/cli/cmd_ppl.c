@@ -44,7 +44,8 @@ static void help(void) {
            "                       layer), output_error_steps.csv (per position), meta.json\n"
            "                       \"output_error\" (per layer mean and p95). Needs a policy that evicts\n"
            "                       and the reference; not with --resume (every value is held: 8 bytes\n"
-           "                       per layer x head x token)\n"
+           "                       per layer x head x token). It observes attention, so both runs take\n"
+           "                       the exact attention path (--attention exact)\n"
            "  -o, --output DIR     run directory (see below)\n"
            "      --resume         continue an interrupted run in DIR: finished chunks are kept\n"
            COMMON_OPTS_HELP

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void model_own(Model *m, void *p) {
     if (m->n_allocs == m->cap_allocs) {
@@ -31,6 +32,11 @@ const FileMap *model_map_file(Model *m, const char *path, Err *err) {
     if (filemap_open(map, path, err) != 0) return NULL;
     m->n_maps++;
     m->file_bytes += map->size_bytes;
+    /* A checkpoint that is a large part of memory, copied into huge pages: left
+     * in the page cache, it fills memory as the copy grows, and the last
+     * tensors' 2 MiB pages no longer find free blocks (4 KiB fallback). */
+    long pages = sysconf(_SC_PHYS_PAGES), page_bytes = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page_bytes > 0 && m->file_bytes > (size_t)pages * (size_t)page_bytes / 4) m->release_file_pages = 1;
     return map;
 }
 
@@ -69,6 +75,7 @@ void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int ro
             memcpy((char *)buf + off, (const char *)src + off, len);
         }
         dst->data = buf;
+        if (m->release_file_pages) filemap_release(src, n_bytes);
         return;
     }
     if (m->compute_dtype == DTYPE_F32) {
@@ -81,6 +88,7 @@ void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int ro
         for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(load_as_f32(src_dtype, src, i));
     }
     dst->data = buf;
+    if (m->release_file_pages) filemap_release(src, n * dtype_size(src_dtype));
 }
 
 float *model_bind_vec(Model *m, DType src_dtype, const void *src, int n) {

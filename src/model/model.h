@@ -71,6 +71,7 @@ typedef struct {
     size_t converted_bytes;      /* bytes of weights in kvlab's own memory (copies, conversions) */
     size_t in_place_bytes;       /* bytes of weights used in place from the mapped files */
     int weights_in_place;        /* WEIGHTS_IN_PLACE: use the mapping where the dtype allows */
+    int release_file_pages;      /* checkpoint > 1/4 of RAM: drop each tensor's file pages once copied */
     long long n_params;   /* parameters counted once (tied embeddings once) */
     /* owned resources */
     FileMap maps[MODEL_MAX_FILES];
