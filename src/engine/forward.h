@@ -44,7 +44,8 @@ typedef struct Forward Forward;
  * numbers; an observer always gets this path). fused: one pass over the keys
  * and values per tile of queries with an online softmax (simd/kernels.h
  * attn_fused), never storing a probability row: the same results within fp32
- * rounding (|d out| <= ~1e-5 max|v|), not bit for bit. */
+ * rounding (|d out| <= ~1e-5 max|v|), not bit for bit. A block of one query
+ * (a decode step) runs exact under both: it stores only one row. */
 typedef enum { ATTENTION_EXACT = 0, ATTENTION_FUSED = 1 } AttentionPath;
 const char *attention_path_name(AttentionPath a);              /* "exact", "fused" */
 int attention_path_parse(const char *s, AttentionPath *out);   /* 0, or -1 if unknown */
