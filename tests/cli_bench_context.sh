@@ -37,10 +37,18 @@ for r in rows:
     if not (r["decode_tok_s_median"] > 0 and r["kv_bytes_read_per_token"] > 0 and r["achieved_gb_s"] > 0):
         bad.append(f"{r['cache']} at {r['context']}: a zero figure")
     if r["frac_of_bandwidth"] != -1: bad.append("frac_of_bandwidth without a machine measurement")
+    # interleaved rounds: one tok/s per repeat, and the ratio to the full cache of the same round
+    full = [f for f in rows if f["context"] == r["context"] and f["cache"] == "full"][0]
+    if len(r["decode_tok_s_per_round"]) != 2: bad.append(f"{r['cache']} at {r['context']}: not 2 rounds")
+    want = [a / b for a, b in zip(r["decode_tok_s_per_round"], full["decode_tok_s_per_round"])]
+    if any(abs(x - y) > 1e-9 * y for x, y in zip(r["vs_full_per_round"], want)): bad.append(f"{r['cache']}: vs_full_per_round")
+    if abs(r["vs_full_median"] - sum(want) / 2) > 1e-9 * r["vs_full_median"]: bad.append(f"{r['cache']}: vs_full_median")
+    if r["cache"] == "full" and r["vs_full_median"] != 1: bad.append("full vs full is not 1")
+    if sorted(r["decode_tok_s_per_round"])[0] != r["decode_tok_s_min"]: bad.append(f"{r['cache']}: min is not the rounds' min")
 print("\n".join(bad) if bad else "ok")
 sys.exit(1 if bad else 0)
 PYEOF
-check "sweep json: KV bytes of the full cache exact, compressed caches smaller, every figure > 0" grep -qx ok "$TMP/sweep_check"
+check "sweep json: KV bytes of the full cache exact, compressed caches smaller, every figure > 0, per-round ratios to the full cache" grep -qx ok "$TMP/sweep_check"
 expect_ok "bench --context 128 --fill prefill --sweep-policies full,l2:0.75 --kv-dtype bf16" \
     $KVLAB bench -m "$M" --context 128 --fill prefill --sweep-policies full,l2:0.75 --kv-dtype bf16 --gen 2 --repeat 1 \
     --threads 1 --no-machine

@@ -56,7 +56,10 @@ static void help(void) {
            "Decode cost against context length (--context): instead of the table above, for each\n"
            "context length and each cache policy, decode tok/s, the KV bytes in use and read per\n"
            "token, and the bytes read per token (weights + KV) over the time, against the read\n"
-           "bandwidth measured just before each point:\n"
+           "bandwidth (measured before each round, median). At each context the caches run\n"
+           "interleaved: round r runs every cache's r-th repeat back to back, and column x full\n"
+           "is the median over the rounds of a cache's tok/s over the full cache's in the same\n"
+           "round (JSON: decode_tok_s_per_round, vs_full_per_round, vs_full_median):\n"
            "  --context LIST      cached tokens before decoding, e.g. 512,2048,4096,8192\n"
            "  --sweep-policies L  the caches compared, NAME or NAME:COMPRESSION, e.g. full,l2:0.9\n"
            "                      [full,l2:0.5,l2:0.9,window:0.5,window:0.9,h2o:0.5]; they evict\n"
@@ -763,13 +766,11 @@ static double kv_read_bytes(const KVCache *c) {
     return (double)kvcache_slots_used(c) * 2.0 * c->head_dim * (double)dtype_size(c->kv_dtype);
 }
 
-typedef struct {
-    Stat tps;
-    double kv_bytes_in_use, kv_read_per_token, weight_bytes, gbs;
-} SweepPoint;
-
-/* Decode at context C: fill, 2 untimed steps, then G timed ones; --repeat times. */
-static SweepPoint sweep_point(const BenchArgs *a, const Model *m, int v, int C, const SweepPolicy *sp, int threads) {
+/* One repeat at context C: a fresh cache, forward and policy; fill, 2 untimed
+ * decode steps, then G timed ones. Returns decode tok/s; *kv_read = the KV
+ * bytes attention read per timed step, *kv_in_use = the cache's bytes after. */
+static double sweep_run(const BenchArgs *a, const Model *m, int v, int C, const SweepPolicy *sp, int r,
+                        double *kv_read, double *kv_in_use) {
     Err err;
     const int G = a->G, ctx = C + G + 3;
     KVCache cache;
@@ -778,58 +779,57 @@ static SweepPoint sweep_point(const BenchArgs *a, const Model *m, int v, int C, 
     Forward *f = forward_create(m, a->fill_prefill ? (C < 512 ? C : 512) : 1);
     forward_set_attention(f, variant_attention(a, v));
     Policy *p = sweep_policy_create(sp, &m->cfg, ctx);
-    int *prompt = xmalloc((size_t)C * sizeof(int));
-    uint64_t s = a->seed;
-    prompt[0] = m->cfg.bos_id;
-    for (int i = 1; i < C; i++) prompt[i] = 3 + (int)(splitmix64_next(&s) % (uint64_t)(m->cfg.vocab_size - 3));
-    double *tps = xmalloc((size_t)a->repeat * sizeof(double)), kv_read = 0;
-    ops_set_threads(threads);
-    for (int r = 0; r < a->repeat; r++) {
-        kvcache_reset(&cache);
-        if (a->fill_prefill) {
-            if (policy_forward(p, f, &cache, prompt, C, NULL, &err) != 0) die("%s", err.msg);
-        } else {
-            fill_random(&cache, p, C, a->seed + (uint64_t)r);
-        }
-        int tok = prompt[C - 1];
-        double t0 = 0, read = 0;
-        for (int g = -2; g < G; g++) {
-            if (g == 0) t0 = now_seconds();
-            if (g >= 0) read += kv_read_bytes(&cache);
-            if (policy_forward(p, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
-            tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
-        }
-        tps[r] = G / (now_seconds() - t0);
-        kv_read += read / G / a->repeat;
-        fprintf(stderr, "\r  context %d, %s: run %d/%d  decode %.2f tok/s   ", C, sp->label, r + 1, a->repeat, tps[r]);
+    if (a->fill_prefill) {
+        int *prompt = xmalloc((size_t)C * sizeof(int));
+        uint64_t s = a->seed;
+        prompt[0] = m->cfg.bos_id;
+        for (int i = 1; i < C; i++) prompt[i] = 3 + (int)(splitmix64_next(&s) % (uint64_t)(m->cfg.vocab_size - 3));
+        if (policy_forward(p, f, &cache, prompt, C, NULL, &err) != 0) die("%s", err.msg);
+        free(prompt);
+    } else {
+        fill_random(&cache, p, C, a->seed + (uint64_t)r);
     }
-    SweepPoint pt;
-    pt.tps = stat_of(tps, a->repeat);
-    pt.kv_bytes_in_use = (double)kvcache_bytes_used(&cache);
-    pt.kv_read_per_token = kv_read;
-    pt.weight_bytes = (double)decode_weight_bytes(m);
-    pt.gbs = (pt.weight_bytes + pt.kv_read_per_token) * pt.tps.median / 1e9;
-    free(tps); free(prompt);
+    int tok = m->cfg.bos_id;
+    double t0 = 0, read = 0;
+    for (int g = -2; g < G; g++) {
+        if (g == 0) t0 = now_seconds();
+        if (g >= 0) read += kv_read_bytes(&cache);
+        if (policy_forward(p, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
+        tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
+    }
+    double tps = G / (now_seconds() - t0);
+    *kv_read = read / G;
+    *kv_in_use = (double)kvcache_bytes_used(&cache);
     policy_free(p);
     forward_free(f);
     kvcache_free(&cache);
-    return pt;
+    return tps;
 }
 
 /* The sweep: per weight dtype / attention / KV dtype and thread count, every
- * context x cache; one table row and one JSON object ("context_sweep") each. */
+ * context x cache; one table row and one JSON object ("context_sweep") each.
+ * At each context the caches run interleaved: round r runs the r-th repeat of
+ * every cache back to back, after a bandwidth measurement, so a drift of the
+ * machine hits them alike; "x full" is the median over the rounds of the
+ * cache's tok/s over the full cache's in the same round. */
 static void run_context_sweep(const BenchArgs *a, cJSON *root) {
     SweepPolicy sps[16];
-    int n_sp = parse_sweep_policies(a->sweep_policies, sps, 16);
+    int n_sp = parse_sweep_policies(a->sweep_policies, sps, 16), full = -1;
+    for (int j = 0; j < n_sp; j++)
+        if (!strcmp(sps[j].name, "full") && full < 0) full = j;
     cJSON *rows = cJSON_AddArrayToObject(root, "context_sweep");
     cJSON_AddStringToObject(root, "fill", a->fill_prefill ? "prefill" : "random");
     cJSON_AddNumberToObject(root, "gen_tokens", a->G);
     cJSON_AddNumberToObject(root, "repeat", a->repeat);
-    printf("decode against context (%s fill, %d timed decode steps, median of %d)\n",
+    printf("decode against context (%s fill, %d timed decode steps, median of %d, caches interleaved)\n",
            a->fill_prefill ? "prefill" : "random", a->G, a->repeat);
-    printf("%-18s %3s %7s %-12s | %10s %10s | %9s %17s %8s %6s %8s\n", "config", "thr", "context", "cache",
-           "KV MiB", "KV MB/tok", "decode", "(min..max) tok/s", "GB/s", "%bw", "bw GB/s");
+    printf("%-18s %3s %7s %-12s | %10s %10s | %9s %17s %8s %6s %8s %7s\n", "config", "thr", "context", "cache",
+           "KV MiB", "KV MB/tok", "decode", "(min..max) tok/s", "GB/s", "%bw", "bw GB/s", "x full");
     fflush(stdout);
+    const int R = a->repeat;
+    double *tps = xmalloc((size_t)n_sp * R * sizeof(double)), *kv_read = xcalloc((size_t)n_sp, sizeof(double));
+    double *kv_in_use = xcalloc((size_t)n_sp, sizeof(double)), *bws = xmalloc((size_t)R * sizeof(double));
+    double *tmp = xmalloc((size_t)R * sizeof(double));
     for (int d = 0; d < a->n_dtypes; d++) {
         Model m;
         load_bench_model(&a->o, a->dtypes[d], 1, 1, &m);
@@ -838,22 +838,46 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                 die("bench: --context %d + --gen %d exceeds the model's context (%d; kvlab synth --shape ...,seq=N "
                     "writes a longer one)", a->contexts[i], a->G, m.cfg.max_seq_len);
         ops_set_bf16_dot(a->dots[d]);
+        double weight_bytes = (double)decode_weight_bytes(&m);
         for (int v = 0; v < n_variants(a); v++) {
             if (variant_dtype(a, v) != d) continue;
             char label[48];
             row_label(label, sizeof label, a->dtypes[d], a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v));
             for (int t = 0; t < a->n_threads; t++)
-                for (int i = 0; i < a->n_contexts; i++)
+                for (int i = 0; i < a->n_contexts; i++) {
+                    const int C = a->contexts[i];
+                    for (int j = 0; j < n_sp; j++) kv_read[j] = 0;
+                    for (int r = 0; r < R; r++) {
+                        bws[r] = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
+                        ops_set_threads(a->thread_list[t]);
+                        for (int j = 0; j < n_sp; j++) {
+                            double read;
+                            tps[j * R + r] = sweep_run(a, &m, v, C, &sps[j], r, &read, &kv_in_use[j]);
+                            kv_read[j] += read / R;
+                            fprintf(stderr, "\r  context %d, round %d/%d: %s decode %.2f tok/s          ", C, r + 1, R,
+                                    sps[j].label, tps[j * R + r]);
+                        }
+                    }
+                    fprintf(stderr, "\r%80s\r", "");
+                    double bw = a->no_machine ? 0 : stat_of(bws, R).median;
                     for (int j = 0; j < n_sp; j++) {
-                        double bw = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
-                        SweepPoint pt = sweep_point(a, &m, v, a->contexts[i], &sps[j], a->thread_list[t]);
-                        char bw_s[16], frac_s[16];
+                        double *run = tps + (size_t)j * R, vs_full = NAN;
+                        cJSON *per_round = cJSON_CreateDoubleArray(run, R), *ratio_rounds = NULL;
+                        if (full >= 0) {   /* the JSON takes the rounds in order, before stat_of sorts tmp */
+                            for (int r = 0; r < R; r++) tmp[r] = run[r] / tps[(size_t)full * R + r];
+                            ratio_rounds = cJSON_CreateDoubleArray(tmp, R);
+                            vs_full = stat_of(tmp, R).median;
+                        }
+                        for (int r = 0; r < R; r++) tmp[r] = run[r];
+                        Stat st = stat_of(tmp, R);
+                        double gbs = (weight_bytes + kv_read[j]) * st.median / 1e9;
+                        char bw_s[16], frac_s[16], vs_s[16];
                         figure_or_dash(bw_s, sizeof bw_s, "%.1f", bw);
-                        figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", bw > 0 ? 100 * pt.gbs / bw : NAN);
-                        fprintf(stderr, "\r");
-                        printf("%-18s %3d %7d %-12s | %10.2f %10.2f | %9.2f (%6.2f..%6.2f) %8.2f %6s %8s\n", label,
-                               a->thread_list[t], a->contexts[i], sps[j].label, pt.kv_bytes_in_use / 1048576.0,
-                               pt.kv_read_per_token / 1e6, pt.tps.median, pt.tps.min, pt.tps.max, pt.gbs, frac_s, bw_s);
+                        figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", bw > 0 ? 100 * gbs / bw : NAN);
+                        figure_or_dash(vs_s, sizeof vs_s, "%.2f", vs_full);
+                        printf("%-18s %3d %7d %-12s | %10.2f %10.2f | %9.2f (%6.2f..%6.2f) %8.2f %6s %8s %7s\n", label,
+                               a->thread_list[t], C, sps[j].label, kv_in_use[j] / 1048576.0, kv_read[j] / 1e6,
+                               st.median, st.min, st.max, gbs, frac_s, bw_s, vs_s);
                         fflush(stdout);
                         cJSON *o = cJSON_CreateObject();
                         cJSON_AddStringToObject(o, "config", label);
@@ -861,24 +885,31 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                         cJSON_AddStringToObject(o, "attention", attention_path_name(variant_attention(a, v)));
                         cJSON_AddStringToObject(o, "kv_dtype", dtype_name(variant_kv_dtype(a, v)));
                         cJSON_AddNumberToObject(o, "threads", a->thread_list[t]);
-                        cJSON_AddNumberToObject(o, "context", a->contexts[i]);
+                        cJSON_AddNumberToObject(o, "context", C);
                         cJSON_AddStringToObject(o, "cache", sps[j].label);
                         cJSON_AddStringToObject(o, "policy", sps[j].name);
                         cJSON_AddNumberToObject(o, "compression", sps[j].compression);
-                        cJSON_AddNumberToObject(o, "kv_bytes_in_use", pt.kv_bytes_in_use);
-                        cJSON_AddNumberToObject(o, "kv_bytes_read_per_token", pt.kv_read_per_token);
-                        cJSON_AddNumberToObject(o, "weight_bytes_per_token", pt.weight_bytes);
-                        cJSON_AddNumberToObject(o, "decode_tok_s_median", pt.tps.median);
-                        cJSON_AddNumberToObject(o, "decode_tok_s_min", pt.tps.min);
-                        cJSON_AddNumberToObject(o, "decode_tok_s_max", pt.tps.max);
-                        cJSON_AddNumberToObject(o, "achieved_gb_s", pt.gbs);
+                        cJSON_AddNumberToObject(o, "kv_bytes_in_use", kv_in_use[j]);
+                        cJSON_AddNumberToObject(o, "kv_bytes_read_per_token", kv_read[j]);
+                        cJSON_AddNumberToObject(o, "weight_bytes_per_token", weight_bytes);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_median", st.median);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_min", st.min);
+                        cJSON_AddNumberToObject(o, "decode_tok_s_max", st.max);
+                        cJSON_AddItemToObject(o, "decode_tok_s_per_round", per_round);
+                        if (ratio_rounds) {
+                            cJSON_AddItemToObject(o, "vs_full_per_round", ratio_rounds);
+                            cJSON_AddNumberToObject(o, "vs_full_median", vs_full);
+                        }
+                        cJSON_AddNumberToObject(o, "achieved_gb_s", gbs);
                         cJSON_AddNumberToObject(o, "read_gb_s_before", bw > 0 ? bw : -1);
-                        cJSON_AddNumberToObject(o, "frac_of_bandwidth", bw > 0 ? pt.gbs / bw : -1);
+                        cJSON_AddNumberToObject(o, "frac_of_bandwidth", bw > 0 ? gbs / bw : -1);
                         cJSON_AddItemToArray(rows, o);
                     }
+                }
         }
         model_free(&m);
     }
+    free(tps); free(kv_read); free(kv_in_use); free(bws); free(tmp);
 }
 
 int cmd_bench(int argc, char **argv) {
