@@ -15,6 +15,36 @@ check "bench: a huge-page line per row" bash -c "[ \$(grep -c '      huge pages:
 check "bench json: attention and kv_dtype per row" bash -c \
     "grep -q '\"attention\":[[:space:]]*\"fused\"' '$TMP/paths.json' && grep -q '\"kv_dtype\":[[:space:]]*\"bf16\"' '$TMP/paths.json' && grep -q weights_huge_page_frac '$TMP/paths.json'"
 
+# Decode bytes per token: the weights plus the keys and values attention reads, the mean
+# over the steps: 64 prompt tokens + 4 steps -> 64 + 1.5 slots x 5 layers x 4 KV heads x
+# 2 x 8 x 4 bytes = 83840 (fp32 KV), half of the K/V bytes with a bf16 cache; %bw is the
+# median of each run's GB/s over the bandwidth measured just before it.
+expect_ok "bench --kv-dtype f32,bf16 --interleave --repeat 3 (with the bandwidth before each run)" \
+    $KVLAB bench -m "$M" --prompt 64 --gen 4 --repeat 3 --threads 1 --kv-dtype f32,bf16 --interleave \
+    --json "$TMP/share.json"
+"$PY" - "$TMP/share.json" <<'PYEOF' >"$TMP/share_check" 2>&1
+import json, sys
+runs = json.load(open(sys.argv[1]))["runs"]
+bad = []
+want_kv = {"f32": 83840, "bf16": 41920}
+for r in runs:
+    kv = r["decode_kv_bytes_per_token"]
+    if kv != want_kv[r["kv_dtype"]]: bad.append(f"{r['kv_dtype']}: KV bytes per token {kv}, want {want_kv[r['kv_dtype']]}")
+    tps, gbs, bw, share = (r[k] for k in ("decode_tok_s_per_run", "decode_gb_s_per_run", "read_gb_s_before_per_run",
+                                           "decode_frac_of_bandwidth_per_run"))
+    if not len(tps) == len(gbs) == len(bw) == len(share) == 3: bad.append("not 3 runs per array")
+    for t, g, b, f in zip(tps, gbs, bw, share):
+        # GB/s of a run = bytes per token x its tok/s (the decode time is the same)
+        if abs(g - (r["decode_weight_bytes_per_token"] + kv) * t / 1e9) > 1e-6 * g: bad.append(f"GB/s {g} != bytes x {t} tok/s")
+        if not b > 0 or abs(f - g / b) > 1e-9 * f: bad.append(f"share {f} != {g} / {b}")
+    if r["decode_frac_of_bandwidth"] != sorted(share)[1]: bad.append("decode_frac_of_bandwidth is not the median share")
+    if r["decode_gb_s"] != sorted(gbs)[1]: bad.append("decode_gb_s is not the median")
+    if r["read_gb_s_before_run"] != sorted(bw)[1]: bad.append("read_gb_s_before_run is not the median")
+print("\n".join(bad) if bad else "ok")
+sys.exit(1 if bad else 0)
+PYEOF
+check "bench json: KV bytes per token exact for fp32 and bf16 caches, per-run GB/s and shares, medians" grep -qx ok "$TMP/share_check"
+
 # ---- the sweep: 2 contexts x the 6 default caches ----------------------------------------
 expect_ok "bench --context 96,192 (random fill)" \
     $KVLAB bench -m "$M" --context 96,192 --gen 4 --repeat 2 --threads 1 --no-machine --json "$TMP/sweep.json"
@@ -53,6 +83,28 @@ expect_ok "bench --context 128 --fill prefill --sweep-policies full,l2:0.75 --kv
     $KVLAB bench -m "$M" --context 128 --fill prefill --sweep-policies full,l2:0.75 --kv-dtype bf16 --gen 2 --repeat 1 \
     --threads 1 --no-machine
 check "sweep: bf16 rows for full and l2:0.75" bash -c "[ \$(grep -cE '^f32/kv-bf16 +1 +128 +(full|l2:0.75) ' '$TMP/out') = 2 ]"
+# Both KV storages in the same rounds: each bf16 row is compared with the fp32 full cache
+# of its round, and the bf16 full cache holds half the K/V bytes (the key-norm column stays)
+expect_ok "bench --context 96 --kv-dtype f32,bf16 (interleaved in the rounds)" \
+    $KVLAB bench -m "$M" --context 96 --sweep-policies full,window:0.5 --kv-dtype f32,bf16 --gen 2 --repeat 2 \
+    --threads 1 --no-machine --json "$TMP/kvd.json"
+"$PY" - "$TMP/kvd.json" <<'PYEOF' >"$TMP/kvd_check" 2>&1
+import json, sys
+rows = json.load(open(sys.argv[1]))["context_sweep"]
+bad = []
+order = [(r["kv_dtype"], r["cache"]) for r in rows]
+if order != [("f32", "full"), ("f32", "window:0.5"), ("bf16", "full"), ("bf16", "window:0.5")]: bad.append(f"rows {order}")
+full = [r for r in rows if r["kv_dtype"] == "f32" and r["cache"] == "full"][0]
+for r in rows:
+    want = [a / b for a, b in zip(r["decode_tok_s_per_round"], full["decode_tok_s_per_round"])]
+    if any(abs(x - y) > 1e-9 * y for x, y in zip(r["vs_full_per_round"], want)): bad.append(f"{r['config']} {r['cache']}: not against the fp32 full cache")
+kv = {(r["kv_dtype"], r["cache"]): r["kv_bytes_in_use"] for r in rows}
+# 5 layers x 4 KV heads x (2 x 8 x 2 + 4) bytes per token with bf16 K/V and the fp32 key norm
+if kv[("bf16", "full")] != 720 * (96 + 4): bad.append(f"bf16 full {kv[('bf16', 'full')]} bytes, want {720 * 100}")
+print("\n".join(bad) if bad else "ok")
+sys.exit(1 if bad else 0)
+PYEOF
+check "sweep json: fp32 and bf16 caches interleaved, every ratio against the fp32 full cache of the round" grep -qx ok "$TMP/kvd_check"
 if "$PY" -c 'import matplotlib, numpy' 2>/dev/null; then
     expect_ok "plot: decode vs context" "$PY" experiments/plots/decode_vs_context.py "$TMP/sweep.json" -o "$TMP/plots"
     check "plot: PNG and PDF" test -s "$TMP/plots/decode_vs_context_sweep.png" -a -s "$TMP/plots/decode_vs_context_sweep.pdf"

@@ -7,8 +7,9 @@
  *   peak FMA rate   = the FMA loop of simd/peak.h on every thread
  * Model figures, per dtype x thread count, median and spread over --repeat runs:
  *   prefill tok/s and GFLOP/s (2 flops per weight per token + attention)
- *   decode tok/s, weight bytes read per token, and GB/s = bytes/token x tok/s,
- *   also as a fraction of the read bandwidth measured again just before the run
+ *   decode tok/s, weight bytes read per token, and GB/s = (weight bytes + the
+ *   KV bytes attention reads) per token x tok/s, also as a fraction of the read
+ *   bandwidth measured again just before the run (per run, median)
  * A decode token must read every weight matrix once, so decode speed is bounded
  * by bandwidth / bytes-per-token; prefill reuses each weight for many tokens and
  * is bounded by the FMA rate. */
@@ -56,10 +57,12 @@ static void help(void) {
            "Decode cost against context length (--context): instead of the table above, for each\n"
            "context length and each cache policy, decode tok/s, the KV bytes in use and read per\n"
            "token, and the bytes read per token (weights + KV) over the time, against the read\n"
-           "bandwidth (measured before each round, median). At each context the caches run\n"
-           "interleaved: round r runs every cache's r-th repeat back to back, and column x full\n"
-           "is the median over the rounds of a cache's tok/s over the full cache's in the same\n"
-           "round (JSON: decode_tok_s_per_round, vs_full_per_round, vs_full_median):\n"
+           "bandwidth (measured before each round, median). At each context the caches of every\n"
+           "--kv-dtype run interleaved: round r runs every (KV dtype, cache)'s r-th repeat back\n"
+           "to back, and column x full is the median over the rounds of a row's tok/s over the\n"
+           "full cache's of the first --kv-dtype in the same round, so --kv-dtype f32,bf16\n"
+           "compares the two storages (JSON: decode_tok_s_per_round, vs_full_per_round,\n"
+           "vs_full_median):\n"
            "  --context LIST      cached tokens before decoding, e.g. 512,2048,4096,8192\n"
            "  --sweep-policies L  the caches compared, NAME or NAME:COMPRESSION, e.g. full,l2:0.9\n"
            "                      [full,l2:0.5,l2:0.9,window:0.5,window:0.9,h2o:0.5]; they evict\n"
@@ -71,9 +74,11 @@ static void help(void) {
            "  --gen N (decode steps timed per point, after 2 untimed) and --repeat N apply.\n"
            "Every row also reports the share of the weights and of the KV cache arrays of\n"
            "2 MiB and more on transparent huge pages (/proc/self/smaps), and warns below 95 %%.\n"
-           "Prefill GFLOP/s is compared with the peak FMA rate; decode GB/s with the read\n"
-           "bandwidth measured again just before each configuration (with --interleave:\n"
-           "before each run, median; column bw GB/s), since on a shared machine the\n"
+           "Prefill GFLOP/s is compared with the peak FMA rate. Decode MB/tok is the weights\n"
+           "plus the keys and values attention reads per step (mean); GB/s is that over the\n"
+           "decode time, and %%bw the median over the runs of each run's GB/s over the read\n"
+           "bandwidth measured just before it (before each configuration, or with --interleave\n"
+           "before each run; column bw GB/s: their median), since on a shared machine the\n"
            "bandwidth left over drifts.\n"
            "With a policy (options below), decode runs through it and the cost of deciding\n"
            "(scoring + selection) and of compaction per decode step is reported, also as a\n"
@@ -317,8 +322,12 @@ typedef struct {
     HugeReport huge;
     int threads;
     Stat prefill_tps, decode_tps;
-    double prefill_gflops, decode_gbs, weight_bytes;
+    double prefill_gflops, weight_bytes;
+    double kv_bytes;              /* KV bytes attention read per decode step (mean) */
+    double decode_gbs;            /* median over the runs of (weight + KV bytes) / decode time */
+    double decode_bw_frac;        /* median over the runs of decode GB/s / the bandwidth just before (0: none) */
     double decide_ms, apply_ms;   /* per decode step, with a policy (else 0) */
+    cJSON *per_run;               /* the runs in order: decode tok/s, GB/s, bandwidth before, share */
 } BenchResult;
 
 /* One configuration (a loaded model x a thread count) being measured: the
@@ -335,6 +344,7 @@ typedef struct {
     Forward *f;
     Policy *pol;
     double *pre, *dec, *bw;          /* per run: tok/s, tok/s, GB/s read just before */
+    double *dec_gbs, *kv_read;       /* per run: decode GB/s (weights + KV), KV bytes per step */
     double decide_s, apply_s;
     long decode_steps;
 } BenchRun;
@@ -359,6 +369,14 @@ static void bench_start(BenchRun *b, const Model *m, int bf16_dot, AttentionPath
     b->pre = xmalloc((size_t)repeat * sizeof(double));
     b->dec = xmalloc((size_t)repeat * sizeof(double));
     b->bw = xcalloc((size_t)repeat, sizeof(double));
+    b->dec_gbs = xmalloc((size_t)repeat * sizeof(double));
+    b->kv_read = xmalloc((size_t)repeat * sizeof(double));
+}
+
+/* Bytes of keys and values attention reads in one decode step now (every
+ * slot of every head, before the step's own token). */
+static double kv_read_bytes(const KVCache *c) {
+    return (double)kvcache_slots_used(c) * 2.0 * c->head_dim * (double)dtype_size(c->kv_dtype);
 }
 
 /* One run: prefill the prompt, then G greedy decode steps. warm_up: a run whose
@@ -374,7 +392,9 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     double t1 = now_seconds();
     if (b->pol) policy_timing_reset(b->pol);
     int tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
+    double kv_read = 0;
     for (int g = 0; g < b->G; g++) {
+        kv_read += kv_read_bytes(&b->cache);
         if (policy_forward(b->pol, b->f, &b->cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
         tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
     }
@@ -390,6 +410,8 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     b->pre[r] = b->P / (t1 - t0);
     b->dec[r] = b->G / (t2 - t1);
     b->bw[r] = bw_before;
+    b->kv_read[r] = kv_read / b->G;
+    b->dec_gbs[r] = ((double)decode_weight_bytes(b->m) * b->G + kv_read) / (t2 - t1) / 1e9;
     char label[48];
     fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
             row_label(label, sizeof label, b->m->compute_dtype, b->bf16_dot, b->attention, b->kv_dtype), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
@@ -399,19 +421,30 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
  * median of the bandwidths measured before the runs (0 if none were). */
 static BenchResult bench_finish(BenchRun *b, double *bw_median) {
     const Model *m = b->m;
-    BenchResult r = { m->compute_dtype, b->bf16_dot, b->attention, b->kv_dtype, huge_report(m, &b->cache), b->threads,
-                      {0, 0, 0}, {0, 0, 0}, 0, 0, (double)decode_weight_bytes(m), 0, 0 };
+    BenchResult r = { .dtype = m->compute_dtype, .bf16_dot = b->bf16_dot, .attention = b->attention,
+                      .kv_dtype = b->kv_dtype, .huge = huge_report(m, &b->cache), .threads = b->threads,
+                      .weight_bytes = (double)decode_weight_bytes(m) };
     r.prefill_tps = stat_of(b->pre, b->runs_done);
+    r.per_run = cJSON_CreateObject();     /* before stat_of sorts the arrays */
+    cJSON_AddItemToObject(r.per_run, "decode_tok_s_per_run", cJSON_CreateDoubleArray(b->dec, b->runs_done));
+    cJSON_AddItemToObject(r.per_run, "decode_gb_s_per_run", cJSON_CreateDoubleArray(b->dec_gbs, b->runs_done));
+    cJSON_AddItemToObject(r.per_run, "read_gb_s_before_per_run", cJSON_CreateDoubleArray(b->bw, b->runs_done));
     r.decode_tps = stat_of(b->dec, b->runs_done);
+    double *share = xmalloc((size_t)b->runs_done * sizeof(double));
+    for (int i = 0; i < b->runs_done; i++) share[i] = b->bw[i] > 0 ? b->dec_gbs[i] / b->bw[i] : 0;
+    cJSON_AddItemToObject(r.per_run, "decode_frac_of_bandwidth_per_run", cJSON_CreateDoubleArray(share, b->runs_done));
+    r.decode_bw_frac = stat_of(share, b->runs_done).median;    /* each run against the bandwidth just before it */
+    free(share);
     *bw_median = stat_of(b->bw, b->runs_done).median;
+    r.decode_gbs = stat_of(b->dec_gbs, b->runs_done).median;
+    r.kv_bytes = stat_of(b->kv_read, b->runs_done).median;
     r.prefill_gflops = prefill_flops(m, b->P) / b->P * r.prefill_tps.median / 1e9;
-    r.decode_gbs = r.weight_bytes * r.decode_tps.median / 1e9;
     if (b->decode_steps > 0) {
         r.decide_ms = b->decide_s / b->decode_steps * 1e3;
         r.apply_ms = b->apply_s / b->decode_steps * 1e3;
     }
     policy_free(b->pol);
-    free(b->pre); free(b->dec); free(b->bw); free(b->prompt);
+    free(b->pre); free(b->dec); free(b->bw); free(b->dec_gbs); free(b->kv_read); free(b->prompt);
     forward_free(b->f);
     kvcache_free(&b->cache);
     return r;
@@ -433,7 +466,10 @@ static cJSON *result_json(const BenchResult *r) {
     cJSON_AddNumberToObject(o, "decode_tok_s_min", r->decode_tps.min);
     cJSON_AddNumberToObject(o, "decode_tok_s_max", r->decode_tps.max);
     cJSON_AddNumberToObject(o, "decode_weight_bytes_per_token", r->weight_bytes);
+    cJSON_AddNumberToObject(o, "decode_kv_bytes_per_token", r->kv_bytes);
     cJSON_AddNumberToObject(o, "decode_gb_s", r->decode_gbs);
+    for (const cJSON *e = r->per_run ? r->per_run->child : NULL; e; e = e->next)
+        cJSON_AddItemToObject(o, e->string, cJSON_Duplicate(e, 1));
     if (r->decide_ms > 0 || r->apply_ms > 0) {
         cJSON_AddNumberToObject(o, "policy_decide_ms_per_step", r->decide_ms);
         cJSON_AddNumberToObject(o, "policy_apply_ms_per_step", r->apply_ms);
@@ -466,7 +502,7 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
                        int weights_in_place, cJSON *runs) {
     char label[48];
     double peak_frac = lim->peak_gflops > 0 ? r->prefill_gflops / lim->peak_gflops * 100 : NAN;
-    double bw_frac = bw_now > 0 ? r->decode_gbs / bw_now * 100 : NAN;
+    double bw_frac = r->decode_bw_frac > 0 ? r->decode_bw_frac * 100 : NAN;
     char peak_s[16], bw_s[16], bw_now_s[16];
     figure_or_dash(peak_s, sizeof peak_s, "%.1f%%", peak_frac);
     figure_or_dash(bw_s, sizeof bw_s, "%.1f%%", bw_frac);
@@ -474,7 +510,7 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     printf("%-5s %3d | %10.1f (%6.1f..%6.1f) %8.1f %6s | %9.2f (%6.2f..%6.2f) %8.1f %8.2f %6s %8s\n",
            row_label(label, sizeof label, r->dtype, r->bf16_dot, r->attention, r->kv_dtype), r->threads, r->prefill_tps.median, r->prefill_tps.min, r->prefill_tps.max,
            r->prefill_gflops, peak_s, r->decode_tps.median, r->decode_tps.min, r->decode_tps.max,
-           r->weight_bytes / 1e6, r->decode_gbs, bw_s, bw_now_s);
+           (r->weight_bytes + r->kv_bytes) / 1e6, r->decode_gbs, bw_s, bw_now_s);
     if (po)
         printf("      policy %s: decide %.3f ms + compaction %.3f ms per decode step = %.2f%% + %.2f%% of the step\n",
                po->name, r->decide_ms, r->apply_ms, r->decide_ms * r->decode_tps.median / 10,
@@ -482,9 +518,10 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     print_huge_report(&r->huge, weights_in_place);
     fflush(stdout);
     cJSON *rj = result_json(r);
+    cJSON_Delete(r->per_run);
     cJSON_AddBoolToObject(rj, "bf16_dot", r->bf16_dot);
     cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim->peak_gflops > 0 ? peak_frac / 100 : -1);
-    cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", bw_now > 0 ? bw_frac / 100 : -1);
+    cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", r->decode_bw_frac > 0 ? r->decode_bw_frac : -1);
     cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
     cJSON_AddItemToArray(runs, rj);
 }
@@ -760,24 +797,18 @@ static void fill_random(KVCache *c, Policy *p, int C, uint64_t seed) {
     if (policy_after_forward(p, c, 0, &err) != 0) die("%s", err.msg);
 }
 
-/* Bytes of keys and values attention reads in one decode step now (every
- * slot of every head, before the step's own token). */
-static double kv_read_bytes(const KVCache *c) {
-    return (double)kvcache_slots_used(c) * 2.0 * c->head_dim * (double)dtype_size(c->kv_dtype);
-}
-
 /* One repeat at context C: a fresh cache, forward and policy; fill, 2 untimed
  * decode steps, then G timed ones. Returns decode tok/s; *kv_read = the KV
  * bytes attention read per timed step, *kv_in_use = the cache's bytes after. */
-static double sweep_run(const BenchArgs *a, const Model *m, int v, int C, const SweepPolicy *sp, int r,
-                        double *kv_read, double *kv_in_use) {
+static double sweep_run(const BenchArgs *a, const Model *m, AttentionPath attention, DType kv_dtype, int C,
+                        const SweepPolicy *sp, int r, double *kv_read, double *kv_in_use) {
     Err err;
     const int G = a->G, ctx = C + G + 3;
     KVCache cache;
-    if (forward_cache_init(m, &cache, ctx, &err) != 0 || kvcache_set_dtype(&cache, variant_kv_dtype(a, v), &err) != 0)
+    if (forward_cache_init(m, &cache, ctx, &err) != 0 || kvcache_set_dtype(&cache, kv_dtype, &err) != 0)
         die("%s", err.msg);
     Forward *f = forward_create(m, a->fill_prefill ? (C < 512 ? C : 512) : 1);
-    forward_set_attention(f, variant_attention(a, v));
+    forward_set_attention(f, attention);
     Policy *p = sweep_policy_create(sp, &m->cfg, ctx);
     if (a->fill_prefill) {
         int *prompt = xmalloc((size_t)C * sizeof(int));
@@ -806,12 +837,13 @@ static double sweep_run(const BenchArgs *a, const Model *m, int v, int C, const 
     return tps;
 }
 
-/* The sweep: per weight dtype / attention / KV dtype and thread count, every
- * context x cache; one table row and one JSON object ("context_sweep") each.
- * At each context the caches run interleaved: round r runs the r-th repeat of
- * every cache back to back, after a bandwidth measurement, so a drift of the
- * machine hits them alike; "x full" is the median over the rounds of the
- * cache's tok/s over the full cache's in the same round. */
+/* The sweep: per weight dtype / attention path and thread count, every context
+ * x KV dtype x cache; one table row and one JSON object ("context_sweep") each.
+ * At each context the caches of every KV dtype run interleaved: round r runs
+ * the r-th repeat of each (KV dtype, cache) back to back, after a bandwidth
+ * measurement, so a drift of the machine hits them alike; "x full" is the
+ * median over the rounds of the row's tok/s over the full cache's of the first
+ * --kv-dtype in the same round (so a bf16 KV cache is compared with fp32). */
 static void run_context_sweep(const BenchArgs *a, cJSON *root) {
     SweepPolicy sps[16];
     int n_sp = parse_sweep_policies(a->sweep_policies, sps, 16), full = -1;
@@ -826,9 +858,9 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
     printf("%-18s %3s %7s %-12s | %10s %10s | %9s %17s %8s %6s %8s %7s\n", "config", "thr", "context", "cache",
            "KV MiB", "KV MB/tok", "decode", "(min..max) tok/s", "GB/s", "%bw", "bw GB/s", "x full");
     fflush(stdout);
-    const int R = a->repeat;
-    double *tps = xmalloc((size_t)n_sp * R * sizeof(double)), *kv_read = xcalloc((size_t)n_sp, sizeof(double));
-    double *kv_in_use = xcalloc((size_t)n_sp, sizeof(double)), *bws = xmalloc((size_t)R * sizeof(double));
+    const int R = a->repeat, n_units = a->n_kv_dtypes * n_sp;   /* unit u = KV dtype u / n_sp, cache u % n_sp */
+    double *tps = xmalloc((size_t)n_units * R * sizeof(double)), *kv_read = xcalloc((size_t)n_units, sizeof(double));
+    double *kv_in_use = xcalloc((size_t)n_units, sizeof(double)), *bws = xmalloc((size_t)R * sizeof(double));
     double *tmp = xmalloc((size_t)R * sizeof(double));
     for (int d = 0; d < a->n_dtypes; d++) {
         Model m;
@@ -839,29 +871,33 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                     "writes a longer one)", a->contexts[i], a->G, m.cfg.max_seq_len);
         ops_set_bf16_dot(a->dots[d]);
         double weight_bytes = (double)decode_weight_bytes(&m);
-        for (int v = 0; v < n_variants(a); v++) {
-            if (variant_dtype(a, v) != d) continue;
-            char label[48];
-            row_label(label, sizeof label, a->dtypes[d], a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v));
+        for (int at = 0; at < a->n_attention; at++)
             for (int t = 0; t < a->n_threads; t++)
                 for (int i = 0; i < a->n_contexts; i++) {
                     const int C = a->contexts[i];
-                    for (int j = 0; j < n_sp; j++) kv_read[j] = 0;
+                    for (int u = 0; u < n_units; u++) kv_read[u] = 0;
                     for (int r = 0; r < R; r++) {
                         bws[r] = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
                         ops_set_threads(a->thread_list[t]);
-                        for (int j = 0; j < n_sp; j++) {
+                        for (int u = 0; u < n_units; u++) {
                             double read;
-                            tps[j * R + r] = sweep_run(a, &m, v, C, &sps[j], r, &read, &kv_in_use[j]);
-                            kv_read[j] += read / R;
-                            fprintf(stderr, "\r  context %d, round %d/%d: %s decode %.2f tok/s          ", C, r + 1, R,
-                                    sps[j].label, tps[j * R + r]);
+                            const SweepPolicy *sp = &sps[u % n_sp];
+                            tps[u * R + r] = sweep_run(a, &m, a->attention[at], a->kv_dtypes[u / n_sp], C, sp, r,
+                                                       &read, &kv_in_use[u]);
+                            kv_read[u] += read / R;
+                            fprintf(stderr, "\r  context %d, round %d/%d: %s%s decode %.2f tok/s          ", C, r + 1,
+                                    R, sp->label, a->kv_dtypes[u / n_sp] == DTYPE_BF16 ? "/kv-bf16" : "",
+                                    tps[u * R + r]);
                         }
                     }
                     fprintf(stderr, "\r%80s\r", "");
                     double bw = a->no_machine ? 0 : stat_of(bws, R).median;
-                    for (int j = 0; j < n_sp; j++) {
-                        double *run = tps + (size_t)j * R, vs_full = NAN;
+                    for (int u = 0; u < n_units; u++) {
+                        const SweepPolicy *sp = &sps[u % n_sp];
+                        const DType kv_dtype = a->kv_dtypes[u / n_sp];
+                        char label[48];
+                        row_label(label, sizeof label, a->dtypes[d], a->dots[d], a->attention[at], kv_dtype);
+                        double *run = tps + (size_t)u * R, vs_full = NAN;
                         cJSON *per_round = cJSON_CreateDoubleArray(run, R), *ratio_rounds = NULL;
                         if (full >= 0) {   /* the JSON takes the rounds in order, before stat_of sorts tmp */
                             for (int r = 0; r < R; r++) tmp[r] = run[r] / tps[(size_t)full * R + r];
@@ -870,27 +906,27 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                         }
                         for (int r = 0; r < R; r++) tmp[r] = run[r];
                         Stat st = stat_of(tmp, R);
-                        double gbs = (weight_bytes + kv_read[j]) * st.median / 1e9;
+                        double gbs = (weight_bytes + kv_read[u]) * st.median / 1e9;
                         char bw_s[16], frac_s[16], vs_s[16];
                         figure_or_dash(bw_s, sizeof bw_s, "%.1f", bw);
                         figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", bw > 0 ? 100 * gbs / bw : NAN);
                         figure_or_dash(vs_s, sizeof vs_s, "%.2f", vs_full);
                         printf("%-18s %3d %7d %-12s | %10.2f %10.2f | %9.2f (%6.2f..%6.2f) %8.2f %6s %8s %7s\n", label,
-                               a->thread_list[t], C, sps[j].label, kv_in_use[j] / 1048576.0, kv_read[j] / 1e6,
+                               a->thread_list[t], C, sp->label, kv_in_use[u] / 1048576.0, kv_read[u] / 1e6,
                                st.median, st.min, st.max, gbs, frac_s, bw_s, vs_s);
                         fflush(stdout);
                         cJSON *o = cJSON_CreateObject();
                         cJSON_AddStringToObject(o, "config", label);
                         cJSON_AddStringToObject(o, "dtype", dtype_name(a->dtypes[d]));
-                        cJSON_AddStringToObject(o, "attention", attention_path_name(variant_attention(a, v)));
-                        cJSON_AddStringToObject(o, "kv_dtype", dtype_name(variant_kv_dtype(a, v)));
+                        cJSON_AddStringToObject(o, "attention", attention_path_name(a->attention[at]));
+                        cJSON_AddStringToObject(o, "kv_dtype", dtype_name(kv_dtype));
                         cJSON_AddNumberToObject(o, "threads", a->thread_list[t]);
                         cJSON_AddNumberToObject(o, "context", C);
-                        cJSON_AddStringToObject(o, "cache", sps[j].label);
-                        cJSON_AddStringToObject(o, "policy", sps[j].name);
-                        cJSON_AddNumberToObject(o, "compression", sps[j].compression);
-                        cJSON_AddNumberToObject(o, "kv_bytes_in_use", kv_in_use[j]);
-                        cJSON_AddNumberToObject(o, "kv_bytes_read_per_token", kv_read[j]);
+                        cJSON_AddStringToObject(o, "cache", sp->label);
+                        cJSON_AddStringToObject(o, "policy", sp->name);
+                        cJSON_AddNumberToObject(o, "compression", sp->compression);
+                        cJSON_AddNumberToObject(o, "kv_bytes_in_use", kv_in_use[u]);
+                        cJSON_AddNumberToObject(o, "kv_bytes_read_per_token", kv_read[u]);
                         cJSON_AddNumberToObject(o, "weight_bytes_per_token", weight_bytes);
                         cJSON_AddNumberToObject(o, "decode_tok_s_median", st.median);
                         cJSON_AddNumberToObject(o, "decode_tok_s_min", st.min);
@@ -906,7 +942,6 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                         cJSON_AddItemToArray(rows, o);
                     }
                 }
-        }
         model_free(&m);
     }
     free(tps); free(kv_read); free(kv_in_use); free(bws); free(tmp);
