@@ -55,8 +55,10 @@ interrupted() {
 "${PPL[@]}" --chunks 40 -o "$TMP/two" >/dev/null 2>"$TMP/a.err" &
 A=$!
 for _ in $(seq 2000); do [ -e "$TMP/two.lock" ] && break; sleep 0.01; done
+kill -STOP $A   # holds it while the second one tries, however loaded the machine is
 expect_fail "ppl: a second writer of a run directory is refused, naming the holder's pid" \
     "$TMP/two: in use by pid $A " "${PPL[@]}" --chunks 40 --policy l2 --keep-ratio 0.5 -o "$TMP/two"
+kill -CONT $A
 wait $A; RC=$?
 check "ppl: the first writer finishes" test "$RC" = 0
 check "ppl: the directory holds the first run only (config, 40 results, no lock file)" bash -c '
@@ -78,14 +80,75 @@ check "two ppl started together: the other exits 1 with one kvlab: line (in use,
 check "two ppl started together: config.json and results are the winner's" bash -c '
     grep -q "\"policy\":\"$2\"" "$1/config.json" && [ "$(wc -l <"$1/results.csv")" = 31 ] && [ -f "$1/meta.json" ]' _ "$TMP/race" "$WIN"
 
+# every other command that writes a run or output directory, against a held one: a long
+# ppl run, stopped (SIGSTOP) once it holds its lock, so the lock stays held while needed
+"$KVLAB" ppl -m "$DEMO" -f "$TXT" --chunk 256 --chunks 200 --threads 1 -o "$TMP/held" >/dev/null 2>"$TMP/h.err" &
+H=$!
+for _ in $(seq 2000); do [ -e "$TMP/held/config.json" ] && break; sleep 0.01; done   # written under the lock
+kill -STOP $H
+expect_fail "passkey: a held run directory is refused, naming the holder's pid" "$TMP/held: in use by pid $H " \
+    "$KVLAB" passkey -m "$S260" --lengths 256 --trials 1 -o "$TMP/held"
+expect_fail "needle: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" needle -m "$S260" --haystack "$TXT" --lengths 400 --depths 50 -o "$TMP/held"
+expect_fail "trace: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" trace -m "$S260" -p "Once upon a time" -o "$TMP/held"
+expect_fail "correlate: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" correlate -m "$S260" -p "Once upon a time" -o "$TMP/held"
+expect_fail "convert: a held output directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" convert -m "$S260" -o "$TMP/held" --force
+expect_fail "ppl --resume: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "${PPL[@]}" --chunks 40 -o "$TMP/held" --resume
+kill -TERM $H; kill -CONT $H
+wait $H; RC=$?
+check "the held run, ended by SIGTERM, is its own alone (no trace, correlate or convert output)" bash -c '
+    [ "$2" = 143 ] && grep -q "\"policy\":\"full\"" "$1/config.json" && [ ! -e "$1/meta.json" ] &&
+    [ ! -e "$1/trace.npz" ] && [ ! -e "$1/metrics.csv" ] && [ ! -e "$1/model.safetensors" ]' _ "$TMP/held" "$RC"
+check "the held run: no lock file left" test ! -e "$TMP/held.lock"
+
 "$KVLAB" synth -o "$TMP/syn2" --shape dim=512,layers=4,heads=8,ffn=1536,vocab=32000 --dtype f32 --quiet >/dev/null 2>"$TMP/a.err" &
 A=$!
 for _ in $(seq 2000); do compgen -G "$TMP/syn2.tmp.*" >/dev/null && break; sleep 0.01; done
+kill -STOP $A
 expect_fail "synth: a second writer of the same -o is refused" "$TMP/syn2: in use by pid $A " \
     "$KVLAB" synth -o "$TMP/syn2" --shape demo-25m --quiet
+kill -CONT $A
 wait $A
 check "synth: the first writer's checkpoint is complete" test -f "$TMP/syn2/config.json" -a -f "$TMP/syn2/model.safetensors"
 check "synth: nothing temporary left" no_leftovers "$TMP"
+
+# sweep.sh: one sweep per --out. The first one's kvlab waits at each point until the test
+# lets it go (a stand-in that reads a fifo first), so it holds the lock meanwhile.
+mkfifo "$TMP/go"
+cat >"$TMP/slow-kvlab" <<STUB
+#!/usr/bin/env bash
+[ "\$1" = info ] || read -r _ <'$TMP/go'
+exec '$(readlink -f "$KVLAB")' "\$@"
+STUB
+chmod +x "$TMP/slow-kvlab"
+printf 'args.ppl = -f %s --chunk 64 --chunks 2 --no-reference\n' "$TXT" >"$TMP/swl.conf"
+SWL=(experiments/sweep.sh -c "$TMP/swl.conf" --models "s=$S260" --tasks ppl --policies "full l2" --ratios 0.5 --skips 0
+     --out "$TMP/swl")
+"${SWL[@]}" --kvlab "$TMP/slow-kvlab" >/dev/null 2>"$TMP/swa.err" &
+A=$!
+for _ in $(seq 2000); do [ -s "$TMP/swl.lock" ] && break; sleep 0.01; done
+"${SWL[@]}" --kvlab "$KVLAB" >"$TMP/swb.out" 2>"$TMP/swb.err"; RB=$?
+check "sweep: a second sweep into the same --out exits 2 with one line naming it and the first one's pid" bash -c '
+    [ "$3" = 2 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qx "sweep.sh: $2: in use by pid $4 (another sweep.sh is writing it)" "$1"' \
+    _ "$TMP/swb.err" "$TMP/swl" "$RB" "$A"
+check "sweep: the refused one ran no point" test ! -s "$TMP/swb.out"
+for _ in 1 2; do timeout 60 bash -c 'echo go >"$1"' _ "$TMP/go"; done     # one line per point (no hang if none reads)
+wait $A; RA=$?
+check "sweep: the first one finishes both points; its lock file is gone" bash -c '
+    [ "$2" = 0 ] && [ -f "$1/s/ppl/full/meta.json" ] && [ -f "$1/s/ppl/l2_r0.5_s0/meta.json" ] && [ ! -e "$1.lock" ]' _ "$TMP/swl" "$RA"
+expect_ok "sweep: afterwards the same sweep runs (nothing left to do)" "${SWL[@]}" --kvlab "$KVLAB"
+# reproduce-l2.sh locks its --out the same way (held here as a running one holds it)
+mkdir -p "$TMP/rep"
+exec {REPLOCK}<>"$TMP/rep.lock"; flock -n "$REPLOCK"; echo $$ >"$TMP/rep.lock"
+experiments/reproduce-l2.sh --out "$TMP/rep" --plots-only >"$TMP/rep.out" 2>"$TMP/rep.err"; RR=$?
+check "reproduce-l2.sh: a held --out exits 2 with one line naming it and the holder's pid, writing nothing" bash -c '
+    [ "$3" = 2 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qx "reproduce-l2.sh: $2: in use by pid $4 (another reproduce-l2.sh is writing it)" "$1" &&
+    [ -z "$(ls -A "$2")" ]' _ "$TMP/rep.err" "$TMP/rep" "$RR" $$
+exec {REPLOCK}>&-; rm -f "$TMP/rep.lock"
 
 # ---- --resume needs something to resume -------------------------------------------------
 expect_fail "ppl --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
