@@ -189,6 +189,10 @@ truncate -s 300M "$TMP/huge.txt"
 expect_fail "ppl -f of 300 MB: over the limit, refused before reading" "huge.txt: 314572800 bytes, larger than the limit of 256 MiB" \
     "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP/huge.txt"
 rm -f "$TMP/huge.txt"
+check "README.md states the limit kvlab applies, and the lock and UTF-8 refusals" bash -c '
+    limit=$(grep -oE "limit of [0-9]+ MiB" "$1" | grep -oE "[0-9]+") && [ -n "$limit" ] &&
+    grep -qF "at most $limit MiB" README.md && grep -qF "in use by pid N" README.md &&
+    grep -qF "invalid UTF-8 at byte" README.md && grep -qF "tests/cli_faults.sh" README.md' _ "$TMP/err"
 
 # ---- invalid UTF-8 ------------------------------------------------------------------------
 { head -c 3000 "$TXT"; printf 'caf\xe9\n'; cat "$TXT"; } >"$TMP/latin1.txt"
