@@ -7,7 +7,9 @@
 #     not count). With arguments only names with an underscore count: `pos(p)`
 #     and `a(p)` are the maths' notation, not functions;
 #   - every source path written as src/.../FILE.c|h, simd/FILE.c|h or
-#     tests/FILE must exist (NAME in a path is a placeholder: not checked).
+#     tests/FILE must exist (NAME in a path is a placeholder: not checked);
+#   - README.md, experiments/, models/ and data/README.md cite no § section of the
+#     spec (it is not in the repository): they name the paper and equation.
 # usage: bash tests/check_docs.sh [ROOT]   (default: the repository root)
 set -u
 cd "${1:-$(dirname "$0")/..}" || exit 2
@@ -51,6 +53,18 @@ while IFS=: read -r file line path; do
 done < <(grep -noE '(^|[^A-Za-z0-9_./-])(src/[a-z]+/[A-Za-z0-9_]+\.[ch]|simd/[A-Za-z0-9_]+\.[ch]|tests/[A-Za-z0-9_]+\.(c|h|sh))' "${docs[@]}" \
          | sed -E 's/^([^:]*):([0-9]+):[^a-z]?/\1:\2:/')
 
-echo "checked $((passed + failed)) function names and paths in ${docs[*]}"
+# The READMEs a user reads first cite papers and equations, not sections (§) of the spec
+# in ../shared, which is not part of the repository.
+for f in README.md experiments/README.md models/README.md data/README.md; do
+    [ -f "$f" ] || continue
+    if grep -n "§" "$f" >/dev/null; then
+        echo "FAIL  $f cites a spec section: $(grep -n "§" "$f" | head -n 3 | tr '\n' ' ')"
+        failed=$((failed + 1))
+    else
+        passed=$((passed + 1))
+    fi
+done
+
+echo "checked $((passed + failed)) function names and paths in ${docs[*]}, and the READMEs for § citations"
 echo "RESULT $TEST_NAME passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]
