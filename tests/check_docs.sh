@@ -65,6 +65,20 @@ for f in README.md experiments/README.md models/README.md data/README.md; do
     fi
 done
 
-echo "checked $((passed + failed)) function names and paths in ${docs[*]}, and the READMEs for § citations"
+# The run times of experiments/reproduce-l2.sh are stated in three places: the same figures
+# everywhere (the first "N CPU-minutes" is the default run's; every --quick figure).
+times=$(for f in README.md experiments/README.md experiments/reproduce-l2.sh; do
+    perl -0ne 'tr/`//d; my $m = /(\d+)\s+CPU-minutes/s ? $1 : "none"; my %q;
+               $q{$1} = 1 while /--quick\b.{0,120}?(\d+)\s+(?:CPU-seconds|s of CPU time)/sg;
+               print "default $m CPU-minutes, --quick ", (join(",", sort keys %q) || "none"), " CPU-seconds\n"' "$f"
+done | sort -u)
+if [ "$(echo "$times" | wc -l)" = 1 ] && ! echo "$times" | grep -q none; then
+    passed=$((passed + 1))
+else
+    echo "FAIL  README.md, experiments/README.md and reproduce-l2.sh state different run times:"; echo "$times"
+    failed=$((failed + 1))
+fi
+
+echo "checked $((passed + failed)) function names and paths in ${docs[*]}, the READMEs for § citations and the run times"
 echo "RESULT $TEST_NAME passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]
