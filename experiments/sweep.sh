@@ -70,6 +70,13 @@ declare -A CLI=()
 
 read_config() {   # file -> CFG
     local file=$1 line key val
+    # a regular file of a sane size (or /dev/null, no config): /dev/zero or a fifo would
+    # be read forever, a directory gives read errors
+    if [ "$file" != /dev/null ]; then
+        [ -e "$file" ] || die "$file: no such config file"
+        [ -f "$file" ] || die "$file: not a regular file (a config is a text file of 'key = value' lines)"
+        [ "$(stat -c %s "$file")" -le 1048576 ] || die "$file: $(stat -c %s "$file") bytes, larger than the limit of 1 MiB for a config"
+    fi
     [ -r "$file" ] || die "cannot read config '$file'"
     while IFS= read -r line || [ -n "$line" ]; do
         line=${line%%#*}

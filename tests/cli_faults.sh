@@ -185,6 +185,12 @@ expect_fail "-m FIFO (a model)" "fifo: not a regular file \(a pipe\)" "${T[@]}" 
 expect_fail "synth --tokenizer /dev/zero" "--tokenizer /dev/zero: not a regular file" "${T[@]}" \
     "$KVLAB" synth -o "$TMP/sz" --shape demo-25m --tokenizer /dev/zero --quiet
 check "synth --tokenizer /dev/zero: nothing left" no_leftovers "$TMP"
+for c in /dev/zero "$TMP/fifo" "$TMP"; do
+    "${T[@]}" experiments/sweep.sh -c "$c" --models "$S260" --tasks ppl --kvlab "$KVLAB" >/dev/null 2>"$TMP/swc.err"; RC=$?
+    check "sweep.sh -c $(basename "$c"): refused at once (exit 2), one line naming it" bash -c '
+        [ "$2" = 2 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qxF "sweep.sh: $3: not a regular file (a config is a text file of '"'key = value'"' lines)" "$1"' \
+        _ "$TMP/swc.err" "$RC" "$c"
+done
 truncate -s 300M "$TMP/huge.txt"
 expect_fail "ppl -f of 300 MB: over the limit, refused before reading" "huge.txt: 314572800 bytes, larger than the limit of 256 MiB" \
     "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP/huge.txt"
