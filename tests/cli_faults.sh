@@ -154,6 +154,11 @@ exec {REPLOCK}>&-; rm -f "$TMP/rep.lock"
 expect_fail "ppl --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
     "${PPL[@]}" --chunks 2 -o "$TMP/none" --resume
 check "ppl --resume refused: the directory was not created" test ! -e "$TMP/none"
+expect_fail "passkey --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
+    "$KVLAB" passkey -m "$S260" --lengths 256 --trials 1 -o "$TMP/none" --resume
+expect_fail "needle --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
+    "$KVLAB" needle -m "$S260" --haystack "$TXT" --lengths 400 --depths 50 -o "$TMP/none" --resume
+check "passkey, needle --resume refused: the directory was not created" test ! -e "$TMP/none"
 
 # sweep.sh: --resume only for a point whose directory exists (an interrupted point)
 SW=(experiments/sweep.sh -c /dev/null --models "s=$S260" --tasks ppl --policies "full l2" --ratios 0.5 --skips 0
