@@ -26,7 +26,8 @@ usage() {
     cat <<'EOF'
 usage: experiments/reproduce-l2.sh [--out DIR] [-j N] [--models LIST] [--quick] [--plots-only]
 
-  --out DIR        where the run directories, CSVs, tables and plots/ go [runs/reproduce-l2]
+  --out DIR        where the run directories, CSVs, tables and plots/ go [runs/reproduce-l2];
+                   one run at a time writes it (a lock on DIR.lock: a second one is refused)
   -j N             points at once [2]
   --models LIST    comma-separated: sink-26m, demo-25m, stories260k, or all [sink-26m]
   --no-compare     skip the every-policy comparison
@@ -86,6 +87,9 @@ for m in ${models_arg//,/ }; do
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# one run at a time writes DIR (its configs, binary copy, tables and plots): a lock on DIR.lock
+source "$here/outlock.sh"
+out_lock "$out" reproduce-l2.sh
 kvlab=$out/bin/kvlab
 wiki=$shared/data/wikitext-2-raw-test.txt; tiny=$shared/data/tinystories-valid-head.txt
 wp=$shared/data/war-and-peace.txt

@@ -23,7 +23,8 @@ usage: experiments/sweep.sh [-c CONFIG] [options]
                       key=value after NAME:... belongs to that policy)
   --ratios LIST       compression ratios (fraction removed), e.g. "0.1 0.5 0.9"
   --skips LIST        skip-layer sets, e.g. "0 0,1 0,1,2" (or none)
-  --out DIR           root of the run directories [runs/sweep]
+  --out DIR           root of the run directories [runs/sweep]; one sweep at a time writes
+                      it (a lock on DIR.lock: a second one is refused, naming the first's pid)
   -j, --jobs N        points run at once [1]
   --threads N         threads per point (--threads of kvlab) [1]
   --kvlab PATH        the kvlab binary [./kvlab]
@@ -69,6 +70,13 @@ declare -A CLI=()
 
 read_config() {   # file -> CFG
     local file=$1 line key val
+    # a regular file of a sane size (or /dev/null, no config): /dev/zero or a fifo would
+    # be read forever, a directory gives read errors
+    if [ "$file" != /dev/null ]; then
+        [ -e "$file" ] || die "$file: no such config file"
+        [ -f "$file" ] || die "$file: not a regular file (a config is a text file of 'key = value' lines)"
+        [ "$(stat -c %s "$file")" -le 1048576 ] || die "$file: $(stat -c %s "$file") bytes, larger than the limit of 1 MiB for a config"
+    fi
     [ -r "$file" ] || die "cannot read config '$file'"
     while IFS= read -r line || [ -n "$line" ]; do
         line=${line%%#*}
@@ -128,6 +136,14 @@ done
 has_compressing=0
 for p in "${policy_list[@]}"; do [ "$p" = full ] || has_compressing=1; done
 [ $has_compressing = 0 ] || [ -n "$ratios" ] || die "no ratios for the compressing policies (--ratios)"
+
+# One sweep at a time writes OUT (a second one would rerun the same points beside the
+# first and overwrite their logs): a lock on OUT.lock from here to the end. A dry run
+# and a Slurm script write nothing there now.
+if [ -z "${CFG[dry-run]-}" ] && [ -z "$(get slurm)" ]; then
+    source "$(dirname "$0")/outlock.sh"
+    out_lock "$out" sweep.sh
+fi
 
 # Slurm and xargs run the lines from elsewhere: use absolute paths there.
 abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }

@@ -7,7 +7,9 @@
 #     not count). With arguments only names with an underscore count: `pos(p)`
 #     and `a(p)` are the maths' notation, not functions;
 #   - every source path written as src/.../FILE.c|h, simd/FILE.c|h or
-#     tests/FILE must exist (NAME in a path is a placeholder: not checked).
+#     tests/FILE must exist (NAME in a path is a placeholder: not checked);
+#   - README.md, experiments/, models/ and data/README.md cite no § section of the
+#     spec (it is not in the repository): they name the paper and equation.
 # usage: bash tests/check_docs.sh [ROOT]   (default: the repository root)
 set -u
 cd "${1:-$(dirname "$0")/..}" || exit 2
@@ -51,6 +53,32 @@ while IFS=: read -r file line path; do
 done < <(grep -noE '(^|[^A-Za-z0-9_./-])(src/[a-z]+/[A-Za-z0-9_]+\.[ch]|simd/[A-Za-z0-9_]+\.[ch]|tests/[A-Za-z0-9_]+\.(c|h|sh))' "${docs[@]}" \
          | sed -E 's/^([^:]*):([0-9]+):[^a-z]?/\1:\2:/')
 
-echo "checked $((passed + failed)) function names and paths in ${docs[*]}"
+# The READMEs a user reads first cite papers and equations, not sections (§) of the spec
+# in ../shared, which is not part of the repository.
+for f in README.md experiments/README.md models/README.md data/README.md; do
+    [ -f "$f" ] || continue
+    if grep -n "§" "$f" >/dev/null; then
+        echo "FAIL  $f cites a spec section: $(grep -n "§" "$f" | head -n 3 | tr '\n' ' ')"
+        failed=$((failed + 1))
+    else
+        passed=$((passed + 1))
+    fi
+done
+
+# The run times of experiments/reproduce-l2.sh are stated in three places: the same figures
+# everywhere (the first "N CPU-minutes" is the default run's; every --quick figure).
+times=$(for f in README.md experiments/README.md experiments/reproduce-l2.sh; do
+    perl -0ne 'tr/`//d; my $m = /(\d+)\s+CPU-minutes/s ? $1 : "none"; my %q;
+               $q{$1} = 1 while /--quick\b.{0,120}?(\d+)\s+(?:CPU-seconds|s of CPU time)/sg;
+               print "default $m CPU-minutes, --quick ", (join(",", sort keys %q) || "none"), " CPU-seconds\n"' "$f"
+done | sort -u)
+if [ "$(echo "$times" | wc -l)" = 1 ] && ! echo "$times" | grep -q none; then
+    passed=$((passed + 1))
+else
+    echo "FAIL  README.md, experiments/README.md and reproduce-l2.sh state different run times:"; echo "$times"
+    failed=$((failed + 1))
+fi
+
+echo "checked $((passed + failed)) function names and paths in ${docs[*]}, the READMEs for § citations and the run times"
 echo "RESULT $TEST_NAME passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

@@ -43,6 +43,7 @@ expect_fail "safetensors: integer dtype refused by name" "st-dtype-i16/model.saf
 expect_fail "safetensors: shape against config.json" "st-shape-mismatch/model.safetensors: tensor 'model.embed_tokens.weight' has shape \\[16, 512\\] but config.json implies \\[512, 16\\]" $KVLAB info -m "$B/st-shape-mismatch"
 expect_fail "safetensors: data_offsets against the shape" "st-offsets-mismatch/model.safetensors: tensor 'model.embed_tokens.weight': data_offsets \\[0, 16000\\]" $KVLAB info -m "$B/st-offsets-mismatch"
 expect_fail "safetensors: duplicate tensor name (fuzz finding)" "st-duplicate-name/model.safetensors: tensor 'model.norm.weight' appears twice" $KVLAB info -m "$B/st-duplicate-name"
+expect_fail "safetensors: two tensors on the same bytes" "st-overlap/model.safetensors: tensors 'model.layers.0.input_layernorm.weight' \\[16384, 16416\\] and 'model.layers.0.post_attention_layernorm.weight' \\[16384, 16416\\] overlap" $KVLAB info -m "$B/st-overlap"
 expect_fail "safetensors: header not JSON" "st-header-not-json/model.safetensors: invalid JSON in the safetensors header near byte" $KVLAB info -m "$B/st-header-not-json"
 expect_fail "safetensors: header length past the end" "st-header-too-long/model.safetensors: header length 1099511627776 is past the end" $KVLAB info -m "$B/st-header-too-long"
 expect_fail "safetensors: a required tensor renamed" "st-missing-tensor/model.safetensors: required tensor 'model.layers.1.mlp.up_proj.weight' is missing" $KVLAB info -m "$B/st-missing-tensor"
@@ -82,6 +83,10 @@ expect_fail "--threads 0" "--threads: 0 is out of range \\[1, 1024\\]" $KVLAB ge
 expect_fail "--top-p 0" "--top-p: 0 is out of range" $KVLAB generate -m "$S260" -p hi --top-p 0
 expect_fail "--temp inf" "--temp: 'inf' is not a finite number" $KVLAB generate -m "$S260" -p hi --temp inf
 expect_fail "--compression-ratio 1" "--compression-ratio: 1 is out of range \\[0, 1\\)" $KVLAB generate -m "$S260" -p hi --policy h2o --compression-ratio 1
+expect_fail "--compression-ratio 1.5: the same range as 1" "--compression-ratio: 1.5 is out of range \\[0, 1\\)$" $KVLAB generate -m "$S260" -p hi --policy h2o --compression-ratio 1.5
+expect_fail "--compression-ratio -0.5: the same range" "--compression-ratio: -0.5 is out of range \\[0, 1\\)$" $KVLAB generate -m "$S260" -p hi --policy h2o --compression-ratio -0.5
+expect_fail "--keep-ratio 0" "--keep-ratio: 0 is out of range \\(0, 1\\]$" $KVLAB generate -m "$S260" -p hi --policy h2o --keep-ratio 0
+expect_fail "--keep-ratio 1.5: the same range as 0" "--keep-ratio: 1.5 is out of range \\(0, 1\\]$" $KVLAB generate -m "$S260" -p hi --policy h2o --keep-ratio 1.5
 expect_fail "--policy unknown" "--policy: unknown policy 'bogus'" $KVLAB generate -m "$S260" -p hi --policy bogus
 expect_fail "--policy without a budget" "--policy h2o needs a budget" $KVLAB generate -m "$S260" -p hi --policy h2o
 expect_fail "--budget 0" "--budget: 0 is out of range" $KVLAB generate -m "$S260" -p hi --policy h2o --budget 0

@@ -55,8 +55,10 @@ interrupted() {
 "${PPL[@]}" --chunks 40 -o "$TMP/two" >/dev/null 2>"$TMP/a.err" &
 A=$!
 for _ in $(seq 2000); do [ -e "$TMP/two.lock" ] && break; sleep 0.01; done
+kill -STOP $A   # holds it while the second one tries, however loaded the machine is
 expect_fail "ppl: a second writer of a run directory is refused, naming the holder's pid" \
     "$TMP/two: in use by pid $A " "${PPL[@]}" --chunks 40 --policy l2 --keep-ratio 0.5 -o "$TMP/two"
+kill -CONT $A
 wait $A; RC=$?
 check "ppl: the first writer finishes" test "$RC" = 0
 check "ppl: the directory holds the first run only (config, 40 results, no lock file)" bash -c '
@@ -78,19 +80,85 @@ check "two ppl started together: the other exits 1 with one kvlab: line (in use,
 check "two ppl started together: config.json and results are the winner's" bash -c '
     grep -q "\"policy\":\"$2\"" "$1/config.json" && [ "$(wc -l <"$1/results.csv")" = 31 ] && [ -f "$1/meta.json" ]' _ "$TMP/race" "$WIN"
 
+# every other command that writes a run or output directory, against a held one: a long
+# ppl run, stopped (SIGSTOP) once it holds its lock, so the lock stays held while needed
+"$KVLAB" ppl -m "$DEMO" -f "$TXT" --chunk 256 --chunks 200 --threads 1 -o "$TMP/held" >/dev/null 2>"$TMP/h.err" &
+H=$!
+for _ in $(seq 2000); do [ -e "$TMP/held/config.json" ] && break; sleep 0.01; done   # written under the lock
+kill -STOP $H
+expect_fail "passkey: a held run directory is refused, naming the holder's pid" "$TMP/held: in use by pid $H " \
+    "$KVLAB" passkey -m "$S260" --lengths 256 --trials 1 -o "$TMP/held"
+expect_fail "needle: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" needle -m "$S260" --haystack "$TXT" --lengths 400 --depths 50 -o "$TMP/held"
+expect_fail "trace: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" trace -m "$S260" -p "Once upon a time" -o "$TMP/held"
+expect_fail "correlate: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" correlate -m "$S260" -p "Once upon a time" -o "$TMP/held"
+expect_fail "convert: a held output directory is refused" "$TMP/held: in use by pid $H " \
+    "$KVLAB" convert -m "$S260" -o "$TMP/held" --force
+expect_fail "ppl --resume: a held run directory is refused" "$TMP/held: in use by pid $H " \
+    "${PPL[@]}" --chunks 40 -o "$TMP/held" --resume
+kill -TERM $H; kill -CONT $H
+wait $H; RC=$?
+check "the held run, ended by SIGTERM, is its own alone (no trace, correlate or convert output)" bash -c '
+    [ "$2" = 143 ] && grep -q "\"policy\":\"full\"" "$1/config.json" && [ ! -e "$1/meta.json" ] &&
+    [ ! -e "$1/trace.npz" ] && [ ! -e "$1/metrics.csv" ] && [ ! -e "$1/model.safetensors" ]' _ "$TMP/held" "$RC"
+check "the held run: no lock file left" test ! -e "$TMP/held.lock"
+
 "$KVLAB" synth -o "$TMP/syn2" --shape dim=512,layers=4,heads=8,ffn=1536,vocab=32000 --dtype f32 --quiet >/dev/null 2>"$TMP/a.err" &
 A=$!
 for _ in $(seq 2000); do compgen -G "$TMP/syn2.tmp.*" >/dev/null && break; sleep 0.01; done
+kill -STOP $A
 expect_fail "synth: a second writer of the same -o is refused" "$TMP/syn2: in use by pid $A " \
     "$KVLAB" synth -o "$TMP/syn2" --shape demo-25m --quiet
+kill -CONT $A
 wait $A
 check "synth: the first writer's checkpoint is complete" test -f "$TMP/syn2/config.json" -a -f "$TMP/syn2/model.safetensors"
 check "synth: nothing temporary left" no_leftovers "$TMP"
+
+# sweep.sh: one sweep per --out. The first one's kvlab waits at each point until the test
+# lets it go (a stand-in that reads a fifo first), so it holds the lock meanwhile.
+mkfifo "$TMP/go"
+cat >"$TMP/slow-kvlab" <<STUB
+#!/usr/bin/env bash
+[ "\$1" = info ] || read -r _ <'$TMP/go'
+exec '$(readlink -f "$KVLAB")' "\$@"
+STUB
+chmod +x "$TMP/slow-kvlab"
+printf 'args.ppl = -f %s --chunk 64 --chunks 2 --no-reference\n' "$TXT" >"$TMP/swl.conf"
+SWL=(experiments/sweep.sh -c "$TMP/swl.conf" --models "s=$S260" --tasks ppl --policies "full l2" --ratios 0.5 --skips 0
+     --out "$TMP/swl")
+"${SWL[@]}" --kvlab "$TMP/slow-kvlab" >/dev/null 2>"$TMP/swa.err" &
+A=$!
+for _ in $(seq 2000); do [ -s "$TMP/swl.lock" ] && break; sleep 0.01; done
+"${SWL[@]}" --kvlab "$KVLAB" >"$TMP/swb.out" 2>"$TMP/swb.err"; RB=$?
+check "sweep: a second sweep into the same --out exits 2 with one line naming it and the first one's pid" bash -c '
+    [ "$3" = 2 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qx "sweep.sh: $2: in use by pid $4 (another sweep.sh is writing it)" "$1"' \
+    _ "$TMP/swb.err" "$TMP/swl" "$RB" "$A"
+check "sweep: the refused one ran no point" test ! -s "$TMP/swb.out"
+for _ in 1 2; do timeout 60 bash -c 'echo go >"$1"' _ "$TMP/go"; done     # one line per point (no hang if none reads)
+wait $A; RA=$?
+check "sweep: the first one finishes both points; its lock file is gone" bash -c '
+    [ "$2" = 0 ] && [ -f "$1/s/ppl/full/meta.json" ] && [ -f "$1/s/ppl/l2_r0.5_s0/meta.json" ] && [ ! -e "$1.lock" ]' _ "$TMP/swl" "$RA"
+expect_ok "sweep: afterwards the same sweep runs (nothing left to do)" "${SWL[@]}" --kvlab "$KVLAB"
+# reproduce-l2.sh locks its --out the same way (held here as a running one holds it)
+mkdir -p "$TMP/rep"
+exec {REPLOCK}<>"$TMP/rep.lock"; flock -n "$REPLOCK"; echo $$ >"$TMP/rep.lock"
+experiments/reproduce-l2.sh --out "$TMP/rep" --plots-only >"$TMP/rep.out" 2>"$TMP/rep.err"; RR=$?
+check "reproduce-l2.sh: a held --out exits 2 with one line naming it and the holder's pid, writing nothing" bash -c '
+    [ "$3" = 2 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qx "reproduce-l2.sh: $2: in use by pid $4 (another reproduce-l2.sh is writing it)" "$1" &&
+    [ -z "$(ls -A "$2")" ]' _ "$TMP/rep.err" "$TMP/rep" "$RR" $$
+exec {REPLOCK}>&-; rm -f "$TMP/rep.lock"
 
 # ---- --resume needs something to resume -------------------------------------------------
 expect_fail "ppl --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
     "${PPL[@]}" --chunks 2 -o "$TMP/none" --resume
 check "ppl --resume refused: the directory was not created" test ! -e "$TMP/none"
+expect_fail "passkey --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
+    "$KVLAB" passkey -m "$S260" --lengths 256 --trials 1 -o "$TMP/none" --resume
+expect_fail "needle --resume of a directory that does not exist" "$TMP/none: --resume: nothing to resume" \
+    "$KVLAB" needle -m "$S260" --haystack "$TXT" --lengths 400 --depths 50 -o "$TMP/none" --resume
+check "passkey, needle --resume refused: the directory was not created" test ! -e "$TMP/none"
 
 # sweep.sh: --resume only for a point whose directory exists (an interrupted point)
 SW=(experiments/sweep.sh -c /dev/null --models "s=$S260" --tasks ppl --policies "full l2" --ratios 0.5 --skips 0
@@ -122,10 +190,20 @@ expect_fail "-m FIFO (a model)" "fifo: not a regular file \(a pipe\)" "${T[@]}" 
 expect_fail "synth --tokenizer /dev/zero" "--tokenizer /dev/zero: not a regular file" "${T[@]}" \
     "$KVLAB" synth -o "$TMP/sz" --shape demo-25m --tokenizer /dev/zero --quiet
 check "synth --tokenizer /dev/zero: nothing left" no_leftovers "$TMP"
+for c in /dev/zero "$TMP/fifo" "$TMP"; do
+    "${T[@]}" experiments/sweep.sh -c "$c" --models "$S260" --tasks ppl --kvlab "$KVLAB" >/dev/null 2>"$TMP/swc.err"; RC=$?
+    check "sweep.sh -c $(basename "$c"): refused at once (exit 2), one line naming it" bash -c '
+        [ "$2" = 2 ] && [ "$(wc -l <"$1")" = 1 ] && grep -qxF "sweep.sh: $3: not a regular file (a config is a text file of '"'key = value'"' lines)" "$1"' \
+        _ "$TMP/swc.err" "$RC" "$c"
+done
 truncate -s 300M "$TMP/huge.txt"
 expect_fail "ppl -f of 300 MB: over the limit, refused before reading" "huge.txt: 314572800 bytes, larger than the limit of 256 MiB" \
     "${T[@]}" "${PPL[@]}" --chunks 1 -o "$TMP/z" -f "$TMP/huge.txt"
 rm -f "$TMP/huge.txt"
+check "README.md states the limit kvlab applies, and the lock and UTF-8 refusals" bash -c '
+    limit=$(grep -oE "limit of [0-9]+ MiB" "$1" | grep -oE "[0-9]+") && [ -n "$limit" ] &&
+    grep -qF "at most $limit MiB" README.md && grep -qF "in use by pid N" README.md &&
+    grep -qF "invalid UTF-8 at byte" README.md && grep -qF "tests/cli_faults.sh" README.md' _ "$TMP/err"
 
 # ---- invalid UTF-8 ------------------------------------------------------------------------
 { head -c 3000 "$TXT"; printf 'caf\xe9\n'; cat "$TXT"; } >"$TMP/latin1.txt"
@@ -165,9 +243,19 @@ check "convert: nothing temporary left" no_leftovers "$TMP"
 
 # logits: [300, 32000] floats (38 MB) with two OpenMP threads (a worker may catch the signal)
 LOG=("$KVLAB" logits -m "$DEMO" --ids "$(seq -s, 1 300)" --threads 2)
-run_until INT "$TMP/l.npy.tmp.{PID}" "${LOG[@]}" -o "$TMP/l.npy"
+# the file exists only while it is written: on a loaded machine the poll may miss it
+# (the run then just finishes), so up to 3 tries
+logits_until() {
+    local try
+    for try in 1 2 3; do
+        run_until "$1" "$TMP/l.npy.tmp.{PID}" "${LOG[@]}" -o "$TMP/l.npy"
+        [ "$SENT" = 1 ] && break
+        rm -f "$TMP/l.npy"
+    done
+}
+logits_until INT
 interrupted "logits" SIGINT 130 "$TMP/l.npy"
-run_until TERM "$TMP/l.npy.tmp.{PID}" "${LOG[@]}" -o "$TMP/l.npy"
+logits_until TERM
 interrupted "logits" SIGTERM 143 "$TMP/l.npy"
 check "logits: no output, nothing temporary" bash -c '[ ! -e "$1/l.npy" ]' _ "$TMP"
 check "logits: nothing temporary left" no_leftovers "$TMP"
@@ -181,6 +269,36 @@ interrupted "trace (writing trace.npz)" SIGTERM 143 "$TMP/tr"
 check "trace: no trace.npz nor meta.json, nothing temporary" \
     bash -c '[ ! -e "$1/tr/trace.npz" ] && [ ! -e "$1/tr/meta.json" ]' _ "$TMP"
 check "trace: nothing temporary left" no_leftovers "$TMP"
+
+# correlate: while computing (its run directory is locked, nothing final written yet)
+run_until INT "$TMP/co.lock" "$KVLAB" correlate -m "$DEMO" -f "$TXT" --chunk 256 --chunks 8 --threads 2 -o "$TMP/co"
+interrupted "correlate" SIGINT 130 "$TMP/co"
+check "correlate: no metrics nor meta.json, nothing temporary" \
+    bash -c '[ ! -e "$1/co/metrics.csv" ] && [ ! -e "$1/co/metrics.npz" ] && [ ! -e "$1/co/meta.json" ]' _ "$TMP"
+check "correlate: nothing temporary left" no_leftovers "$TMP"
+
+# an interrupt the moment the lock file appears (it is being created and locked): still one
+# line, status 130 and no lock file left. Without interrupts held across that step about
+# half of these runs died silently and left DIR.lock behind.
+n_ok=0
+for i in $(seq 10); do
+    run_until INT "$TMP/early$i.lock" "$KVLAB" trace -m "$S260" -p "Once upon a time" --gen 200 -o "$TMP/early$i"
+    [ "$SENT" = 1 ] && [ "$RC" = 130 ] && [ "$(grep -c '^kvlab: interrupted (SIGINT) while writing' "$TMP/ierr")" = 1 ] &&
+        [ ! -e "$TMP/early$i.lock" ] && n_ok=$((n_ok + 1))
+done
+check "10 interrupts as the lock is taken: each one line, status 130, no lock file left" test "$n_ok" = 10
+
+# passkey: SIGHUP after its first finished trial; --resume = an uninterrupted run
+PK=("$KVLAB" passkey -m "$S260" --lengths 256 --depths 0,50,100 --trials 8 --threads 1 --policy l2 --compression-ratio 0.5)
+expect_ok "passkey: uninterrupted reference run" "${PK[@]}" -o "$TMP/ku"
+run_until HUP "$TMP/kh/log/units.csv" "${PK[@]}" -o "$TMP/kh"
+interrupted "passkey" SIGHUP 129 "$TMP/kh"
+check "passkey SIGHUP: unfinished run kept, no meta.json" test -f "$TMP/kh/config.json" -a ! -e "$TMP/kh/meta.json"
+expect_ok "passkey SIGHUP: --resume" "${PK[@]}" -o "$TMP/kh" --resume
+check "passkey SIGHUP: resumed = uninterrupted (results, summary)" bash -c '
+    for f in results.csv summary.csv summary.json; do cmp -s "$1/$f" "$2/$f" || { echo "$f differs" >&2; exit 1; }; done' \
+    _ "$TMP/kh" "$TMP/ku"
+check "passkey: nothing temporary left" no_leftovers "$TMP"
 
 # ppl: interrupted after its first finished chunks; --resume = an uninterrupted run, byte for byte
 P=("${PPL[@]}" --chunks 12 --policy l2 --keep-ratio 0.5)

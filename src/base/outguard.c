@@ -167,10 +167,15 @@ int outlock_acquire(OutLock *l, const char *target, Err *err) {
     snprintf(l->path, sizeof l->path, "%s.lock", name);
     /* The holder removes the lock file when it is done. If that happens between
      * our open and our lock, we hold a file nobody else will see: check that the
-     * path still names what we locked, else start over. */
-    for (int attempt = 0; attempt < 100; attempt++) {
+     * path still names what we locked, else start over.
+     * The file is registered for removal only once it is ours (never remove
+     * another's), so interrupts wait from its creation to its registration: an
+     * interrupt in between would leave it behind, without the interrupt line. */
+    int state = 0;   /* 0: try again, 1: locked, -1: refused (err set) */
+    outguard_hold();
+    for (int attempt = 0; attempt < 100 && state == 0; attempt++) {
         int fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) return err_set(err, "%s: cannot write: %s (creating its lock file %s)", name, strerror(errno), l->path);
+        if (fd < 0) { state = err_set(err, "%s: cannot write: %s (creating its lock file %s)", name, strerror(errno), l->path); break; }
         struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
         if (fcntl(fd, F_SETLK, &fl) != 0) {
             int e = errno;
@@ -178,9 +183,10 @@ int outlock_acquire(OutLock *l, const char *target, Err *err) {
             long pid = (e == EACCES || e == EAGAIN) && fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK
                      ? (long)holder.l_pid : 0;
             close(fd);
-            if (pid > 0) return err_set(err, "%s: in use by pid %ld (another kvlab is writing it)", name, pid);
+            if (pid > 0) { state = err_set(err, "%s: in use by pid %ld (another kvlab is writing it)", name, pid); break; }
             if (e == EACCES || e == EAGAIN) continue;   /* released meanwhile */
-            return err_set(err, "%s: cannot lock %s: %s", name, l->path, strerror(e));
+            state = err_set(err, "%s: cannot lock %s: %s", name, l->path, strerror(e));
+            break;
         }
         struct stat held, named;
         if (fstat(fd, &held) == 0 && stat(l->path, &named) == 0 && held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
@@ -189,18 +195,23 @@ int outlock_acquire(OutLock *l, const char *target, Err *err) {
             char pid[32];
             int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());   /* for a person looking */
             if (ftruncate(fd, 0) != 0 || write(fd, pid, (size_t)n) != n) { /* the lock holds without it */ }
-            return 0;
+            state = 1;
+        } else {
+            close(fd);
         }
-        close(fd);
     }
-    return err_set(err, "%s: cannot lock %s: it keeps being replaced", name, l->path);
+    if (state == 0) state = err_set(err, "%s: cannot lock %s: it keeps being replaced", name, l->path);
+    outguard_release();   /* an interrupt that came meanwhile lands here, the lock file registered */
+    return state == 1 ? 0 : -1;
 }
 
 void outlock_release(OutLock *l) {
     if (l->fd < 0) return;
+    outguard_hold();   /* forgotten and removed at once: an interrupt in between would leave it */
     outguard_forget(l->handle);
     unlink(l->path);   /* while still holding it (see outlock_acquire) */
     close(l->fd);
+    outguard_release();
     l->fd = -1;
     l->handle = -1;
 }

@@ -953,10 +953,10 @@ static void emit_symbol(Bpe *b, int start, int len) {
 
 int tokenizer_encode_len(const Tokenizer *t, const char *text, size_t len, int add_bos,
                          int *ids, int max_ids, Err *err) {
-    if (!text && len > 0) return err_set(err, "tokenizer_encode: text is NULL");
+    if (!text && len > 0) return err_set(err, "no text to tokenize (a null pointer)");
     if (len > MAX_TEXT_BYTES)
-        return err_set(err, "tokenizer_encode: text of %zu bytes is too long (max %zu)", len, MAX_TEXT_BYTES);
-    if (add_bos && t->bos_id < 0) return err_set(err, "tokenizer_encode: this tokenizer has no BOS piece");
+        return err_set(err, "a text of %zu bytes is too long to tokenize (at most %zu)", len, MAX_TEXT_BYTES);
+    if (add_bos && t->bos_id < 0) return err_set(err, "the tokenizer has no BOS piece (<s>) to start the sequence with");
     Bpe b = { .t = t, .ids = ids, .max_ids = ids ? (max_ids > 0 ? max_ids : 0) : 0 };
     if (add_bos) emit(&b, t->bos_id);
     if (len == 0) return b.n_ids;
@@ -978,7 +978,7 @@ int tokenizer_encode_len(const Tokenizer *t, const char *text, size_t len, int a
 }
 
 int tokenizer_encode(const Tokenizer *t, const char *text, int add_bos, int *ids, int max_ids, Err *err) {
-    if (!text) return err_set(err, "tokenizer_encode: text is NULL");
+    if (!text) return err_set(err, "no text to tokenize (a null pointer)");
     return tokenizer_encode_len(t, text, strlen(text), add_bos, ids, max_ids, err);
 }
 
@@ -1047,7 +1047,7 @@ char *tokenizer_decode_len(const Tokenizer *t, const int *ids, int n_ids, size_t
         int id = ids[i];
         if (id < 0 || id >= t->n_vocab) {
             free(out.data); free(bytes.data);
-            err_set(err, "tokenizer_decode: token id %d at position %d is outside the vocabulary [0, %d)",
+            err_set(err, "token id %d at position %d is outside the tokenizer's vocabulary [0, %d)",
                     id, i, t->n_vocab);
             return NULL;
         }

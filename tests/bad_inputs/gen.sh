@@ -55,6 +55,7 @@ variant st-good st-dtype-i16;         st_edit st-dtype-i16 '$h =~ s/"dtype":"BF1
 variant st-good st-shape-mismatch;   st_edit st-shape-mismatch '$h =~ s/"shape":\[512,16\]/"shape":[16,512]/'
 variant st-good st-offsets-mismatch; st_edit st-offsets-mismatch '$h =~ s/"data_offsets":\[0,16384\]/"data_offsets":[0,16000]/'
 variant st-good st-duplicate-name;   st_edit st-duplicate-name '$h =~ s/("model\.norm\.weight":\{[^}]*\})/$1,$1/'
+variant st-good st-overlap;          st_edit st-overlap '$h =~ s/("model\.layers\.0\.post_attention_layernorm\.weight":\{[^}]*"data_offsets":)\[\d+,\d+\]/$1\[16384,16416\]/ or die'
 variant st-good st-header-not-json;  st_edit st-header-not-json '$h =~ s/\{"__metadata__"/{__metadata__/'
 variant st-good st-header-too-long;  perl -e 'open F, "+<", $ARGV[0] or die; binmode F; print F pack("Q<", 1 << 40); close F' st-header-too-long/model.safetensors
 variant st-good st-missing-tensor;   st_edit st-missing-tensor '$h =~ s/"model\.layers\.1\.mlp\.up_proj\.weight"/"model.layers.1.mlp.up.weight"/'
