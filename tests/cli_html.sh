@@ -68,6 +68,16 @@ expect_ok "trace --html without a policy (stories260k, all steps)" \
 check "without a policy the page has no score, evicted_at or kv_bytes data" \
     grep -q '"score":null,"evicted_at":null,"kv_bytes":null' "$TMP/plain.html"
 
+# a bf16 cache: the page's full-cache bytes per token (the "% of the full cache" it shows)
+# count a slot as 2 x head_dim bf16 + its position, as the kv_bytes the trace records do
+expect_ok "trace --html --kv-dtype bf16 (stories260k, l2)" \
+    "$KVLAB" trace -m "$STORIES" -p "Once upon a time, there was a cat" --gen 4 --steps decode \
+    --policy l2 --compression-ratio 0.5 --kv-dtype bf16 -o "$TMP/bf16" --html "$TMP/bf16.html"
+check "meta.json names the KV dtype, bf16" grep -qE '"kv_dtype":[[:space:]]*"bf16"' "$TMP/bf16/meta.json"
+per_token=$($PY -c 'import json,sys; m=json.load(open(sys.argv[1]))["model"]; print(m["n_layers"]*m["n_kv_heads"]*(2*m["head_dim"]*2+4))' "$TMP/bf16/meta.json" 2>/dev/null)
+check "the bf16 page's full cache is n_layers x n_kv_heads x (2 x head_dim x 2 + 4) = ${per_token:-?} bytes per token" \
+    grep -q "\"kv_bytes_per_token\":${per_token:-none}," "$TMP/bf16.html"
+
 expect_fail "--html-max-bytes too small: says the size needed, per layer x head x step" \
     "--html-max-bytes: this selection makes a page of about [0-9]+ bytes .* per layer x head x step" \
     "$KVLAB" trace -m "$STORIES" -p "Once upon a time" --gen 4 -o "$TMP/x" --html "$TMP/x.html" --html-max-bytes 20K
