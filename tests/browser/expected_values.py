@@ -3,7 +3,8 @@
     python3 expected_values.py RUN_DIR OUT.json
 
 Picks a few (layer, head, step) selections and, in each, a few tokens (the first
-one, the query, one in between and, with a policy, an evicted one), and writes
+one, the query, one in between and, with a policy, an evicted one) and the cached
+token of median attention, and writes
 their attention, key/value norms, policy score and eviction position as the page's
 test (page_test.js) compares them: float32 values as the doubles they are, NaN as null.
 """
@@ -62,8 +63,11 @@ def main():
                 t["score"] = value(z["score"][0, li, g, q, p])
                 t["evicted_at"] = int(z["evicted_at"][0, li, g, p])
             tokens.append(t)
+        # the cached token of median attention: its column of the strip must be visibly coloured
+        median_pos = int(cached[np.argsort(row[cached], kind="stable")[len(cached) // 2]])
         c = {"li": li, "hi": hi, "q": q, "layer": int(layers[li]), "head": int(heads[hi]), "query_pos": qpos,
-             "tokens": tokens, "spearman": spearman(key_norm[li, g, cached], row[cached])}
+             "tokens": tokens, "spearman": spearman(key_norm[li, g, cached], row[cached]),
+             "median_pos": median_pos, "median_attn": value(row[median_pos]), "max_attn": value(np.nanmax(row))}
         if policy:
             c["kv_bytes"] = int(z["kv_bytes"][0, q, 0])
         checks.append(c)

@@ -63,6 +63,22 @@ async function hoverColumn(page, p) {
     const label = await page.textContent("#step-label");
     check(`${what}: the slider and menus select it`, label.includes(`query at position ${c.query_pos} `) &&
           label.includes(`in layer ${c.layer},`), label);
+    // the text box shows the step's query (the newest token), not the top of a long prompt
+    const view = await page.$eval("#text", (box, p) => {
+      const b = box.getBoundingClientRect(), s = box.querySelector(`span[data-pos="${p}"]`).getBoundingClientRect();
+      return { inside: s.top >= b.top && s.bottom <= b.bottom, scrollTop: box.scrollTop };
+    }, c.query_pos);
+    check(`${what}: the text box has scrolled to the query`, view.inside, JSON.stringify(view));
+    // the colour scale shows more than the sink: the token of median attention (a few
+    // thousandths of the sink's or less) is at least 15 % of the way from white to the
+    // darkest colour (green 255 -> 20); a linear or square-root scale leaves it near white
+    const green = await page.$eval("#strip", (cv, p) => {
+      const k = cv.width / cv.getBoundingClientRect().width;
+      const x = Math.floor((Number(cv.dataset.left) + (p + 0.5) * Number(cv.dataset.colWidth)) * k);
+      return cv.getContext("2d").getImageData(x, Math.floor(17 * k), 1, 1).data[1];
+    }, c.median_pos);
+    check(`${what}: the median-attention token (${c.median_pos}, ${c.median_attn.toExponential(2)} against ` +
+          `the row's ${c.max_attn.toFixed(3)}) is coloured in the strip (green ${green} <= 220)`, green <= 220, String(green));
     for (const t of c.tokens) {
       for (const [how, tip] of [["token", await hoverToken(page, t.pos)], ["strip column", await hoverColumn(page, t.pos)]]) {
         const good = !tip.hidden && Number(tip.pos) === t.pos && same(tip.attn, t.attn) && same(tip.keyNorm, t.key_norm) &&
@@ -79,6 +95,15 @@ async function hoverColumn(page, p) {
       check(`${what}: the KV bytes shown = trace.npz (${c.kv_bytes})`,
             Number(await page.$eval("#kv-label", e => e.dataset.bytes)) === c.kv_bytes);
   }
+  // play: while it runs, the slider, the label and what a hover reads are the same step
+  await page.click("#play");
+  await page.waitForTimeout(900);
+  const playing = await page.evaluate(() => ({ slider: Number(document.getElementById("step").value), q: state.q,
+                                               label: document.getElementById("step-label").textContent,
+                                               pos: TRACE.query_pos[Number(document.getElementById("step").value)] }));
+  if ((await page.textContent("#play")) === "stop") await page.click("#play");
+  check(`play: the step shown is the step hovered (slider ${playing.slider}, state ${playing.q})`,
+        playing.slider === playing.q && playing.label.includes(`query at position ${playing.pos} `), JSON.stringify(playing));
   // back to a state worth a picture: the last step of the layer given for it
   if (expected.screenshot) {
     await page.selectOption("#layer", String(expected.screenshot.li));
