@@ -67,7 +67,13 @@ def main():
         median_pos = int(cached[np.argsort(row[cached], kind="stable")[len(cached) // 2]])
         c = {"li": li, "hi": hi, "q": q, "layer": int(layers[li]), "head": int(heads[hi]), "query_pos": qpos,
              "tokens": tokens, "spearman": spearman(key_norm[li, g, cached], row[cached]),
-             "median_pos": median_pos, "median_attn": value(row[median_pos]), "max_attn": value(np.nanmax(row))}
+             "median_pos": median_pos, "median_attn": value(row[median_pos]), "max_attn": value(np.nanmax(row)),
+             # the shortest and the longest key of this layer and KV head seen by this query, away
+             # from the outlined columns of the first token and the query
+             "short_key_pos": 2 + int(np.nanargmin(key_norm[li, g, 2:qpos - 1])),
+             "long_key_pos": 2 + int(np.nanargmax(key_norm[li, g, 2:qpos - 1])),
+             "key_min": value(np.nanmin(key_norm[li, g])), "key_max": value(np.nanmax(key_norm[li, g]))}
+        c["short_key"], c["long_key"] = value(key_norm[li, g, c["short_key_pos"]]), value(key_norm[li, g, c["long_key_pos"]])
         if policy:
             c["kv_bytes"] = int(z["kv_bytes"][0, q, 0])
         checks.append(c)

@@ -77,6 +77,21 @@ async function hoverColumn(page, p) {
       const x = Math.floor((Number(cv.dataset.left) + (p + 0.5) * Number(cv.dataset.colWidth)) * k);
       return cv.getContext("2d").getImageData(x, Math.floor(17 * k), 1, 1).data[1];
     }, c.median_pos);
+    // key norm bars span the range of this layer and KV head: 34 px x (0.08 + 0.92 (k - min) / (max - min)),
+    // so a short key shows as a short bar (bars from 0 would all be 50-100 % high)
+    const barHeight = p => page.$eval("#strip", (cv, p) => {
+      const k = cv.width / cv.getBoundingClientRect().width, rowH = 34, top = rowH + 6;   // the key norm row
+      const x = Math.floor((Number(cv.dataset.left) + (p + 0.5) * Number(cv.dataset.colWidth)) * k);
+      const px = cv.getContext("2d").getImageData(x, Math.round(top * k), 1, Math.round(rowH * k)).data;
+      let n = 0;
+      for (let i = 0; i < px.length; i += 4) if (px[i + 3] > 0) n++;   // painted pixels of the column
+      return n / k;
+    }, p);
+    const [shortBar, longBar] = [await barHeight(c.short_key_pos), await barHeight(c.long_key_pos)];
+    const want = k => 34 * (0.08 + 0.92 * (k - c.key_min) / (c.key_max - c.key_min));
+    check(`${what}: key norm bars of the shortest and longest key (positions ${c.short_key_pos}, ${c.long_key_pos}) ` +
+          `${shortBar.toFixed(1)} and ${longBar.toFixed(1)} px = ${want(c.short_key).toFixed(1)} and ${want(c.long_key).toFixed(1)} ± 1.5`,
+          Math.abs(shortBar - want(c.short_key)) <= 1.5 && Math.abs(longBar - want(c.long_key)) <= 1.5, `${shortBar} ${longBar}`);
     check(`${what}: the median-attention token (${c.median_pos}, ${c.median_attn.toExponential(2)} against ` +
           `the row's ${c.max_attn.toFixed(3)}) is coloured in the strip (green ${green} <= 220)`, green <= 220, String(green));
     for (const t of c.tokens) {
