@@ -14,16 +14,24 @@ STORIES=$SHARED/models/stories260k/stories260K.bin
 PY=/usr/bin/python3
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 BROWSER_DIR=tests/browser
-# the README's example (README.md, "Watch the cache"): the tour's pass-key prompt, l2 at 50 %
-PAGE_LIMIT=$((2500 * 1024))   # the README states "about 1.9 MB"
+# the README's example (README.md, "Watch the cache"): the tour's pass-key prompt, l2 at 50 %;
+# the README states the page's size ("(2.0 MB, N bytes here)") and a limit ("stays under X MB")
+README_BYTES=$(grep -oE '\([0-9.]+ MB, [0-9,]+ bytes here\)' README.md | head -n 1 | grep -oE '[0-9,]+ bytes' | tr -d ', bytes')
+PAGE_LIMIT=$(grep -oE 'the page stays under [0-9.]+ MB' README.md | head -n 1 | awk '{ printf "%d", $5 * 1000000 }')
 
 R=$TMP/page
 expect_ok "trace --html: the README's example on sink-26m (403-token prompt, 8 steps, l2 at 0.5)" \
     "$KVLAB" trace -m "$MODEL" -p "$(cat docs/tour-prompt.txt)" --gen 8 --steps decode \
     --policy l2 --compression-ratio 0.5 -o "$R" --html "$R.html"
 size=$(stat -c %s "$R.html" 2>/dev/null || echo 0)
-check "the page is one HTML file below $PAGE_LIMIT bytes ($size)" \
-    bash -c "[ $size -gt 100000 ] && [ $size -lt $PAGE_LIMIT ] && head -c 15 '$R.html' | grep -qi '<!doctype html>'"
+check "the page is one HTML file below the README's limit, ${PAGE_LIMIT:-?} bytes ($size)" \
+    bash -c "[ -n '$PAGE_LIMIT' ] && [ $size -gt 100000 ] && [ $size -lt '$PAGE_LIMIT' ] && head -c 15 '$R.html' | grep -qi '<!doctype html>'"
+# the README's page but for two paths: the run directory (twice in the command line at the
+# page's foot) and the model (in the command line and the title)
+readme_run=runs/watch readme_model=../shared/models/sink-26m
+as_readme=$((size - 2 * (${#R} - ${#readme_run}) - 2 * (${#MODEL} - ${#readme_model})))
+check "the README states this page's size: ${README_BYTES:-?} bytes = $as_readme with the README's paths" \
+    test "${README_BYTES:-none}" = "$as_readme"
 check "nothing to fetch: no element with src= or href=, no url( or @import; no temporary file left" \
     bash -c "! grep -qiE '<[a-z]+[^>]* (src|href)=|url\\(|@import' '$R.html' && [ -z \"\$(find '$TMP' -name '*.tmp.*')\" ]"
 check "meta.json names the page" grep -q '"html":' "$R/meta.json"
@@ -125,6 +133,16 @@ else
             fail "the browser test ran to its end" "$(tail -n 5 "$TMP/browser.log")"
         fi
         check "the screenshot is a PNG" bash -c "[ \"\$(head -c 4 '$shot' | tail -c 3)\" = PNG ] && [ \$(stat -c %s '$shot') -gt 20000 ]"
+        # the browser test can fail: the same page with one console error and one image
+        # to fetch must fail exactly those two checks
+        sed -e 's|^"use strict";$|"use strict"; console.error("an error put in by cli_html.sh");|' \
+            -e 's|<footer id="sizes"></footer>|<img src="http://127.0.0.1:9/x.png" alt=""><footer id="sizes"></footer>|' \
+            "$R.html" >"$TMP/broken.html"
+        CHROMIUM=$CHROMIUM timeout 120 node "$BROWSER_DIR/page_test.js" "$TMP/broken.html" "$TMP/expected.json" "$TMP/broken.png" \
+            >"$TMP/broken.log" 2>&1
+        check "the browser test fails a page with a console error and a network request (and only those checks)" \
+            bash -c "grep -q '^FAIL  no console error' '$TMP/broken.log' && grep -q '^FAIL  no network request' '$TMP/broken.log' &&
+                     grep -q '^RESULT page_test passed=[1-9][0-9]* failed=2$' '$TMP/broken.log'"
     fi
 fi
 finish
