@@ -81,7 +81,7 @@ def main():
     first = attn[:, :, Q - 1, 0]
     li, hi = np.unravel_index(np.nanargmax(np.nan_to_num(first, nan=-1.0)), first.shape)
     with open(out, "w") as f:
-        json.dump({"n_positions": int(P), "checks": checks,
+        json.dump({"n_positions": int(P), "n_decode_steps": int(P - z["n_prompt"]), "checks": checks,
                    "screenshot": {"li": int(li), "hi": int(hi), "hover": 0}}, f)
 
 

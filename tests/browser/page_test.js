@@ -110,6 +110,22 @@ async function hoverColumn(page, p) {
       check(`${what}: the KV bytes shown = trace.npz (${c.kv_bytes})`,
             Number(await page.$eval("#kv-label", e => e.dataset.bytes)) === c.kv_bytes);
   }
+  // the KV bytes chart names its x axis' steps: decode steps 0..n-1 (the README's example records every one)
+  const ticks = await page.$$eval("#kv text.step-tick", ts => ts.map(t => t.textContent));
+  check(`the KV chart labels its steps (${ticks.join(" ")})`, ticks.length >= 2 && ticks[0] === "0" &&
+        ticks[ticks.length - 1] === String(expected.n_decode_steps - 1), JSON.stringify(ticks));
+  // with a policy the KV line is a sawtooth: per step two points at one x, the second (after the
+  // eviction) not above the first (when the query attends), and somewhere a drop
+  if (expected.checks[0].kv_bytes !== undefined) {
+    const pts = await page.$eval("#kv-line", l => l.getAttribute("points").trim().split(/\s+/).map(p => p.split(",").map(Number)));
+    let pairs = pts.length === 2 * expected.n_decode_steps, drop = false;
+    for (let j = 0; pairs && j < pts.length; j += 2) {
+      pairs = pts[j][0] === pts[j + 1][0] && pts[j + 1][1] >= pts[j][1];
+      drop = drop || pts[j + 1][1] > pts[j][1];
+    }
+    check(`the KV line rises with each step's token and drops at each eviction (${pts.length} points)`, pairs && drop,
+          JSON.stringify(pts));
+  }
   // play: while it runs, the slider, the label and what a hover reads are the same step
   await page.click("#play");
   await page.waitForTimeout(900);
