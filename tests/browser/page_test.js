@@ -111,6 +111,9 @@ async function hoverColumn(page, p) {
       check(`${what}: the KV bytes shown = trace.npz (${c.kv_bytes})`,
             Number(await page.$eval("#kv-label", e => e.dataset.bytes)) === c.kv_bytes);
   }
+  // at 1280 px the scatter and the KV chart stand side by side
+  const [scatterTop, kvTop] = await page.$$eval("#scatter, #kv", es => es.map(e => e.getBoundingClientRect().top));
+  check(`the scatter and the KV chart side by side (tops ${scatterTop}, ${kvTop})`, Math.abs(scatterTop - kvTop) < 2);
   // the KV bytes chart names its x axis' steps: decode steps 0..n-1 (the README's example records every one)
   const ticks = await page.$$eval("#kv text.step-tick", ts => ts.map(t => t.textContent));
   check(`the KV chart labels its steps (${ticks.join(" ")})`, ticks.length >= 2 && ticks[0] === "0" &&
