@@ -4,9 +4,10 @@
 # Chromium (tests/browser/page_test.js, playwright-core from npm): no console error,
 # the slider and menus work, the values shown equal trace.npz, a screenshot is saved.
 # The browser part is skipped, with a line saying why, without /usr/bin/chromium,
-# node/npm or numpy (CI installs them: .ci/run). Run from the repository root.
-# PAGE_SCREENSHOT=FILE.png keeps the screenshot (docs/figures/trace_page_sink-26m.png
-# is made this way).
+# node/npm or numpy; with KVLAB_REQUIRE_BROWSER=1 (CI: .ci/run installs them and sets it)
+# that is a failure instead. Run from the repository root.
+# PAGE_SCREENSHOT=FILE.png keeps the screenshot (docs/figures/trace_page_sink-26m.png is
+# page_test.js's screenshot of the README's runs/watch.html, reduced to 256 colours).
 set -u
 source "$(dirname "$0")/lib_cli.sh"
 MODEL=$SHARED/models/sink-26m
@@ -113,7 +114,9 @@ skip=""
 [ -z "$skip" ] && ! command -v node >/dev/null && skip="node is not installed (apt-get install nodejs npm)"
 [ -z "$skip" ] && ! command -v npm >/dev/null && skip="npm is not installed (apt-get install npm)"
 [ -z "$skip" ] && ! $PY -c 'import numpy' 2>/dev/null && skip="$PY has no numpy"
-if [ -n "$skip" ]; then
+if [ -n "$skip" ] && [ "${KVLAB_REQUIRE_BROWSER:-0}" = 1 ]; then
+    fail "the browser test cannot run, and KVLAB_REQUIRE_BROWSER=1 requires it" "$skip"
+elif [ -n "$skip" ]; then
     echo "skip  the browser test: $skip"
 else
     # playwright-core, pinned by package-lock.json, into the git-ignored tests/browser/node_modules
@@ -144,5 +147,17 @@ else
             bash -c "grep -q '^FAIL  no console error' '$TMP/broken.log' && grep -q '^FAIL  no network request' '$TMP/broken.log' &&
                      grep -q '^RESULT page_test passed=[1-9][0-9]* failed=2$' '$TMP/broken.log'"
     fi
+fi
+# a missing browser: a skip line, or a failure where the browser test is required (CI);
+# this script once more without chromium (not when it is that second run)
+if [ -z "${CLI_HTML_NO_BROWSER_RUN:-}" ]; then
+    CLI_HTML_NO_BROWSER_RUN=1 CHROMIUM=/nonexistent/chromium KVLAB_REQUIRE_BROWSER=0 bash "$0" >"$TMP/skip.log" 2>&1
+    check "without chromium: a skip line naming it, no failure" \
+        bash -c "grep -q '^skip  the browser test: /nonexistent/chromium is not installed' '$TMP/skip.log' && grep -q '^RESULT .* failed=0$' '$TMP/skip.log'"
+    CLI_HTML_NO_BROWSER_RUN=1 CHROMIUM=/nonexistent/chromium KVLAB_REQUIRE_BROWSER=1 bash "$0" >"$TMP/require.log" 2>&1
+    check "without chromium and KVLAB_REQUIRE_BROWSER=1: exactly one failure, naming it" \
+        bash -c "grep -q '^FAIL  the browser test cannot run' '$TMP/require.log' && grep -q '^RESULT .* failed=1$' '$TMP/require.log'"
+    check ".ci/run requires the browser test (KVLAB_REQUIRE_BROWSER=1) where it installs chromium" \
+        grep -q '^export KVLAB_REQUIRE_BROWSER=1' .ci/run
 fi
 finish
