@@ -37,6 +37,15 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def alr_per_n(norms, attn):
+    """ALR/n (../shared/spec/methods.md §5): Y^m = attention of the m highest-norm tokens
+    minus that of the m lowest-attention tokens, summed over m = 1..n, over n."""
+    a = attn.astype(np.float64)
+    by_norm = np.cumsum(a[np.argsort(-norms.astype(np.float64), kind="stable")])
+    lowest = np.cumsum(np.sort(a))
+    return float((by_norm - lowest).sum() / len(a))
+
+
 def main():
     run, out = sys.argv[1], sys.argv[2]
     z = np.load(run + "/trace.npz")
@@ -74,6 +83,10 @@ def main():
              "tokens": tokens, "spearman": spearman(key_norm[li, g, cached], row[cached]),
              "median_pos": median_pos, "median_attn": value(row[median_pos]), "max_attn": value(np.nanmax(row)),
              "median_green": float(median_green),
+             "alr_per_n": alr_per_n(key_norm[li, g, cached], row[cached]),
+             "first_attn": value(row[0]) if 0 in cached else None,
+             "first_norm_ratio": float(key_norm[li, g, 0] / np.median(key_norm[li, g, cached].astype(np.float64)))
+                                 if 0 in cached else None,
              # the shortest and the longest key of this layer and KV head seen by this query, away
              # from the outlined columns of the first token and the query
              "short_key_pos": 2 + int(np.nanargmin(key_norm[li, g, 2:qpos - 1])),

@@ -104,9 +104,14 @@ async function hoverColumn(page, p) {
               good, `page ${JSON.stringify(tip)} vs npz ${JSON.stringify(t)}`);
       }
     }
-    const rho = await page.$eval("#layers tr.current", tr => ({ layer: tr.dataset.layer, rho: tr.cells[1].dataset.value }));
+    const rho = await page.$eval("#layers tr.current", tr => ({ layer: tr.dataset.layer, rho: tr.cells[1].dataset.value,
+      alr: tr.cells[3].dataset.value, first: tr.cells[4].dataset.value, ratio: tr.cells[5].dataset.value }));
     check(`${what}: the table's current row is the layer, ρ = numpy's Spearman (${c.spearman.toFixed(6)})`,
           Number(rho.layer) === c.layer && Math.abs(Number(rho.rho) - c.spearman) < 1e-5, JSON.stringify(rho));
+    const near = (shown, want) => want === null ? shown === "NaN" : Math.abs(Number(shown) - want) <= 1e-5 * Math.max(1, Math.abs(want));
+    check(`${what}: ALR/n ${c.alr_per_n.toFixed(6)}, first-token attention ${c.first_attn}, first key / median ` +
+          `${c.first_norm_ratio} = numpy's`, near(rho.alr, c.alr_per_n) && near(rho.first, c.first_attn) &&
+          near(rho.ratio, c.first_norm_ratio), JSON.stringify(rho));
     if (c.kv_bytes !== undefined)
       check(`${what}: the KV bytes shown = trace.npz (${c.kv_bytes})`,
             Number(await page.$eval("#kv-label", e => e.dataset.bytes)) === c.kv_bytes);
