@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/forward.h"
 #include "engine/ops.h"
 #include "simd/kernels.h"
 
@@ -129,6 +130,11 @@ static cJSON *model_json(const Model *m) {
     cJSON_AddNumberToObject(o, "n_params", (double)m->n_params);
     cJSON_AddStringToObject(o, "file_dtype", dtype_name(m->file_dtype));
     cJSON_AddStringToObject(o, "compute_dtype", dtype_name(m->compute_dtype));
+    /* how the KV cache stores keys and values (--kv-dtype): the bytes a cached token takes */
+    DType kv_dtype;
+    AttentionPath attention;
+    forward_defaults(&kv_dtype, &attention);
+    cJSON_AddStringToObject(o, "kv_dtype", dtype_name(kv_dtype));
     cJSON_AddNumberToObject(o, "n_layers", c->n_layers);
     cJSON_AddNumberToObject(o, "n_heads", c->n_heads);
     cJSON_AddNumberToObject(o, "n_kv_heads", c->n_kv_heads);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/dtype.h"
 #include "formats/npy.h"
 #include "lab/metrics.h"
 #include "lab/runmeta.h"
@@ -318,8 +319,13 @@ int trace_page_write_run(const char *run_dir, const cJSON *meta, const Tokenizer
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(meta, "model");
     if (!cJSON_IsObject(model) || meta_int(model, "n_layers") <= 0)
         return err_set(err, "%s: meta.json has no model description (not a kvlab trace run?)", run_dir);
-    /* a cache slot: fp32 key and value plus its position (kvcache_bytes_used) */
-    int64_t slot_bytes = 2 * (int64_t)meta_int(model, "head_dim") * (int64_t)sizeof(float) + (int64_t)sizeof(int);
+    /* a cache slot: key and value in the cache's dtype plus its position (kvcache_bytes_used);
+     * runs from before meta.json named the dtype had an fp32 cache */
+    DType kv_dtype = DTYPE_F32;
+    const char *kv_dtype_name = meta_string(model, "kv_dtype");
+    if (kv_dtype_name && dtype_parse(kv_dtype_name, &kv_dtype) != 0)
+        return err_set(err, "%s: meta.json: model.kv_dtype '%s' is not a dtype", run_dir, kv_dtype_name);
+    int64_t slot_bytes = 2 * (int64_t)meta_int(model, "head_dim") * (int64_t)dtype_size(kv_dtype) + (int64_t)sizeof(int);
     char *policy = with_policy ? cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(meta, "policy")) : NULL;
     TracePageInfo info = {
         .model = meta_string(model, "path"),

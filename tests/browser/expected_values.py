@@ -3,7 +3,8 @@
     python3 expected_values.py RUN_DIR OUT.json
 
 Picks a few (layer, head, step) selections and, in each, a few tokens (the first
-one, the query, one in between and, with a policy, an evicted one), and writes
+one, the query, one in between and, with a policy, an evicted one), the cached
+token of median attention with its colour, and writes
 their attention, key/value norms, policy score and eviction position as the page's
 test (page_test.js) compares them: float32 values as the doubles they are, NaN as null.
 """
@@ -36,6 +37,15 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def alr_per_n(norms, attn):
+    """ALR/n (../shared/spec/methods.md §5): Y^m = attention of the m highest-norm tokens
+    minus that of the m lowest-attention tokens, summed over m = 1..n, over n."""
+    a = attn.astype(np.float64)
+    by_norm = np.cumsum(a[np.argsort(-norms.astype(np.float64), kind="stable")])
+    lowest = np.cumsum(np.sort(a))
+    return float((by_norm - lowest).sum() / len(a))
+
+
 def main():
     run, out = sys.argv[1], sys.argv[2]
     z = np.load(run + "/trace.npz")
@@ -62,8 +72,27 @@ def main():
                 t["score"] = value(z["score"][0, li, g, q, p])
                 t["evicted_at"] = int(z["evicted_at"][0, li, g, p])
             tokens.append(t)
+        # the cached token of median attention and its colour in the strip: white to dark red
+        # (green 255 -> 20) on a log scale from the row's smallest attention (at least 1e-6) to its largest
+        median_pos = int(cached[np.argsort(row[cached], kind="stable")[len(cached) // 2]])
+        amax = float(np.float32(row[cached].max()))
+        amin = max(1e-6, min(float(np.float32(row[cached][row[cached] > 0].min())), amax))
+        t = np.log(float(np.float32(row[median_pos])) / amin) / np.log(amax / amin) if amax > amin else 1.0
+        median_green = 255 - 235 * min(1.0, max(0.0, t))
         c = {"li": li, "hi": hi, "q": q, "layer": int(layers[li]), "head": int(heads[hi]), "query_pos": qpos,
-             "tokens": tokens, "spearman": spearman(key_norm[li, g, cached], row[cached])}
+             "tokens": tokens, "spearman": spearman(key_norm[li, g, cached], row[cached]),
+             "median_pos": median_pos, "median_attn": value(row[median_pos]), "max_attn": value(np.nanmax(row)),
+             "median_green": float(median_green),
+             "alr_per_n": alr_per_n(key_norm[li, g, cached], row[cached]),
+             "first_attn": value(row[0]) if 0 in cached else None,
+             "first_norm_ratio": float(key_norm[li, g, 0] / np.median(key_norm[li, g, cached].astype(np.float64)))
+                                 if 0 in cached else None,
+             # the shortest and the longest key of this layer and KV head seen by this query, away
+             # from the outlined columns of the first token and the query
+             "short_key_pos": 2 + int(np.nanargmin(key_norm[li, g, 2:qpos - 1])),
+             "long_key_pos": 2 + int(np.nanargmax(key_norm[li, g, 2:qpos - 1])),
+             "key_min": value(np.nanmin(key_norm[li, g])), "key_max": value(np.nanmax(key_norm[li, g]))}
+        c["short_key"], c["long_key"] = value(key_norm[li, g, c["short_key_pos"]]), value(key_norm[li, g, c["long_key_pos"]])
         if policy:
             c["kv_bytes"] = int(z["kv_bytes"][0, q, 0])
         checks.append(c)
@@ -71,7 +100,8 @@ def main():
     first = attn[:, :, Q - 1, 0]
     li, hi = np.unravel_index(np.nanargmax(np.nan_to_num(first, nan=-1.0)), first.shape)
     with open(out, "w") as f:
-        json.dump({"n_positions": int(P), "checks": checks,
+        kv_drops = int((z["kv_bytes"][0, :, 1] < z["kv_bytes"][0, :, 0]).sum()) if policy else 0   # steps that evict
+        json.dump({"n_positions": int(P), "n_decode_steps": int(P - z["n_prompt"]), "kv_drops": kv_drops, "checks": checks,
                    "screenshot": {"li": int(li), "hi": int(hi), "hover": 0}}, f)
 
 
