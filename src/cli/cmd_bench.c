@@ -77,9 +77,12 @@ static void help(void) {
            "Prefill GFLOP/s is compared with the peak FMA rate. Decode MB/tok is the weights\n"
            "plus the keys and values attention reads per step (mean); GB/s is that over the\n"
            "decode time, and %%bw the median over the runs of each run's GB/s over the read\n"
-           "bandwidth measured just before it (before each configuration, or with --interleave\n"
-           "before each run; column bw GB/s: their median), since on a shared machine the\n"
-           "bandwidth left over drifts.\n"
+           "bandwidth of that run (column bw GB/s: their median). A shared machine's bandwidth\n"
+           "drifts within seconds, so for weights of 256 MiB and more it is read between the\n"
+           "decode steps (256 MiB after each step, one stream and rows in turn, the better of\n"
+           "the two; not counted in the decode time); for smaller models, whose weights such a\n"
+           "read would evict from the caches, just before the run (each configuration, or\n"
+           "with --interleave each run). The same holds for --context's %%bw.\n"
            "With a policy (options below), decode runs through it and the cost of deciding\n"
            "(scoring + selection) and of compaction per decode step is reported, also as a\n"
            "share of the decode step.\n");
@@ -97,39 +100,45 @@ typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
  * VM, 2 threads: rows 72-77 GB/s, one stream 67-74 GB/s), and decode reads
  * weights the second way. */
 #define BW_COLS 4096
-static double read_rate_gbs(const float *buf, size_t n, int threads, int as_rows) {
+static volatile float read_sink;   /* keeps the sums, so the reads are not optimized away */
+
+/* One pass over buf[0, n) (floats), each thread its slice: GB/s. */
+static double read_pass_gbs(const float *buf, size_t n, int threads, int as_rows) {
     const Kernels *k = kernels_get();
     static float x[BW_COLS];
     for (int i = 0; i < BW_COLS; i++) x[i] = 1e-3f * (float)(i & 255);
     const size_t rows = n / BW_COLS;
-    double best = 0;
-    volatile float sink = 0;
-    for (int rep = 0; rep < 4; rep++) {
-        double t0 = now_seconds();
-        float total = 0;
-        #pragma omp parallel num_threads(threads) reduction(+:total)
-        {
-            int id = omp_get_thread_num(), nt = omp_get_num_threads();
-            size_t my_rows = rows / (size_t)nt;
-            const float *mine = buf + (size_t)id * my_rows * BW_COLS;
-            float y_mine[256];
-            for (size_t r = 0; r < my_rows; r += 256) {      /* 4 MiB per call */
-                int m = (int)(my_rows - r < 256 ? my_rows - r : 256);
-                const float *p = mine + r * BW_COLS;
-                if (as_rows) {
-                    k->matmul_f32(y_mine, 256, x, BW_COLS, p, 1, m, BW_COLS);
-                    total += y_mine[0];
-                } else {
-                    total += k->dot(p, p, m * BW_COLS);
-                }
+    double t0 = now_seconds();
+    float total = 0;
+    #pragma omp parallel num_threads(threads) reduction(+:total)
+    {
+        int id = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t my_rows = rows / (size_t)nt;
+        const float *mine = buf + (size_t)id * my_rows * BW_COLS;
+        float y_mine[256];
+        for (size_t r = 0; r < my_rows; r += 256) {      /* 4 MiB per call */
+            int m = (int)(my_rows - r < 256 ? my_rows - r : 256);
+            const float *p = mine + r * BW_COLS;
+            if (as_rows) {
+                k->matmul_f32(y_mine, 256, x, BW_COLS, p, 1, m, BW_COLS);
+                total += y_mine[0];
+            } else {
+                total += k->dot(p, p, m * BW_COLS);
             }
         }
-        double dt = now_seconds() - t0;
-        sink += total;
-        double gbs = (double)(rows / (size_t)threads) * (size_t)threads * BW_COLS * sizeof(float) / dt / 1e9;
+    }
+    double dt = now_seconds() - t0;
+    read_sink += total;
+    return (double)(rows / (size_t)threads) * (size_t)threads * BW_COLS * sizeof(float) / dt / 1e9;
+}
+
+/* The best of 4 passes. */
+static double read_rate_gbs(const float *buf, size_t n, int threads, int as_rows) {
+    double best = 0;
+    for (int rep = 0; rep < 4; rep++) {
+        double gbs = read_pass_gbs(buf, n, threads, as_rows);
         if (gbs > best) best = gbs;
     }
-    (void)sink;
     return best;
 }
 
@@ -192,6 +201,44 @@ static MachineLimits measure_limits(int threads, int with_peak, int announce) {
     return m;
 }
 static MachineLimits measure_machine(int threads) { return measure_limits(threads, 1, 1); }
+
+/* The bandwidth during a decode, read between its steps. A VM's bandwidth
+ * drifts within seconds (here: 26 to 56 GB/s from one probe to the next), so
+ * a probe before a run says little about the run. Instead, after every decode
+ * step one short pass reads 256 MiB of a 512 MiB buffer, the two ways above
+ * in turn (one stream, rows), and the run's bandwidth is the better of the
+ * two ways' bytes over their time: the probe and the decode sample the same
+ * seconds. Only for models whose weights are >= 256 MiB (beyond every cache):
+ * smaller ones would find their weights evicted by the probe. */
+#define PROBE_BYTES ((size_t)512 << 20)
+#define PROBE_MIN_WEIGHT_BYTES ((size_t)256 << 20)
+typedef struct { double bytes[2], secs[2]; } ReadSample;
+
+static void probe_between_steps(ReadSample *s, int threads, int step) {
+    static float *buf;
+    const size_t n = PROBE_BYTES / sizeof(float), half = n / 2;
+    if (!buf) {
+        if (!(buf = big_alloc(PROBE_BYTES))) die("bench: cannot allocate 512 MiB for the bandwidth probe");
+        #pragma omp parallel for schedule(static) num_threads(threads)
+        for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;
+    }
+    char chosen[32], msg[256];
+    snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
+    kernels_select("auto", msg, sizeof msg);
+    const int kind = step & 1;                      /* one stream, rows, in turn */
+    const float *part = buf + (size_t)(step / 2 % 2) * half;
+    double gbs = read_pass_gbs(part, half, threads, kind);
+    kernels_select(chosen, msg, sizeof msg);
+    s->bytes[kind] += (double)half * sizeof(float);
+    s->secs[kind] += (double)half * sizeof(float) / (gbs * 1e9);
+}
+
+static double sample_gbs(const ReadSample *s) {
+    double best = 0;
+    for (int k = 0; k < 2; k++)
+        if (s->secs[k] > 0 && s->bytes[k] / s->secs[k] / 1e9 > best) best = s->bytes[k] / s->secs[k] / 1e9;
+    return best;
+}
 
 /* ---- model figures ------------------------------------------------------- */
 
@@ -327,7 +374,8 @@ typedef struct {
     double decode_gbs;            /* median over the runs of (weight + KV bytes) / decode time */
     double decode_bw_frac;        /* median over the runs of decode GB/s / the bandwidth just before (0: none) */
     double decide_ms, apply_ms;   /* per decode step, with a policy (else 0) */
-    cJSON *per_run;               /* the runs in order: decode tok/s, GB/s, bandwidth before, share */
+    cJSON *per_run;               /* the runs in order: decode tok/s, GB/s, bandwidth, share */
+    int probe;                    /* bandwidth read between the decode steps (else just before each run) */
 } BenchResult;
 
 /* One configuration (a loaded model x a thread count) being measured: the
@@ -345,6 +393,7 @@ typedef struct {
     Policy *pol;
     double *pre, *dec, *bw;          /* per run: tok/s, tok/s, GB/s read just before */
     double *dec_gbs, *kv_read;       /* per run: decode GB/s (weights + KV), KV bytes per step */
+    int probe;                       /* read the bandwidth between decode steps (probe_between_steps) */
     double decide_s, apply_s;
     long decode_steps;
 } BenchRun;
@@ -380,7 +429,8 @@ static double kv_read_bytes(const KVCache *c) {
 }
 
 /* One run: prefill the prompt, then G greedy decode steps. warm_up: a run whose
- * figures are dropped (it faults in caches and page tables). */
+ * figures are dropped (it faults in caches and page tables). The run's
+ * bandwidth: read between its decode steps (b->probe), else bw_before. */
 static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     Err err;
     ops_set_threads(b->threads);
@@ -392,13 +442,16 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     double t1 = now_seconds();
     if (b->pol) policy_timing_reset(b->pol);
     int tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
-    double kv_read = 0;
+    double kv_read = 0, decode_s = 0;
+    ReadSample sample = { { 0, 0 }, { 0, 0 } };
     for (int g = 0; g < b->G; g++) {
         kv_read += kv_read_bytes(&b->cache);
+        double ts = now_seconds();
         if (policy_forward(b->pol, b->f, &b->cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
         tok = argmax(forward_last_logits(b->f), b->m->cfg.vocab_size);
+        decode_s += now_seconds() - ts;
+        if (b->probe && !warm_up) probe_between_steps(&sample, b->threads, g);
     }
-    double t2 = now_seconds();
     if (warm_up) return;
     if (b->pol) {
         PolicyTiming pt = policy_timing(b->pol);
@@ -408,10 +461,10 @@ static void bench_run(BenchRun *b, int warm_up, double bw_before) {
     }
     int r = b->runs_done++;
     b->pre[r] = b->P / (t1 - t0);
-    b->dec[r] = b->G / (t2 - t1);
-    b->bw[r] = bw_before;
+    b->dec[r] = b->G / decode_s;
+    b->bw[r] = b->probe ? sample_gbs(&sample) : bw_before;
     b->kv_read[r] = kv_read / b->G;
-    b->dec_gbs[r] = ((double)decode_weight_bytes(b->m) * b->G + kv_read) / (t2 - t1) / 1e9;
+    b->dec_gbs[r] = ((double)decode_weight_bytes(b->m) * b->G + kv_read) / decode_s / 1e9;
     char label[48];
     fprintf(stderr, "\r  %s %d threads: run %d/%d  prefill %.1f tok/s  decode %.2f tok/s   ",
             row_label(label, sizeof label, b->m->compute_dtype, b->bf16_dot, b->attention, b->kv_dtype), b->threads, r + 1, b->repeat, b->pre[r], b->dec[r]);
@@ -423,7 +476,7 @@ static BenchResult bench_finish(BenchRun *b, double *bw_median) {
     const Model *m = b->m;
     BenchResult r = { .dtype = m->compute_dtype, .bf16_dot = b->bf16_dot, .attention = b->attention,
                       .kv_dtype = b->kv_dtype, .huge = huge_report(m, &b->cache), .threads = b->threads,
-                      .weight_bytes = (double)decode_weight_bytes(m) };
+                      .weight_bytes = (double)decode_weight_bytes(m), .probe = b->probe };
     r.prefill_tps = stat_of(b->pre, b->runs_done);
     r.per_run = cJSON_CreateObject();     /* before stat_of sorts the arrays */
     cJSON_AddItemToObject(r.per_run, "decode_tok_s_per_run", cJSON_CreateDoubleArray(b->dec, b->runs_done));
@@ -523,6 +576,7 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim->peak_gflops > 0 ? peak_frac / 100 : -1);
     cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", r->decode_bw_frac > 0 ? r->decode_bw_frac : -1);
     cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
+    cJSON_AddBoolToObject(rj, "bandwidth_read_between_steps", r->probe);
     cJSON_AddItemToArray(runs, rj);
 }
 
@@ -655,6 +709,12 @@ static MachineLimits *measure_machine_all(const BenchArgs *a, cJSON *root) {
     return lim;
 }
 
+/* Whether runs read the bandwidth between their decode steps
+ * (probe_between_steps): with a machine measurement, for weights beyond every cache. */
+static int probe_during_decode(const BenchArgs *a, const Model *m) {
+    return !a->no_machine && decode_weight_bytes(m) >= PROBE_MIN_WEIGHT_BYTES;
+}
+
 /* The variants of a configuration besides the thread count: weight dtype x
  * attention path x KV dtype, in that order (v = (d * n_attention + at) * n_kv_dtypes + kd). */
 static int n_variants(const BenchArgs *a) { return a->n_dtypes * a->n_attention * a->n_kv_dtypes; }
@@ -681,12 +741,13 @@ static void run_interleaved(const BenchArgs *a, const MachineLimits *lim, cJSON 
         int v = c / a->n_threads, t = c % a->n_threads, d = variant_dtype(a, v);
         bench_start(&state[c], &models[model_of[d]], a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v),
                     a->thread_list[t], a->P, a->G, a->repeat, a->seed, a->policy);
+        state[c].probe = probe_during_decode(a, &models[model_of[d]]);
         bench_run(&state[c], 1, 0);
     }
     for (int rep = 0; rep < a->repeat; rep++)
         for (int c = 0; c < n_configs; c++) {
             int t = c % a->n_threads;
-            double bw_now = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
+            double bw_now = a->no_machine || state[c].probe ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
             bench_run(&state[c], 0, bw_now);
         }
     fprintf(stderr, "\n");
@@ -713,10 +774,12 @@ static void run_sequential(const BenchArgs *a, const MachineLimits *lim, cJSON *
                 /* On a shared machine (a VM) the bandwidth left to us drifts by tens
                  * of percent over minutes: measure it again right before each
                  * configuration and compare the decode rate with that (bw GB/s). */
-                double bw_now = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 1).read_gbs, bw_median;
+                const int probe = probe_during_decode(a, &m);
+                double bw_now = a->no_machine || probe ? 0 : measure_limits(a->thread_list[t], 0, 1).read_gbs, bw_median;
                 BenchRun b;
                 bench_start(&b, &m, a->dots[d], variant_attention(a, v), variant_kv_dtype(a, v), a->thread_list[t],
                             a->P, a->G, a->repeat, a->seed, a->policy);
+                b.probe = probe;
                 for (int rep = 0; rep < a->repeat + 1; rep++) bench_run(&b, rep == 0, bw_now);
                 fprintf(stderr, "\n");
                 BenchResult r = bench_finish(&b, &bw_median);
@@ -799,9 +862,11 @@ static void fill_random(KVCache *c, Policy *p, int C, uint64_t seed) {
 
 /* One repeat at context C: a fresh cache, forward and policy; fill, 2 untimed
  * decode steps, then G timed ones. Returns decode tok/s; *kv_read = the KV
- * bytes attention read per timed step, *kv_in_use = the cache's bytes after. */
+ * bytes attention read per timed step, *kv_in_use = the cache's bytes after;
+ * with a sample, the bandwidth is read after every timed step into it
+ * (probe_between_steps). */
 static double sweep_run(const BenchArgs *a, const Model *m, AttentionPath attention, DType kv_dtype, int C,
-                        const SweepPolicy *sp, int r, double *kv_read, double *kv_in_use) {
+                        const SweepPolicy *sp, int r, double *kv_read, double *kv_in_use, ReadSample *sample) {
     Err err;
     const int G = a->G, ctx = C + G + 3;
     KVCache cache;
@@ -821,14 +886,16 @@ static double sweep_run(const BenchArgs *a, const Model *m, AttentionPath attent
         fill_random(&cache, p, C, a->seed + (uint64_t)r);
     }
     int tok = m->cfg.bos_id;
-    double t0 = 0, read = 0;
+    double decode_s = 0, read = 0;
     for (int g = -2; g < G; g++) {
-        if (g == 0) t0 = now_seconds();
         if (g >= 0) read += kv_read_bytes(&cache);
+        double ts = now_seconds();
         if (policy_forward(p, f, &cache, &tok, 1, NULL, &err) != 0) die("%s", err.msg);
         tok = argmax(forward_last_logits(f), m->cfg.vocab_size);
+        if (g >= 0) decode_s += now_seconds() - ts;
+        if (g >= 0 && sample) probe_between_steps(sample, ops_threads(), g);
     }
-    double tps = G / (now_seconds() - t0);
+    double tps = G / decode_s;
     *kv_read = read / G;
     *kv_in_use = (double)kvcache_bytes_used(&cache);
     policy_free(p);
@@ -861,7 +928,7 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
     const int R = a->repeat, n_units = a->n_kv_dtypes * n_sp;   /* unit u = KV dtype u / n_sp, cache u % n_sp */
     double *tps = xmalloc((size_t)n_units * R * sizeof(double)), *kv_read = xcalloc((size_t)n_units, sizeof(double));
     double *kv_in_use = xcalloc((size_t)n_units, sizeof(double)), *bws = xmalloc((size_t)R * sizeof(double));
-    double *tmp = xmalloc((size_t)R * sizeof(double));
+    double *tmp = xmalloc((size_t)R * sizeof(double)), *unit_bw = xcalloc((size_t)n_units * R, sizeof(double));
     for (int d = 0; d < a->n_dtypes; d++) {
         Model m;
         load_bench_model(&a->o, a->dtypes[d], 1, 1, &m);
@@ -871,19 +938,22 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                     "writes a longer one)", a->contexts[i], a->G, m.cfg.max_seq_len);
         ops_set_bf16_dot(a->dots[d]);
         double weight_bytes = (double)decode_weight_bytes(&m);
+        const int probe = probe_during_decode(a, &m);
         for (int at = 0; at < a->n_attention; at++)
             for (int t = 0; t < a->n_threads; t++)
                 for (int i = 0; i < a->n_contexts; i++) {
                     const int C = a->contexts[i];
                     for (int u = 0; u < n_units; u++) kv_read[u] = 0;
                     for (int r = 0; r < R; r++) {
-                        bws[r] = a->no_machine ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
+                        bws[r] = a->no_machine || probe ? 0 : measure_limits(a->thread_list[t], 0, 0).read_gbs;
                         ops_set_threads(a->thread_list[t]);
                         for (int u = 0; u < n_units; u++) {
                             double read;
                             const SweepPolicy *sp = &sps[u % n_sp];
+                            ReadSample sample = { { 0, 0 }, { 0, 0 } };
                             tps[u * R + r] = sweep_run(a, &m, a->attention[at], a->kv_dtypes[u / n_sp], C, sp, r,
-                                                       &read, &kv_in_use[u]);
+                                                       &read, &kv_in_use[u], probe ? &sample : NULL);
+                            unit_bw[u * R + r] = probe ? sample_gbs(&sample) : bws[r];
                             kv_read[u] += read / R;
                             fprintf(stderr, "\r  context %d, round %d/%d: %s%s decode %.2f tok/s          ", C, r + 1,
                                     R, sp->label, a->kv_dtypes[u / n_sp] == DTYPE_BF16 ? "/kv-bf16" : "",
@@ -891,7 +961,6 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                         }
                     }
                     fprintf(stderr, "\r%80s\r", "");
-                    double bw = a->no_machine ? 0 : stat_of(bws, R).median;
                     for (int u = 0; u < n_units; u++) {
                         const SweepPolicy *sp = &sps[u % n_sp];
                         const DType kv_dtype = a->kv_dtypes[u / n_sp];
@@ -904,12 +973,20 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                             ratio_rounds = cJSON_CreateDoubleArray(tmp, R);
                             vs_full = stat_of(tmp, R).median;
                         }
+                        /* the share of the bandwidth: each round's GB/s over the bandwidth read in that round */
+                        double frac = NAN, bw = 0;
+                        if (!a->no_machine) {
+                            for (int r = 0; r < R; r++) tmp[r] = (weight_bytes + kv_read[u]) * run[r] / 1e9 / unit_bw[u * R + r];
+                            frac = stat_of(tmp, R).median;
+                            for (int r = 0; r < R; r++) tmp[r] = unit_bw[u * R + r];
+                            bw = stat_of(tmp, R).median;
+                        }
                         for (int r = 0; r < R; r++) tmp[r] = run[r];
                         Stat st = stat_of(tmp, R);
                         double gbs = (weight_bytes + kv_read[u]) * st.median / 1e9;
                         char bw_s[16], frac_s[16], vs_s[16];
                         figure_or_dash(bw_s, sizeof bw_s, "%.1f", bw);
-                        figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", bw > 0 ? 100 * gbs / bw : NAN);
+                        figure_or_dash(frac_s, sizeof frac_s, "%.1f%%", 100 * frac);
                         figure_or_dash(vs_s, sizeof vs_s, "%.2f", vs_full);
                         printf("%-18s %3d %7d %-12s | %10.2f %10.2f | %9.2f (%6.2f..%6.2f) %8.2f %6s %8s %7s\n", label,
                                a->thread_list[t], C, sp->label, kv_in_use[u] / 1048576.0, kv_read[u] / 1e6,
@@ -938,13 +1015,14 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                         }
                         cJSON_AddNumberToObject(o, "achieved_gb_s", gbs);
                         cJSON_AddNumberToObject(o, "read_gb_s_before", bw > 0 ? bw : -1);
-                        cJSON_AddNumberToObject(o, "frac_of_bandwidth", bw > 0 ? gbs / bw : -1);
+                        cJSON_AddNumberToObject(o, "frac_of_bandwidth", isfinite(frac) ? frac : -1);
+                        cJSON_AddBoolToObject(o, "bandwidth_read_between_steps", probe);
                         cJSON_AddItemToArray(rows, o);
                     }
                 }
         model_free(&m);
     }
-    free(tps); free(kv_read); free(kv_in_use); free(bws); free(tmp);
+    free(tps); free(kv_read); free(kv_in_use); free(bws); free(tmp); free(unit_bw);
 }
 
 int cmd_bench(int argc, char **argv) {
