@@ -8,11 +8,12 @@
  *    accumulators, 8 for one token, to hide the FMA latency); each x vector is
  *    loaded once per 4 rows, each weight vector once per 4 tokens. bf16 rows are
  *    widened exactly in registers (zero-extend 16→32 bits, shift left 16) and
- *    prefetched 2 KB ahead; for one token (decode) fp32 and bf16 rows have
- *    their own loops, gemv_f32_block and gemv_bf16_block. The bf16 one needs 4
- *    instructions per 64-byte line where fp32 needs 1 (an FMA with the load
- *    folded in), so it keeps fewer lines in flight and reads fewer bytes/s
- *    when bandwidth is high (simd/NOTES.md, "avx512: bf16 against fp32").
+ *    prefetched 2 KB ahead. For one token (decode) fp32 and bf16 rows have
+ *    their own loops, gemv_f32_block and gemv_bf16_block, which read each row
+ *    front to back on its own: one sequential stream per core. The bf16 one
+ *    costs 2 loads and 2 widenings per 64-byte line where fp32 costs 1 load
+ *    folded into an FMA, so with one thread it keeps fewer lines in flight
+ *    (simd/NOTES.md, "avx512 decode: one stream per row").
  *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
@@ -80,81 +81,54 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
             y[t * ldy + r] = _mm512_reduce_add_ps(U == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]);
 }
 
-/* Decode with bf16 weights: one token, R = 4 (or 1) rows at a time.
- * A 64-byte load holds 32 bf16 = 16 pairs (W[2i], W[2i+1]) in 32-bit lanes;
- * shifting each lane left by 16 gives the even elements as exact fp32, masking
- * off the low half gives the odd ones: 1 load + 2 integer ops per 32 weights,
- * no cross-lane widening. x is split into its even and odd elements to match
- * (two vpermt2ps per 32 columns, shared by the R rows). Each step reads 2 cache
- * lines per row and prefetches the same 2 lines of the next block of R rows
- * (non-temporal hint: the weights are read once per token, so they should not
- * evict the activations from the caches). The fastest of the layouts and
- * prefetch schemes tried (simd/NOTES.md, "avx512 gemv_bf16_block"). */
+/* Decode: one token, a block of R = 4 (or 1) weight rows, each row read front
+ * to back on its own before the next (rows are contiguous, so the block is one
+ * sequential stream) with no software prefetch: the hardware prefetcher follows
+ * one stream per core best. Walking the R rows side by side (R streams, each
+ * x vector loaded once per R rows) with a non-temporal prefetch of the next
+ * block read 10-30 % slower on the 7B decode shape (fp32, and bf16 through the
+ * dot kernel), one thread and two (simd/NOTES.md, "avx512 decode: one stream
+ * per row"). Two accumulators per row hide the FMA latency; four or eight
+ * were slower. */
+
+/* bf16 rows: 16 weights at a time zero-extended to 32 bits and shifted left 16,
+ * which is the exact fp32 value (vpmovzxwd with the load folded in, vpslld),
+ * then one FMA with x in its natural order. */
 static inline __attribute__((always_inline))
 void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
-    const uint16_t *w = w_;
-    const __m512i odd_half = _mm512_set1_epi32((int)0xFFFF0000u);
-    const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    __m512 acc[4][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    int c = 0;
-    for (; c + 64 <= n; c += 64) {
-        __m512 xe[2], xo[2];
-        for (int h = 0; h < 2; h++) {
-            __m512 a = _mm512_loadu_ps(x + c + 32 * h), b = _mm512_loadu_ps(x + c + 32 * h + VL);
-            xe[h] = _mm512_permutex2var_ps(a, even_idx, b);
-            xo[h] = _mm512_permutex2var_ps(a, odd_idx, b);
+    for (int r = 0; r < R; r++) {
+        const uint16_t *w = (const uint16_t *)w_ + r * ldw;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+        int c = 0;
+        for (; c + 2 * VL <= n; c += 2 * VL) {
+            acc0 = _mm512_fmadd_ps(load_bf16(w + c), _mm512_loadu_ps(x + c), acc0);
+            acc1 = _mm512_fmadd_ps(load_bf16(w + c + VL), _mm512_loadu_ps(x + c + VL), acc1);
         }
-        for (int r = 0; r < R; r++) {
-            const uint16_t *p = w + r * ldw + c;
-            const long next_block = (long)R * ldw * 2;   /* bytes */
-            _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)next_block), _MM_HINT_NTA);
-            _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)next_block + 64), _MM_HINT_NTA);
-            for (int h = 0; h < 2; h++) {
-                __m512i v = _mm512_loadu_si512(p + 32 * h);
-                acc[r][0] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe[h], acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, odd_half)), xo[h], acc[r][1]);
-            }
+        for (; c < n; c += VL) {                       /* the last < 32 columns, masked */
+            const __mmask16 m = tail_mask(gemm_min(VL, n - c));
+            acc0 = _mm512_fmadd_ps(maskz_load_bf16(m, w + c), _mm512_maskz_loadu_ps(m, x + c), acc0);
         }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     }
-    for (; c < n; c += VL) {                           /* the last < 64 columns: widen, masked */
-        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
-        for (int r = 0; r < R; r++)
-            acc[r][0] = _mm512_fmadd_ps(maskz_load_bf16(m, w + r * ldw + c), xv, acc[r][0]);
-    }
-    for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
-/* Decode with fp32 weights: one token, R = 4 (or 1) rows at a time, 2 cache
- * lines per row per step, and one line of the next block of R rows prefetched
- * per row and step (non-temporal, as above). Its own loop rather than
- * skinny_block with T = 1: a few % faster (simd/NOTES.md, "avx512
- * gemv_f32_block"). */
+/* fp32 rows: an FMA with the weight load folded in, per 64-byte line. */
 static inline __attribute__((always_inline))
 void gemv_f32_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
-    const float *w = w_;
-    __m512 acc[4][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    const uintptr_t next_block = (uintptr_t)R * (uintptr_t)ldw * sizeof(float);   /* bytes */
-    int c = 0;
-    for (; c + 2 * VL <= n; c += 2 * VL) {
-        const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + VL);
-        for (int r = 0; r < R; r++) {
-            const float *p = w + r * ldw + c;
-            _mm_prefetch((const char *)((uintptr_t)p + next_block), _MM_HINT_NTA);
-            acc[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(p), x0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(_mm512_loadu_ps(p + VL), x1, acc[r][1]);
+    for (int r = 0; r < R; r++) {
+        const float *w = (const float *)w_ + r * ldw;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+        int c = 0;
+        for (; c + 2 * VL <= n; c += 2 * VL) {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + c), _mm512_loadu_ps(x + c), acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + c + VL), _mm512_loadu_ps(x + c + VL), acc1);
         }
+        for (; c < n; c += VL) {                       /* the last < 32 columns, masked */
+            const __mmask16 m = tail_mask(gemm_min(VL, n - c));
+            acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + c), _mm512_maskz_loadu_ps(m, x + c), acc0);
+        }
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     }
-    for (; c < n; c += VL) {                           /* the last < 32 columns, masked */
-        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
-        for (int r = 0; r < R; r++)
-            acc[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + r * ldw + c), xv, acc[r][0]);
-    }
-    for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
 /* ---------------------------------------------------------------------------

@@ -13,8 +13,9 @@
  * Blocking scheme: the same as avx512.c, with k taken two at a time.
  *  - Decode (n_tok <= 4, one token at a time): x is rounded to bf16 into a stack
  *    buffer (32 KB: rows up to 16384 wide in one piece, wider ones in pieces of
- *    that size, y accumulating over them); four weight rows are streamed at once
- *    against it (whole rows: simd/NOTES.md, "avx512_bf16.c: decode in whole rows").
+ *    that size, y accumulating over them); each weight row is streamed against
+ *    it front to back before the next (whole rows: simd/NOTES.md, "avx512_bf16.c:
+ *    decode in whole rows"; one stream: "avx512 decode: one stream per row").
  *  - Prefill (n_tok > 4): gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
  *    the k-pairs of each row together: panel[kp][r] is one 32-bit word holding
  *    (W[r][2kp], W[r][2kp+1]), so one zmm load gives 16 rows × one k-pair; packed
@@ -62,17 +63,14 @@ void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n,
     __m512 acc[4][2];
     for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     int c = 0;
-    for (; c + 64 <= n; c += 64) {
-        __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
-        for (int i = 0; i < R; i++) {
-            /* one line of the next block of R rows per row and step, non-temporal
-             * (as avx512.c gemv_f32_block; simd/NOTES.md, "avx512_bf16.c gemv_rows") */
-            const uintptr_t ahead = (uintptr_t)(w + i * ldw + c) + (uintptr_t)R * (uintptr_t)ldw * 2u;
-            _mm_prefetch((const char *)ahead, _MM_HINT_NTA);
-            acc[i][0] = dpbf16_load(acc[i][0], x0, w + i * ldw + c);
-            acc[i][1] = dpbf16_load(acc[i][1], x1, w + i * ldw + c + 32);
+    /* each row front to back before the next, no software prefetch: one
+     * sequential stream per core (as avx512.c's decode loops; simd/NOTES.md,
+     * "avx512 decode: one stream per row") */
+    for (int i = 0; i < R; i++)
+        for (c = 0; c + 64 <= n; c += 64) {
+            acc[i][0] = dpbf16_load(acc[i][0], _mm512_load_si512(xb + c), w + i * ldw + c);
+            acc[i][1] = dpbf16_load(acc[i][1], _mm512_load_si512(xb + c + 32), w + i * ldw + c + 32);
         }
-    }
     for (; c < n; c += 32) {
         __mmask32 m = mask32(n - c);
         __m512i x0 = _mm512_load_si512(xb + c);         /* zero-padded by the caller */
