@@ -44,6 +44,28 @@ print("\n".join(bad) if bad else "ok")
 sys.exit(1 if bad else 0)
 PYEOF
 check "bench json: KV bytes per token exact for fp32 and bf16 caches, per-run GB/s and shares, medians" grep -qx ok "$TMP/share_check"
+check "bench json: a model below 256 MiB has its bandwidth read before each run, not between the steps" \
+    grep -q '"bandwidth_read_between_steps":[[:space:]]*false' "$TMP/share.json"
+
+# Weights of 256 MiB and more (here 3 layers of dim 1024 in fp32: 330 MB a step): the
+# bandwidth is read between the decode steps, and each run's share is its GB/s over it
+expect_ok "synth a model of 330 MB of fp32 decode weights" \
+    $KVLAB synth -o "$TMP/m330" --shape dim=1024,layers=3,heads=8,kv_heads=8,ffn=4096,vocab=32000,seq=64 --dtype bf16
+expect_ok "bench on it: --dtype f32 --repeat 2 --interleave" \
+    $KVLAB bench -m "$TMP/m330" --dtype f32 --prompt 8 --gen 4 --repeat 2 --threads 1 --interleave --json "$TMP/probe.json"
+"$PY" - "$TMP/probe.json" <<'PYEOF' >"$TMP/probe_check" 2>&1
+import json, sys
+r = json.load(open(sys.argv[1]))["runs"][0]
+bad = []
+if r["bandwidth_read_between_steps"] is not True: bad.append("not read between the steps")
+if r["decode_weight_bytes_per_token"] < 256 * 2**20: bad.append(f"weights {r['decode_weight_bytes_per_token']} below 256 MiB")
+for g, b, f in zip(r["decode_gb_s_per_run"], r["read_gb_s_before_per_run"], r["decode_frac_of_bandwidth_per_run"]):
+    if not (b > 0 and g > 0) or abs(f - g / b) > 1e-9 * f: bad.append(f"share {f} != {g} / {b}")
+print("\n".join(bad) if bad else "ok")
+sys.exit(1 if bad else 0)
+PYEOF
+check "bench json: bandwidth read between the steps for 256 MiB of weights, each run's share against it" grep -qx ok "$TMP/probe_check"
+rm -rf "$TMP/m330"
 
 # ---- the sweep: 2 contexts x the 6 default caches ----------------------------------------
 expect_ok "bench --context 96,192 (random fill)" \
