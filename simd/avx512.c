@@ -91,44 +91,36 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * per row"). Two accumulators per row hide the FMA latency; four or eight
  * were slower. */
 
-/* bf16 rows: 16 weights at a time zero-extended to 32 bits and shifted left 16,
- * which is the exact fp32 value (vpmovzxwd with the load folded in, vpslld),
- * then one FMA with x in its natural order. */
+/* fp32 rows: an FMA with the weight load folded in, per 64-byte line. bf16 rows
+ * (bf16 = 1, a constant after inlining): 16 weights at a time zero-extended to
+ * 32 bits and shifted left 16, which is the exact fp32 value (vpmovzxwd with the
+ * load folded in, vpslld), then one FMA with x in its natural order. */
 static inline __attribute__((always_inline))
-void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+void gemv_rows(float *y, const float *x, const void *w_, long ldw, int n, int R, int bf16) {
     for (int r = 0; r < R; r++) {
-        const uint16_t *w = (const uint16_t *)w_ + r * ldw;
+        const float *wf = (const float *)w_ + r * ldw;
+        const uint16_t *wh = (const uint16_t *)w_ + r * ldw;
         __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
         int c = 0;
         for (; c + 2 * VL <= n; c += 2 * VL) {
-            acc0 = _mm512_fmadd_ps(load_bf16(w + c), _mm512_loadu_ps(x + c), acc0);
-            acc1 = _mm512_fmadd_ps(load_bf16(w + c + VL), _mm512_loadu_ps(x + c + VL), acc1);
+            acc0 = _mm512_fmadd_ps(bf16 ? load_bf16(wh + c) : _mm512_loadu_ps(wf + c), _mm512_loadu_ps(x + c), acc0);
+            acc1 = _mm512_fmadd_ps(bf16 ? load_bf16(wh + c + VL) : _mm512_loadu_ps(wf + c + VL),
+                                   _mm512_loadu_ps(x + c + VL), acc1);
         }
         for (; c < n; c += VL) {                       /* the last < 32 columns, masked */
             const __mmask16 m = tail_mask(gemm_min(VL, n - c));
-            acc0 = _mm512_fmadd_ps(maskz_load_bf16(m, w + c), _mm512_maskz_loadu_ps(m, x + c), acc0);
+            const __m512 wv = bf16 ? maskz_load_bf16(m, wh + c) : _mm512_maskz_loadu_ps(m, wf + c);
+            acc0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + c), acc0);
         }
         y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     }
 }
 
-/* fp32 rows: an FMA with the weight load folded in, per 64-byte line. */
-static inline __attribute__((always_inline))
-void gemv_f32_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
-    for (int r = 0; r < R; r++) {
-        const float *w = (const float *)w_ + r * ldw;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-        int c = 0;
-        for (; c + 2 * VL <= n; c += 2 * VL) {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + c), _mm512_loadu_ps(x + c), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + c + VL), _mm512_loadu_ps(x + c + VL), acc1);
-        }
-        for (; c < n; c += VL) {                       /* the last < 32 columns, masked */
-            const __mmask16 m = tail_mask(gemm_min(VL, n - c));
-            acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + c), _mm512_maskz_loadu_ps(m, x + c), acc0);
-        }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    }
+static void gemv_bf16_block(float *y, const float *x, const void *w, long ldw, int n, int R) {
+    gemv_rows(y, x, w, ldw, n, R, 1);
+}
+static void gemv_f32_block(float *y, const float *x, const void *w, long ldw, int n, int R) {
+    gemv_rows(y, x, w, ldw, n, R, 0);
 }
 
 /* ---------------------------------------------------------------------------
