@@ -9,7 +9,8 @@
  *   prefill tok/s and GFLOP/s (2 flops per weight per token + attention)
  *   decode tok/s, weight bytes read per token, and GB/s = (weight bytes + the
  *   KV bytes attention reads) per token x tok/s, also as a fraction of the read
- *   bandwidth measured again just before the run (per run, median)
+ *   bandwidth of the same run (read between its decode steps, or just before
+ *   it for small models; probe_between_steps), the median over the runs
  * A decode token must read every weight matrix once, so decode speed is bounded
  * by bandwidth / bytes-per-token; prefill reuses each weight for many tokens and
  * is bounded by the FMA rate. */
@@ -57,7 +58,7 @@ static void help(void) {
            "Decode cost against context length (--context): instead of the table above, for each\n"
            "context length and each cache policy, decode tok/s, the KV bytes in use and read per\n"
            "token, and the bytes read per token (weights + KV) over the time, against the read\n"
-           "bandwidth (measured before each round, median). At each context the caches of every\n"
+           "bandwidth (%%bw, as below). At each context the caches of every\n"
            "--kv-dtype run interleaved: round r runs every (KV dtype, cache)'s r-th repeat back\n"
            "to back, and column x full is the median over the rounds of a row's tok/s over the\n"
            "full cache's of the first --kv-dtype in the same round, so --kv-dtype f32,bf16\n"
@@ -95,10 +96,10 @@ typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
  * two ways, and the faster one is the machine's figure:
  *   one stream  - a dot product of the slice with itself, front to back;
  *   rows        - the slice as a [rows, 4096] fp32 matrix times a vector with
- *                 the fp32 mat-vec kernel, which reads several rows at once.
- * On some machines several streams per core get more than one (a 2-vCPU EPYC
- * VM, 2 threads: rows 72-77 GB/s, one stream 67-74 GB/s), and decode reads
- * weights the second way. */
+ *                 the fp32 mat-vec kernel, the way decode reads weights.
+ * Which is faster depends on the machine and the day (a 2-vCPU EPYC VM, 2
+ * threads: rows 72-77 GB/s against one stream 67-74 on one day, 26-39
+ * against 31-55 on another). */
 #define BW_COLS 4096
 static volatile float read_sink;   /* keeps the sums, so the reads are not optimized away */
 
