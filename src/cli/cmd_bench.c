@@ -186,25 +186,37 @@ static double measure_peak_gflops(int threads) {
     return best;
 }
 
-/* The machine's limits do not depend on --isa: measure them with the best
- * kernels this CPU has, then restore the chosen set. */
+/* The machine's limits do not depend on --isa: they are measured with the
+ * best kernels this CPU has (best_kernels_begin), then the chosen set is
+ * restored (best_kernels_end, given what begin saved). */
+typedef struct { char name[32]; } ChosenKernels;
+static ChosenKernels best_kernels_begin(void) {
+    ChosenKernels c;
+    char msg[256];
+    snprintf(c.name, sizeof c.name, "%s", kernels_get()->name);
+    kernels_select("auto", msg, sizeof msg);
+    return c;
+}
+static void best_kernels_end(ChosenKernels c) {
+    char msg[256];
+    kernels_select(c.name, msg, sizeof msg);
+}
+
 static MachineLimits measure_limits(int threads, int with_peak, int announce) {
     MachineLimits m = { 0, 0, threads };
-    char chosen[32], msg[256];
-    snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
-    kernels_select("auto", msg, sizeof msg);
+    ChosenKernels chosen = best_kernels_begin();
     if (announce)
         fprintf(stderr, "measuring the machine's %s (%s kernels, %d threads)...\n",
                 with_peak ? "limits" : "read bandwidth", kernels_get()->name, threads);
     m.read_gbs = measure_read_bandwidth(threads);
     if (with_peak) m.peak_gflops = measure_peak_gflops(threads);
-    kernels_select(chosen, msg, sizeof msg);
+    best_kernels_end(chosen);
     return m;
 }
 static MachineLimits measure_machine(int threads) { return measure_limits(threads, 1, 1); }
 
 /* The bandwidth during a decode, read between its steps. A VM's bandwidth
- * drifts within seconds (here: 26 to 56 GB/s from one probe to the next), so
+ * drifts within seconds (here: 22 to 57 GB/s from one run to the next), so
  * a probe before a run says little about the run. Instead, after every decode
  * step one short pass reads 256 MiB of a 512 MiB buffer, the two ways above
  * in turn (one stream, rows), and the run's bandwidth is the better of the
@@ -223,13 +235,11 @@ static void probe_between_steps(ReadSample *s, int threads, int step) {
         #pragma omp parallel for schedule(static) num_threads(threads)
         for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;
     }
-    char chosen[32], msg[256];
-    snprintf(chosen, sizeof chosen, "%s", kernels_get()->name);
-    kernels_select("auto", msg, sizeof msg);
+    ChosenKernels chosen = best_kernels_begin();
     const int kind = step & 1;                      /* one stream, rows, in turn */
     const float *part = buf + (size_t)(step / 2 % 2) * half;
     double gbs = read_pass_gbs(part, half, threads, kind);
-    kernels_select(chosen, msg, sizeof msg);
+    best_kernels_end(chosen);
     s->bytes[kind] += (double)half * sizeof(float);
     s->secs[kind] += (double)half * sizeof(float) / (gbs * 1e9);
 }
@@ -373,7 +383,7 @@ typedef struct {
     double prefill_gflops, weight_bytes;
     double kv_bytes;              /* KV bytes attention read per decode step (mean) */
     double decode_gbs;            /* median over the runs of (weight + KV bytes) / decode time */
-    double decode_bw_frac;        /* median over the runs of decode GB/s / the bandwidth just before (0: none) */
+    double decode_bw_frac;        /* median over the runs of decode GB/s / the run's bandwidth (0: none) */
     double decide_ms, apply_ms;   /* per decode step, with a policy (else 0) */
     cJSON *per_run;               /* the runs in order: decode tok/s, GB/s, bandwidth, share */
     int probe;                    /* bandwidth read between the decode steps (else just before each run) */
@@ -482,12 +492,12 @@ static BenchResult bench_finish(BenchRun *b, double *bw_median) {
     r.per_run = cJSON_CreateObject();     /* before stat_of sorts the arrays */
     cJSON_AddItemToObject(r.per_run, "decode_tok_s_per_run", cJSON_CreateDoubleArray(b->dec, b->runs_done));
     cJSON_AddItemToObject(r.per_run, "decode_gb_s_per_run", cJSON_CreateDoubleArray(b->dec_gbs, b->runs_done));
-    cJSON_AddItemToObject(r.per_run, "read_gb_s_before_per_run", cJSON_CreateDoubleArray(b->bw, b->runs_done));
+    cJSON_AddItemToObject(r.per_run, "read_gb_s_per_run", cJSON_CreateDoubleArray(b->bw, b->runs_done));
     r.decode_tps = stat_of(b->dec, b->runs_done);
     double *share = xmalloc((size_t)b->runs_done * sizeof(double));
     for (int i = 0; i < b->runs_done; i++) share[i] = b->bw[i] > 0 ? b->dec_gbs[i] / b->bw[i] : 0;
     cJSON_AddItemToObject(r.per_run, "decode_frac_of_bandwidth_per_run", cJSON_CreateDoubleArray(share, b->runs_done));
-    r.decode_bw_frac = stat_of(share, b->runs_done).median;    /* each run against the bandwidth just before it */
+    r.decode_bw_frac = stat_of(share, b->runs_done).median;    /* each run against its own bandwidth */
     free(share);
     *bw_median = stat_of(b->bw, b->runs_done).median;
     r.decode_gbs = stat_of(b->dec_gbs, b->runs_done).median;
