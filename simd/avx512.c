@@ -9,16 +9,17 @@
  *    loaded once per 4 rows, each weight vector once per 4 tokens. bf16 rows are
  *    widened exactly in registers (zero-extend 16→32 bits, shift left 16) and
  *    prefetched 2 KB ahead. For one token (decode) fp32 and bf16 rows have
- *    their own loops, gemv_f32_block and gemv_bf16_block, which read each row
- *    front to back on its own: one sequential stream per core. The bf16 one
- *    costs 2 loads and 2 widenings per 64-byte line where fp32 costs 1 load
- *    folded into an FMA, so with one thread it keeps fewer lines in flight
- *    (simd/NOTES.md, "avx512 decode: one stream per row").
+ *    their own loop, gemv_rows, 8 rows per call: fp32 rows whose x fits in L1
+ *    beside the weight stream (up to 4096 columns) are read one after the
+ *    other, front to back, one sequential stream per core; wider fp32 rows
+ *    and all bf16 rows are walked 8 side by side, so x is loaded once per 8
+ *    rows (simd/NOTES.md, "avx512 decode: one stream per row, side by side
+ *    when x is wide").
  *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
  *    never limit the 2 FMA pipes. Blocks: KC = 384 (the 12-token X micro-panel,
- *    18 KB, stays in the 48 KB L1), MC = 256 (the 256 × 384 packed W block,
+ *    18 KB, stays in a 32 KB L1), MC = 256 (the 256 × 384 packed W block,
  *    384 KB, stays in L2), NC = 1020 tokens (packed X block ≤ 1.5 MB).
  *  - Element-wise kernels and reductions: 16 lanes per step (reductions with 4
  *    independent accumulators), the last partial vector through a mask, so no
@@ -81,39 +82,64 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
             y[t * ldy + r] = _mm512_reduce_add_ps(U == 2 ? _mm512_add_ps(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]);
 }
 
-/* Decode: one token, a block of R = 4 (or 1) weight rows, each row read front
- * to back on its own before the next (rows are contiguous, so the block is one
- * sequential stream) with no software prefetch: the hardware prefetcher follows
- * one stream per core best. Walking the R rows side by side (R streams, each
- * x vector loaded once per R rows) with a non-temporal prefetch of the next
- * block read 10-30 % slower on the 7B decode shape (fp32, and bf16 through the
- * dot kernel), one thread and two (simd/NOTES.md, "avx512 decode: one stream
- * per row"). Two accumulators per row hide the FMA latency; four or eight
- * were slower. */
+/* Decode: one token, a block of R = 8, 4 or 1 weight rows. Two ways to walk them:
+ *  - one row after the other, each front to back: rows are contiguous, so the
+ *    block is one sequential stream, which the hardware prefetcher follows
+ *    best, and x is read again from L1 for every row;
+ *  - the R rows side by side: R streams, each x vector loaded once per R rows.
+ * fp32 rows with x of up to GEMV_X_L1_BYTES (the 4096-wide rows of the 7B
+ * attention and up/gate matrices) go one after the other; walking them side
+ * by side was up to 10-30 % slower there. Wider x (the 11008-wide rows of
+ * the 7B down projection: 43 KB, more than a 32 KB L1) falls out of L1, so
+ * every row would read it again from L2, and those misses compete with the
+ * weight stream's: side by side, 1.3x for that matrix. bf16 rows load 2 x
+ * lines per 64-byte weight line one after the other; 8 side by side load
+ * them once per 8 rows, at every width: bf16 decode on the 7B shape 1.3x at
+ * one thread (simd/NOTES.md, "avx512 decode: one stream per row, side by side
+ * when x is wide").
+ * Either way each row has the same two accumulators fed in the same order
+ * (even and odd 16-column vectors), so the sums are identical bit for bit.
+ * No software prefetch; four or eight accumulators per row were slower. */
+#define GEMV_X_L1_BYTES 16384
 
 /* fp32 rows: an FMA with the weight load folded in, per 64-byte line. bf16 rows
  * (bf16 = 1, a constant after inlining): 16 weights at a time zero-extended to
  * 32 bits and shifted left 16, which is the exact fp32 value (vpmovzxwd with the
  * load folded in, vpslld), then one FMA with x in its natural order. */
 static inline __attribute__((always_inline))
-void gemv_rows(float *y, const float *x, const void *w_, long ldw, int n, int R, int bf16) {
-    for (int r = 0; r < R; r++) {
-        const float *wf = (const float *)w_ + r * ldw;
-        const uint16_t *wh = (const uint16_t *)w_ + r * ldw;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
-        int c = 0;
-        for (; c + 2 * VL <= n; c += 2 * VL) {
-            acc0 = _mm512_fmadd_ps(bf16 ? load_bf16(wh + c) : _mm512_loadu_ps(wf + c), _mm512_loadu_ps(x + c), acc0);
-            acc1 = _mm512_fmadd_ps(bf16 ? load_bf16(wh + c + VL) : _mm512_loadu_ps(wf + c + VL),
-                                   _mm512_loadu_ps(x + c + VL), acc1);
+__m512 load_row(const void *w, long off, int bf16) {
+    return bf16 ? load_bf16((const uint16_t *)w + off) : _mm512_loadu_ps((const float *)w + off);
+}
+static inline __attribute__((always_inline))
+__m512 maskz_load_row(__mmask16 m, const void *w, long off, int bf16) {
+    return bf16 ? maskz_load_bf16(m, (const uint16_t *)w + off) : _mm512_maskz_loadu_ps(m, (const float *)w + off);
+}
+
+static inline __attribute__((always_inline))
+void gemv_rows(float *y, const float *x, const void *w, long ldw, int n, int R, int bf16) {
+    __m512 acc[8][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    if (!bf16 && (long)n * (long)sizeof(float) <= GEMV_X_L1_BYTES) {
+        for (int r = 0; r < R; r++)                    /* one row after the other */
+            for (int c = 0; c + 2 * VL <= n; c += 2 * VL) {
+                acc[r][0] = _mm512_fmadd_ps(load_row(w, r * ldw + c, bf16), _mm512_loadu_ps(x + c), acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(load_row(w, r * ldw + c + VL, bf16), _mm512_loadu_ps(x + c + VL), acc[r][1]);
+            }
+    } else {
+        for (int c = 0; c + 2 * VL <= n; c += 2 * VL) { /* the rows side by side */
+            const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + VL);
+            for (int r = 0; r < R; r++) {
+                acc[r][0] = _mm512_fmadd_ps(load_row(w, r * ldw + c, bf16), x0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(load_row(w, r * ldw + c + VL, bf16), x1, acc[r][1]);
+            }
         }
-        for (; c < n; c += VL) {                       /* the last < 32 columns, masked */
-            const __mmask16 m = tail_mask(gemm_min(VL, n - c));
-            const __m512 wv = bf16 ? maskz_load_bf16(m, wh + c) : _mm512_maskz_loadu_ps(m, wf + c);
-            acc0 = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + c), acc0);
-        }
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     }
+    for (int c = n / (2 * VL) * (2 * VL); c < n; c += VL) {   /* the last < 32 columns, masked */
+        const __mmask16 m = tail_mask(gemm_min(VL, n - c));
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
+        for (int r = 0; r < R; r++) acc[r][0] = _mm512_fmadd_ps(maskz_load_row(m, w, r * ldw + c, bf16), xv, acc[r][0]);
+    }
+    for (int r = 0; r < R; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 }
 
 static void gemv_bf16_block(float *y, const float *x, const void *w, long ldw, int n, int R) {
@@ -206,7 +232,7 @@ static const GemmPlan gemm_plan = {
 };
 static const SkinnyPlan skinny_plan = {
     .max_tok = 16, .group = SKINNY_T, .block = skinny_block,
-    .gemv_f32 = gemv_f32_block, .gemv_bf16 = gemv_bf16_block,
+    .gemv_f32 = gemv_f32_block, .gemv_bf16 = gemv_bf16_block, .gemv_rows = 8,
 };
 #undef MR
 #undef NR

@@ -14,8 +14,10 @@
  *  - Decode (n_tok <= 4, one token at a time): x is rounded to bf16 into a stack
  *    buffer (32 KB: rows up to 16384 wide in one piece, wider ones in pieces of
  *    that size, y accumulating over them); each weight row is streamed against
- *    it front to back before the next (whole rows: simd/NOTES.md, "avx512_bf16.c:
- *    decode in whole rows"; one stream: "avx512 decode: one stream per row").
+ *    it front to back before the next, or 4 rows side by side when x is too
+ *    wide to stay in L1 (whole rows: simd/NOTES.md, "avx512_bf16.c: decode in
+ *    whole rows"; "avx512 decode: one stream per row, side by side when x is
+ *    wide").
  *  - Prefill (n_tok > 4): gemm_driver.h loops around a 32 × 12 micro-kernel. Packed W keeps
  *    the k-pairs of each row together: panel[kp][r] is one 32-bit word holding
  *    (W[r][2kp], W[r][2kp+1]), so one zmm load gives 16 rows × one k-pair; packed
@@ -58,20 +60,34 @@ static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m5
  * Decode. */
 #define CHUNK 16384
 
+/* Each row front to back before the next, no software prefetch, one sequential
+ * stream per core, while the bf16 x (2 bytes a column) fits in L1 beside that
+ * stream; wider rows (the 7B down projection: 22 KB of x) side by side, each x
+ * vector loaded once per R rows. The same accumulators in the same order either
+ * way (avx512.c's decode loops; simd/NOTES.md, "avx512 decode: one stream per
+ * row, side by side when x is wide"). */
+#define GEMV_X_L1_BYTES 16384
+
 static inline __attribute__((always_inline))
 void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n, int first, int R) {
     __m512 acc[4][2];
     for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    int c = 0;
-    /* each row front to back before the next, no software prefetch: one
-     * sequential stream per core (as avx512.c's decode loops; simd/NOTES.md,
-     * "avx512 decode: one stream per row") */
-    for (int i = 0; i < R; i++)
-        for (c = 0; c + 64 <= n; c += 64) {
-            acc[i][0] = dpbf16_load(acc[i][0], _mm512_load_si512(xb + c), w + i * ldw + c);
-            acc[i][1] = dpbf16_load(acc[i][1], _mm512_load_si512(xb + c + 32), w + i * ldw + c + 32);
+    if ((long)n * (long)sizeof(uint16_t) <= GEMV_X_L1_BYTES) {
+        for (int i = 0; i < R; i++)                    /* one row after the other */
+            for (int c = 0; c + 64 <= n; c += 64) {
+                acc[i][0] = dpbf16_load(acc[i][0], _mm512_load_si512(xb + c), w + i * ldw + c);
+                acc[i][1] = dpbf16_load(acc[i][1], _mm512_load_si512(xb + c + 32), w + i * ldw + c + 32);
+            }
+    } else {
+        for (int c = 0; c + 64 <= n; c += 64) {         /* the rows side by side */
+            const __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
+            for (int i = 0; i < R; i++) {
+                acc[i][0] = dpbf16_load(acc[i][0], x0, w + i * ldw + c);
+                acc[i][1] = dpbf16_load(acc[i][1], x1, w + i * ldw + c + 32);
+            }
         }
-    for (; c < n; c += 32) {
+    }
+    for (int c = n / 64 * 64; c < n; c += 32) {
         __mmask32 m = mask32(n - c);
         __m512i x0 = _mm512_load_si512(xb + c);         /* zero-padded by the caller */
         for (int i = 0; i < R; i++)

@@ -83,7 +83,8 @@ typedef struct GemmPlan {
  *   R = 4 or 1, T <= group; W is fp32, or bf16 when bf16 != 0. */
 typedef void SkinnyBlock(float *y, long ldy, const float *x, long ldx, const void *w, long ldw,
                          int n, int bf16, int R, int T);
-/* gemv: the same for one token (T = 1), when the ISA has a loop of its own for it. */
+/* gemv: the same for one token (T = 1), when the ISA has a loop of its own for
+ * it; R is gemv_rows, 4 or 1. */
 typedef void GemvBlock(float *y, const float *x, const void *w, long ldw, int n, int R);
 
 typedef struct SkinnyPlan {
@@ -92,6 +93,7 @@ typedef struct SkinnyPlan {
     SkinnyBlock *block;
     GemvBlock *gemv_f32;    /* NULL: block with T = 1 */
     GemvBlock *gemv_bf16;   /* NULL: block with T = 1 */
+    int gemv_rows;          /* rows per gemv call (8 or 4; 0: 4), then 4, then 1 */
 } SkinnyPlan;
 
 static inline int gemm_min(int a, int b) { return a < b ? a : b; }
@@ -224,7 +226,8 @@ static int gemm_blocked(const GemmPlan *p, float *Y, long ldy, const float *X, l
  * streams W once, four rows at a time (the ISA's block accumulates all 4·T dot
  * products at once, so each weight vector loaded feeds T tokens and each x
  * vector 4 rows), the last n_rows % 4 rows one at a time. One token goes to
- * the ISA's gemv block where it has one. */
+ * the ISA's gemv block where it has one, gemv_rows rows at a time (8 lets it
+ * walk 8 rows side by side), then 4, then 1. */
 static inline __attribute__((always_inline))
 void gemm_skinny_rows(const SkinnyPlan *p, float *y, long ldy, const float *x, long ldx, const void *w,
                       int n_rows, int n_cols, int bf16, int T) {
@@ -232,6 +235,8 @@ void gemm_skinny_rows(const SkinnyPlan *p, float *y, long ldy, const float *x, l
     GemvBlock *const gemv = T > 1 ? NULL : bf16 ? p->gemv_bf16 : p->gemv_f32;
     int r = 0;
     if (gemv) {
+        if (p->gemv_rows == 8)
+            for (; r + 8 <= n_rows; r += 8) gemv(y + r, x, (const char *)w + (size_t)r * row_bytes, n_cols, n_cols, 8);
         for (; r + 4 <= n_rows; r += 4) gemv(y + r, x, (const char *)w + (size_t)r * row_bytes, n_cols, n_cols, 4);
         for (; r < n_rows; r++) gemv(y + r, x, (const char *)w + (size_t)r * row_bytes, n_cols, n_cols, 1);
         return;
