@@ -40,7 +40,7 @@ for r in runs:
         if not b > 0 or abs(f - g / b) > 1e-9 * f: bad.append(f"share {f} != {g} / {b}")
     if r["decode_frac_of_bandwidth"] != sorted(share)[1]: bad.append("decode_frac_of_bandwidth is not the median share")
     if r["decode_gb_s"] != sorted(gbs)[1]: bad.append("decode_gb_s is not the median")
-    if r["read_gb_s_before_run"] != sorted(bw)[1]: bad.append("read_gb_s_before_run is not the median")
+    if r["read_gb_s"] != sorted(bw)[1]: bad.append("read_gb_s is not the median of read_gb_s_per_run")
 print("\n".join(bad) if bad else "ok")
 sys.exit(1 if bad else 0)
 PYEOF

@@ -92,45 +92,45 @@ static void help(void) {
 
 typedef struct { double read_gbs, peak_gflops; int threads; } MachineLimits;
 
-/* Read bandwidth: every thread reads its own slice of a buffer >> caches, in
- * two ways, and the faster one is the machine's figure:
- *   one stream  - a dot product of the slice with itself, front to back;
- *   rows        - the slice as a [rows, 4096] fp32 matrix times a vector with
+/* Read bandwidth: the threads read a buffer >> caches in chunks of 4 MiB,
+ * taken as they finish (as decode takes its rows: src/engine/ops.c), in two
+ * ways, and the faster one is the machine's figure:
+ *   one stream  - a dot product of each chunk with itself, front to back;
+ *   rows        - each chunk as a [256, 4096] fp32 matrix times a vector with
  *                 the fp32 mat-vec kernel, the way decode reads weights.
  * Which is faster depends on the machine and the day (a 2-vCPU EPYC VM, 2
  * threads: rows 72-77 GB/s against one stream 67-74 on one day, 26-39
- * against 31-55 on another). */
+ * against 31-55 on another; 1 thread, one stream 28-31 against rows 18-21).
+ * Chunks taken as the threads finish, not one fixed half per thread: on a VM
+ * one vCPU is often slowed for a moment, and a fixed split then waits for it
+ * while decode, whose threads share the work the same way, does not (shares
+ * of 110-157 % of a fixed-split read were seen). */
 #define BW_COLS 4096
+#define BW_CHUNK_ROWS 256                     /* 4 MiB of fp32 */
 static volatile float read_sink;   /* keeps the sums, so the reads are not optimized away */
 
-/* One pass over buf[0, n) (floats), each thread its slice: GB/s. */
+/* One pass over buf[0, n) (floats): GB/s. */
 static double read_pass_gbs(const float *buf, size_t n, int threads, int as_rows) {
     const Kernels *k = kernels_get();
     static float x[BW_COLS];
     for (int i = 0; i < BW_COLS; i++) x[i] = 1e-3f * (float)(i & 255);
-    const size_t rows = n / BW_COLS;
+    const long n_chunks = (long)(n / ((size_t)BW_CHUNK_ROWS * BW_COLS));
     double t0 = now_seconds();
     float total = 0;
-    #pragma omp parallel num_threads(threads) reduction(+:total)
-    {
-        int id = omp_get_thread_num(), nt = omp_get_num_threads();
-        size_t my_rows = rows / (size_t)nt;
-        const float *mine = buf + (size_t)id * my_rows * BW_COLS;
-        float y_mine[256];
-        for (size_t r = 0; r < my_rows; r += 256) {      /* 4 MiB per call */
-            int m = (int)(my_rows - r < 256 ? my_rows - r : 256);
-            const float *p = mine + r * BW_COLS;
-            if (as_rows) {
-                k->matmul_f32(y_mine, 256, x, BW_COLS, p, 1, m, BW_COLS);
-                total += y_mine[0];
-            } else {
-                total += k->dot(p, p, m * BW_COLS);
-            }
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) reduction(+:total)
+    for (long c = 0; c < n_chunks; c++) {
+        const float *p = buf + (size_t)c * BW_CHUNK_ROWS * BW_COLS;
+        if (as_rows) {
+            float y[BW_CHUNK_ROWS];
+            k->matmul_f32(y, BW_CHUNK_ROWS, x, BW_COLS, p, 1, BW_CHUNK_ROWS, BW_COLS);
+            total += y[0];
+        } else {
+            total += k->dot(p, p, BW_CHUNK_ROWS * BW_COLS);
         }
     }
     double dt = now_seconds() - t0;
     read_sink += total;
-    return (double)(rows / (size_t)threads) * (size_t)threads * BW_COLS * sizeof(float) / dt / 1e9;
+    return (double)n_chunks * BW_CHUNK_ROWS * BW_COLS * sizeof(float) / dt / 1e9;
 }
 
 /* The best of 4 passes. */
@@ -586,7 +586,7 @@ static void report_row(const BenchResult *r, double bw_now, const MachineLimits 
     cJSON_AddBoolToObject(rj, "bf16_dot", r->bf16_dot);
     cJSON_AddNumberToObject(rj, "prefill_frac_of_peak", lim->peak_gflops > 0 ? peak_frac / 100 : -1);
     cJSON_AddNumberToObject(rj, "decode_frac_of_bandwidth", r->decode_bw_frac > 0 ? r->decode_bw_frac : -1);
-    cJSON_AddNumberToObject(rj, "read_gb_s_before_run", bw_now > 0 ? bw_now : -1);
+    cJSON_AddNumberToObject(rj, "read_gb_s", bw_now > 0 ? bw_now : -1);
     cJSON_AddBoolToObject(rj, "bandwidth_read_between_steps", r->probe);
     cJSON_AddItemToArray(runs, rj);
 }
@@ -1025,7 +1025,7 @@ static void run_context_sweep(const BenchArgs *a, cJSON *root) {
                             cJSON_AddNumberToObject(o, "vs_full_median", vs_full);
                         }
                         cJSON_AddNumberToObject(o, "achieved_gb_s", gbs);
-                        cJSON_AddNumberToObject(o, "read_gb_s_before", bw > 0 ? bw : -1);
+                        cJSON_AddNumberToObject(o, "read_gb_s", bw > 0 ? bw : -1);
                         cJSON_AddNumberToObject(o, "frac_of_bandwidth", isfinite(frac) ? frac : -1);
                         cJSON_AddBoolToObject(o, "bandwidth_read_between_steps", probe);
                         cJSON_AddItemToArray(rows, o);
