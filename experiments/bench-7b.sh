@@ -53,7 +53,7 @@ echo "== Llama-2-7B layer shape, 8 layers: weights $dtypes, 1 and 2 threads, int
     --threads 1,2 --dtype "$dtypes" --interleave --json "$out/bench-7b-8layers.json"
 echo "== Llama-2-7B shape, 32 layers: weights $dtypes32 (one bf16 copy), 2 threads"
 ./kvlab bench -m "$dir/7b-bf16" --prompt "$prompt" --gen "$gen" --repeat "$repeat" \
-    --threads 2 --dtype "$dtypes32" --interleave --no-machine --json "$out/bench-7b.json"
+    --threads 2 --dtype "$dtypes32" --interleave --json "$out/bench-7b.json"
 contexts=${BENCH_CONTEXTS:-512,2048,4096,8192}
 for p in 4096 8192; do
     echo "== prefill of $p tokens, Llama-2-7B layer shape (2 layers), attention exact vs fused, 2 threads, interleaved"
