@@ -84,7 +84,7 @@ typedef struct GemmPlan {
 typedef void SkinnyBlock(float *y, long ldy, const float *x, long ldx, const void *w, long ldw,
                          int n, int bf16, int R, int T);
 /* gemv: the same for one token (T = 1), when the ISA has a loop of its own for
- * it; R is gemv_rows, 4 or 1. */
+ * it; R is 8 (when gemv_rows is 8), 4 or 1. */
 typedef void GemvBlock(float *y, const float *x, const void *w, long ldw, int n, int R);
 
 typedef struct SkinnyPlan {
