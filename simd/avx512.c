@@ -99,8 +99,8 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * when x is wide").
  * Either way each row has the same two accumulators fed in the same order
  * (even and odd 16-column vectors), so the sums are identical bit for bit.
- * No software prefetch; four or eight accumulators per row were slower. */
-#define GEMV_X_L1_BYTES 16384
+ * No software prefetch; four or eight accumulators per row were slower.
+ * GEMV_X_L1_BYTES: avx512_common.h. */
 
 /* fp32 rows: an FMA with the weight load folded in, per 64-byte line. bf16 rows
  * (bf16 = 1, a constant after inlining): 16 weights at a time zero-extended to

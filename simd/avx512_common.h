@@ -8,6 +8,13 @@
 
 #define VL 16
 
+/* Decode (one token): the largest x, in bytes, for which the mat-vec loops of
+ * avx512.c and avx512_bf16.c read their rows one after the other; beyond it x
+ * cannot stay in a 32 KB L1 beside the weight stream, and the rows are walked
+ * side by side (simd/NOTES.md, "avx512 decode: one stream per row, side by
+ * side when x is wide"). */
+#define GEMV_X_L1_BYTES 16384
+
 static inline __mmask16 tail_mask(int n) {          /* lanes [0, n), n in [0, 16] */
     return (__mmask16)((1u << n) - 1u);
 }
