@@ -119,7 +119,11 @@ static inline __attribute__((always_inline))
 void gemv_rows(float *y, const float *x, const void *w, long ldw, int n, int R, int bf16) {
     __m512 acc[8][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    if (!bf16 && (long)n * (long)sizeof(float) <= GEMV_X_L1_BYTES) {
+    /* bf16 rows load two x lines per weight line: one after the other only while
+     * x is a quarter of the fp32 limit (the 1024-column pieces of a matrix in
+     * column panels, model.h); 8 rows of 2 KB side by side are 8 streams too
+     * short for the prefetchers to follow (0.55x). */
+    if ((long)n * (long)sizeof(float) <= (bf16 ? GEMV_X_L1_BYTES / 4 : GEMV_X_L1_BYTES)) {
         for (int r = 0; r < R; r++)                    /* one row after the other */
             for (int c = 0; c + 2 * VL <= n; c += 2 * VL) {
                 acc[r][0] = _mm512_fmadd_ps(load_row(w, r * ldw + c, bf16), _mm512_loadu_ps(x + c), acc[r][0]);

@@ -63,10 +63,11 @@ static int other_layout_row(int R, int hd, int dst_halves) {
 /* Bitwise equal, rows of a q/k matrix mapped when b's pairing differs from a's. */
 static int same_mat(const Mat *a, const Mat *b, int qk, int hd, int a_halves, int b_halves) {
     if (a->rows != b->rows || a->cols != b->cols || a->dtype != DTYPE_F32 || b->dtype != DTYPE_F32) return 0;
-    size_t row = (size_t)a->cols * sizeof(float);
     for (int r = 0; r < a->rows; r++) {
         int rb = qk && a_halves != b_halves ? other_layout_row(r, hd, a_halves) : r;
-        if (memcmp((const char *)a->data + (size_t)r * row, (const char *)b->data + (size_t)rb * row, row)) return 0;
+        for (int c = 0; c < a->cols; c++)   /* either may be in column panels (model.h mat_offset) */
+            if (memcmp((const float *)a->data + mat_offset(a, r, c), (const float *)b->data + mat_offset(b, rb, c), sizeof(float)))
+                return 0;
     }
     return 1;
 }

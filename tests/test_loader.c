@@ -76,38 +76,72 @@ static int same_values(const SynthOpts *o, const char *name, const float *got, s
     return same;
 }
 
+/* A matrix's elements in row-major order (it may be stored in column panels:
+ * model.h mat_offset), as fp32; malloc'ed. */
+static float *rows_of(const Mat *a) {
+    float *out = malloc((size_t)a->rows * a->cols * sizeof(float));
+    for (int r = 0; r < a->rows; r++)
+        for (int c = 0; c < a->cols; c++) {
+            size_t at = mat_offset(a, r, c);
+            out[(size_t)r * a->cols + c] = a->dtype == DTYPE_F32 ? ((const float *)a->data)[at]
+                                                                 : bf16_to_f32(((const uint16_t *)a->data)[at]);
+        }
+    return out;
+}
+
+static int same_mat_values(const SynthOpts *o, const char *name, const Mat *a, DType file_dt) {
+    float *got = rows_of(a);
+    int same = same_values(o, name, got, (size_t)a->rows * a->cols, file_dt);
+    free(got);
+    return same;
+}
+
+/* Same bf16 values, whatever the layout of each. */
+static int same_bf16_mat(const Mat *a, const Mat *b) {
+    if (a->rows != b->rows || a->cols != b->cols || a->dtype != DTYPE_BF16 || b->dtype != DTYPE_BF16) return 0;
+    for (int r = 0; r < a->rows; r++)
+        for (int c = 0; c < a->cols; c++)
+            if (((const uint16_t *)a->data)[mat_offset(a, r, c)] != ((const uint16_t *)b->data)[mat_offset(b, r, c)]) return 0;
+    return 1;
+}
+
 static int check_all_tensors(const Model *m, const SynthOpts *o, DType file_dt) {
     const Config *c = &m->cfg;
     int bad = 0;
-    size_t dim = (size_t)c->dim, q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t ffn = (size_t)c->hidden_dim;
-    bad += !same_values(o, "model.embed_tokens.weight", m->w.token_embedding.data, (size_t)c->vocab_size * dim, file_dt);
+    size_t dim = (size_t)c->dim;
+    bad += !same_mat_values(o, "model.embed_tokens.weight", &m->w.token_embedding, file_dt);
     bad += !same_values(o, "model.norm.weight", m->w.final_norm, dim, file_dt);
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layers[l];
-        struct { const char *n; const void *p; size_t k; } t[] = {
-            { "self_attn.q_proj.weight", w->wq.data, q * dim }, { "self_attn.k_proj.weight", w->wk.data, kv * dim },
-            { "self_attn.v_proj.weight", w->wv.data, kv * dim }, { "self_attn.o_proj.weight", w->wo.data, dim * q },
-            { "mlp.gate_proj.weight", w->w_gate.data, ffn * dim }, { "mlp.up_proj.weight", w->w_up.data, ffn * dim },
-            { "mlp.down_proj.weight", w->w_down.data, dim * ffn }, { "input_layernorm.weight", w->attn_norm, dim },
-            { "post_attention_layernorm.weight", w->ffn_norm, dim },
+        struct { const char *n; const Mat *a; } mats[] = {
+            { "self_attn.q_proj.weight", &w->wq }, { "self_attn.k_proj.weight", &w->wk },
+            { "self_attn.v_proj.weight", &w->wv }, { "self_attn.o_proj.weight", &w->wo },
+            { "mlp.gate_proj.weight", &w->w_gate }, { "mlp.up_proj.weight", &w->w_up },
+            { "mlp.down_proj.weight", &w->w_down },
         };
-        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-            char name[128];
-            snprintf(name, sizeof name, "model.layers.%d.%s", l, t[i].n);
-            if (!same_values(o, name, t[i].p, t[i].k, file_dt)) { bad++; fprintf(stderr, "  differs: %s\n", name); }
+        struct { const char *n; const float *p; } vecs[] = {
+            { "input_layernorm.weight", w->attn_norm }, { "post_attention_layernorm.weight", w->ffn_norm },
+        };
+        char name[128];
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, mats[i].n);
+            if (!same_mat_values(o, name, mats[i].a, file_dt)) { bad++; fprintf(stderr, "  differs: %s\n", name); }
+        }
+        for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, vecs[i].n);
+            if (!same_values(o, name, vecs[i].p, dim, file_dt)) { bad++; fprintf(stderr, "  differs: %s\n", name); }
         }
     }
-    if (!c->tied_embeddings)
-        bad += !same_values(o, "lm_head.weight", m->w.classifier.data, (size_t)c->vocab_size * dim, file_dt);
+    if (!c->tied_embeddings) bad += !same_mat_values(o, "lm_head.weight", &m->w.classifier, file_dt);
     return bad;
 }
 
-/* Logits of a fixed prompt (N_IDS x vocab), malloc'ed; NULL if loading failed. */
-static float *logits_of(const char *dir, DType compute) {
+/* Logits of a fixed prompt (N_IDS x vocab), malloc'ed; NULL if loading failed.
+ * weights: WEIGHTS_COPY or WEIGHTS_IN_PLACE. */
+static float *logits_with(const char *dir, DType compute, int weights) {
     Model m;
     Err err;
-    if (model_load(&m, dir, compute, &err) != 0) { fprintf(stderr, "  load %s: %s\n", dir, err.msg); return NULL; }
+    if (model_load_weights(&m, dir, compute, weights, &err) != 0) { fprintf(stderr, "  load %s: %s\n", dir, err.msg); return NULL; }
     int ids[N_IDS];
     for (int i = 0; i < N_IDS; i++) ids[i] = (i * 37 + 1) % m.cfg.vocab_size;
     float *logits = malloc((size_t)N_IDS * m.cfg.vocab_size * sizeof(float));
@@ -122,6 +156,8 @@ static float *logits_of(const char *dir, DType compute) {
     if (!ok) { free(logits); return NULL; }
     return logits;
 }
+
+static float *logits_of(const char *dir, DType compute) { return logits_with(dir, compute, WEIGHTS_COPY); }
 
 static int logits_equal(const float *a, const float *b, size_t n) {
     return a && b && memcmp(a, b, n * sizeof(float)) == 0;
@@ -324,7 +360,7 @@ static void test_values(void) {
             for (int i = 0; i < 7; i++) {
                 p = (uintptr_t)a[i]->data;
                 CHECK(!(p >= base && p < base + mapped.maps[0].size_bytes) && p % 64 == 0, "layer %d matrix %d is an aligned copy", l, i);
-                CHECK(memcmp(a[i]->data, b[i]->data, (size_t)a[i]->rows * a[i]->cols * 2) == 0, "layer %d matrix %d differs", l, i);
+                CHECK(same_bf16_mat(a[i], b[i]), "layer %d matrix %d differs", l, i);
             }
         }
         CHECK(memcmp(m.w.token_embedding.data, mapped.w.token_embedding.data,
@@ -387,6 +423,56 @@ static void test_shards_and_logits(void) {
         float *c = logits_of(make_small(DTYPE_F32, 1, 0), DTYPE_F32);
         CHECK(c && a && !logits_equal(a, c, n), "unrounded f32 should differ");
         free(a); free(b); free(c);
+    }
+}
+
+/* Matrices wider than MAT_PANEL_COLS are copied into column panels (model.h
+ * Mat); the embedding, and matrices used in place from the file, stay row-major.
+ * Same values either way, and logits within fp32 summation-order rounding. */
+static void test_panels(void) {
+    CASE("wide matrices load in column panels: same values, logits as the row-major in-place model") {
+        SynthOpts o;
+        synth_defaults(&o);
+        Err err;
+        CHECK(synth_shape_parse("dim=1040,layers=1,heads=4,kv_heads=2,ffn=1100,vocab=300", &o.cfg, &err) == 0, "%s", err.msg);
+        o.dtype = DTYPE_F32;
+        o.seed = 99;
+        o.progress = 0;
+        const char *dir = make(&o);
+        Model m, mapped;
+        CHECK(model_load(&m, dir, DTYPE_F32, &err) == 0, "%s", err.msg);
+        const LayerWeights *w = &m.w.layers[0];
+        const Mat *wide[] = { &w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down, &m.w.classifier };
+        for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+            CHECK(wide[i]->panel_cols == MAT_PANEL_COLS && mat_n_panels(wide[i]) == 2, "matrix %zu: panels of %d, %d of them",
+                  i, wide[i]->panel_cols, mat_n_panels(wide[i]));
+        CHECK(m.w.token_embedding.panel_cols == 0, "embedding row-major");
+        CHECK(check_all_tensors(&m, &o, DTYPE_F32) == 0, "values in panels differ from the file");
+        /* the second panel of w_down is 76 columns wide and starts after rows x 1024 elements */
+        int col0, width;
+        CHECK(mat_panel_offset(&w->w_down, 1, &col0, &width) == (size_t)1040 * 1024 && col0 == 1024 && width == 76, "panel 1");
+        CHECK(mat_offset(&w->w_down, 3, 1030) == (size_t)1040 * 1024 + 3 * 76 + 6, "offset of (3, 1030)");
+        int r, c;
+        mat_row_col(&w->w_down, (size_t)1040 * 1024 + 3 * 76 + 6, &r, &c);
+        CHECK(r == 3 && c == 1030, "back to (%d, %d)", r, c);
+        CHECK(model_load_weights(&mapped, dir, DTYPE_F32, WEIGHTS_IN_PLACE, &err) == 0, "%s", err.msg);
+        CHECK(mapped.w.layers[0].w_down.panel_cols == 0 && mapped.in_place_bytes > 0, "in place: row-major");
+        model_free(&mapped);
+        model_free(&m);
+        size_t n = (size_t)N_IDS * 300;
+        for (int d = 0; d < 2; d++) {
+            DType compute = d ? DTYPE_BF16 : DTYPE_F32;
+            float *a = logits_with(dir, compute, WEIGHTS_COPY), *b = logits_with(dir, compute, WEIGHTS_IN_PLACE);
+            double worst = 0, scale = 0;
+            for (size_t i = 0; a && b && i < n; i++) {
+                if (fabs(a[i] - b[i]) > worst) worst = fabs(a[i] - b[i]);
+                if (fabs(b[i]) > scale) scale = fabs(b[i]);
+            }
+            CHECK(all_finite(a, n) && all_finite(b, n), "finite logits");
+            CHECK(worst <= 1e-5 * (1 + scale), "compute %s: panels vs row-major max |dlogit| %.3g (max |logit| %.3g)",
+                  dtype_name(compute), worst, scale);
+            free(a); free(b);
+        }
     }
 }
 
@@ -738,6 +824,7 @@ int main(void) {
     test_values();
     test_shards_and_logits();
     test_heads();
+    test_panels();
     test_synth();
     test_demo();
     test_bad_files();

@@ -61,6 +61,62 @@ static int close_to_exact(const float *Y, int ldy, const float *X, const TestMat
     return bad;
 }
 
+/* The same matrix in column panels (model.h Mat): the copy model_bind_mat makes
+ * of a matrix wider than MAT_PANEL_COLS. */
+static Mat in_panels(const Mat *a) {
+    Mat p = *a;
+    p.panel_cols = MAT_PANEL_COLS;
+    const size_t elem = dtype_size(a->dtype);
+    char *data = malloc((size_t)a->rows * a->cols * elem);
+    for (int r = 0; r < a->rows; r++)
+        for (int c = 0; c < a->cols; c++)
+            memcpy(data + mat_offset(&p, r, c) * elem, (const char *)a->data + ((size_t)r * a->cols + c) * elem, elem);
+    p.data = data;
+    return p;
+}
+
+/* A matrix in column panels gives, on every ISA, the row-major result within
+ * fp32 summation error (a row's sum is its panels' sums), for decode and
+ * prefill batches, and the same bits whatever the number of threads. */
+static void test_panels(void) {
+    const Kernels *tables[8];
+    const int n_tables = kernels_available(tables, 8);
+    const int shapes[][2] = {{130, 1100}, {261, 2100}};   /* 2 and 3 panels, the last narrower */
+    const DType dtypes[2] = {DTYPE_F32, DTYPE_BF16};
+    const int toks[] = {1, 3, 5, 40};
+    char err[128], name[200];
+    for (int k = 0; k < n_tables; k++) {
+        kernels_select(tables[k]->name, err, sizeof err);
+        for (int d = 0; d < 2; d++)
+            for (int s = 0; s < 2; s++) {
+                const int rows = shapes[s][0], cols = shapes[s][1], max_tok = 40;
+                TestMat t = make_mat(rows, cols, dtypes[d]);
+                Mat panels = in_panels(&t.mat);
+                float *X = malloc((size_t)max_tok * cols * sizeof(float));
+                for (int i = 0; i < max_tok * cols; i++) X[i] = urand();
+                float *one = malloc((size_t)max_tok * rows * sizeof(float)), *two = malloc((size_t)max_tok * rows * sizeof(float));
+                for (int ti = 0; ti < 4; ti++) {
+                    const int n_tok = toks[ti];
+                    ops_set_threads(1);
+                    op_matmul(one, rows, X, cols, &panels, n_tok);
+                    ops_set_threads(2);
+                    for (int j = 0; j < n_tok * rows; j++) two[j] = NAN;
+                    op_matmul(two, rows, X, cols, &panels, n_tok);
+                    double worst = 0;
+                    int bad = close_to_exact(one, rows, X, &t, n_tok, &worst);
+                    snprintf(name, sizeof name, "%s: op_matmul %s %dx%d in %d column panels, %d tokens: exact within fp32 error, 1 and 2 threads alike",
+                             tables[k]->name, dtype_name(dtypes[d]), rows, cols, mat_n_panels(&panels), n_tok);
+                    CASE(name) {
+                        CHECK(bad == 0, "%d outputs off; worst error / bound %.3g", bad, worst);
+                        CHECK(memcmp(one, two, (size_t)n_tok * rows * sizeof(float)) == 0, "2 threads differ from 1");
+                    }
+                }
+                free(one); free(two); free(X); free((void *)panels.data); free_mat(&t);
+            }
+    }
+    kernels_select("auto", err, sizeof err);
+}
+
 int main(void) {
     /* rows: below, at and above one decode chunk (128), not multiples of 4 or 16 */
     const int shapes[][2] = {{1, 7}, {17, 33}, {128, 64}, {300, 100}, {517, 96}};
@@ -113,6 +169,7 @@ int main(void) {
             for (int i = 0; i < 3; i++) { free(ref[i]); free(got[i]); free_mat(&m[i]); }
             free(X);
         }
+    test_panels();
     ops_set_threads(0);
     return check_summary();
 }

@@ -156,7 +156,7 @@ static void embed(Forward *f, const int *tokens, int n) {
     const Mat *E = &f->m->w.token_embedding;
     for (int t = 0; t < n; t++) {
         float *out = f->x + (size_t)t * c->dim;
-        size_t row = (size_t)tokens[t] * c->dim;
+        size_t row = mat_offset(E, tokens[t], 0);   /* row-major: the embedding is never in panels */
         if (E->dtype == DTYPE_F32) memcpy(out, (const float *)E->data + row, (size_t)c->dim * sizeof(float));
         else for (int i = 0; i < c->dim; i++) out[i] = bf16_to_f32(((const uint16_t *)E->data)[row + i]);
     }

@@ -44,8 +44,10 @@ static int found_mat(const Model *m, const Mat *a, LlamaTensor which, int layer,
     long i = scan_mat(a, &v);
     if (i < 0) return 0;
     out->layer = layer;
-    out->row = i / a->cols;
-    out->col = i % a->cols;
+    int row, col;
+    mat_row_col(a, (size_t)i, &row, &col);
+    out->row = row;
+    out->col = col;
     out->value = v;
     name_tensor(m, which, layer, out->tensor, sizeof out->tensor);
     return 1;

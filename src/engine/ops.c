@@ -2,6 +2,7 @@
 #include "engine/ops.h"
 
 #include <omp.h>
+#include <stdlib.h>
 
 static int n_threads_used;   /* 0 until set: then omp's default (all cores) */
 static int bf16_dot;          /* use Kernels.matmul_bf16_dpbf16 for bf16 weights */
@@ -25,15 +26,54 @@ void ops_set_threads(int n_threads) {
 
 int ops_threads(void) { return n_threads_used > 0 ? n_threads_used : omp_get_max_threads(); }
 
-static void matmul_rows(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_tok, int r0, int nr) {
+/* One row-major block: Y[t, r0 + r] = W[r, :] . X[t, :] for r < nr, the block
+ * starting at w with rows of n_cols elements. */
+static void matmul_block(float *Y, int ldy, const float *X, int ldx, DType dtype, const void *w,
+                         int n_tok, int nr, int n_cols) {
     const Kernels *k = kernels_get();
-    const size_t first = (size_t)r0 * (size_t)W->cols;
-    if (W->dtype == DTYPE_F32)
-        k->matmul_f32(Y + r0, ldy, X, ldx, (const float *)W->data + first, n_tok, nr, W->cols);
+    if (dtype == DTYPE_F32)
+        k->matmul_f32(Y, ldy, X, ldx, (const float *)w, n_tok, nr, n_cols);
     else if (bf16_dot && k->matmul_bf16_dpbf16)
-        k->matmul_bf16_dpbf16(Y + r0, ldy, X, ldx, (const uint16_t *)W->data + first, n_tok, nr, W->cols);
+        k->matmul_bf16_dpbf16(Y, ldy, X, ldx, (const uint16_t *)w, n_tok, nr, n_cols);
     else
-        k->matmul_bf16(Y + r0, ldy, X, ldx, (const uint16_t *)W->data + first, n_tok, nr, W->cols);
+        k->matmul_bf16(Y, ldy, X, ldx, (const uint16_t *)w, n_tok, nr, n_cols);
+}
+
+/* Tokens per call when W is in column panels, so the partial sums of the later
+ * panels fit a buffer of PANEL_TOKENS x rows: as many as the prefill GEMM
+ * takes in one block of tokens (GemmPlan.nc, simd/gemm_driver.h), so W is
+ * packed no more often than in one call. */
+#define PANEL_TOKENS 1020
+
+/* Rows r0 .. r0+nr-1 of W. In column panels (model.h Mat), the product is
+ * one block product per panel: the first writes Y, each later one is summed
+ * into it (so a row's sum is its panels' sums, added in panel order). */
+static void matmul_rows(float *Y, int ldy, const float *X, int ldx, const Mat *W, int n_tok, int r0, int nr) {
+    const size_t elem = dtype_size(W->dtype);
+    const int n_panels = mat_n_panels(W);
+    int col0, width;
+    if (n_panels == 1) {
+        matmul_block(Y + r0, ldy, X, ldx, W->dtype, (const char *)W->data + (size_t)r0 * (size_t)W->cols * elem,
+                     n_tok, nr, W->cols);
+        return;
+    }
+    float part_on_stack[DECODE_MAX_TOKENS * DECODE_CHUNK_ROWS];
+    for (int t0 = 0; t0 < n_tok; t0 += PANEL_TOKENS) {
+        const int nt = n_tok - t0 < PANEL_TOKENS ? n_tok - t0 : PANEL_TOKENS;
+        float *part = (size_t)nt * (size_t)nr <= sizeof part_on_stack / sizeof(float)
+                          ? part_on_stack : xmalloc((size_t)nt * (size_t)nr * sizeof(float));
+        float *Yt = Y + (size_t)t0 * (size_t)ldy + r0;
+        const float *Xt = X + (size_t)t0 * (size_t)ldx;
+        for (int p = 0; p < n_panels; p++) {
+            const size_t at = mat_panel_offset(W, p, &col0, &width) + (size_t)r0 * (size_t)width;
+            const void *w = (const char *)W->data + at * elem;
+            if (p == 0) { matmul_block(Yt, ldy, Xt + col0, ldx, W->dtype, w, nt, nr, width); continue; }
+            matmul_block(part, nr, Xt + col0, ldx, W->dtype, w, nt, nr, width);
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < nr; r++) Yt[(size_t)t * (size_t)ldy + r] += part[(size_t)t * (size_t)nr + r];
+        }
+        if (part != part_on_stack) free(part);
+    }
 }
 
 /* Decode (a few tokens): memory-bound, so the rows of all the matrices are cut

@@ -100,10 +100,11 @@ static float mat_elem(const Mat *a, size_t i) {
     return bf16_to_f32(((const uint16_t *)a->data)[i]);
 }
 
-/* n values, element i given by get(src, start + i), into buf in dtype dt. */
-static void convert_row(const Mat *a, const float *vec, size_t start, int n, DType dt, void *buf) {
+/* n values into buf in dtype dt: row `row` of matrix a (row-major or in
+ * panels: mat_offset), or vec[0 .. n-1] when a is NULL. */
+static void convert_row(const Mat *a, const float *vec, int row, int n, DType dt, void *buf) {
     for (int i = 0; i < n; i++) {
-        size_t j = start + (size_t)i;
+        size_t j = a ? mat_offset(a, row, i) : (size_t)i;
         if (dt == DTYPE_BF16 && a && a->dtype == DTYPE_BF16) {   /* bit copy: exact even for NaN payloads */
             ((uint16_t *)buf)[i] = ((const uint16_t *)a->data)[j];
             continue;
@@ -129,7 +130,7 @@ static int emit_tensor(const OutTensor *t, DType dt, const Config *c, int dst_ha
     int rc = 0;
     for (int r = 0; r < a->rows && rc == 0; r++) {
         int src = t->rotated ? source_row(r, c->head_dim, c->rope_pairing_halves, dst_halves) : r;
-        convert_row(a, NULL, (size_t)src * (size_t)a->cols, a->cols, dt, buf);
+        convert_row(a, NULL, src, a->cols, dt, buf);
         rc = fn(ctx, buf, (size_t)a->cols * dtype_size(dt), err);
     }
     free(buf);

@@ -85,7 +85,7 @@ static int bind(Model *m, LlamaTensor t, int layer, TensorNaming naming, TensorF
     if (find(ctx, name, rows, cols, &dtype, &data, err) != 0) return -1;
     char *dst = (t < LT_PER_LAYER ? (char *)&m->w.layers[layer] : (char *)&m->w) + tensors[t].at;
     if (is_vector(t)) *(float **)dst = model_bind_vec(m, dtype, data, rows);
-    else model_bind_mat(m, (Mat *)dst, dtype, data, rows, cols);
+    else model_bind_mat(m, (Mat *)dst, dtype, data, rows, cols, t != LT_EMBED);   /* panels: every matrix that is multiplied */
     if (t == LT_EMBED) m->file_dtype = dtype;
     return 0;
 }

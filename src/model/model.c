@@ -49,10 +49,11 @@ static float load_as_f32(DType dt, const void *src, size_t i) {
     return 0.0f;
 }
 
-void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int rows, int cols) {
+void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int rows, int cols, int panels) {
     dst->rows = rows;
     dst->cols = cols;
     dst->dtype = m->compute_dtype;
+    dst->panel_cols = 0;
     size_t n = (size_t)rows * (size_t)cols;
     const size_t n_bytes = n * dtype_size(m->compute_dtype);
     /* in place when asked and the bytes are already what the kernels want (and aligned for them) */
@@ -66,27 +67,24 @@ void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int ro
                   rows, cols, dtype_name(m->compute_dtype), n_bytes);
     model_own_big(m, buf, n_bytes);
     m->converted_bytes += n_bytes;
-    if (src_dtype == m->compute_dtype) {   /* a copy, 1 MiB pieces spread over the threads */
-        const size_t chunk = (size_t)1 << 20;
-        const long n_chunks = (long)((n_bytes + chunk - 1) / chunk);
-        #pragma omp parallel for schedule(static)
-        for (long i = 0; i < n_chunks; i++) {
-            size_t off = (size_t)i * chunk, len = n_bytes - off < chunk ? n_bytes - off : chunk;
-            memcpy((char *)buf + off, (const char *)src + off, len);
+    if (panels && cols > MAT_PANEL_COLS) dst->panel_cols = MAT_PANEL_COLS;
+    /* Row r's piece in panel p, converted or copied: the file is read row after
+     * row (each row in n_panels pieces), so its pages are read in order. */
+    const int n_panels = mat_n_panels(dst);
+    const size_t out_size = dtype_size(m->compute_dtype);
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        for (int p = 0; p < n_panels; p++) {
+            int col0, width;
+            const size_t at = mat_panel_offset(dst, p, &col0, &width) + (size_t)r * (size_t)width;
+            const size_t from = (size_t)r * (size_t)cols + (size_t)col0;
+            if (src_dtype == m->compute_dtype)
+                memcpy((char *)buf + at * out_size, (const char *)src + from * out_size, (size_t)width * out_size);
+            else if (m->compute_dtype == DTYPE_F32)
+                for (int i = 0; i < width; i++) ((float *)buf)[at + i] = load_as_f32(src_dtype, src, from + i);
+            else
+                for (int i = 0; i < width; i++) ((uint16_t *)buf)[at + i] = f32_to_bf16(load_as_f32(src_dtype, src, from + i));
         }
-        dst->data = buf;
-        if (m->release_file_pages) filemap_release(src, n_bytes);
-        return;
-    }
-    if (m->compute_dtype == DTYPE_F32) {
-        float *out = buf;
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = load_as_f32(src_dtype, src, i);
-    } else {
-        uint16_t *out = buf;
-        #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n; i++) out[i] = f32_to_bf16(load_as_f32(src_dtype, src, i));
-    }
     dst->data = buf;
     if (m->release_file_pages) filemap_release(src, n * dtype_size(src_dtype));
 }

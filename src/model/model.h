@@ -1,9 +1,10 @@
 /* model.h — a Llama-2-architecture model in memory: its shape (Config) and its
  * weights (Weights), loaded from a checkpoint in any supported format.
  *
- * Weight matrices are [out_features, in_features] row-major, in the compute
- * dtype: fp32, or bf16 kept as raw uint16 (accumulated in fp32 by the kernels).
- * They are copied (or converted) once at load into huge-page memory; with
+ * Weight matrices are [out_features, in_features], in the compute dtype: fp32,
+ * or bf16 kept as raw uint16 (accumulated in fp32 by the kernels), row-major or
+ * in column panels (Mat below). They are copied (or converted) once at load
+ * into huge-page memory; with
  * WEIGHTS_IN_PLACE (--mmap) a matrix whose file dtype is the compute dtype
  * points straight into the mmap'ed file instead.
  * Norm weights are always fp32 (they are tiny). */
@@ -16,11 +17,59 @@
 #include "base/dtype.h"
 #include "base/util.h"
 
+/* A weight matrix. Either [rows, cols] row-major (panel_cols == 0), or cut
+ * into column panels: columns [p*panel_cols, (p+1)*panel_cols) of every row
+ * (the last panel narrower) stored as a [rows, width] row-major block, panel
+ * after panel.
+ *
+ * Why panels: decode reads every weight once per token, each row dotted with
+ * the activation x. With whole rows, x (16 KB for a 4096-wide fp32 row) is read
+ * again for every row while the weight stream flows through the same 32 KB L1
+ * and pushes x out, so one core reads its weights at ~75 % of the rate of a
+ * plain read. In a panel of MAT_PANEL_COLS columns, x's piece (4 KB of fp32)
+ * stays in L1 and the rows are one contiguous stream: ~95 % (simd/NOTES.md,
+ * "decode: weights in column panels"). 2048-column panels for bf16 (the same
+ * 4 KB per row) measured no better.
+ * Every matmul is then a sum of one product per panel (engine/ops.c); the
+ * kernels see ordinary row-major blocks.
+ *
+ * The copies made at load use panels when cols > MAT_PANEL_COLS; the token
+ * embedding (rows gathered, never multiplied: unless tied, when the classifier
+ * shares it) and matrices used in place from a mapped file stay row-major. */
+#define MAT_PANEL_COLS 1024
+
 typedef struct {
     DType dtype;          /* DTYPE_F32 or DTYPE_BF16 (compute dtypes) */
-    const void *data;     /* [rows, cols] row-major */
+    const void *data;     /* rows x cols elements: row-major, or panels (above) */
     int rows, cols;
+    int panel_cols;       /* 0: row-major; else the width of a (full) column panel */
 } Mat;
+
+/* Panels of a (1 when row-major), and where panel p starts: its first column
+ * (*col0), its width (*width) and its element offset in data. */
+static inline int mat_n_panels(const Mat *a) {
+    return a->panel_cols > 0 ? (a->cols + a->panel_cols - 1) / a->panel_cols : 1;
+}
+static inline size_t mat_panel_offset(const Mat *a, int p, int *col0, int *width) {
+    if (a->panel_cols <= 0) { *col0 = 0; *width = a->cols; return 0; }
+    *col0 = p * a->panel_cols;
+    *width = a->cols - *col0 < a->panel_cols ? a->cols - *col0 : a->panel_cols;
+    return (size_t)a->rows * (size_t)*col0;   /* every earlier panel is rows x panel_cols */
+}
+/* Element offset of (r, c) in data, and back. */
+static inline size_t mat_offset(const Mat *a, int r, int c) {
+    if (a->panel_cols <= 0) return (size_t)r * (size_t)a->cols + (size_t)c;
+    int col0, width;
+    size_t base = mat_panel_offset(a, c / a->panel_cols, &col0, &width);
+    return base + (size_t)r * (size_t)width + (size_t)(c - col0);
+}
+static inline void mat_row_col(const Mat *a, size_t offset, int *r, int *c) {
+    if (a->panel_cols <= 0) { *r = (int)(offset / (size_t)a->cols); *c = (int)(offset % (size_t)a->cols); return; }
+    int p = (int)(offset / ((size_t)a->rows * (size_t)a->panel_cols)), col0, width;
+    size_t in_panel = offset - mat_panel_offset(a, p, &col0, &width);
+    *r = (int)(in_panel / (size_t)width);
+    *c = col0 + (int)(in_panel % (size_t)width);
+}
 
 typedef struct {
     int dim;              /* hidden size (model width) */
@@ -108,10 +157,11 @@ size_t model_kv_bytes_per_token(const Config *c, DType kv_dtype);
 
 /* ---- for loaders (model/loader_*.c, declared in loaders.h) ---- */
 
-/* Point `dst` at a [rows, cols] tensor stored in `src_dtype` at `src`: an owned
- * copy in m->compute_dtype (converted when the dtypes differ), or `src` itself
- * when the model was loaded WEIGHTS_IN_PLACE and no conversion is needed. */
-void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int rows, int cols);
+/* Point `dst` at a [rows, cols] row-major tensor stored in `src_dtype` at `src`:
+ * an owned copy in m->compute_dtype (converted when the dtypes differ; in column
+ * panels when `panels` and cols > MAT_PANEL_COLS), or `src` itself when the
+ * model was loaded WEIGHTS_IN_PLACE and no conversion is needed. */
+void model_bind_mat(Model *m, Mat *dst, DType src_dtype, const void *src, int rows, int cols, int panels);
 /* Same for a vector that must end up as fp32. */
 float *model_bind_vec(Model *m, DType src_dtype, const void *src, int n);
 /* Keep an allocation alive until model_free. */
