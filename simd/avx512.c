@@ -10,11 +10,12 @@
  *    widened exactly in registers (zero-extend 16→32 bits, shift left 16) and
  *    prefetched 2 KB ahead. For one token (decode) fp32 and bf16 rows have
  *    their own loop, gemv_rows, 8 rows per call: fp32 rows whose x fits in L1
- *    beside the weight stream (up to 4096 columns) are read one after the
- *    other, front to back, one sequential stream per core; wider fp32 rows
- *    and all bf16 rows are walked 8 side by side, so x is loaded once per 8
- *    rows (simd/NOTES.md, "avx512 decode: one stream per row, side by side
- *    when x is wide").
+ *    beside the weight stream (fp32 rows up to 4096 columns, bf16 rows up to
+ *    1024: the pieces of a matrix in column panels, model.h) are read one
+ *    after the other, front to back, one sequential stream per core; wider
+ *    rows are walked 8 side by side, so x is loaded once per 8 rows
+ *    (simd/NOTES.md, "avx512 decode: one stream per row, side by side when x
+ *    is wide").
  *  - Prefill (n_tok > 16): gemm_driver.h's BLIS loops around a 32 × 12 micro-kernel:
  *    32 weight rows (2 zmm) × 12 tokens = 24 zmm accumulators; per k it loads 2
  *    packed weight vectors and broadcasts 12 activations for 24 FMAs, so loads
@@ -94,9 +95,10 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * every row would read it again from L2, and those misses compete with the
  * weight stream's: side by side, 1.3x for that matrix. bf16 rows load 2 x
  * lines per 64-byte weight line one after the other; 8 side by side load
- * them once per 8 rows, at every width: bf16 decode on the 7B shape 1.3x at
- * one thread (simd/NOTES.md, "avx512 decode: one stream per row, side by side
- * when x is wide").
+ * them once per 8 rows: 1.3x for 4096-wide bf16 rows at one thread, but
+ * 0.55x for the 1024-wide rows of a panel, 8 streams of 2 KB being too short
+ * for the prefetchers (simd/NOTES.md, "avx512 decode: one stream per row,
+ * side by side when x is wide", and "decode: weights in column panels").
  * Either way each row has the same two accumulators fed in the same order
  * (even and odd 16-column vectors), so the sums are identical bit for bit.
  * No software prefetch; four or eight accumulators per row were slower.

@@ -92,6 +92,7 @@ expect_ok "info --mmap" $KVLAB info -m "$DEMO" --dtype bf16 --mmap
 check "info says the weights are in place" grep -q "in place from the file, --mmap" "$TMP/out"
 expect_ok "info without --mmap" $KVLAB info -m "$DEMO" --dtype bf16
 check "info says the weights were copied" grep -q "(copied at load)" "$TMP/out"
+check "info: demo-25m's matrices (none wider than 1024) row-major" grep -q "^layout:      0 of 85 weight matrices in column panels of 1024" "$TMP/out"
 
 expect_ok "bench (no machine part)" $KVLAB bench -m "$S260" --prompt 64 --gen 16 --repeat 2 --threads 1 --no-machine --json "$TMP/b.json"
 check "bench prints prefill and decode rows" grep -qE "^f32 +1 \| +[0-9.]+ " "$TMP/out"

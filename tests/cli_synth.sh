@@ -31,6 +31,23 @@ same_seed_same_bytes() {
 check "same seed -> same file, other seed -> other file" same_seed_same_bytes
 expect_ok "kvlab info loads a synth checkpoint" "$KVLAB" info -m "$TMP/a"
 
+# matrices wider than 1024 columns are copied into column panels (model.h Mat);
+# in place from the file (--mmap) they stay row-major; logits agree within rounding
+panels() {
+    synth -o "$TMP/wide" --shape dim=64,layers=2,heads=4,kv_heads=2,ffn=1100,vocab=300 --dtype f32 --seed 3 &&
+    "$KVLAB" info -m "$TMP/wide" | grep -q "^layout:      2 of 16 weight matrices in column panels of 1024" &&
+    "$KVLAB" info -m "$TMP/wide" --mmap | grep -q "^layout:      0 of 16 weight matrices" &&
+    "$KVLAB" logits -m "$TMP/wide" --ids 1,5,9,200,7,3 -o "$TMP/wide-panels.npy" 2>/dev/null &&
+    "$KVLAB" logits -m "$TMP/wide" --ids 1,5,9,200,7,3 --mmap -o "$TMP/wide-rows.npy" 2>/dev/null &&
+    /usr/bin/python3 - "$TMP/wide-panels.npy" "$TMP/wide-rows.npy" <<'PY'
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+d = float(np.abs(a - b).max())
+sys.exit(0 if a.shape == b.shape == (6, 300) and d <= 1e-5 * (1 + float(np.abs(b).max())) else 1)
+PY
+}
+check "wide matrices in column panels; --mmap row-major; same logits within 1e-5" panels
+
 sharded() {
     synth -o "$TMP/s3" --shape "$SHAPE" --dtype f16 --shards 3 --tied 1 &&
     [ -f "$TMP/s3/model.safetensors.index.json" ] && [ -f "$TMP/s3/model-00003-of-00003.safetensors" ] &&

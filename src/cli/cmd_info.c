@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "simd/kernels.h"
 #include "engine/ops.h"
+#include "model/llama_tensors.h"
 
 static void help(void) {
     printf("usage: kvlab info -m MODEL [options]\n\n"
@@ -44,6 +45,16 @@ int cmd_info(int argc, char **argv) {
                                  : m.converted_bytes ? " (partly in place from the file, --mmap)" : " (in place from the file, --mmap)");
     printf("files:       %zu bytes (%.1f MiB) in %d file(s); weights in memory %zu bytes, in place %zu bytes\n",
            m.file_bytes, (double)m.file_bytes / 1048576.0, m.n_maps, m.converted_bytes, m.in_place_bytes);
+    int n_mats = 0, n_in_panels = 0;   /* matrices (the classifier once when tied), and how many are in panels */
+    for (int l = -1; l < c->n_layers; l++)
+        for (int t = l < 0 ? LT_PER_LAYER : 0; t < (l < 0 ? LT_COUNT : LT_PER_LAYER); t++) {
+            const Mat *a = llama_tensor_mat(&m.w, (LlamaTensor)t, l);
+            if (!a || (t == LT_CLASSIFIER && c->tied_embeddings)) continue;
+            n_mats++;
+            n_in_panels += a->panel_cols > 0;
+        }
+    printf("layout:      %d of %d weight matrices in column panels of %d (wider than that, copied at load), the rest row-major\n",
+           n_in_panels, n_mats, MAT_PANEL_COLS);
     size_t per_token = model_kv_bytes_per_token(c, o.kv_dtype);
     printf("kv cache:    %zu bytes per token (%s K+V, --kv-dtype), %.1f MiB at the full context of %d\n",
            per_token, dtype_name(o.kv_dtype), (double)per_token * c->max_seq_len / 1048576.0, c->max_seq_len);
