@@ -12,7 +12,8 @@
  *    their own loop, gemv_rows, 8 rows per call: fp32 rows whose x fits in L1
  *    beside the weight stream (fp32 rows up to 4096 columns, bf16 rows up to
  *    1024: the pieces of a matrix in column panels, model.h) are read one
- *    after the other, front to back, one sequential stream per core; wider
+ *    after the other, front to back, one sequential stream per core, each
+ *    line also read by a scalar load (touch_line); wider
  *    rows are walked 8 side by side, so x is loaded once per 8 rows
  *    (simd/NOTES.md, "avx512 decode: one stream per row, side by side when x
  *    is wide").
@@ -102,7 +103,10 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * Either way each row has the same two accumulators fed in the same order
  * (even and odd 16-column vectors), so the sums are identical bit for bit.
  * No software prefetch; four or eight accumulators per row were slower.
- * GEMV_X_L1_BYTES: avx512_common.h. */
+ * One row after the other, each weight line is also read once by a scalar
+ * load (touch_line), which lets the stream run at the rate of a plain read
+ * (simd/NOTES.md, "decode: a second read of each weight line").
+ * GEMV_X_L1_BYTES, touch_line: avx512_common.h. */
 
 /* fp32 rows: an FMA with the weight load folded in, per 64-byte line. bf16 rows
  * (bf16 = 1, a constant after inlining): 16 weights at a time zero-extended to
@@ -126,8 +130,12 @@ void gemv_rows(float *y, const float *x, const void *w, long ldw, int n, int R, 
      * column panels, model.h); 8 rows of 2 KB side by side are 8 streams too
      * short for the prefetchers to follow (0.55x). */
     if ((long)n * (long)sizeof(float) <= (bf16 ? GEMV_X_L1_BYTES / 4 : GEMV_X_L1_BYTES)) {
+        const long elem = bf16 ? 2 : 4;
         for (int r = 0; r < R; r++)                    /* one row after the other */
             for (int c = 0; c + 2 * VL <= n; c += 2 * VL) {
+                const char *line = (const char *)w + (r * ldw + c) * elem;
+                touch_line(line);                      /* a second read of each line: touch_line */
+                touch_line(line + (bf16 ? 32 : 64));   /* (bf16: both 32-byte halves, measured best) */
                 acc[r][0] = _mm512_fmadd_ps(load_row(w, r * ldw + c, bf16), _mm512_loadu_ps(x + c), acc[r][0]);
                 acc[r][1] = _mm512_fmadd_ps(load_row(w, r * ldw + c + VL, bf16), _mm512_loadu_ps(x + c + VL), acc[r][1]);
             }

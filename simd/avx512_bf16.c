@@ -60,12 +60,15 @@ static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m5
  * Decode. */
 #define CHUNK 16384
 
-/* Each row front to back before the next, no software prefetch, one sequential
- * stream per core, while the bf16 x (2 bytes a column) fits in L1 beside that
- * stream; wider rows (the 7B down projection: 22 KB of x) side by side, each x
- * vector loaded once per R rows. The same accumulators in the same order either
- * way (avx512.c's decode loops; GEMV_X_L1_BYTES: avx512_common.h; simd/NOTES.md,
- * "avx512 decode: one stream per row, side by side when x is wide"). */
+/* Each row front to back before the next, one sequential stream per core,
+ * while the bf16 x (2 bytes a column) fits in L1 beside that stream; wider
+ * rows (the 7B down projection: 22 KB of x) side by side, each x vector
+ * loaded once per R rows. No software prefetch, and no second read of each
+ * line (avx512_common.h touch_line): level or slower here, where the load is
+ * folded into vdpbf16ps (simd/NOTES.md, "decode: a second read of each weight
+ * line"). The same accumulators in the same order either way (avx512.c's
+ * decode loops; GEMV_X_L1_BYTES: avx512_common.h; simd/NOTES.md, "avx512
+ * decode: one stream per row, side by side when x is wide"). */
 
 static inline __attribute__((always_inline))
 void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n, int first, int R) {

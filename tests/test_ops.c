@@ -81,7 +81,8 @@ static Mat in_panels(const Mat *a) {
 static void test_panels(void) {
     const Kernels *tables[8];
     const int n_tables = kernels_available(tables, 8);
-    const int shapes[][2] = {{130, 1100}, {261, 2100}};   /* 2 and 3 panels, the last narrower */
+    /* 2 and 3 panels, the last narrower; 261 rows: two decode chunks of 256 rows */
+    const int shapes[][2] = {{130, 1100}, {261, 2100}};
     const DType dtypes[2] = {DTYPE_F32, DTYPE_BF16};
     const int toks[] = {1, 3, 5, 40};
     char err[128], name[200];
@@ -118,8 +119,8 @@ static void test_panels(void) {
 }
 
 int main(void) {
-    /* rows: below, at and above one decode chunk (128), not multiples of 4 or 16 */
-    const int shapes[][2] = {{1, 7}, {17, 33}, {128, 64}, {300, 100}, {517, 96}};
+    /* rows: below, at and above one decode chunk (256, ops.c DECODE_CHUNK_ROWS), not multiples of 4 or 16 */
+    const int shapes[][2] = {{1, 7}, {17, 33}, {256, 64}, {300, 100}, {517, 96}};
     const int n_shapes = sizeof shapes / sizeof shapes[0];
     const DType dtypes[2] = {DTYPE_F32, DTYPE_BF16};
 

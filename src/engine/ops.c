@@ -8,9 +8,12 @@ static int n_threads_used;   /* 0 until set: then omp's default (all cores) */
 static int bf16_dot;          /* use Kernels.matmul_bf16_dpbf16 for bf16 weights */
 
 /* Decode splits its rows into chunks of this many (a multiple of 16, see
- * matmul_prefill): 128 rows of a 4096-wide bf16 matrix are 1 MiB, long enough
- * for the prefetchers, and a 4096-row matrix still gives 32 chunks to share. */
-#define DECODE_CHUNK_ROWS 128
+ * matmul_prefill). A chunk reads its rows of every column panel (model.h Mat):
+ * for bf16, runs of 512 KB, long enough for the prefetchers (runs of 256 KB,
+ * 128 rows, read 10-20 % slower with two threads: simd/NOTES.md, "decode: a
+ * second read of each weight line"), and a 4096-row matrix still gives 16
+ * chunks to share. */
+#define DECODE_CHUNK_ROWS 256
 #define DECODE_MAX_TOKENS 4   /* up to this many tokens a matmul counts as decode */
 
 int ops_set_bf16_dot(int on) {
