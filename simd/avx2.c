@@ -6,8 +6,11 @@
  *    streamed unpacked, once per pair of tokens, four rows at a time (4 rows ×
  *    2 tokens of accumulators, or 4 × 2 unrolled for one token); each x vector is
  *    loaded once per 4 rows; bf16 rows are widened exactly in registers
- *    (zero-extend 16→32 bits, shift left 16) and prefetched 2 KB ahead; one
- *    token with bf16 rows has its own loop (gemv_bf16_block).
+ *    (zero-extend 16→32 bits, shift left 16) and prefetched 2 KB ahead. One
+ *    token (decode) has its own loops, gemv_f32_block and gemv_bf16_block:
+ *    rows of up to 4096 fp32 or 1024 bf16 columns (the pieces of a matrix in
+ *    column panels, model.h) one after the other, each line also read by a
+ *    scalar load (touch_line); wider rows 4 side by side.
  *  - Prefill (n_tok > 8): gemm_driver.h's BLIS loops around a 16 × 6 micro-kernel:
  *    16 weight rows (2 ymm) × 6 tokens = 12 ymm accumulators + 2 weight vectors
  *    + 1 broadcast = 15 of the 16 registers; per k, 2 loads and 6 broadcasts
@@ -128,7 +131,7 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * the next block of R rows is prefetched (non-temporal: read once per token).
  * Registers: 8 accumulators + 4 x vectors + the mask + 2 temporaries. */
 static inline __attribute__((always_inline))
-void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+void gemv_bf16_side_by_side(float *y, const float *x, const void *w_, long ldw, int n, int R) {
     const uint16_t *w = w_;
     const __m256i odd_half = _mm256_set1_epi32((int)0xFFFF0000u);
     __m256 acc[4][2];
@@ -160,6 +163,86 @@ void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, 
         }
     }
     for (int r = 0; r < R; r++) y[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
+/* Decode over short rows (the 1024-column pieces of a matrix in column panels,
+ * model.h; fp32 rows up to 4096 columns): the rows one after the other, each
+ * front to back, so a block is one sequential stream, and every 64-byte weight
+ * line also read by a scalar load (touch_line). Each row keeps the two
+ * accumulators of the side-by-side loops above, fed in the same order, so the
+ * sums are the same bit for bit. Four rows of 1024 side by side are four
+ * streams too short for the prefetchers: on a Zen 4 (--isa avx2) fp32 read at
+ * 0.68 and bf16 at 0.39 of a plain read (simd/NOTES.md, "decode: a second read
+ * of each weight line"). */
+#define GEMV_ROW_BYTES_F32 16384                       /* x of up to 4096 fp32 */
+#define GEMV_COLS_BF16 1024                            /* x, split even/odd, 4 KB */
+
+static inline __attribute__((always_inline))
+void gemv_f32_one_row(float *y, const float *x, const float *w, int n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 2 * VL <= n; c += 2 * VL) {
+        touch_line(w + c);
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c), _mm256_loadu_ps(x + c), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + c + VL), _mm256_loadu_ps(x + c + VL), acc1);
+    }
+    for (; c < n; c += VL) {
+        const __m256i m = tail_mask(gemm_min(VL, n - c));
+        acc0 = _mm256_fmadd_ps(maskload(w + c, m), maskload(x + c, m), acc0);
+    }
+    *y = hsum(_mm256_add_ps(acc0, acc1));
+}
+
+static void gemv_f32_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    const float *w = w_;
+    if ((long)n * (long)sizeof(float) <= GEMV_ROW_BYTES_F32) {
+        for (int r = 0; r < R; r++) gemv_f32_one_row(y + r, x, w + r * ldw, n);
+    } else if (R == 4) {
+        skinny_block(y, 1, x, 0, w, ldw, n, 0, 4, 1);
+    } else {
+        skinny_block(y, 1, x, 0, w, ldw, n, 0, 1, 1);
+    }
+}
+
+static void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, int n, int R) {
+    if (n > GEMV_COLS_BF16) {
+        if (R == 4) gemv_bf16_side_by_side(y, x, w_, ldw, n, 4);
+        else gemv_bf16_side_by_side(y, x, w_, ldw, n, 1);
+        return;
+    }
+    /* x split into its even and odd elements once, as the side-by-side loop
+     * splits it per step: per 32 columns xe[0], xo[0], xe[1], xo[1] */
+    _Alignas(32) float x_split[GEMV_COLS_BF16];
+    const int n_full = n / 32 * 32;
+    for (int c = 0; c < n_full; c += 32)
+        for (int h = 0; h < 2; h++) {
+            __m256 a = _mm256_loadu_ps(x + c + 16 * h), b = _mm256_loadu_ps(x + c + 16 * h + VL);
+            _mm256_store_ps(x_split + c + 16 * h, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8)));
+            _mm256_store_ps(x_split + c + 16 * h + VL, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8)));
+        }
+    const __m256i odd_half = _mm256_set1_epi32((int)0xFFFF0000u);
+    for (int r = 0; r < R; r++) {
+        const uint16_t *row = (const uint16_t *)w_ + r * ldw;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (int c = 0; c < n_full; c += 32) {
+            touch_line(row + c);
+            for (int h = 0; h < 2; h++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(row + c + 16 * h));
+                acc0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                                       _mm256_load_ps(x_split + c + 16 * h), acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, odd_half)),
+                                       _mm256_load_ps(x_split + c + 16 * h + VL), acc1);
+            }
+        }
+        for (int c = n_full; c < n; c += VL) {         /* the last < 32 columns: widen */
+            const int len = gemm_min(VL, n - c);
+            __m256 xv = maskload(x + c, tail_mask(len));
+            acc0 = _mm256_fmadd_ps(len == VL ? load_bf16(row + c) : load_bf16_tail(row + c, len), xv, acc0);
+        }
+        y[r] = hsum(_mm256_add_ps(acc0, acc1));
+    }
 }
 
 /* ---------------------------------------------------------------------------
@@ -264,7 +347,7 @@ static const GemmPlan gemm_plan = {
     .pack_w_f32 = pack_w_f32, .pack_w_bf16 = pack_w_bf16, .micro = micro_16x6,
 };
 static const SkinnyPlan skinny_plan = {
-    .max_tok = 8, .group = SKINNY_T, .block = skinny_block, .gemv_bf16 = gemv_bf16_block,
+    .max_tok = 8, .group = SKINNY_T, .block = skinny_block, .gemv_f32 = gemv_f32_block, .gemv_bf16 = gemv_bf16_block,
 };
 #undef MR
 #undef NR

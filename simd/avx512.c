@@ -106,7 +106,7 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
  * One row after the other, each weight line is also read once by a scalar
  * load (touch_line), which lets the stream run at the rate of a plain read
  * (simd/NOTES.md, "decode: a second read of each weight line").
- * GEMV_X_L1_BYTES, touch_line: avx512_common.h. */
+ * GEMV_X_L1_BYTES: avx512_common.h; touch_line: gemm_driver.h. */
 
 /* fp32 rows: an FMA with the weight load folded in, per 64-byte line. bf16 rows
  * (bf16 = 1, a constant after inlining): 16 weights at a time zero-extended to

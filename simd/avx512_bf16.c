@@ -64,7 +64,7 @@ static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m5
  * while the bf16 x (2 bytes a column) fits in L1 beside that stream; wider
  * rows (the 7B down projection: 22 KB of x) side by side, each x vector
  * loaded once per R rows. No software prefetch, and no second read of each
- * line (avx512_common.h touch_line): level or slower here, where the load is
+ * line (gemm_driver.h touch_line): level or slower here, where the load is
  * folded into vdpbf16ps (simd/NOTES.md, "decode: a second read of each weight
  * line"). The same accumulators in the same order either way (avx512.c's
  * decode loops; GEMV_X_L1_BYTES: avx512_common.h; simd/NOTES.md, "avx512

@@ -46,18 +46,6 @@ static inline __attribute__((always_inline)) void prefetch_bytes(const void *bas
     _mm_prefetch((const char *)((uintptr_t)base + (uintptr_t)bytes), _MM_HINT_T0);
 }
 
-/* A scalar read of one byte of the cache line at p, its value unused. The
- * fp32 and exact-bf16 decode loops of avx512.c read each weight line this way
- * beside its vector loads: on the Zen 4 this was measured on, a stream whose
- * every 64-byte line is read twice runs 10-25 % faster than one read once
- * (kvlab's fp32 `dot` of a buffer with itself, bench's plain-read figure,
- * reads each line twice), and the mat-vec loops went from 0.80-0.90 of that
- * read to 0.92-1.0 (simd/NOTES.md, "decode: a second read of each weight
- * line"). A char read: it may alias anything. */
-static inline __attribute__((always_inline)) void touch_line(const void *p) {
-    (void)*(const volatile char *)p;
-}
-
 /* Transpose a 16 × 16 block of 32-bit elements held in 16 registers, in 4
  * rounds of 16 shuffles: interleave 32-bit elements of row pairs, then 64-bit
  * pairs, then 128-bit lanes twice. Only moves bits, so it serves fp32 values
