@@ -122,13 +122,20 @@ void skinny_block(float *y, long ldy, const float *x, long ldx, const void *w_, 
             y[t * ldy + r] = hsum(U == 2 ? _mm256_add_ps(acc[r][t][0], acc[r][t][1]) : acc[r][t][0]);
 }
 
-/* Decode with bf16 weights: one token, R = 4 (or 1) rows at a time, as in
- * avx512.c's gemv_bf16_block. A 32-byte load holds 16 bf16 = 8 pairs
- * (W[2i], W[2i+1]); a shift left by 16 gives the even elements as exact fp32,
- * masking off the low half the odd ones. x is split to match: shuffle_ps picks
- * the even (odd) elements of two vectors within 128-bit lanes, a permute4x64
- * puts the lanes in order. One cache line per row per step; the same line of
- * the next block of R rows is prefetched (non-temporal: read once per token).
+/* The even and the odd elements of x[0..16), in order: shuffle_ps picks them
+ * within 128-bit lanes of two vectors, a permute4x64 puts the lanes in order. */
+static inline __attribute__((always_inline)) void split_x16(const float *x, __m256 *even, __m256 *odd) {
+    const __m256 a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + VL);
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+/* Decode with bf16 weights, rows wider than a panel (gemv_bf16_block below):
+ * one token, R = 4 (or 1) rows side by side. A 32-byte load holds 16 bf16 =
+ * 8 pairs (W[2i], W[2i+1]); a shift left by 16 gives the even elements as
+ * exact fp32, masking off the low half the odd ones; x is split to match
+ * (split_x16). One cache line per row per step; the same line of the next
+ * block of R rows is prefetched (non-temporal: read once per token).
  * Registers: 8 accumulators + 4 x vectors + the mask + 2 temporaries. */
 static inline __attribute__((always_inline))
 void gemv_bf16_side_by_side(float *y, const float *x, const void *w_, long ldw, int n, int R) {
@@ -139,11 +146,7 @@ void gemv_bf16_side_by_side(float *y, const float *x, const void *w_, long ldw, 
     int c = 0;
     for (; c + 32 <= n; c += 32) {
         __m256 xe[2], xo[2];
-        for (int h = 0; h < 2; h++) {
-            __m256 a = _mm256_loadu_ps(x + c + 16 * h), b = _mm256_loadu_ps(x + c + 16 * h + VL);
-            xe[h] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-            xo[h] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-        }
+        for (int h = 0; h < 2; h++) split_x16(x + c + 16 * h, &xe[h], &xo[h]);
         for (int r = 0; r < R; r++) {
             const uint16_t *p = w + r * ldw + c;
             _mm_prefetch((const char *)((uintptr_t)p + (uintptr_t)((long)R * ldw * 2)), _MM_HINT_NTA);
@@ -214,14 +217,12 @@ static void gemv_bf16_block(float *y, const float *x, const void *w_, long ldw, 
      * splits it per step: per 32 columns xe[0], xo[0], xe[1], xo[1] */
     _Alignas(32) float x_split[GEMV_COLS_BF16];
     const int n_full = n / 32 * 32;
-    for (int c = 0; c < n_full; c += 32)
-        for (int h = 0; h < 2; h++) {
-            __m256 a = _mm256_loadu_ps(x + c + 16 * h), b = _mm256_loadu_ps(x + c + 16 * h + VL);
-            _mm256_store_ps(x_split + c + 16 * h, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8)));
-            _mm256_store_ps(x_split + c + 16 * h + VL, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8)));
-        }
+    for (int c = 0; c < n_full; c += 16) {
+        __m256 even, odd;
+        split_x16(x + c, &even, &odd);
+        _mm256_store_ps(x_split + c, even);
+        _mm256_store_ps(x_split + c + VL, odd);
+    }
     const __m256i odd_half = _mm256_set1_epi32((int)0xFFFF0000u);
     for (int r = 0; r < R; r++) {
         const uint16_t *row = (const uint16_t *)w_ + r * ldw;

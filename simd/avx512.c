@@ -134,7 +134,7 @@ void gemv_rows(float *y, const float *x, const void *w, long ldw, int n, int R, 
         for (int r = 0; r < R; r++)                    /* one row after the other */
             for (int c = 0; c + 2 * VL <= n; c += 2 * VL) {
                 const char *line = (const char *)w + (r * ldw + c) * elem;
-                touch_line(line);                      /* a second read of each line: touch_line */
+                touch_line(line);                      /* a second read of each line */
                 touch_line(line + (bf16 ? 32 : 64));   /* (bf16: both 32-byte halves, measured best) */
                 acc[r][0] = _mm512_fmadd_ps(load_row(w, r * ldw + c, bf16), _mm512_loadu_ps(x + c), acc[r][0]);
                 acc[r][1] = _mm512_fmadd_ps(load_row(w, r * ldw + c + VL, bf16), _mm512_loadu_ps(x + c + VL), acc[r][1]);
