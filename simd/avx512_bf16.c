@@ -50,9 +50,11 @@ static inline __m512 dpbf16(__m512 acc, __m512i a, __m512i b) {
  * instruction itself. GCC 12 never folds a load into vdpbf16ps, and decode
  * streams weights at a rate set by how many instructions each 64-byte line
  * costs: this one line of assembly makes it 1 instead of 2 (simd/NOTES.md,
- * "avx512_bf16.c dpbf16_load"). */
+ * "avx512_bf16.c dpbf16_load"). volatile keeps the loads in program order:
+ * without it GCC read the second line of each pair before the first, a
+ * backward step in every stream. */
 static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m512i a, const uint16_t *p) {
-    __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const __m512i_u *)p));
+    __asm__ volatile("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const __m512i_u *)p));
     return acc;
 }
 
@@ -61,25 +63,35 @@ static inline __attribute__((always_inline)) __m512 dpbf16_load(__m512 acc, __m5
 #define CHUNK 16384
 
 /* Each row front to back before the next, one sequential stream per core,
- * while the bf16 x (2 bytes a column) fits in L1 beside that stream; wider
- * rows (the 7B down projection: 22 KB of x) side by side, each x vector
- * loaded once per R rows. No software prefetch, and no second read of each
- * line (gemm_driver.h touch_line): level or slower here, where the load is
- * folded into vdpbf16ps (simd/NOTES.md, "decode: a second read of each weight
- * line"). The same accumulators in the same order either way (avx512.c's
- * decode loops; GEMV_X_L1_BYTES: avx512_common.h; simd/NOTES.md, "avx512
- * decode: one stream per row, side by side when x is wide"). */
+ * while the bf16 x (2 bytes a column) fits in L1 beside that stream, each
+ * 64-byte weight line also read by a scalar load (gemm_driver.h touch_line),
+ * as in avx512.c; wider rows (row-major, as --mmap leaves them: the 7B down
+ * projection's x is 22 KB) side by side, each x vector loaded once per R
+ * rows. No software prefetch. The same accumulators in the same order either
+ * way (avx512.c's decode loops; GEMV_X_L1_BYTES: avx512_common.h;
+ * simd/NOTES.md, "avx512 decode: one stream per row, side by side when x is
+ * wide", and "decode: a second read of each weight line"). */
 
 static inline __attribute__((always_inline))
 void gemv_rows(float *y, const uint16_t *xb, const uint16_t *w, long ldw, int n, int first, int R) {
     __m512 acc[4][2];
     for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     if ((long)n * (long)sizeof(uint16_t) <= GEMV_X_L1_BYTES) {
-        for (int i = 0; i < R; i++)                    /* one row after the other */
+        for (int i = 0; i < R; i++) {                  /* one row after the other */
+            /* In locals, not in acc[i]: the compiler cannot tell the memory
+             * dpbf16_load's assembly reads from an array it indexes at run time,
+             * so it would store acc[i] back to the stack before every
+             * instruction, two stores per weight line (a 5 % slower stream). */
+            __m512 a0 = acc[i][0], a1 = acc[i][1];
             for (int c = 0; c + 64 <= n; c += 64) {
-                acc[i][0] = dpbf16_load(acc[i][0], _mm512_load_si512(xb + c), w + i * ldw + c);
-                acc[i][1] = dpbf16_load(acc[i][1], _mm512_load_si512(xb + c + 32), w + i * ldw + c + 32);
+                touch_line(w + i * ldw + c);           /* a second read of each line */
+                touch_line(w + i * ldw + c + 32);
+                a0 = dpbf16_load(a0, _mm512_load_si512(xb + c), w + i * ldw + c);
+                a1 = dpbf16_load(a1, _mm512_load_si512(xb + c + 32), w + i * ldw + c + 32);
             }
+            acc[i][0] = a0;
+            acc[i][1] = a1;
+        }
     } else {
         for (int c = 0; c + 64 <= n; c += 64) {         /* the rows side by side */
             const __m512i x0 = _mm512_load_si512(xb + c), x1 = _mm512_load_si512(xb + c + 32);
